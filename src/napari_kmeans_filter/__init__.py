@@ -1,0 +1,1 @@
+"""K-means colour quantisation for napari, scripts and the command line."""
