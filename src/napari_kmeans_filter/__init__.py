@@ -1,1 +1,41 @@
-"""K-means colour quantisation for napari, scripts and the command line."""
+"""K-means colour quantisation for napari, scripts and the command line.
+
+The functions importable from here never import napari or Qt, so they work in
+scripts, notebooks, napari's console and on dask workers alike.
+"""
+
+from ._colorspace import COLOR_SPACES
+from ._quantize import Palette, QuantizeResult, apply_palette, fit_palette, quantize
+from ._validation import MAX_N_COLORS
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("napari-kmeans-filter")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "COLOR_SPACES",
+    "MAX_N_COLORS",
+    "Palette",
+    "QuantizeResult",
+    "__version__",
+    "add_result_layers",
+    "apply_palette",
+    "fit_palette",
+    "quantize",
+    "quantize_layer",
+]
+
+_NAPARI_HELPERS = {"add_result_layers", "quantize_layer"}
+
+
+def __getattr__(name):
+    # The napari helpers import napari; load them only when asked for, so that
+    # `import napari_kmeans_filter` stays light and headless.
+    if name in _NAPARI_HELPERS:
+        from . import _layers
+
+        return getattr(_layers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

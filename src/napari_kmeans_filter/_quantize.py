@@ -1,0 +1,752 @@
+"""Public API: fit a k-colour palette to an image and repaint images with it.
+
+The pipeline is the same for numpy and dask input:
+
+1. **histogram** -- every pixel's colour becomes an integer code; the distinct
+   codes and their pixel counts are counted (per chunk, then merged);
+2. **fit** -- weighted k-means (scikit-learn) on the distinct colours, in the
+   chosen colour space (see :mod:`._kmeans` for the bounded reduction used when
+   there are very many distinct colours);
+3. **assign** -- each distinct colour gets the label of its nearest palette
+   colour, and pixels get labels through a lookup on their code, never through
+   a distance computation per pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _validation as check
+from ._colorspace import from_fit_space, to_fit_space
+from ._histogram import ColorHistogram, Encoding, histogram_of_pixels, merge_histograms
+from ._kmeans import DEFAULT_N_INIT, nearest_centre, weighted_kmeans
+
+ProgressCallback = Callable[[float, str], Any]
+
+# How many chunk histograms one merge task takes in the dask tree reduction.
+_MERGE_FAN_IN = 8
+
+
+@dataclass(frozen=True, eq=False)
+class Palette:
+    """The colours of a quantised image.
+
+    Attributes
+    ----------
+    colors : ndarray, shape (n, C)
+        The palette colours in the image's own units and dtype (``C`` excludes
+        alpha), sorted by luminance: row 0 is the darkest.
+    counts : ndarray of int64, shape (n,)
+        Number of pixels of the fitted (or repainted) image with each colour.
+    color_space : str
+        The space in which nearest colours are measured: ``"rgb"`` (the image's
+        own units), ``"lab"`` or ``"oklab"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_kmeans_filter import Palette
+    >>> palette = Palette(np.array([[0, 0, 0], [255, 255, 255]], dtype=np.uint8))
+    >>> len(palette)
+    2
+    >>> Palette.from_dict(palette.to_dict()).colors.tolist()
+    [[0, 0, 0], [255, 255, 255]]
+    """
+
+    colors: np.ndarray
+    counts: np.ndarray = field(default=None)
+    color_space: str = "rgb"
+
+    def __post_init__(self):
+        colors = np.asarray(self.colors)
+        if colors.ndim == 1:
+            colors = colors[:, np.newaxis]
+        if colors.ndim != 2 or colors.shape[0] == 0:
+            raise ValueError(
+                "The 'colors' of a Palette must be a non-empty (n, channels) array. "
+                f"Got shape {colors.shape}."
+            )
+        if colors.dtype.kind not in "uif":
+            raise TypeError(f"The 'colors' of a Palette must be numeric. Got dtype {colors.dtype}.")
+        counts = self.counts
+        counts = (
+            np.zeros(colors.shape[0], np.int64) if counts is None else np.asarray(counts, np.int64)
+        )
+        if counts.shape != (colors.shape[0],):
+            raise ValueError(
+                f"The 'counts' of a Palette must have shape ({colors.shape[0]},). "
+                f"Got {counts.shape}."
+            )
+        color_space = check.check_color_space(self.color_space, colors.shape[1])
+        colors = colors.copy()
+        colors.flags.writeable = False
+        counts.flags.writeable = False
+        object.__setattr__(self, "colors", colors)
+        object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "color_space", color_space)
+
+    def __len__(self) -> int:
+        return int(self.colors.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Palette(n_colors={len(self)}, channels={self.colors.shape[1]}, "
+            f"dtype={self.colors.dtype}, color_space={self.color_space!r})"
+        )
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable description, read back by :meth:`from_dict`."""
+        return {
+            "colors": self.colors.tolist(),
+            "counts": self.counts.tolist(),
+            "dtype": str(self.colors.dtype),
+            "color_space": self.color_space,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Palette:
+        """Build a palette from the output of :meth:`to_dict`."""
+        if not isinstance(data, dict) or "colors" not in data:
+            raise ValueError("A palette description must be a dict with a 'colors' entry.")
+        try:
+            colors = np.asarray(data["colors"], dtype=np.dtype(data.get("dtype", "float64")))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"Invalid palette colours or dtype: {error}") from error
+        return cls(colors, data.get("counts"), data.get("color_space", "rgb"))
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizeResult:
+    """What :func:`quantize` and :func:`apply_palette` return.
+
+    Attributes
+    ----------
+    labels : ndarray or dask array of uint8/uint16
+        Palette index of every pixel; the image's shape without its channel
+        axis. Label 0 is the darkest colour.
+    image : ndarray or dask array
+        The quantised image: same shape and dtype as the input, colour channels
+        equal to ``palette.colors[labels]``, alpha (if any) copied unchanged.
+    palette : Palette
+        The colours and their pixel counts in this image.
+    n_input_colors : int
+        Distinct colours in the input (for float data or integers wider than
+        16 bits: distinct values at 16-bit resolution of the value range).
+    mse, psnr : float
+        Mean squared error of ``image`` against the input over the colour
+        channels, and the peak signal-to-noise ratio in dB; the peak is the
+        dtype's range for integers and the data's range for floats.
+    n_iter : int
+        Lloyd iterations run (over all starts); 0 when no clustering was needed.
+    params : dict
+        The parameters used, JSON-serialisable, to reproduce the result.
+    """
+
+    labels: Any
+    image: Any
+    palette: Palette
+    n_input_colors: int
+    mse: float
+    psnr: float
+    n_iter: int
+    params: dict
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The image seen as channel-last pixels, plus how to undo that view."""
+
+    data: Any  # numpy or dask array, channels on the last axis
+    original_shape: tuple
+    channel_axis: int | None
+    n_color_channels: int
+    has_alpha: bool
+    is_dask: bool
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def spatial_shape(self) -> tuple:
+        return self.data.shape[:-1]
+
+    @property
+    def n_pixels(self) -> int:
+        return math.prod(self.spatial_shape)
+
+
+def _layout(image, channel_axis, alpha) -> _Layout:
+    image = check.check_image(image)
+    axis = check.check_channel_axis(channel_axis, image.ndim)
+    is_dask = check.is_dask_array(image)
+    if axis is None:
+        data = image[..., np.newaxis]
+    else:
+        data = image if axis == image.ndim - 1 else _moveaxis(image, axis, -1, is_dask)
+    n_channels = data.shape[-1]
+    has_alpha = check.check_alpha(alpha, n_channels, axis, image.ndim)
+    if is_dask:
+        data = data.rechunk({data.ndim - 1: -1})
+    return _Layout(data, image.shape, axis, n_channels - has_alpha, has_alpha, is_dask)
+
+
+def _moveaxis(array, source, destination, is_dask):
+    if is_dask:
+        import dask.array as da
+
+        return da.moveaxis(array, source, destination)
+    return np.moveaxis(array, source, destination)
+
+
+def _reporter(progress: ProgressCallback | None, start: float, stop: float, message: str):
+    """A ``fraction -> None`` callback mapping a stage's progress into [start, stop]."""
+    if progress is None:
+        return lambda fraction: None
+
+    def report(fraction: float) -> None:
+        progress(start + (stop - start) * min(max(fraction, 0.0), 1.0), message)
+
+    return report
+
+
+# --------------------------------------------------------------------------- histogram
+
+
+def _encoding(layout: _Layout) -> Encoding:
+    dtype = layout.dtype
+    needs_bounds = not (dtype.kind in "ui" and dtype.itemsize <= 2)
+    lo = hi = None
+    if needs_bounds:
+        colour = layout.data[..., : layout.n_color_channels]
+        axes = tuple(range(colour.ndim - 1))
+        if layout.is_dask:
+            import dask
+
+            lo, hi = dask.compute(colour.min(axis=axes), colour.max(axis=axes))
+        else:
+            lo, hi = colour.min(axis=axes), colour.max(axis=axes)
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise ValueError(
+                "The 'image' parameter contains NaN or infinite values; replace them first "
+                "(e.g. np.nan_to_num) -- they have no colour to quantise."
+            )
+    return Encoding.for_image(dtype, layout.n_color_channels, lo, hi)
+
+
+def _block_histogram(block, encoding: Encoding, n_color_channels: int, has_alpha: bool):
+    pixels = block.reshape(-1, block.shape[-1])
+    alpha = pixels[:, -1] if has_alpha else None
+    return histogram_of_pixels(pixels[:, :n_color_channels], encoding, alpha)
+
+
+def _histogram(layout: _Layout, encoding: Encoding, report):
+    """The colour histogram; for numpy input also the per-pixel index into it."""
+    if not layout.is_dask:
+        pixels = layout.data.reshape(-1, layout.data.shape[-1])
+        alpha = pixels[:, -1] if layout.has_alpha else None
+        histogram, index = histogram_of_pixels(
+            pixels[:, : layout.n_color_channels], encoding, alpha, keep_index=True
+        )
+        report(1.0)
+        return histogram, index
+
+    import dask
+
+    blocks = layout.data.to_delayed().ravel().tolist()
+    level = [
+        dask.delayed(_block_histogram, pure=True)(
+            block, encoding, layout.n_color_channels, layout.has_alpha
+        )
+        for block in blocks
+    ]
+    while len(level) > 1:
+        level = [
+            dask.delayed(merge_histograms, pure=True)(level[i : i + _MERGE_FAN_IN], encoding)
+            for i in range(0, len(level), _MERGE_FAN_IN)
+        ]
+    with _DaskProgress(report):
+        (histogram,) = dask.compute(level[0])
+    return histogram, None
+
+
+class _DaskProgress:
+    """Report the fraction of finished dask tasks (local schedulers only)."""
+
+    def __init__(self, report):
+        self._report = report
+        self._callback = None
+
+    def __enter__(self):
+        from dask.callbacks import Callback
+
+        report = self._report
+        state = {"done": 0, "total": 1}
+
+        def start(dsk):
+            state["total"] = max(len(dsk), 1)
+
+        def posttask(key, result, dsk, task_state, worker_id):
+            state["done"] += 1
+            report(state["done"] / state["total"])
+
+        self._callback = Callback(start=start, posttask=posttask)
+        self._callback.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._callback.__exit__(*exc)
+        return False
+
+
+def _histogram_values(histogram: ColorHistogram, encoding: Encoding) -> np.ndarray:
+    """Float64 colour of every histogram row, as close to the data as is known."""
+    if histogram.representative is not None:
+        return histogram.representative.astype(np.float64)
+    return encoding.decode(histogram.codes)
+
+
+# --------------------------------------------------------------------------- fit / assign
+
+
+def _as_palette_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def _luminance_order(colors: np.ndarray) -> np.ndarray:
+    """Order of ``colors`` from dark to light; ties broken by the channels in turn."""
+    values = colors.astype(np.float64)
+    if values.shape[1] >= 3:
+        luminance = values[:, :3] @ np.array([0.2126, 0.7152, 0.0722])  # Rec. 709
+    else:
+        luminance = values.mean(axis=1)
+    keys = [values[:, c] for c in reversed(range(values.shape[1]))] + [luminance]
+    return np.lexsort(keys)
+
+
+def _fit_colors(histogram, encoding, values, fit_points, n_colors, options, report):
+    """Palette colours (image dtype, sorted, distinct) and the Lloyd iterations used."""
+    dtype = encoding.dtype
+    voters = histogram.votes > 0
+    if not np.any(voters):
+        raise ValueError(
+            "The 'image' parameter has no pixel to fit: every pixel is fully transparent "
+            "(alpha == 0)."
+        )
+    n_iter = 0
+    if np.count_nonzero(voters) <= n_colors:
+        colors_float = values[voters]
+    else:
+        init = options["init"]
+        if not isinstance(init, str):
+            init = to_fit_space(init, options["color_space"], dtype)
+        centres, n_iter = weighted_kmeans(
+            fit_points[voters],
+            histogram.votes[voters].astype(np.float64),
+            n_colors,
+            init=init,
+            n_init=options["n_init"],
+            max_iter=options["max_iter"],
+            tol=options["tol"],
+            random_state=options["random_state"],
+            progress=report,
+        )
+        colors_float = from_fit_space(centres, options["color_space"], dtype)
+    colors = np.unique(_as_palette_dtype(colors_float, dtype), axis=0)
+    return colors[_luminance_order(colors)], n_iter
+
+
+def _assign(fit_points, colors, color_space, dtype):
+    centres = to_fit_space(colors.astype(np.float64), color_space, dtype)
+    return nearest_centre(fit_points, centres)
+
+
+def _mse(histogram, values, colors, row_labels, n_pixels):
+    error = values - colors.astype(np.float64)[row_labels]
+    squared = np.einsum("ij,ij->i", error, error)
+    return float(squared @ histogram.counts) / (n_pixels * values.shape[1])
+
+
+def _psnr(mse: float, dtype: np.dtype, values: np.ndarray) -> float:
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        data_range = float(info.max) - float(info.min)
+    else:
+        data_range = float(values.max() - values.min()) if values.size else 0.0
+    if mse == 0:
+        return math.inf
+    if data_range == 0:
+        return 0.0
+    return 10 * math.log10(data_range**2 / mse)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _label_dtype(n_colors: int) -> np.dtype:
+    return np.dtype(np.uint8 if n_colors <= 256 else np.uint16)
+
+
+class _LabelTable:
+    """Maps pixel codes to labels: a direct table for dense codes, bisection otherwise."""
+
+    def __init__(self, histogram, row_labels, encoding, label_dtype):
+        self.encoding = encoding
+        self.label_dtype = label_dtype
+        row_labels = np.asarray(row_labels, dtype=label_dtype)
+        if encoding.dense:
+            self.table = np.zeros(2**encoding.total_bits, dtype=label_dtype)
+            self.table[histogram.codes] = row_labels
+            self.codes = None
+        else:
+            self.table = row_labels
+            self.codes = histogram.codes
+
+    def labels_of_codes(self, codes):
+        if self.codes is None:
+            return self.table[codes]
+        return self.table[np.searchsorted(self.codes, codes)]
+
+    def labels_of_block(self, block, n_color_channels):
+        pixels = block.reshape(-1, block.shape[-1])[:, :n_color_channels]
+        codes = self.encoding.encode(pixels)
+        return self.labels_of_codes(codes).reshape(block.shape[:-1])
+
+
+def _paint_block(labels_block, data_block, colors, n_color_channels, has_alpha):
+    if labels_block.ndim == data_block.ndim:  # dask passes labels with a length-1 channel axis
+        labels_block = labels_block[..., 0]
+    out = np.empty((*labels_block.shape, data_block.shape[-1]), dtype=data_block.dtype)
+    out[..., :n_color_channels] = colors[labels_block]
+    if has_alpha:
+        out[..., -1] = data_block[..., -1]
+    return out
+
+
+def _restore_layout(array, layout: _Layout):
+    """Undo the channel-last view: same shape and axis order as the input."""
+    if layout.channel_axis is None:
+        return array[..., 0]
+    if layout.channel_axis == len(layout.original_shape) - 1:
+        return array
+    moved = _moveaxis(array, -1, layout.channel_axis, layout.is_dask)
+    return moved if layout.is_dask else np.ascontiguousarray(moved)
+
+
+def _outputs(layout, histogram, index, row_labels, colors, encoding):
+    label_dtype = _label_dtype(len(colors))
+    table = _LabelTable(histogram, row_labels, encoding, label_dtype)
+    n_colour = layout.n_color_channels
+    if not layout.is_dask:
+        if encoding.dense:
+            labels = table.labels_of_codes(index)
+        else:
+            labels = np.asarray(row_labels, dtype=label_dtype)[index]
+        labels = labels.reshape(layout.spatial_shape)
+        painted = _paint_block(labels, layout.data, colors, n_colour, layout.has_alpha)
+        return labels, _restore_layout(painted, layout)
+
+    import dask.array as da
+
+    data = layout.data
+    labels = data.map_blocks(
+        table.labels_of_block, n_colour, drop_axis=data.ndim - 1, dtype=label_dtype
+    )
+    painted = da.map_blocks(
+        _paint_block,
+        labels[..., np.newaxis],
+        data,
+        colors,
+        n_colour,
+        layout.has_alpha,
+        dtype=data.dtype,
+        chunks=data.chunks,
+    )
+    return labels, _restore_layout(painted, layout)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _fit_options(n_colors, color_space, init, n_init, max_iter, tol, random_state, layout):
+    return {
+        "n_colors": check.check_n_colors(n_colors),
+        "color_space": check.check_color_space(color_space, layout.n_color_channels),
+        "init": check.check_init(init, n_colors, layout.n_color_channels),
+        "n_init": check.check_n_init(n_init) or DEFAULT_N_INIT,
+        "max_iter": check.check_max_iter(max_iter),
+        "tol": check.check_tol(tol),
+        "random_state": check.check_random_state(random_state),
+    }
+
+
+def _params(options, channel_axis, alpha, random_state):
+    init = options["init"]
+    return {
+        "n_colors": options["n_colors"],
+        "channel_axis": channel_axis,
+        "color_space": options["color_space"],
+        "alpha": alpha,
+        "n_init": options["n_init"],
+        "init": init if isinstance(init, str) else init.tolist(),
+        "max_iter": options["max_iter"],
+        "tol": options["tol"],
+        "random_state": random_state if isinstance(random_state, (int, type(None))) else None,
+    }
+
+
+def _fit(layout, options, progress):
+    """Histogram + fit; returns everything quantize/fit_palette need."""
+    check.check_progress(progress)
+    encoding = _encoding(layout)
+    histogram, index = _histogram(layout, encoding, _reporter(progress, 0.0, 0.4, "histogram"))
+    values = _histogram_values(histogram, encoding)
+    fit_points = to_fit_space(values, options["color_space"], encoding.dtype)
+    colors, n_iter = _fit_colors(
+        histogram,
+        encoding,
+        values,
+        fit_points,
+        options["n_colors"],
+        options,
+        _reporter(progress, 0.4, 0.9, "k-means"),
+    )
+    row_labels = _assign(fit_points, colors, options["color_space"], encoding.dtype)
+    counts = np.bincount(row_labels, weights=histogram.counts, minlength=len(colors))
+    used = counts > 0
+    if not np.all(used):
+        # A colour can lose all its pixels after rounding to the image's dtype;
+        # dropping it changes no pixel's nearest colour.
+        colors, counts = colors[used], counts[used]
+        row_labels = (np.cumsum(used) - 1)[row_labels]
+    return encoding, histogram, index, values, colors, counts.astype(np.int64), row_labels, n_iter
+
+
+def quantize(
+    image,
+    n_colors: int = 8,
+    *,
+    channel_axis: int | None = -1,
+    color_space: str = "rgb",
+    alpha: bool | None = None,
+    n_init: int | str = "auto",
+    init="k-means++",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    random_state=0,
+    progress: ProgressCallback | None = None,
+) -> QuantizeResult:
+    """Recreate an image with at most ``n_colors`` colours by k-means clustering.
+
+    Every pixel is a point in colour space; k-means finds the ``n_colors``
+    colours that best describe the image (least squared error), and each pixel
+    is repainted with the colour of its cluster.  The fit is exact k-means on
+    every pixel, computed on the image's colour histogram (distinct colours
+    weighted by their pixel counts).
+
+    Parameters
+    ----------
+    image : array_like or dask array
+        RGB/RGBA photo, greyscale image, or nD stack; integer or float dtype.
+        Never modified. Dask input gives lazy dask ``labels`` and ``image``.
+    n_colors : int, optional
+        Number of colours, 1 to ``MAX_N_COLORS`` (4096). If the image has fewer
+        distinct colours, all of them are returned.
+    channel_axis : int or None, optional
+        Axis holding the colour channels; None for intensity images (every
+        element is a pixel). 2-D images are always greyscale. All other axes
+        (T, Z, Y, X, ...) share one palette.
+    color_space : {'rgb', 'lab', 'oklab'}, optional
+        Where distances are measured. 'rgb' uses the image's own units (least
+        MSE); 'lab' (CIELAB via scikit-image) and 'oklab' (Ottosson) are
+        perceptual, for 3-channel images. The palette is always returned in the
+        image's units.
+    alpha : bool or None, optional
+        Whether the last channel is alpha. None: yes when there are 4 channels
+        on the last axis. Alpha is copied to the output unchanged and pixels
+        with alpha 0 do not take part in the fit.
+    n_init : int or 'auto', optional
+        Number of k-means++ starts; the best is kept. 'auto' means 4.
+    init : 'k-means++' or array of shape (n_colors, C), optional
+        Starting colours in the image's units; with an array, plain Lloyd
+        iterations run from it on the exact histogram.
+    max_iter : int, optional
+        Maximum Lloyd iterations per start.
+    tol : float, optional
+        Relative tolerance of scikit-learn's KMeans convergence test.
+    random_state : int, RandomState, Generator or None, optional
+        Seed of the k-means++ starts; the same seed gives the same result.
+    progress : callable, optional
+        ``progress(fraction, message)`` is called as the work advances; an
+        exception raised by it aborts the call (nothing is returned).
+
+    Returns
+    -------
+    QuantizeResult
+        ``labels``, ``image``, ``palette``, ``n_input_colors``, ``mse``,
+        ``psnr``, ``n_iter`` and ``params``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid parameter, before any work; the message names it.
+
+    Notes
+    -----
+    Codes: 8-bit RGB has at most 2**24 colours, counted with one bincount.
+    Floats and integers wider than 16 bits are encoded on 16-bit levels of their
+    value range. With more than 65 536 distinct colours, the k-means++ starts
+    run on the weighted centroids of at most 32 768 grid cells and the best
+    start is refined by Lloyd iterations on the exact histogram.
+
+    Examples
+    --------
+    >>> from skimage import data
+    >>> from napari_kmeans_filter import quantize
+    >>> result = quantize(data.chelsea(), n_colors=8)
+    >>> result.image.shape, len(result.palette) <= 8
+    ((300, 451, 3), True)
+    >>> int(result.labels.max()) < len(result.palette)
+    True
+    """
+    layout = _layout(image, channel_axis, alpha)
+    options = _fit_options(n_colors, color_space, init, n_init, max_iter, tol, random_state, layout)
+    encoding, histogram, index, values, colors, counts, row_labels, n_iter = _fit(
+        layout, options, progress
+    )
+    labels, painted = _outputs(layout, histogram, index, row_labels, colors, encoding)
+    mse = _mse(histogram, values, colors, row_labels, layout.n_pixels)
+    palette = Palette(colors, counts, options["color_space"])
+    if progress is not None:
+        progress(1.0, "done")
+    return QuantizeResult(
+        labels=labels,
+        image=painted,
+        palette=palette,
+        n_input_colors=len(histogram),
+        mse=mse,
+        psnr=_psnr(mse, layout.dtype, values),
+        n_iter=n_iter,
+        params=_params(options, channel_axis, alpha, random_state),
+    )
+
+
+def fit_palette(
+    image,
+    n_colors: int = 8,
+    *,
+    channel_axis: int | None = -1,
+    color_space: str = "rgb",
+    alpha: bool | None = None,
+    n_init: int | str = "auto",
+    init="k-means++",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    random_state=0,
+    progress: ProgressCallback | None = None,
+) -> Palette:
+    """Find the ``n_colors`` colours that best describe an image.
+
+    Same parameters as :func:`quantize`; returns only the palette, to repaint
+    other images (frames, slices, photos) with :func:`apply_palette`.
+
+    Returns
+    -------
+    Palette
+        Colours in the image's units and dtype, sorted dark to light, with the
+        pixel count of each in ``image``.
+
+    Examples
+    --------
+    >>> from skimage import data
+    >>> from napari_kmeans_filter import apply_palette, fit_palette
+    >>> palette = fit_palette(data.chelsea(), n_colors=5)
+    >>> recoloured = apply_palette(data.astronaut(), palette)
+    >>> len(recoloured.palette) == len(palette)
+    True
+    """
+    layout = _layout(image, channel_axis, alpha)
+    options = _fit_options(n_colors, color_space, init, n_init, max_iter, tol, random_state, layout)
+    _, _, _, _, colors, counts, _, _ = _fit(layout, options, progress)
+    if progress is not None:
+        progress(1.0, "done")
+    return Palette(colors, counts, options["color_space"])
+
+
+def apply_palette(
+    image,
+    palette: Palette,
+    *,
+    channel_axis: int | None = -1,
+    alpha: bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> QuantizeResult:
+    """Repaint an image with the nearest colours of a given palette.
+
+    Parameters
+    ----------
+    image : array_like or dask array
+        Same kinds of image as :func:`quantize`, with as many colour channels
+        as the palette. Never modified.
+    palette : Palette
+        For example from :func:`fit_palette` on another image. Distances are
+        measured in ``palette.color_space``. The output has the image's dtype:
+        palette colours are cast (rounded and clipped for integers) to it.
+    channel_axis, alpha, progress
+        As in :func:`quantize`.
+
+    Returns
+    -------
+    QuantizeResult
+        Labels index ``palette.colors`` in its given order; ``result.palette``
+        has the same colours with this image's pixel counts (possibly 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_kmeans_filter import Palette, apply_palette
+    >>> bw = Palette(np.array([[0, 0, 0], [255, 255, 255]], dtype=np.uint8))
+    >>> image = np.array([[[10, 20, 30], [200, 220, 250]]], dtype=np.uint8)
+    >>> apply_palette(image, bw).labels.tolist()
+    [[0, 1]]
+    """
+    if not isinstance(palette, Palette):
+        raise TypeError(
+            f"The 'palette' parameter must be a Palette. Got {type(palette).__name__} instead."
+        )
+    check.check_progress(progress)
+    layout = _layout(image, channel_axis, alpha)
+    if palette.colors.shape[1] != layout.n_color_channels:
+        raise ValueError(
+            f"The 'palette' parameter has {palette.colors.shape[1]} channel(s) but the image "
+            f"has {layout.n_color_channels} colour channel(s)."
+        )
+    encoding = _encoding(layout)
+    histogram, index = _histogram(layout, encoding, _reporter(progress, 0.0, 0.8, "histogram"))
+    values = _histogram_values(histogram, encoding)
+    colors = _as_palette_dtype(palette.colors.astype(np.float64), layout.dtype)
+    fit_points = to_fit_space(values, palette.color_space, layout.dtype)
+    row_labels = _assign(fit_points, colors, palette.color_space, layout.dtype)
+    counts = np.bincount(row_labels, weights=histogram.counts, minlength=len(colors))
+    labels, painted = _outputs(layout, histogram, index, row_labels, colors, encoding)
+    mse = _mse(histogram, values, colors, row_labels, layout.n_pixels)
+    if progress is not None:
+        progress(1.0, "done")
+    return QuantizeResult(
+        labels=labels,
+        image=painted,
+        palette=Palette(colors, counts.astype(np.int64), palette.color_space),
+        n_input_colors=len(histogram),
+        mse=mse,
+        psnr=_psnr(mse, layout.dtype, values),
+        n_iter=0,
+        params={"palette": palette.to_dict(), "channel_axis": channel_axis, "alpha": alpha},
+    )

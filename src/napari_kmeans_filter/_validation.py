@@ -1,0 +1,185 @@
+"""Up-front checks of every public parameter, with messages that name the parameter."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._colorspace import COLOR_SPACES
+
+MAX_N_COLORS = 4096
+
+
+def is_dask_array(obj) -> bool:
+    return type(obj).__module__.split(".")[0] == "dask" and hasattr(obj, "chunks")
+
+
+def _range_error(name, kind, low, high, value):
+    high_text = "inf" if high is None else str(high)
+    return ValueError(
+        f"The '{name}' parameter must be {kind} in the range [{low}, {high_text}]. "
+        f"Got {value!r} instead."
+    )
+
+
+def check_int(value, name, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"The '{name}' parameter must be an int in the range "
+            f"[{low}, {'inf' if high is None else high}]. Got {value!r} of type "
+            f"{type(value).__name__} instead."
+        )
+    if value < low or (high is not None and value > high):
+        raise _range_error(name, "an int", low, high, value)
+    return int(value)
+
+
+def check_n_colors(n_colors):
+    return check_int(n_colors, "n_colors", 1, MAX_N_COLORS)
+
+
+def check_image(image):
+    """Return ``image`` as a numpy or dask array with a supported dtype and shape."""
+    if not is_dask_array(image):
+        if image is None:
+            raise TypeError("The 'image' parameter must be an array. Got None instead.")
+        image = np.asarray(image)
+    dtype = image.dtype
+    if dtype.kind == "b":
+        raise TypeError(
+            "The 'image' parameter must have an integer or floating-point dtype. Got a "
+            "boolean image; convert it first, e.g. image.astype(np.uint8)."
+        )
+    if dtype.kind not in "uif":
+        raise TypeError(
+            "The 'image' parameter must have an integer or floating-point dtype. "
+            f"Got dtype {dtype} instead."
+        )
+    if image.ndim < 2:
+        raise ValueError(
+            "The 'image' parameter must have at least 2 dimensions (an image). "
+            f"Got an array of shape {image.shape} instead."
+        )
+    if image.size == 0:
+        raise ValueError(
+            f"The 'image' parameter must not be empty. Got an array of shape {image.shape}."
+        )
+    return image
+
+
+def check_channel_axis(channel_axis, ndim):
+    """Normalise ``channel_axis`` to a non-negative int or None (2-D is greyscale)."""
+    if channel_axis is None:
+        return None
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
+        raise TypeError(
+            f"The 'channel_axis' parameter must be an int or None. Got {channel_axis!r} instead."
+        )
+    if not -ndim <= channel_axis < ndim:
+        raise ValueError(
+            f"The 'channel_axis' parameter must be None or an int in the range "
+            f"[{-ndim}, {ndim - 1}] for an image with {ndim} dimensions. "
+            f"Got {channel_axis} instead."
+        )
+    if ndim == 2:
+        return None
+    return int(channel_axis) % ndim
+
+
+def check_color_space(color_space, n_color_channels):
+    if not isinstance(color_space, str) or color_space.lower() not in COLOR_SPACES:
+        raise ValueError(
+            f"The 'color_space' parameter must be one of {', '.join(map(repr, COLOR_SPACES))}. "
+            f"Got {color_space!r} instead."
+        )
+    color_space = color_space.lower()
+    if color_space != "rgb" and n_color_channels != 3:
+        raise ValueError(
+            f"The 'color_space' parameter {color_space!r} needs 3 colour channels (RGB); "
+            f"the image has {n_color_channels}. Use color_space='rgb'."
+        )
+    return color_space
+
+
+def check_alpha(alpha, n_channels, channel_axis, ndim):
+    """Whether the last channel is alpha; None means: 4 channels on the last axis."""
+    if alpha is None:
+        return channel_axis is not None and channel_axis == ndim - 1 and n_channels == 4
+    if not isinstance(alpha, (bool, np.bool_)):
+        raise TypeError(f"The 'alpha' parameter must be True, False or None. Got {alpha!r}.")
+    if alpha and n_channels < 2:
+        raise ValueError(
+            "The 'alpha' parameter is True but the image has no channel besides alpha "
+            f"({n_channels} channel(s)); pass channel_axis and at least 2 channels."
+        )
+    return bool(alpha)
+
+
+def check_n_init(n_init):
+    if isinstance(n_init, str) and n_init == "auto":
+        return None
+    return check_int(n_init, "n_init", 1, None)
+
+
+def check_max_iter(max_iter):
+    return check_int(max_iter, "max_iter", 1, None)
+
+
+def check_tol(tol):
+    if (
+        isinstance(tol, bool)
+        or not isinstance(tol, numbers.Real)
+        or not np.isfinite(tol)
+        or tol < 0
+    ):
+        raise ValueError(f"The 'tol' parameter must be a float in the range [0, inf). Got {tol!r}.")
+    return float(tol)
+
+
+def check_random_state(random_state):
+    from sklearn.utils import check_random_state as sklearn_check
+
+    if isinstance(random_state, np.random.Generator):
+        return np.random.RandomState(random_state.integers(np.iinfo(np.int32).max))
+    try:
+        return sklearn_check(random_state)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            "The 'random_state' parameter must be None, an int, a numpy RandomState or "
+            f"Generator. Got {random_state!r} instead."
+        ) from error
+
+
+def check_init(init, n_colors, n_color_channels):
+    if isinstance(init, str):
+        if init != "k-means++":
+            raise ValueError(
+                "The 'init' parameter must be 'k-means++' or an array of starting colours. "
+                f"Got {init!r} instead."
+            )
+        return init
+    try:
+        centres = np.array(init, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            "The 'init' parameter must be 'k-means++' or a numeric array of starting colours."
+        ) from error
+    if centres.ndim == 1 and n_color_channels == 1:
+        centres = centres[:, np.newaxis]
+    if centres.shape != (n_colors, n_color_channels):
+        raise ValueError(
+            f"The 'init' parameter must have shape (n_colors, channels) = "
+            f"({n_colors}, {n_color_channels}). Got shape {centres.shape} instead."
+        )
+    if not np.all(np.isfinite(centres)):
+        raise ValueError("The 'init' parameter must contain only finite values.")
+    return centres
+
+
+def check_progress(progress):
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            f"The 'progress' parameter must be a callable or None. Got {progress!r} instead."
+        )
+    return progress
