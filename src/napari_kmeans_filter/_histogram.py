@@ -138,7 +138,7 @@ def _sorted_histogram(codes, voting, pixels, exact):
     starts = np.flatnonzero(is_start)
     counts = np.diff(np.append(starts, sorted_codes.shape[0])).astype(np.int64)
     if voting is None:
-        votes = counts.copy()
+        votes = counts
     else:
         votes = np.add.reduceat(voting[order].astype(np.int64), starts)
     representative = None
@@ -152,13 +152,12 @@ def _sorted_histogram(codes, voting, pixels, exact):
 def _dense_histogram(codes, voting, n_bits):
     counts = np.bincount(codes, minlength=2**n_bits)
     present = np.flatnonzero(counts)
+    present_counts = counts[present].astype(np.int64)
     if voting is None:
-        votes = counts[present]
-    else:
-        votes = np.bincount(codes[voting], minlength=2**n_bits)[present]
-    return ColorHistogram(
-        present.astype(codes.dtype), counts[present].astype(np.int64), votes.astype(np.int64)
-    )
+        # The same object for both marks "every pixel votes" for the merge.
+        return ColorHistogram(present.astype(codes.dtype), present_counts, present_counts)
+    votes = np.bincount(codes[voting], minlength=2**n_bits)[present]
+    return ColorHistogram(present.astype(codes.dtype), present_counts, votes.astype(np.int64))
 
 
 def histogram_of_pixels(pixels, encoding: Encoding, alpha=None, *, keep_index=False):
@@ -193,6 +192,10 @@ def merge_histograms(parts, encoding: Encoding) -> ColorHistogram:
         size = 2**encoding.total_bits
         merged_counts = np.bincount(codes, weights=counts, minlength=size)
         present = np.flatnonzero(merged_counts)
+        if all(part.votes is part.counts for part in parts):
+            # Every pixel votes (no alpha): skip a second 2**24-entry table.
+            merged_counts = merged_counts[present].astype(np.int64)
+            return ColorHistogram(present.astype(encoding.code_dtype), merged_counts, merged_counts)
         merged_votes = np.bincount(codes, weights=votes, minlength=size)[present]
         return ColorHistogram(
             present.astype(encoding.code_dtype),
