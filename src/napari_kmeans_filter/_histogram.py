@@ -21,6 +21,7 @@ DENSE_CODE_BITS = 24
 # own value range: 1/65535 of the range is far below what any palette resolves.
 LEVEL_BITS = 16
 MAX_CODE_BITS = 64
+_ENCODE_SLICE = 2**20
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class Encoding:
 
     @property
     def code_dtype(self) -> np.dtype:
+        # Dense codes are intp because np.bincount and fancy indexing would
+        # otherwise make an intp copy of all codes (96 MB for 12 MP).
+        if self.dense:
+            return np.dtype(np.intp)
         return np.dtype(np.uint32 if self.total_bits <= 32 else np.uint64)
 
     @classmethod
@@ -80,9 +85,18 @@ class Encoding:
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """Codes of ``(n, n_channels)`` pixels, as ``code_dtype``."""
+        codes = np.empty(pixels.shape[0], dtype=self.code_dtype)
+        # Slices of a million pixels keep the per-channel temporaries small
+        # (and in cache) instead of several image-sized arrays.
+        for start in range(0, pixels.shape[0], _ENCODE_SLICE):
+            stop = start + _ENCODE_SLICE
+            self._encode_into(pixels[start:stop], codes[start:stop])
+        return codes
+
+    def _encode_into(self, pixels, codes):
         code_dtype = self.code_dtype
         max_level = 2**self.bits - 1
-        codes = np.zeros(pixels.shape[0], dtype=code_dtype)
+        codes[:] = 0
         for channel in range(self.n_channels):
             values = pixels[:, channel]
             if self.exact and self.offset[channel] == 0 and values.dtype.kind == "u":
@@ -95,7 +109,6 @@ class Encoding:
             if channel:
                 codes <<= code_dtype.type(self.bits)
             codes |= levels
-        return codes
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Values (float64, image units) of the colour each code stands for."""
