@@ -244,4 +244,8 @@ def nearest_centre(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
         sorted_centres = centres[order, 0]
         midpoints = (sorted_centres[1:] + sorted_centres[:-1]) / 2
         return order[np.searchsorted(midpoints, points[:, 0], side="left")]
+    if points.shape[0] * centres.shape[0] <= 2**20:
+        # scikit-learn's chunked search costs ~40 ms of setup even for 4 points.
+        squared = ((points[:, np.newaxis, :] - centres[np.newaxis, :, :]) ** 2).sum(axis=2)
+        return np.argmin(squared, axis=1)
     return pairwise_distances_argmin(points, centres)

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _validation as check
 from ._colorspace import from_fit_space, to_fit_space
-from ._histogram import ColorHistogram, Encoding, histogram_of_pixels, merge_histograms
+from ._histogram import Encoding, histogram_of_pixels, merge_histograms
 from ._kmeans import DEFAULT_N_INIT, nearest_centre, weighted_kmeans
 
 ProgressCallback = Callable[[float, str], Any]
@@ -219,24 +219,20 @@ def _reporter(progress: ProgressCallback | None, start: float, stop: float, mess
 
 
 def _encoding(layout: _Layout) -> Encoding:
-    dtype = layout.dtype
-    needs_bounds = not (dtype.kind in "ui" and dtype.itemsize <= 2)
-    lo = hi = None
-    if needs_bounds:
+    if layout.dtype.kind == "f":
         colour = layout.data[..., : layout.n_color_channels]
-        axes = tuple(range(colour.ndim - 1))
         if layout.is_dask:
-            import dask
+            import dask.array as da
 
-            lo, hi = dask.compute(colour.min(axis=axes), colour.max(axis=axes))
+            finite = bool(da.isfinite(colour).all().compute())
         else:
-            lo, hi = colour.min(axis=axes), colour.max(axis=axes)
-        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            finite = bool(np.isfinite(colour).all())
+        if not finite:
             raise ValueError(
                 "The 'image' parameter contains NaN or infinite values; replace them first "
                 "(e.g. np.nan_to_num) -- they have no colour to quantise."
             )
-    return Encoding.for_image(dtype, layout.n_color_channels, lo, hi)
+    return Encoding.for_image(layout.dtype, layout.n_color_channels)
 
 
 def _block_histogram(block, encoding: Encoding, n_color_channels: int, has_alpha: bool):
@@ -304,21 +300,30 @@ class _DaskProgress:
         return False
 
 
-def _histogram_values(histogram: ColorHistogram, encoding: Encoding) -> np.ndarray:
-    """Float64 colour of every histogram row, as close to the data as is known."""
-    if histogram.representative is not None:
-        return histogram.representative.astype(np.float64)
-    return encoding.decode(histogram.codes)
-
-
 # --------------------------------------------------------------------------- fit / assign
 
 
 def _as_palette_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
+    """Round and clip float colours into ``dtype`` without float64 overflow at its ends."""
+    if dtype.kind not in "ui":
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    colors = np.empty(values.shape, dtype=dtype)
+    # float(2**63 - 1) rounds up to 2**63: compare in float, assign the ends exactly.
+    high = values >= float(info.max)
+    low = values <= float(info.min)
+    inside = ~(high | low)
+    colors[inside] = np.rint(values[inside]).astype(dtype)
+    colors[high] = info.max
+    colors[low] = info.min
+    return colors
+
+
+def _cast_palette(colors: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A palette's colours in another image's dtype (exact when they fit)."""
+    if np.can_cast(colors.dtype, dtype, casting="safe"):
+        return colors.astype(dtype)
+    return _as_palette_dtype(colors.astype(np.float64), dtype)
 
 
 def _luminance_order(colors: np.ndarray) -> np.ndarray:
@@ -332,7 +337,7 @@ def _luminance_order(colors: np.ndarray) -> np.ndarray:
     return np.lexsort(keys)
 
 
-def _fit_colors(histogram, encoding, values, fit_points, n_colors, options, report):
+def _fit_colors(histogram, encoding, colors_exact, fit_points, n_colors, options, report):
     """Palette colours (image dtype, sorted, distinct) and the Lloyd iterations used."""
     dtype = encoding.dtype
     voters = histogram.votes > 0
@@ -343,7 +348,8 @@ def _fit_colors(histogram, encoding, values, fit_points, n_colors, options, repo
         )
     n_iter = 0
     if np.count_nonzero(voters) <= n_colors:
-        colors_float = values[voters]
+        # Few enough colours: the palette is exactly the image's own colours.
+        colors = colors_exact[voters]
     else:
         init = options["init"]
         if not isinstance(init, str):
@@ -356,17 +362,26 @@ def _fit_colors(histogram, encoding, values, fit_points, n_colors, options, repo
             n_init=options["n_init"],
             max_iter=options["max_iter"],
             tol=options["tol"],
-            random_state=options["random_state"],
+            random_state=np.random.RandomState(options["seed"]),
             progress=report,
         )
-        colors_float = from_fit_space(centres, options["color_space"], dtype)
-    colors = np.unique(_as_palette_dtype(colors_float, dtype), axis=0)
+        colors = _as_palette_dtype(from_fit_space(centres, options["color_space"], dtype), dtype)
+    colors = np.unique(colors, axis=0)
     return colors[_luminance_order(colors)], n_iter
 
 
-def _assign(fit_points, colors, color_space, dtype):
-    centres = to_fit_space(colors.astype(np.float64), color_space, dtype)
-    return nearest_centre(fit_points, centres)
+def _assign(histogram, encoding, fit_points, colors, color_space):
+    """Palette index of every histogram row: its own colour if the palette has it
+    (exact even where float64 cannot tell values apart), else the nearest one."""
+    centres = to_fit_space(colors.astype(np.float64), color_space, encoding.dtype)
+    row_labels = nearest_centre(fit_points, centres)
+    palette_codes = encoding.encode(colors)
+    order = np.argsort(palette_codes, kind="stable")
+    sorted_codes = palette_codes[order]
+    position = np.minimum(np.searchsorted(sorted_codes, histogram.codes), len(colors) - 1)
+    same = sorted_codes[position] == histogram.codes
+    row_labels[same] = order[position[same]]
+    return row_labels
 
 
 def _mse(histogram, values, colors, row_labels, n_pixels):
@@ -400,9 +415,8 @@ class _LabelTable:
 
     def __init__(self, histogram, row_labels, encoding, label_dtype):
         self.encoding = encoding
-        self.label_dtype = label_dtype
         row_labels = np.asarray(row_labels, dtype=label_dtype)
-        if encoding.dense:
+        if encoding.dense and len(histogram) > 2**12:
             self.table = np.zeros(2**encoding.total_bits, dtype=label_dtype)
             self.table[histogram.codes] = row_labels
             self.codes = None
@@ -454,10 +468,11 @@ def _outputs(layout, histogram, index, row_labels, colors, encoding):
     table = _LabelTable(histogram, row_labels, encoding, label_dtype)
     n_colour = layout.n_color_channels
     if not layout.is_dask:
-        if encoding.dense:
-            labels = table.labels_of_codes(index)
+        kind, index_array = index
+        if kind == "codes":
+            labels = table.labels_of_codes(index_array)
         else:
-            labels = np.asarray(row_labels, dtype=label_dtype)[index]
+            labels = np.asarray(row_labels, dtype=label_dtype)[index_array]
         labels = labels.reshape(layout.spatial_shape)
         painted = _paint_block(labels, layout.data, colors, n_colour, layout.has_alpha)
         return labels, _restore_layout(painted, layout)
@@ -492,22 +507,23 @@ def _fit_options(n_colors, color_space, init, n_init, max_iter, tol, random_stat
         "n_init": check.check_n_init(n_init) or DEFAULT_N_INIT,
         "max_iter": check.check_max_iter(max_iter),
         "tol": check.check_tol(tol),
-        "random_state": check.check_random_state(random_state),
+        "seed": check.check_random_state(random_state),
     }
 
 
-def _params(options, channel_axis, alpha, random_state):
+def _params(options, layout):
+    """The parameters used, as plain JSON types; ``random_state`` is the seed drawn."""
     init = options["init"]
     return {
         "n_colors": options["n_colors"],
-        "channel_axis": channel_axis,
+        "channel_axis": layout.channel_axis,
         "color_space": options["color_space"],
-        "alpha": alpha,
+        "alpha": bool(layout.has_alpha),
         "n_init": options["n_init"],
         "init": init if isinstance(init, str) else init.tolist(),
         "max_iter": options["max_iter"],
         "tol": options["tol"],
-        "random_state": random_state if isinstance(random_state, (int, type(None))) else None,
+        "random_state": options["seed"],
     }
 
 
@@ -516,18 +532,19 @@ def _fit(layout, options, progress):
     check.check_progress(progress)
     encoding = _encoding(layout)
     histogram, index = _histogram(layout, encoding, _reporter(progress, 0.0, 0.4, "histogram"))
-    values = _histogram_values(histogram, encoding)
+    colors_exact = encoding.decode(histogram.codes)
+    values = colors_exact.astype(np.float64)
     fit_points = to_fit_space(values, options["color_space"], encoding.dtype)
     colors, n_iter = _fit_colors(
         histogram,
         encoding,
-        values,
+        colors_exact,
         fit_points,
         options["n_colors"],
         options,
         _reporter(progress, 0.4, 0.9, "k-means"),
     )
-    row_labels = _assign(fit_points, colors, options["color_space"], encoding.dtype)
+    row_labels = _assign(histogram, encoding, fit_points, colors, options["color_space"])
     counts = np.bincount(row_labels, weights=histogram.counts, minlength=len(colors))
     used = counts > 0
     if not np.all(used):
@@ -592,6 +609,7 @@ def quantize(
         Relative tolerance of scikit-learn's KMeans convergence test.
     random_state : int, RandomState, Generator or None, optional
         Seed of the k-means++ starts; the same seed gives the same result.
+        The integer seed actually used is ``result.params["random_state"]``.
     progress : callable, optional
         ``progress(fraction, message)`` is called as the work advances; an
         exception raised by it aborts the call (nothing is returned).
@@ -643,7 +661,7 @@ def quantize(
         mse=mse,
         psnr=_psnr(mse, layout.dtype, values),
         n_iter=n_iter,
-        params=_params(options, channel_axis, alpha, random_state),
+        params=_params(options, layout),
     )
 
 
@@ -739,10 +757,10 @@ def apply_palette(
         )
     encoding = _encoding(layout)
     histogram, index = _histogram(layout, encoding, _reporter(progress, 0.0, 0.8, "histogram"))
-    values = _histogram_values(histogram, encoding)
-    colors = _as_palette_dtype(palette.colors.astype(np.float64), layout.dtype)
+    values = encoding.decode(histogram.codes).astype(np.float64)
+    colors = _cast_palette(palette.colors, layout.dtype)
     fit_points = to_fit_space(values, palette.color_space, layout.dtype)
-    row_labels = _assign(fit_points, colors, palette.color_space, layout.dtype)
+    row_labels = _assign(histogram, encoding, fit_points, colors, palette.color_space)
     counts = np.bincount(row_labels, weights=histogram.counts, minlength=len(colors))
     labels, painted = _outputs(layout, histogram, index, row_labels, colors, encoding)
     mse = _mse(histogram, values, colors, row_labels, layout.n_pixels)
@@ -756,5 +774,9 @@ def apply_palette(
         mse=mse,
         psnr=_psnr(mse, layout.dtype, values),
         n_iter=0,
-        params={"palette": palette.to_dict(), "channel_axis": channel_axis, "alpha": alpha},
+        params={
+            "palette": palette.to_dict(),
+            "channel_axis": layout.channel_axis,
+            "alpha": bool(layout.has_alpha),
+        },
     )

@@ -137,18 +137,25 @@ def check_tol(tol):
     return float(tol)
 
 
-def check_random_state(random_state):
-    from sklearn.utils import check_random_state as sklearn_check
-
+def check_random_state(random_state) -> int:
+    """The integer seed to use: recorded in ``params`` so that any result can be redone."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**31 - 1))
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if not 0 <= random_state <= 2**32 - 1:
+            raise ValueError(
+                "The 'random_state' parameter must be an int in the range [0, 4294967295], "
+                f"a numpy RandomState or Generator, or None. Got {random_state!r} instead."
+            )
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31 - 1))
     if isinstance(random_state, np.random.Generator):
-        return np.random.RandomState(random_state.integers(np.iinfo(np.int32).max))
-    try:
-        return sklearn_check(random_state)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            "The 'random_state' parameter must be None, an int, a numpy RandomState or "
-            f"Generator. Got {random_state!r} instead."
-        ) from error
+        return int(random_state.integers(2**31 - 1))
+    raise ValueError(
+        "The 'random_state' parameter must be an int in the range [0, 4294967295], a numpy "
+        f"RandomState or Generator, or None. Got {random_state!r} instead."
+    )
 
 
 def check_init(init, n_colors, n_color_channels):
