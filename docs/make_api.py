@@ -1,0 +1,40 @@
+"""Write docs/api.md from the public docstrings (run: python docs/make_api.py)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import napari_kmeans_filter as nkf
+
+PUBLIC = ["quantize", "fit_palette", "apply_palette", "Palette", "QuantizeResult"]
+HELPERS = ["add_result_layers", "quantize_layer"]
+
+
+def _section(name: str, obj) -> str:
+    try:
+        signature = f"{name}{inspect.signature(obj)}"
+    except (TypeError, ValueError):
+        signature = name
+    doc = inspect.cleandoc(obj.__doc__ or "")
+    return f"## `{name}`\n\n```python\n{signature}\n```\n\n```text\n{doc}\n```\n"
+
+
+def main() -> None:
+    parts = [
+        "# API reference\n",
+        "Generated from the docstrings by `python docs/make_api.py`; do not edit by hand.\n",
+        "Everything here is importable from `napari_kmeans_filter`. The core functions never",
+        "import napari or Qt; the two napari helpers at the end import napari when first used.\n",
+        f"`MAX_N_COLORS = {nkf.MAX_N_COLORS}`, `COLOR_SPACES = {nkf.COLOR_SPACES}`.\n",
+    ]
+    parts += [_section(name, getattr(nkf, name)) for name in PUBLIC]
+    parts.append("# napari helpers\n")
+    parts += [_section(name, getattr(nkf, name)) for name in HELPERS]
+    out = Path(__file__).with_name("api.md")
+    out.write_text("\n".join(parts), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""README.md's quick start must be what CI runs, and its Python examples must run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _quick_start_commands() -> list[str]:
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(?:bash|sh|console)\n(.*?)```", section, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def _ci_commands() -> list[str]:
+    lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    return [
+        line.strip()
+        for line in lines
+        if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))
+    ]
+
+
+def test_quick_start_has_exactly_an_install_and_a_test_command():
+    commands = _quick_start_commands()
+    assert len(commands) == 2, commands
+    install_and_demo, run_tests = commands
+    assert "pip install" in install_and_demo
+    assert "napari-kmeans-filter demo" in install_and_demo
+    assert (ROOT / run_tests.split()[-1]).exists() or run_tests.startswith("bash ")
+
+
+def test_ci_runs_the_readme_test_command():
+    assert _ci_commands() == [_quick_start_commands()[1]]
+
+
+def test_readme_test_command_points_at_an_existing_script():
+    command = _quick_start_commands()[1]
+    script = command.split()[1]
+    assert (ROOT / script).is_file(), command
+
+
+def _python_examples() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(_python_examples())))
+def test_readme_python_examples_run(index, tmp_path, monkeypatch):
+    code = _python_examples()[index]
+    if "napari.current_viewer()" in code or "viewer." in code:
+        pytest.skip("napari console example; covered by the widget tests")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, f"README.md example {index}", "exec"), {"__name__": "__readme__"})
