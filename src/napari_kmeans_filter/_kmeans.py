@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import pairwise_distances_argmin
-from threadpoolctl import ThreadpoolController
+
+# scikit-learn is imported where it is used: it takes ~1.5 s to import, which
+# every command-line call and `import napari_kmeans_filter` would pay.
 
 MAX_EXACT_POINTS = 2**17
 MAX_GRID_CELLS = 2**16
@@ -45,6 +45,8 @@ def _thread_limit(n_points):
     if n_points >= SINGLE_THREAD_POINTS:
         return contextlib.nullcontext()
     if _threadpools is None:
+        from threadpoolctl import ThreadpoolController
+
         _threadpools = ThreadpoolController()
     return _threadpools.limit(limits=1, user_api="openmp")
 
@@ -95,6 +97,8 @@ def _fit_once(points, weights, n_clusters, init, max_iter, tol, seed):
 
 
 def _fit_once_unlimited(points, weights, n_clusters, init, max_iter, tol, seed):
+    from sklearn.cluster import KMeans
+
     model = KMeans(
         n_clusters=n_clusters,
         init=init,
@@ -248,4 +252,6 @@ def nearest_centre(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
         # scikit-learn's chunked search costs ~40 ms of setup even for 4 points.
         squared = ((points[:, np.newaxis, :] - centres[np.newaxis, :, :]) ** 2).sum(axis=2)
         return np.argmin(squared, axis=1)
+    from sklearn.metrics import pairwise_distances_argmin
+
     return pairwise_distances_argmin(points, centres)
