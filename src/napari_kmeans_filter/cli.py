@@ -1,0 +1,948 @@
+"""Command line interface: ``napari-kmeans-filter`` / ``python -m napari_kmeans_filter``.
+
+Two commands share the program name:
+
+* ``napari-kmeans-filter INPUT... -k K [-o OUTPUT | --out-dir DIR]`` quantises images
+  (or repaints them with ``--apply-palette``);
+* ``napari-kmeans-filter demo [--out-dir DIR]`` writes the k-means gallery of the cat.
+
+Everything that can be checked before work starts (files exist, outputs can be
+written, nothing would be overwritten) is checked for the whole batch first.  Every
+problem ends the run with one line ``napari-kmeans-filter: error: ...`` on stderr and
+exit status 2; set ``NAPARI_KMEANS_FILTER_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _io
+from ._io import ImageIOError
+
+PROG = "napari-kmeans-filter"
+DEMO_COMMAND = "demo"
+DEMO_DEFAULT_DIR = "kmeans-demo"
+#: The k values of the seed article's gallery.
+DEMO_K_VALUES = (2, 5, 10, 15, 24)
+#: Environment variable that makes errors show their traceback (for bug reports).
+DEBUG_VARIABLE = "NAPARI_KMEANS_FILTER_DEBUG"
+#: Formats that keep every label exactly (JPEG would blur them).
+LABEL_FORMATS = ("png", "tiff", "zarr", "npy")
+
+#: Share of a file's progress bar given to the fit; the rest is for writing the outputs.
+FIT_SHARE = 0.8
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+
+_EXAMPLES = f"""\
+examples:
+  {PROG} cat.png -k 16 -o cat16.png
+  {PROG} cat.png -k 16 --palette cat16.json   # cat_k16.png + palette
+  {PROG} dog.png --apply-palette cat16.json    # dog in the cat's colours
+  {PROG} photos/*.jpg -k 8 --out-dir small --labels 'small/{{stem}}_labels.png'
+  {PROG} big.tif -k 32 -o big_k32.zarr --labels big_labels.zarr
+  {PROG} {DEMO_COMMAND}                                 # the gallery of the cat
+
+Outputs never replace an input, and replace existing files only with --overwrite.
+In --labels and --palette paths, {{stem}} is the input's name without its suffix and
+{{k}} the number of colours; {{stem}} is required when there are several inputs.
+Run '{PROG} {DEMO_COMMAND} --help' for the gallery options."""
+
+
+class CliError(Exception):
+    """A user-facing problem: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are raised, to be printed as one line by :func:`main`."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise CliError(message)
+
+
+# --------------------------------------------------------------------------------------
+# Argument parsing
+# --------------------------------------------------------------------------------------
+
+
+def _n_colors(text: str) -> int:
+    """argparse type of ``-k``: a whole number of colours in [1, MAX_N_COLORS]."""
+    from . import MAX_N_COLORS
+
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of colours (1 to {MAX_N_COLORS}), got {text!r}"
+        ) from None
+    if not 1 <= value <= MAX_N_COLORS:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1 and {MAX_N_COLORS} colours, got {value}"
+        )
+    return value
+
+
+def _channel_axis(text: str) -> int | str | None:
+    """argparse type of ``--channel-axis``: an int, 'none' or 'auto'."""
+    lowered = text.strip().lower()
+    if lowered in ("none", "auto"):
+        return None if lowered == "none" else "auto"
+    try:
+        return int(lowered, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an axis number (e.g. -1), 'none' or 'auto', got {text!r}"
+        ) from None
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2**32-1, got {text!r}")
+    return value
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"{PROG} {__version__}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the main (quantise) command."""
+    from . import COLOR_SPACES
+
+    parser = _Parser(
+        prog=PROG,
+        description=(
+            "Reduce images to K colours with exact k-means (colour quantisation).\n"
+            "Reads PNG, JPEG, TIFF (any dtype, stacks, multichannel) and .zarr arrays;\n"
+            "writes PNG (indexed when it has at most 256 colours), TIFF, .zarr, .npy or\n"
+            "JPEG, keeping the dtype. Large TIFF and .zarr inputs are processed chunk by\n"
+            "chunk."
+        ),
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", type=Path, help="image file(s) or .zarr array(s)"
+    )
+    colours = parser.add_mutually_exclusive_group(required=True)
+    colours.add_argument(
+        "-k",
+        "--n-colors",
+        type=_n_colors,
+        metavar="K",
+        help="number of colours to fit (1 to 4096)",
+    )
+    colours.add_argument(
+        "--apply-palette",
+        type=Path,
+        metavar="JSON",
+        help="repaint with the colours of a palette saved earlier with --palette",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "-o", "--output", type=Path, metavar="OUTPUT", help="output file (one input only)"
+    )
+    where.add_argument(
+        "--out-dir",
+        type=Path,
+        metavar="DIR",
+        help="directory for the outputs, named <stem>_k<K>.<ext> (created if needed); "
+        "default: beside each input",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("png", "tif", "tiff", "zarr", "npy", "jpg", "jpeg"),
+        help="suffix of the outputs named automatically; default: png for PNG/JPEG/... "
+        "inputs, the input's own suffix for TIFF and .zarr (keeps dtype and channels)",
+    )
+    parser.add_argument(
+        "--labels",
+        metavar="PATH",
+        help="also write the label image (palette index of every pixel) as .png, .tif, "
+        ".zarr or .npy; a pattern with {stem} for several inputs",
+    )
+    parser.add_argument(
+        "--palette",
+        metavar="JSON",
+        help="also write the palette as JSON (for --apply-palette); a pattern with "
+        "{stem} for several inputs",
+    )
+    parser.add_argument(
+        "--color-space",
+        choices=COLOR_SPACES,
+        default=None,
+        help="where colour distances are measured (default rgb; lab and oklab are "
+        "perceptual, for RGB images)",
+    )
+    parser.add_argument(
+        "--seed", type=_seed, default=0, help="random seed of the fit; same seed, same result"
+    )
+    parser.add_argument(
+        "--channel-axis",
+        type=_channel_axis,
+        default="auto",
+        metavar="AXIS",
+        help="axis of the colour channels, or 'none' for intensity images; default "
+        "'auto': a TIFF's samples axis, else the last axis when it has 3 or 4 entries",
+    )
+    parser.add_argument(
+        "--chunked",
+        action="store_true",
+        help="read TIFF input chunk by chunk even when it fits in memory "
+        f"(automatic above {_io.LAZY_TIFF_BYTES // 2**30} GiB; .zarr input always is)",
+    )
+    parser.add_argument(
+        "--no-indexed-png",
+        dest="indexed_png",
+        action="store_false",
+        help="write plain greyscale/RGB(A) PNGs instead of indexed (palette) PNGs",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace outputs that already exist"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing but warnings and errors"
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    return parser
+
+
+def build_demo_parser() -> argparse.ArgumentParser:
+    """The parser of ``napari-kmeans-filter demo``."""
+    from . import COLOR_SPACES
+
+    parser = _Parser(
+        prog=f"{PROG} {DEMO_COMMAND}",
+        description=(
+            "Write the k-means gallery of the cat (skimage.data.chelsea): the original,\n"
+            f"the cat at k = {', '.join(map(str, DEMO_K_VALUES))} and a contact sheet "
+            "captioned with the PSNR of each.\nNeeds no input."
+        ),
+        epilog=f"example:\n  {PROG} {DEMO_COMMAND} --out-dir kmeans-demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path(DEMO_DEFAULT_DIR),
+        metavar="DIR",
+        help=f"where to write the images (default: ./{DEMO_DEFAULT_DIR})",
+    )
+    parser.add_argument(
+        "-k",
+        "--n-colors",
+        type=_n_colors,
+        nargs="+",
+        default=list(DEMO_K_VALUES),
+        metavar="K",
+        help=f"the k values to show (default: {' '.join(map(str, DEMO_K_VALUES))})",
+    )
+    parser.add_argument(
+        "--color-space", choices=COLOR_SPACES, default="rgb", help="as for quantising"
+    )
+    parser.add_argument("--seed", type=_seed, default=0, help="as for quantising")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing images")
+    parser.add_argument("--version", action="version", version=_version())
+    return parser
+
+
+# --------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 success, 2 error, 130 interrupted).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # 'demo' is a command only as the first word, so a file called 'demo' can still
+        # be quantised as './demo'.
+        if argv[:1] == [DEMO_COMMAND]:
+            return run_demo(build_demo_parser().parse_args(argv[1:]))
+        return run(build_parser().parse_args(argv))
+    except KeyboardInterrupt:
+        _status.clear()
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CliError, ImageIOError, ValueError, TypeError, OSError, MemoryError) as exc:
+        # ValueError/TypeError come from the core's parameter checks, whose messages
+        # name the problem; OSError from the file system (permissions, full disk).
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        _status.clear()
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "not enough memory; try a .zarr output or --chunked for a TIFF input"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror[:1].lower()}{exc.strerror[1:]}{where}"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------
+# Planning a batch: every check that needs no pixels
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One input and the files written for it."""
+
+    source: _io.InputImage
+    channel_axis: int | None
+    output: Path
+    labels: Path | None
+    palette: Path | None
+
+
+def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
+    """Open every input, name every output and check the whole batch before any work.
+
+    Raises
+    ------
+    CliError, ImageIOError
+        Bad option combination, unreadable input, an output that would replace an input
+        or an existing file (without ``--overwrite``), or a format that cannot hold the
+        result.
+    """
+    several = len(args.inputs) > 1
+    if args.output is not None and several:
+        raise CliError(
+            f"-o/--output names one file but there are {len(args.inputs)} inputs; "
+            "use --out-dir DIR instead"
+        )
+    if args.output is not None and args.format is not None:
+        raise CliError("--format names the outputs of --out-dir; with -o the suffix decides")
+    for option, pattern in (("--labels", args.labels), ("--palette", args.palette)):
+        if pattern is not None and several and "{stem}" not in pattern:
+            raise CliError(
+                f"{option} {pattern!r} would be written once per input; with several inputs "
+                "give a pattern containing {stem}, e.g. 'out/{stem}_labels.png'"
+            )
+    if palette is not None and args.color_space is not None:
+        raise CliError(
+            "--color-space has no effect with --apply-palette: the palette's own colour "
+            f"space ({palette.color_space}) is used"
+        )
+    k = len(palette) if palette is not None else args.n_colors
+
+    jobs = []
+    for path in args.inputs:
+        source = _io.open_image(path, chunked=args.chunked)
+        channel_axis = _resolve_channel_axis(args.channel_axis, source)
+        n_colour_channels = _colour_channels(source.shape, channel_axis)
+        color_space = palette.color_space if palette is not None else args.color_space or "rgb"
+        if color_space != "rgb" and n_colour_channels != 3:
+            raise CliError(
+                f"{path}: --color-space {color_space} needs 3 colour channels (RGB) but the "
+                f"image has {n_colour_channels}; use --color-space rgb"
+            )
+        fields = {"stem": _stem(path), "k": k}
+        output = args.output or _default_output(path, source, args, k)
+        labels = _expand(args.labels, fields, "--labels")
+        palette_path = _expand(args.palette, fields, "--palette")
+        jobs.append(Job(source, channel_axis, output, labels, palette_path))
+
+    _check_outputs(jobs, args, k)
+    return jobs
+
+
+def _resolve_channel_axis(option: int | str | None, source: _io.InputImage) -> int | None:
+    if option == "auto":
+        return source.default_channel_axis()
+    if option is None or len(source.shape) == 2:  # a 2-D array is always greyscale
+        return None
+    ndim = len(source.shape)
+    if not -ndim <= option < ndim:
+        raise CliError(
+            f"--channel-axis {option} does not exist in {source.path}, which has shape "
+            f"{source.shape} (axes {-ndim} to {ndim - 1})"
+        )
+    return option - ndim if option >= 0 else option
+
+
+def _colour_channels(shape: tuple[int, ...], channel_axis: int | None) -> int:
+    """Colour channels without alpha, by the core's rule (4 on the last axis: RGBA)."""
+    if channel_axis is None:
+        return 1
+    channels = shape[channel_axis]
+    return (
+        channels - 1 if channel_axis % len(shape) == len(shape) - 1 and channels == 4 else channels
+    )
+
+
+def _zarr_store_root(path: Path) -> Path | None:
+    """The outermost zarr directory that contains ``path`` (itself included), if any."""
+    root = None
+    for candidate in (path, *path.parents):
+        if any((candidate / name).exists() for name in ("zarr.json", ".zgroup", ".zarray")):
+            root = candidate
+        elif root is not None:
+            break
+    return root
+
+
+def _input_name(path: Path) -> str:
+    """How an input is named in messages and outputs: an array inside a zarr group is
+    ``group.zarr/0``, not just ``0``."""
+    root = _zarr_store_root(path)
+    if root is not None and root != path:
+        return path.relative_to(root.parent).as_posix()
+    return path.name
+
+
+def _stem(path: Path) -> str:
+    name = _input_name(path)
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    if "/" in name:  # group.zarr/0 -> group_0
+        first, _, rest = name.partition("/")
+        return f"{Path(first).stem}_{rest.replace('/', '_')}"
+    return Path(name).stem
+
+
+def _default_output(path: Path, source: _io.InputImage, args, k: int) -> Path:
+    if args.format is not None:
+        suffix = "." + args.format
+    elif source.kind == "pillow":
+        suffix = ".png"  # lossless and indexed: JPEG would undo the quantisation
+    elif source.kind == "zarr":
+        suffix = ".zarr"
+    else:
+        suffix = path.suffix.lower() or ".tif"
+    if args.out_dir is not None:
+        directory = args.out_dir
+    else:  # beside the input, and outside a zarr group holding it
+        root = _zarr_store_root(path)
+        directory = (root if root is not None else path).parent
+    return directory / f"{_stem(path)}_k{k}{suffix}"
+
+
+def _expand(pattern: str | None, fields: dict, option: str) -> Path | None:
+    if pattern is None:
+        return None
+    try:
+        return Path(pattern.format(**fields))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise CliError(
+            f"{option} {pattern!r}: only {{stem}} and {{k}} can be used in the pattern ({exc})"
+        ) from None
+
+
+def _check_outputs(jobs: list[Job], args, k: int) -> None:
+    # A zarr array is protected with the whole store (group) around it.
+    inputs = [(_zarr_store_root(job.source.path) or job.source.path).resolve() for job in jobs]
+    seen: dict[Path, str] = {}
+    warned_jpeg = False
+    for job in jobs:
+        label_dtype = np.dtype(np.uint8 if k <= 256 else np.uint16)
+        spatial_shape = _spatial_shape(job.source.shape, job.channel_axis)
+        outputs = [("output", job.output), ("labels", job.labels), ("palette", job.palette)]
+        for role, path in outputs:
+            if path is None:
+                continue
+            resolved = path.resolve()
+            for input_path in inputs:
+                if _same_or_nested(resolved, input_path):
+                    raise CliError(
+                        f"refusing to write {role} {path}: that would change the input "
+                        f"{input_path} (choose another name)"
+                    )
+            described = f"the {role} of {job.source.path}"
+            if resolved in seen:
+                raise CliError(
+                    f"{seen[resolved]} and {described} would both be written to {path}; "
+                    "choose other names"
+                )
+            seen[resolved] = described
+            if path.exists() and not args.overwrite:
+                raise CliError(f"{path} already exists (use --overwrite to replace it)")
+            if role == "palette":
+                if path.suffix.lower() != ".json":
+                    raise CliError(f"--palette {path}: the palette is written as .json")
+                continue
+            fmt = _io.output_format(path)
+            if role == "labels":
+                if fmt not in LABEL_FORMATS:
+                    raise CliError(
+                        f"--labels {path}: labels must be stored exactly; use .png, .tif, "
+                        ".zarr or .npy"
+                    )
+                _io.check_writable(path, spatial_shape, label_dtype, None)
+            else:
+                _io.check_writable(path, job.source.shape, job.source.dtype, job.channel_axis)
+                if fmt == "jpeg" and not warned_jpeg:
+                    warned_jpeg = True
+                    _warn(
+                        "JPEG compression re-introduces colours: the JPEG will have many more "
+                        "than the quantised colours (write .png for an exact result)"
+                    )
+
+
+def _same_or_nested(output: Path, input_path: Path) -> bool:
+    """Whether writing ``output`` could touch ``input_path`` (same file, or inside a
+    .zarr directory being replaced, or the output placed inside an input directory)."""
+    if output == input_path:
+        return True
+    if output.is_relative_to(input_path) and input_path.is_dir():
+        return True
+    if input_path.is_relative_to(output):
+        return True
+    try:
+        return output.exists() and os.path.samefile(output, input_path)  # hard links
+    except OSError:
+        return False
+
+
+def _spatial_shape(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:
+    if channel_axis is None:
+        return tuple(shape)
+    axis = channel_axis % len(shape)
+    return tuple(size for i, size in enumerate(shape) if i != axis)
+
+
+def _prepare_directories(paths: Sequence[Path | None]) -> None:
+    """Create the directories of the output ``paths`` and check that they are writable."""
+    for directory in sorted({path.parent for path in paths if path is not None}):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CliError(
+                f"cannot create output directory {directory}: {_one_line(exc)}"
+            ) from None
+        if not directory.is_dir():
+            raise CliError(f"output directory {directory} is not a directory")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise CliError(f"cannot write to output directory {directory}: permission denied")
+
+
+# --------------------------------------------------------------------------------------
+# Running a batch
+# --------------------------------------------------------------------------------------
+
+
+def load_palette(path: Path):
+    """Read a palette JSON written by ``--palette`` (``Palette.to_dict()``)."""
+    from . import Palette
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"no such palette file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read palette file {path}: {_one_line(exc)}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"bad palette file {path}: not valid JSON ({exc})") from None
+    try:
+        return Palette.from_dict(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CliError(f"bad palette file {path}: {_one_line(exc)}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Quantise (or repaint) every input as the parsed ``args`` say."""
+    palette = load_palette(args.apply_palette) if args.apply_palette is not None else None
+    jobs = plan_jobs(args, palette)
+    _prepare_directories([path for job in jobs for path in (job.output, job.labels, job.palette)])
+    status = _status.configure(enabled=not args.quiet)
+    started = time.perf_counter()
+    for number, job in enumerate(jobs, start=1):
+        name = _input_name(job.source.path)
+        status.begin(number, len(jobs), name)
+        job_started = time.perf_counter()
+        with job.source:
+            result = _process(job, args, palette, status.progress)
+            status.update(FIT_SHARE, "writing")
+            _write_outputs(job, result, args, status)
+        elapsed = time.perf_counter() - job_started
+        status.finish(
+            f"[{number}/{len(jobs)}] {name} {_ARROW} {job.output.name}  "
+            f"{result.n_input_colors}{_ARROW}{_colours(len(result.palette))}  "
+            f"{_format_psnr(result.psnr)}  {elapsed:.2f} s"
+        )
+    if len(jobs) > 1:
+        status.finish(f"{len(jobs)} images in {time.perf_counter() - started:.1f} s")
+    return EXIT_OK
+
+
+def _process(job: Job, args, palette, progress):
+    from . import apply_palette, quantize
+
+    image = job.source.load()
+    try:
+        if palette is not None:
+            return apply_palette(image, palette, channel_axis=job.channel_axis, progress=progress)
+        return quantize(
+            image,
+            args.n_colors,
+            channel_axis=job.channel_axis,
+            color_space=args.color_space or "rgb",
+            random_state=args.seed,
+            progress=progress,
+        )
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{job.source.path}: {_one_line(exc)}") from None
+
+
+def _write_outputs(job: Job, result, args, status) -> None:
+    """Write image, labels and palette of one job: all of them or none."""
+    outputs = {"image": (job.output, result.image, job.channel_axis)}
+    if job.labels is not None:
+        outputs["labels"] = (job.labels, result.labels, None)
+    indexed = args.indexed_png and _io.output_format(job.output) == "png"
+    with contextlib.ExitStack() as stack:
+        temporaries = {
+            role: stack.enter_context(_io.atomic_output(path, overwrite=args.overwrite))
+            for role, (path, _, _) in outputs.items()
+        }
+        in_memory = _store_or_compute(
+            outputs, temporaries, result.labels if indexed else None, status
+        )
+        for role, (path, _, channel_axis) in outputs.items():
+            if role not in in_memory:
+                continue  # already stored chunk by chunk
+            is_image = role == "image"
+            _io.write_array(
+                temporaries[role],
+                in_memory[role],
+                fmt=_io.output_format(path),
+                channel_axis=channel_axis,
+                # The labels turn the image into an indexed PNG without a colour search;
+                # the label image itself stays plain greyscale, never indexed.
+                labels=in_memory.get("index") if is_image else None,
+                colors=result.palette.colors if is_image else None,
+                indexed=indexed and is_image,
+            )
+        if job.palette is not None:
+            temporary = stack.enter_context(
+                _io.atomic_output(job.palette, overwrite=args.overwrite)
+            )
+            temporary.write_text(palette_json(result.palette), encoding="utf-8")
+
+
+def _store_or_compute(outputs: dict, temporaries: dict, index_labels, status) -> dict:
+    """Store lazy results chunk by chunk; return in-memory arrays for everything else.
+
+    Dask results going to zarr or TIFF are written without ever holding the whole image
+    and are left out of the returned dict.  The other outputs (PNG, JPEG and npy need
+    the whole array) are returned as numpy arrays, plus ``"index"``: ``index_labels``
+    for an indexed PNG of the image.  The zarr stores and the in-memory arrays are
+    computed in one ``dask.compute`` so that work they share is done once; TIFFs are
+    then written band by band (tiles must reach the file in order).
+    """
+    wanted: dict[str, Any] = {}
+    sources, targets, streamed = [], [], []
+    for role, (path, array, channel_axis) in outputs.items():
+        fmt = _io.output_format(path)
+        if not _is_dask(array) or fmt not in ("tiff", "zarr"):
+            wanted[role] = array
+        elif fmt == "tiff" and _io.can_stream_tiff(array.ndim, channel_axis):
+            streamed.append((temporaries[role], array, channel_axis))
+        else:
+            # Regular chunks, so that no two dask chunks write into one zarr chunk.
+            chunks = tuple(max(sizes) for sizes in array.chunks)
+            sources.append(array.rechunk(chunks))
+            targets.append(
+                _io.create_lazy_target(
+                    temporaries[role], fmt, array.shape, array.dtype, chunks, channel_axis
+                )
+            )
+    if index_labels is not None and "image" in wanted:
+        wanted["index"] = index_labels
+    if not sources and not any(_is_dask(array) for array in wanted.values()):
+        values = list(wanted.values())
+    else:
+        import dask
+        import dask.array as da
+
+        store = da.store(sources, targets, compute=False, lock=False) if sources else None
+        with status.dask_progress("writing"):
+            _, *values = dask.compute(store, *wanted.values())
+        for target in targets:
+            if hasattr(target, "flush"):  # TIFF memory map: push the pages to the file
+                target.flush()
+    for temporary, array, channel_axis in streamed:
+        _io.write_tiff_from_dask(
+            temporary, array, channel_axis, progress=status.stage_progress("writing TIFF")
+        )
+    return dict(zip(wanted, values, strict=True))
+
+
+def palette_json(palette) -> str:
+    """``palette.to_dict()`` as JSON with one colour per line, for people to read too."""
+    entries = []
+    for key, value in palette.to_dict().items():
+        if isinstance(value, list) and value and isinstance(value[0], list):
+            rows = ",\n".join(f"    {json.dumps(row)}" for row in value)
+            entries.append(f"  {json.dumps(key)}: [\n{rows}\n  ]")
+        else:
+            entries.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(entries) + "\n}\n"
+
+
+def _is_dask(array) -> bool:
+    return type(array).__module__.split(".")[0] == "dask"
+
+
+def _colours(count: int) -> str:
+    return f"{count} colour" if count == 1 else f"{count} colours"
+
+
+def _format_psnr(psnr: float) -> str:
+    return "lossless" if math.isinf(psnr) else f"PSNR {psnr:.1f} dB"
+
+
+# --------------------------------------------------------------------------------------
+# Demo: the gallery of the cat
+# --------------------------------------------------------------------------------------
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Write the cat at each k, the original and a contact sheet; print what was written."""
+    from skimage import data
+
+    from . import quantize
+
+    out_dir: Path = args.out_dir
+    k_values = sorted(dict.fromkeys(args.n_colors))
+    names = ["chelsea.png", *(f"chelsea_k{k}.png" for k in k_values), "chelsea_contact_sheet.png"]
+    paths = [out_dir / name for name in names]
+    if not args.overwrite:
+        for path in paths:
+            if path.exists():
+                raise CliError(f"{path} already exists (use --overwrite to replace it)")
+    _prepare_directories(paths)
+
+    cat = data.chelsea()
+    n_colours = len(np.unique(cat.reshape(-1, 3), axis=0))
+    height, width = cat.shape[:2]
+    print(
+        f"chelsea (skimage.data.chelsea): {width} x {height} pixels, {n_colours} distinct colours"
+    )
+    _write_demo_png(paths[0], cat, args.overwrite)
+    print(f"wrote {paths[0]}  (original, {n_colours} colours, {_size(paths[0])})")
+
+    tiles = [(cat, f"original  {n_colours} colours")]
+    for k, path in zip(k_values, paths[1:-1], strict=True):
+        result = quantize(cat, k, color_space=args.color_space, random_state=args.seed)
+        _write_demo_png(path, result.image, args.overwrite, result)
+        caption = f"k={k}  {_format_psnr(result.psnr)}"
+        tiles.append((result.image, caption))
+        print(
+            f"wrote {path}  ({len(result.palette)} colours, {_format_psnr(result.psnr)}, "
+            f"{_size(path)})"
+        )
+    sheet = contact_sheet(tiles)
+    _write_demo_png(paths[-1], sheet, args.overwrite)
+    print(f"wrote {paths[-1]}  (contact sheet, {sheet.shape[1]} x {sheet.shape[0]} pixels)")
+    return EXIT_OK
+
+
+def _write_demo_png(path: Path, image: np.ndarray, overwrite: bool, result=None) -> None:
+    with _io.atomic_output(path, overwrite=overwrite) as temporary:
+        _io.write_array(
+            temporary,
+            image,
+            fmt="png",
+            channel_axis=-1,
+            labels=None if result is None else result.labels,
+            colors=None if result is None else result.palette.colors,
+        )
+
+
+def contact_sheet(
+    tiles: Sequence[tuple[np.ndarray, str]], *, columns: int = 3, caption_height: int = 30
+) -> np.ndarray:
+    """Arrange RGB images in a grid with a caption under each; return an RGB array.
+
+    Parameters
+    ----------
+    tiles : sequence of (image, caption)
+        uint8 RGB images of one size, and the text to write under each.
+    columns : int
+        Images per row.
+    caption_height : int
+        Height in pixels of the white band holding each caption.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    height, width = tiles[0][0].shape[:2]
+    columns = min(columns, len(tiles))
+    rows = math.ceil(len(tiles) / columns)
+    gap = 4
+    sheet = Image.new(
+        "RGB",
+        (
+            columns * width + (columns + 1) * gap,
+            rows * (height + caption_height) + (rows + 1) * gap,
+        ),
+        "white",
+    )
+    draw = ImageDraw.Draw(sheet)
+    try:
+        font = ImageFont.load_default(size=int(caption_height * 0.6))
+    except TypeError:  # Pillow < 10.1 has only the small bitmap font
+        font = ImageFont.load_default()
+    for index, (image, caption) in enumerate(tiles):
+        row, column = divmod(index, columns)
+        left = gap + column * (width + gap)
+        top = gap + row * (height + caption_height + gap)
+        sheet.paste(Image.fromarray(np.asarray(image)), (left, top))
+        draw.text(
+            (left + width / 2, top + height + caption_height / 2),
+            caption,
+            fill="black",
+            font=font,
+            anchor="mm",
+        )
+    return np.asarray(sheet)
+
+
+def _size(path: Path) -> str:
+    size = path.stat().st_size
+    return f"{size / 1024:.1f} kB" if size < 1024**2 else f"{size / 1024**2:.2f} MB"
+
+
+# --------------------------------------------------------------------------------------
+# Messages on stderr
+# --------------------------------------------------------------------------------------
+
+
+def _arrow() -> str:
+    encoding = getattr(sys.stderr, "encoding", None) or "ascii"
+    try:
+        "→".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return "->"  # e.g. a Windows console in cp1252
+    return "→"
+
+
+_ARROW = _arrow()
+
+
+def _warn(message: str) -> None:
+    _status.clear()
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+class _Status:
+    """Progress on stderr: one line per finished file, plus a live bar on a terminal.
+
+    The live bar (``[2/5] ######------ 41%  cat.png  k-means``) is redrawn in place and
+    only when stderr is a terminal, so logs and pipes get just the finished lines.
+    """
+
+    _WIDTH = 24
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.live = False
+        self._drawn = 0
+        self._last_draw = 0.0
+        self._number = self._total = 0
+        self._name = ""
+
+    def configure(self, *, enabled: bool) -> _Status:
+        self.enabled = enabled
+        self.live = enabled and sys.stderr.isatty()
+        return self
+
+    @property
+    def progress(self):
+        """Callback for the core's ``progress=`` (None when nothing is displayed)."""
+        if not self.live:
+            return None
+        return lambda fraction, message: self.update(FIT_SHARE * fraction, message)
+
+    def begin(self, number: int, total: int, name: str) -> None:
+        self._number, self._total, self._name = number, total, name
+        self.update(0.0, "reading")
+
+    def update(self, fraction: float, message: str) -> None:
+        if not self.live:
+            return
+        now = time.monotonic()
+        if now - self._last_draw < 0.1 and 0.0 < fraction < 1.0:
+            return  # redrawing more often only costs time
+        self._last_draw = now
+        overall = (self._number - 1 + fraction) / max(self._total, 1)
+        filled = round(overall * self._WIDTH)
+        line = (
+            f"[{self._number}/{self._total}] {'#' * filled}{'-' * (self._WIDTH - filled)} "
+            f"{overall:4.0%}  {self._name}  {message}"
+        )
+        self.clear()
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        self._drawn = len(line)
+
+    def clear(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\r" + " " * self._drawn + "\r")
+            sys.stderr.flush()
+            self._drawn = 0
+
+    def finish(self, line: str) -> None:
+        if not self.enabled:
+            return
+        self.clear()
+        print(line, file=sys.stderr, flush=True)
+
+    def stage_progress(self, message: str):
+        """A ``progress(fraction)`` callback for the writing stage (None when silent)."""
+        if not self.live:
+            return None
+        return lambda fraction: self.update(FIT_SHARE + (1 - FIT_SHARE) * fraction, message)
+
+    def dask_progress(self, message: str):
+        """Context manager showing the fraction of finished dask tasks."""
+        if not self.live:
+            return contextlib.nullcontext()
+        from dask.callbacks import Callback
+
+        state = {"done": 0, "total": 1}
+
+        def start(graph):
+            state["total"] = max(len(graph), 1)
+
+        def posttask(key, value, graph, task_state, worker_id):
+            state["done"] += 1
+            fraction = state["done"] / state["total"]
+            self.update(FIT_SHARE + (1 - FIT_SHARE) * fraction, message)
+
+        return Callback(start=start, posttask=posttask)
+
+
+_status = _Status()

@@ -1,0 +1,532 @@
+"""The command line, run as a user runs it: a subprocess on real images in a temp dir.
+
+Every success case checks the files a user would look at (shape, dtype, number of
+colours, that they equal what the Python API gives); every error case checks the
+contract of the CLI: exit status 2, one line on stderr naming the problem, no traceback.
+The image-format details (indexed PNG, tRNS, TIFF layouts) are tested in-process on
+``_io`` because they need no subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from skimage import data
+
+from napari_kmeans_filter import Palette, quantize
+from napari_kmeans_filter._io import open_image, write_array
+
+PROG = "napari-kmeans-filter"
+ERROR_PREFIX = f"{PROG}: error: "
+# "[2/5] cat.png → cat_k16.png  243→16 colours  PSNR 30.9 dB  0.42 s"
+FILE_LINE = re.compile(
+    r"^\[(\d+)/(\d+)\] (\S+) (?:→|->) (\S+)  (\d+)(?:→|->)(\d+) colours?  "
+    r"(PSNR \d+\.\d dB|lossless)  \d+\.\d\d s$"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def run_cli(*args, cwd: Path, script: bool = False) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess (``python -m`` or the installed console script)."""
+    command = [shutil.which(PROG)] if script else [sys.executable, "-m", "napari_kmeans_filter"]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    env.pop("NAPARI_KMEANS_FILTER_DEBUG", None)  # errors must be one line, as for users
+    return subprocess.run(
+        [*command, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=300,
+    )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read(path: Path) -> np.ndarray:
+    """Decode an output the way the CLI reads its inputs."""
+    return np.asarray(open_image(path).load())
+
+
+def n_colours(image: np.ndarray, channel_axis: int | None = -1) -> int:
+    if image.ndim == 2 or channel_axis is None:
+        return len(np.unique(image))
+    pixels = np.moveaxis(image, channel_axis, -1).reshape(-1, image.shape[channel_axis])
+    return len(np.unique(pixels, axis=0))
+
+
+def stderr_lines(completed: subprocess.CompletedProcess) -> list[str]:
+    return completed.stderr.splitlines()
+
+
+def assert_ok(completed: subprocess.CompletedProcess) -> None:
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Input images, written once per module from skimage.data
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("inputs")
+    Image.fromarray(data.chelsea()).save(folder / "chelsea.png")
+    Image.fromarray(data.coffee()[::2, ::2]).save(folder / "coffee.jpg", quality=90)
+    Image.fromarray(data.camera()).save(folder / "camera.png")
+    tifffile.imwrite(folder / "camera16.tif", data.camera().astype(np.uint16) * 257)
+    # Five channels stored as samples of each pixel (tifffile axes "YXS"): not a colour
+    # image, but one pixel is still one 5-vector.
+    astronaut = data.astronaut()[::2, ::2]
+    five = np.dstack([astronaut, data.camera()[::2, ::2], astronaut[..., 0] // 2])
+    tifffile.imwrite(
+        folder / "five.tif",
+        five.astype(np.uint16) * 100,
+        photometric="minisblack",
+        planarconfig="contig",
+    )
+    # Written in strips of 16 rows, as many scanners do: many small chunks when lazy.
+    tifffile.imwrite(folder / "astronaut.tif", astronaut, photometric="rgb", rowsperstrip=16)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Success
+
+
+def test_console_script_quantises_and_matches_the_api(images, tmp_path):
+    if shutil.which(PROG) is None:
+        pytest.skip(f"console script {PROG} is not on PATH")
+    source = images / "chelsea.png"
+    before = digest(source)
+    completed = run_cli(source, "-k", 16, "-o", tmp_path / "cat16.png", cwd=tmp_path, script=True)
+    assert_ok(completed)
+    (line,) = stderr_lines(completed)
+    match = FILE_LINE.match(line)
+    assert match, line
+    assert match.group(1, 2, 3, 4) == ("1", "1", "chelsea.png", "cat16.png")
+    assert match.group(6) == "16"
+
+    written = read(tmp_path / "cat16.png")
+    expected = quantize(data.chelsea(), 16, random_state=0)
+    assert Image.open(tmp_path / "cat16.png").mode == "P"
+    assert written.shape == data.chelsea().shape
+    np.testing.assert_array_equal(written, expected.image)
+    assert int(match.group(5)) == expected.n_input_colors
+    assert digest(source) == before
+
+
+def test_batch_out_dir_keeps_dtype_and_channels(images, tmp_path):
+    inputs = ["chelsea.png", "coffee.jpg", "camera.png", "camera16.tif", "five.tif"]
+    before = {name: digest(images / name) for name in inputs}
+    out = tmp_path / "out"
+    completed = run_cli(
+        *[images / name for name in inputs],
+        "-k",
+        6,
+        "--out-dir",
+        out,
+        "--labels",
+        out / "{stem}_labels.tif",
+        "--palette",
+        out / "{stem}.json",
+        cwd=tmp_path,
+    )
+    assert_ok(completed)
+    lines = stderr_lines(completed)
+    assert len(lines) == len(inputs) + 1  # one per file, then the total
+    for number, (line, name) in enumerate(zip(lines, inputs, strict=False), start=1):
+        match = FILE_LINE.match(line)
+        assert match, line
+        assert match.group(1, 2, 3) == (str(number), str(len(inputs)), name)
+    assert lines[-1].startswith(f"{len(inputs)} images in ")
+
+    expected = {
+        # name: (output, shape, dtype, channel axis)
+        "chelsea.png": ("chelsea_k6.png", (300, 451, 3), np.uint8, -1),
+        "coffee.jpg": ("coffee_k6.png", (200, 300, 3), np.uint8, -1),  # JPEG in, PNG out
+        "camera.png": ("camera_k6.png", (512, 512), np.uint8, None),
+        "camera16.tif": ("camera16_k6.tif", (512, 512), np.uint16, None),
+        "five.tif": ("five_k6.tif", (256, 256, 5), np.uint16, -1),
+    }
+    for name, (output, shape, dtype, channel_axis) in expected.items():
+        image = read(out / output)
+        assert image.shape == shape, name
+        assert image.dtype == dtype, name
+        assert 1 < n_colours(image, channel_axis) <= 6, name
+        stem = Path(name).stem
+        labels = tifffile.imread(out / f"{stem}_labels.tif")
+        palette = Palette.from_dict(json.loads((out / f"{stem}.json").read_text()))
+        assert labels.shape == (shape if channel_axis is None else shape[:-1])
+        assert palette.colors.dtype == dtype
+        # The three outputs agree: the image is the palette looked up by the labels.
+        painted = palette.colors[labels]
+        np.testing.assert_array_equal(
+            painted if channel_axis is not None else painted[..., 0], image
+        )
+        assert digest(images / name) == before[name]
+
+
+def test_saved_palette_is_applied_again(images, tmp_path):
+    source = images / "chelsea.png"
+    assert_ok(run_cli(source, "-k", 5, "-o", "cat5.png", "--palette", "cat5.json", cwd=tmp_path))
+    assert set(json.loads((tmp_path / "cat5.json").read_text())) >= {"colors", "dtype"}
+    completed = run_cli(
+        source,
+        images / "coffee.jpg",
+        "--apply-palette",
+        "cat5.json",
+        "--out-dir",
+        "again",
+        cwd=tmp_path,
+    )
+    assert_ok(completed)
+    # Repainting the cat with its own palette gives the same picture...
+    np.testing.assert_array_equal(
+        read(tmp_path / "again/chelsea_k5.png"), read(tmp_path / "cat5.png")
+    )
+    # ...and the coffee cup is painted with the cat's colours only.
+    cat_colours = {tuple(c) for c in read(tmp_path / "cat5.png").reshape(-1, 3)}
+    coffee = read(tmp_path / "again/coffee_k5.png")
+    assert {tuple(c) for c in coffee.reshape(-1, 3)} <= cat_colours
+
+
+def test_lazy_tiff_equals_in_memory(images, tmp_path):
+    pytest.importorskip("zarr")
+    import zarr
+
+    source = images / "astronaut.tif"
+    lazy = ["-o", "lazy.zarr", "--labels", "lazy_labels.tif"]
+    assert_ok(run_cli(source, "-k", 8, "--chunked", *lazy, cwd=tmp_path))
+    eager = ["-o", "eager.tif", "--labels", "eager_labels.png"]
+    assert_ok(run_cli(source, "-k", 8, *eager, cwd=tmp_path))
+    image = zarr.open_array(str(tmp_path / "lazy.zarr"), mode="r")[...]
+    assert image.shape == (256, 256, 3)
+    assert n_colours(image) <= 8
+    np.testing.assert_array_equal(image, tifffile.imread(tmp_path / "eager.tif"))
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "lazy_labels.tif"),
+        np.asarray(Image.open(tmp_path / "eager_labels.png")),
+    )
+
+
+def test_lazy_tiff_layouts_in_process(tmp_path, monkeypatch, capsys):
+    """Band-by-band TIFF writing (tiny chunks: many bands) and the memory-mapped
+    fallback for planar RGB, against the in-memory result."""
+    from napari_kmeans_filter import _io
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.setattr(_io, "CHUNK_BYTES", 20_000)
+    monkeypatch.chdir(tmp_path)
+    astronaut = data.astronaut()[::4, ::4]
+    tifffile.imwrite("rgb.tif", astronaut, photometric="rgb")
+    tifffile.imwrite("planar.tif", np.moveaxis(astronaut, -1, 0), photometric="rgb")
+    tifffile.imwrite(
+        "stack.tif",
+        np.stack([data.camera()[::4, ::4]] * 3).astype(np.uint16),
+        photometric="minisblack",
+    )
+    for name, channel_axis in (("rgb", -1), ("planar", 0), ("stack", None)):
+        assert main([f"{name}.tif", "-k", "5", "-q"]) == 0  # in memory
+        assert main([f"{name}.tif", "-k", "5", "--chunked", "-o", "lazy.tif", "--overwrite"]) == 0
+        expected = tifffile.imread(f"{name}_k5.tif")
+        written = tifffile.imread("lazy.tif")
+        assert written.dtype == expected.dtype
+        np.testing.assert_array_equal(written, expected)
+        assert n_colours(written, channel_axis) <= 5
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_zarr_input_to_tiff_and_png(images, tmp_path):
+    da = pytest.importorskip("dask.array")
+    pytest.importorskip("zarr")
+    image = data.astronaut()[::2, ::2]
+    da.to_zarr(da.from_array(image, chunks=(64, 64, 3)), str(tmp_path / "astro.zarr"))
+    completed = run_cli(
+        "astro.zarr",
+        "-k",
+        4,
+        "--labels",
+        "astro_labels.png",
+        "--palette",
+        "astro.json",
+        cwd=tmp_path,
+    )
+    assert_ok(completed)
+    written = read(tmp_path / "astro_k4.zarr")  # default name, beside the input
+    assert written.shape == image.shape and n_colours(written) <= 4
+    palette = Palette.from_dict(json.loads((tmp_path / "astro.json").read_text()))
+    labels = np.asarray(Image.open(tmp_path / "astro_labels.png"))
+    np.testing.assert_array_equal(palette.colors[labels], written)
+
+
+def test_zarr_group_member_is_protected_and_named_after_the_group(tmp_path, monkeypatch, capsys):
+    zarr = pytest.importorskip("zarr")
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    group = zarr.open_group("scan.zarr", mode="w")
+    group.create_array("0", shape=(64, 64), dtype="uint16", chunks=(32, 32))[...] = np.arange(
+        64 * 64, dtype=np.uint16
+    ).reshape(64, 64)
+    assert main(["scan.zarr/0", "-k", "3", "-o", "scan.zarr/k3.zarr"]) == 2
+    assert "would change the input" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "scan.zarr").iterdir()) == ["0", "zarr.json"]
+    assert main(["scan.zarr/0", "-k", "3"]) == 0
+    assert "scan.zarr/0 " in capsys.readouterr().err
+    written = zarr.open_array("scan_0_k3.zarr", mode="r")[...]  # beside the group
+    assert written.dtype == np.uint16 and len(np.unique(written)) == 3
+
+
+def test_jpeg_output_warns_and_overwrite_replaces(images, tmp_path):
+    source = images / "camera.png"
+    completed = run_cli(source, "-k", 3, "-o", "camera3.jpg", cwd=tmp_path)
+    assert_ok(completed)
+    warning, line = stderr_lines(completed)
+    assert warning.startswith(f"{PROG}: warning: JPEG") and "colours" in warning
+    assert FILE_LINE.match(line)
+    first = digest(tmp_path / "camera3.jpg")
+
+    completed = run_cli(source, "-k", 2, "-o", "camera3.jpg", "--overwrite", "-q", cwd=tmp_path)
+    assert_ok(completed)
+    assert stderr_lines(completed) == [warning]  # -q keeps warnings only
+    assert digest(tmp_path / "camera3.jpg") != first
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_version(tmp_path):
+    completed = run_cli("--version", cwd=tmp_path)
+    assert_ok(completed)
+    assert completed.stdout.startswith(f"{PROG} ")
+
+
+def test_help_has_examples(capsys):
+    from napari_kmeans_filter.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "examples:" in help_text and "--apply-palette" in help_text and "demo" in help_text
+
+
+@pytest.mark.slow
+def test_demo_writes_the_gallery(tmp_path):
+    completed = run_cli("demo", "--out-dir", "gallery", cwd=tmp_path)
+    assert_ok(completed)
+    gallery = tmp_path / "gallery"
+    cat = data.chelsea()
+    distinct = n_colours(cat)
+    assert f"{distinct} distinct colours" in completed.stdout
+    assert read(gallery / "chelsea.png").tolist() == cat.tolist()
+    for k in (2, 5, 10, 15, 24):
+        path = gallery / f"chelsea_k{k}.png"
+        assert str(path.relative_to(tmp_path)) in completed.stdout
+        assert n_colours(read(path)) == k
+        assert Image.open(path).mode == "P"
+    sheet = Image.open(gallery / "chelsea_contact_sheet.png")
+    assert sheet.width > 3 * cat.shape[1] and sheet.height > 2 * cat.shape[0]
+    # Running again must not silently replace the gallery.
+    again = run_cli("demo", "--out-dir", "gallery", cwd=tmp_path)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors.  The cases of the issue run as subprocesses, all started at once (each one is a fresh
+# interpreter); the others call main() in-process, which is the same code without the start-up.
+
+# id: (arguments, words the one-line message must contain)
+SUBPROCESS_ERROR_CASES = {
+    "missing-file": (["nope.png", "-k", "4"], ["no such file", "nope.png"]),
+    "unreadable-input": (["folder", "-k", "4"], ["folder", "directory"]),
+    "corrupt-file": (["garbage.png", "-k", "4"], ["garbage.png", "not a recognised image"]),
+    "k-zero": (["chelsea.png", "-k", "0"], ["-k", "between 1 and 4096"]),
+    "k-not-int": (["chelsea.png", "-k", "2.5"], ["-k", "whole number", "2.5"]),
+    "k-too-big": (["chelsea.png", "-k", "5000"], ["-k", "5000"]),
+    "output-is-input": (["chelsea.png", "-k", "4", "-o", "./sub/../chelsea.png"], ["input"]),
+    "out-dir-unwritable": (["chelsea.png", "-k", "4", "--out-dir", "chelsea.png/x"], ["directory"]),
+    "bad-palette-json": (["chelsea.png", "--apply-palette", "bad.json"], ["bad.json", "JSON"]),
+}
+IN_PROCESS_ERROR_CASES = {
+    "truncated-file": (["truncated.png", "-k", "4", "-o", "t.png"], ["truncated.png"]),
+    "palette-not-a-palette": (["chelsea.png", "--apply-palette", "list.json"], ["list.json"]),
+    "palette-missing": (["chelsea.png", "--apply-palette", "none.json"], ["none.json"]),
+    "palette-channels": (
+        ["camera.png", "--apply-palette", "rgb.json", "-o", "g.png"],
+        ["camera.png", "channel"],
+    ),
+    "existing-output": (["chelsea.png", "-k", "4", "-o", "exists.png"], ["--overwrite"]),
+    "o-with-many-inputs": (["chelsea.png", "camera.png", "-k", "4", "-o", "x.png"], ["--out-dir"]),
+    "labels-need-stem": (
+        ["chelsea.png", "camera.png", "-k", "2", "--labels", "l.png"],
+        ["{stem}"],
+    ),
+    "same-path-twice": (["chelsea.png", "-k", "2", "-o", "x.png", "--labels", "x.png"], ["x.png"]),
+    "lab-on-greyscale": (["camera.png", "-k", "2", "--color-space", "lab"], ["3 colour"]),
+    "labels-as-jpeg": (["chelsea.png", "-k", "2", "--labels", "l.jpg"], ["--labels"]),
+    "png-of-float": (["float.tif", "-k", "2", "-o", "f.png"], ["float32", ".tif"]),
+    "unknown-format": (["chelsea.png", "-k", "2", "-o", "x.gif"], [".gif"]),
+    "bad-channel-axis": (["chelsea.png", "-k", "2", "--channel-axis", "3"], ["--channel-axis"]),
+    "no-k": (["chelsea.png"], ["-k"]),
+}
+
+
+@pytest.fixture(scope="module")
+def error_folder(images, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("errors")
+    for name in ("chelsea.png", "camera.png"):
+        shutil.copy(images / name, folder / name)
+    (folder / "folder").mkdir()
+    (folder / "garbage.png").write_bytes(b"this is not a PNG at all")
+    (folder / "truncated.png").write_bytes((images / "chelsea.png").read_bytes()[:5000])
+    (folder / "bad.json").write_text('{"colors": [[0, 0, 0]')
+    (folder / "list.json").write_text("[1, 2, 3]")
+    (folder / "rgb.json").write_text(json.dumps({"colors": [[0, 0, 0]], "dtype": "uint8"}))
+    (folder / "exists.png").write_bytes(b"keep me")
+    ramp = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    tifffile.imwrite(folder / "float.tif", ramp)
+    return folder
+
+
+def folder_state(folder: Path) -> dict:
+    return {path.name: digest(path) if path.is_file() else "dir" for path in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def error_runs(error_folder) -> dict:
+    command = [sys.executable, "-m", "napari_kmeans_filter"]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    env.pop("NAPARI_KMEANS_FILTER_DEBUG", None)
+    before = folder_state(error_folder)
+    running = {
+        case: subprocess.Popen(
+            [*command, *arguments],
+            cwd=error_folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            env=env,
+        )
+        for case, (arguments, _) in SUBPROCESS_ERROR_CASES.items()
+    }
+    results = {
+        case: (process, *process.communicate(timeout=300)) for case, process in running.items()
+    }
+    assert folder_state(error_folder) == before  # nothing written, nothing changed
+    return {case: (process.returncode, stderr) for case, (process, _, stderr) in results.items()}
+
+
+def assert_one_error_line(returncode: int, stderr: str, words: list[str]) -> None:
+    lines = stderr.splitlines()
+    assert returncode == 2, stderr
+    assert "Traceback" not in stderr
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(ERROR_PREFIX), lines[0]
+    for word in words:
+        assert word.lower() in lines[0].lower(), (word, lines[0])
+
+
+@pytest.mark.parametrize("case", list(SUBPROCESS_ERROR_CASES))
+def test_error_subprocess(case, error_runs):
+    assert_one_error_line(*error_runs[case], SUBPROCESS_ERROR_CASES[case][1])
+
+
+@pytest.mark.parametrize("case", list(IN_PROCESS_ERROR_CASES))
+def test_error_in_process(case, error_folder, monkeypatch, capsys):
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(error_folder)
+    monkeypatch.delenv("NAPARI_KMEANS_FILTER_DEBUG", raising=False)
+    before = folder_state(error_folder)
+    arguments, words = IN_PROCESS_ERROR_CASES[case]
+    returncode = main(arguments)
+    assert_one_error_line(returncode, capsys.readouterr().err, words)
+    assert folder_state(error_folder) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads all")
+def test_error_unreadable_file(error_folder, tmp_path, monkeypatch, capsys):
+    from napari_kmeans_filter.cli import main
+
+    locked = tmp_path / "locked.png"
+    shutil.copy(error_folder / "camera.png", locked)
+    locked.chmod(0)
+    monkeypatch.chdir(tmp_path)
+    assert_one_error_line(main([str(locked), "-k", "2"]), capsys.readouterr().err, ["locked.png"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Image formats (in-process)
+
+
+def test_indexed_png_is_smaller_and_decodes_exactly(tmp_path):
+    result = quantize(data.chelsea(), 16, random_state=0)
+    indexed, plain = tmp_path / "indexed.png", tmp_path / "plain.png"
+    options = {"fmt": "png", "channel_axis": -1, "labels": result.labels}
+    write_array(indexed, result.image, colors=result.palette.colors, **options)
+    write_array(plain, result.image, colors=result.palette.colors, indexed=False, **options)
+    assert Image.open(indexed).mode == "P" and Image.open(plain).mode == "RGB"
+    assert indexed.stat().st_size < plain.stat().st_size
+    np.testing.assert_array_equal(read(indexed), result.image)
+    np.testing.assert_array_equal(read(plain), result.image)
+
+
+def test_rgba_indexed_png_keeps_alpha_with_trns(tmp_path):
+    rgba = np.dstack([data.chelsea(), np.full(data.chelsea().shape[:2], 255, np.uint8)])
+    rgba[:50, :50, 3] = 0
+    rgba[50:80, :, 3] = 128
+    result = quantize(rgba, 8, random_state=0)
+    path = tmp_path / "rgba.png"
+    write_array(
+        path,
+        result.image,
+        fmt="png",
+        channel_axis=-1,
+        labels=result.labels,
+        colors=result.palette.colors,
+    )
+    assert Image.open(path).mode == "P" and "transparency" in Image.open(path).info
+    np.testing.assert_array_equal(read(path), result.image)
+
+
+def test_greyscale_and_16_bit_pngs_round_trip(tmp_path):
+    grey = quantize(data.camera(), 4, channel_axis=None)
+    write_array(tmp_path / "grey.png", grey.image, fmt="png", channel_axis=None)
+    assert read(tmp_path / "grey.png").shape == (512, 512)  # grey palette -> greyscale
+    np.testing.assert_array_equal(read(tmp_path / "grey.png"), grey.image)
+
+    pytest.importorskip("imagecodecs")
+    rgb16 = data.astronaut()[::4, ::4].astype(np.uint16) * 257
+    write_array(tmp_path / "rgb16.png", rgb16, fmt="png", channel_axis=-1)
+    np.testing.assert_array_equal(read(tmp_path / "rgb16.png"), rgb16)
+
+
+@pytest.mark.parametrize(
+    ("shape", "channel_axis"),
+    [((32, 48, 3), -1), ((3, 32, 48), 0), ((4, 32, 48), None), ((32, 48, 7), -1)],
+)
+def test_tiff_layouts_round_trip(tmp_path, shape, channel_axis):
+    array = np.random.default_rng(0).integers(0, 60000, shape, dtype=np.uint16)
+    write_array(tmp_path / "a.tif", array, fmt="tiff", channel_axis=channel_axis)
+    source = open_image(tmp_path / "a.tif")
+    np.testing.assert_array_equal(source.load(), array)
+    if channel_axis is not None:  # the samples axis is found again on reading
+        assert source.default_channel_axis() % len(shape) == channel_axis % len(shape)
