@@ -40,15 +40,18 @@ _threadpools = None
 
 
 def _thread_limit(n_points):
-    """A context manager limiting OpenMP to one thread for small problems."""
+    """A context manager limiting OpenMP and BLAS to one thread for small problems."""
     global _threadpools
     if n_points >= SINGLE_THREAD_POINTS:
         return contextlib.nullcontext()
     if _threadpools is None:
+        # The controller only sees the OpenMP runtime of libraries already
+        # loaded: import scikit-learn's k-means first.
+        import sklearn.cluster  # noqa: F401
         from threadpoolctl import ThreadpoolController
 
         _threadpools = ThreadpoolController()
-    return _threadpools.limit(limits=1, user_api="openmp")
+    return _threadpools.limit(limits=1)
 
 
 def grid_reduce(points: np.ndarray, weights: np.ndarray, max_cells: int = MAX_GRID_CELLS):
