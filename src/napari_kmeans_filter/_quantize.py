@@ -135,8 +135,7 @@ class QuantizeResult:
     palette : Palette
         The colours and their pixel counts in this image.
     n_input_colors : int
-        Distinct colours in the input (for float data or integers wider than
-        16 bits: distinct values at 16-bit resolution of the value range).
+        Distinct colours in the input (over the colour channels, all pixels).
     mse, psnr : float
         Mean squared error of ``image`` against the input over the colour
         channels, and the peak signal-to-noise ratio in dB; the peak is the
@@ -627,11 +626,17 @@ def quantize(
 
     Notes
     -----
-    Codes: 8-bit RGB has at most 2**24 colours, counted with one bincount.
-    Floats and integers wider than 16 bits are encoded on 16-bit levels of their
-    value range. With more than 65 536 distinct colours, the k-means++ starts
-    run on the weighted centroids of at most 32 768 grid cells and the best
-    start is refined by Lloyd iterations on the exact histogram.
+    Histograms are exact for every dtype: 8- and 16-bit integers are packed
+    into integer codes, other dtypes use the bytes of each pixel, and codes
+    are counted by sorting. Pixels get their label through a lookup on their
+    code, never through a distance computation per pixel.
+
+    With more than 131 072 distinct colours (noisy photos, float data), the
+    k-means++ starts run on the weighted centroids of at most 32 768 cells of
+    a regular grid over the colours, the best start converges on a finer grid
+    (at most 65 536 cells) and is then refined by at most 10 Lloyd iterations
+    on the exact histogram. After the best start, a swap search (moving one
+    centre at a time, kept only if the error drops) escapes poor local optima.
 
     Examples
     --------
