@@ -97,7 +97,16 @@ def to_fit_space(values: np.ndarray, color_space: str, dtype: np.dtype) -> np.nd
     values = np.asarray(values, dtype=np.float64)
     if color_space == "rgb":
         return values
-    rgb = np.clip(values / rgb_unit_scale(dtype), 0.0, 1.0)
+    scale = rgb_unit_scale(dtype)
+    if values.size and (values.min() < 0 or values.max() > scale * (1 + 1e-6)):
+        # Clipping would silently merge every brighter colour into white.
+        raise ValueError(
+            f"The 'color_space' parameter {color_space!r} needs RGB values in [0, {scale:g}] "
+            f"for a {np.dtype(dtype)} image; this image has values in "
+            f"[{values.min():g}, {values.max():g}]. Scale it (e.g. float images to [0, 1]) "
+            "or use color_space='rgb'."
+        )
+    rgb = values / scale
     if color_space == "lab":
         return rgb_to_lab(rgb)
     return rgb_to_oklab(rgb)

@@ -31,6 +31,7 @@ MAX_REFINE_ITER = 10
 DEFAULT_N_INIT = 4
 # Swap-search trials after the best start (see _swap_search).
 N_SWAP_TRIALS = 8
+MAX_SWAP_CLUSTERS = 512
 # Below this many points, scikit-learn's OpenMP threads cost more than they
 # save: measured here, a 25 k-point fit took 0.02-0.03 s on one thread and
 # 0.03-0.4 s on two (the slow end whenever another process holds a core).
@@ -64,7 +65,7 @@ def grid_reduce(points: np.ndarray, weights: np.ndarray, max_cells: int = MAX_GR
     the spread inside cells, which shrinks as the grid adapts to the data.
     """
     n_dims = points.shape[1]
-    finest_bits = max(1, int(np.log2(MAX_GRID_BINS_TOTAL) // n_dims))
+    finest_bits = max(1, min(int(np.log2(MAX_GRID_BINS_TOTAL) // n_dims), 62 // n_dims))
     low = points.min(axis=0)
     span = points.max(axis=0) - low
     span[span == 0] = 1.0
@@ -80,11 +81,11 @@ def grid_reduce(points: np.ndarray, weights: np.ndarray, max_cells: int = MAX_GR
         cell_index = np.zeros(points.shape[0], dtype=np.int64)
         for d in range(n_dims):
             cell_index = (cell_index << bits) | (bin_of[d] >> coarsen)
-        occupancy = np.bincount(cell_index, minlength=2 ** (bits * n_dims))
-        if np.count_nonzero(occupancy) <= max_cells or bits == 1:
+        # Distinct cells by sorting: a dense count would need 2**(bits*dims) bins.
+        occupied = np.unique(cell_index)
+        if occupied.shape[0] <= max_cells or bits == 1:
             break
-    cell_of_index = np.cumsum(occupancy > 0) - 1
-    cell_index = cell_of_index[cell_index]
+    cell_index = np.searchsorted(occupied, cell_index)
     cell_weights = np.bincount(cell_index, weights=weights)
     keep = cell_weights > 0
     centroids = np.empty((cell_weights.shape[0], n_dims), dtype=np.float64)
@@ -174,8 +175,11 @@ def weighted_kmeans(
         if best is None or inertia < best[1]:
             best = (centres, inertia, labels)
         report((start + 1) / n_steps)
+    # The search handles k x k matrices; above MAX_SWAP_CLUSTERS they cost
+    # more memory and time than the search gains.
+    n_swaps = N_SWAP_TRIALS if n_clusters <= MAX_SWAP_CLUSTERS else 0
     centres, n_iter = _swap_search(
-        start_points, start_weights, *best, max_iter, tol, random_state, N_SWAP_TRIALS
+        start_points, start_weights, *best, max_iter, tol, random_state, n_swaps
     )
     total_iter += n_iter
     for step, (level_points, level_weights) in enumerate(levels):
@@ -215,7 +219,8 @@ def _swap_search(points, weights, centres, inertia, labels, max_iter, tol, rng, 
         offsets = points - centres[labels]
         squared = np.einsum("ij,ij->i", offsets, offsets) * weights
         cluster_error = np.bincount(labels, weights=squared, minlength=n_clusters)
-        gaps = ((centres[:, np.newaxis, :] - centres[np.newaxis, :, :]) ** 2).sum(axis=2)
+        norms = np.einsum("ij,ij->i", centres, centres)
+        gaps = np.maximum(norms[:, np.newaxis] + norms[np.newaxis, :] - 2 * centres @ centres.T, 0)
         pair_weight = cluster_weight[:, np.newaxis] * cluster_weight[np.newaxis, :]
         total_weight = cluster_weight[:, np.newaxis] + cluster_weight[np.newaxis, :]
         merge_cost = np.where(total_weight > 0, pair_weight / np.maximum(total_weight, 1e-300), 0)

@@ -73,10 +73,14 @@ class Palette:
             )
         if colors.dtype.kind not in "uif":
             raise TypeError(f"The 'colors' of a Palette must be numeric. Got dtype {colors.dtype}.")
+        if colors.dtype.kind == "f" and not np.all(np.isfinite(colors)):
+            raise ValueError("The 'colors' of a Palette must be finite (no NaN or inf).")
         counts = self.counts
         counts = (
             np.zeros(colors.shape[0], np.int64) if counts is None else np.asarray(counts, np.int64)
         )
+        if np.any(counts < 0):
+            raise ValueError("The 'counts' of a Palette must not be negative.")
         if counts.shape != (colors.shape[0],):
             raise ValueError(
                 f"The 'counts' of a Palette must have shape ({colors.shape[0]},). "
@@ -114,8 +118,24 @@ class Palette:
         if not isinstance(data, dict) or "colors" not in data:
             raise ValueError("A palette description must be a dict with a 'colors' entry.")
         try:
-            colors = np.asarray(data["colors"], dtype=np.dtype(data.get("dtype", "float64")))
+            dtype = np.dtype(data.get("dtype", "float64"))
+            values = np.asarray(data["colors"], dtype=np.float64)
         except (TypeError, ValueError) as error:
+            raise ValueError(f"Invalid palette colours or dtype: {error}") from error
+        if dtype.kind in "ui":
+            info = np.iinfo(dtype)
+            if values.size and (values.min() < info.min or values.max() > info.max):
+                raise ValueError(
+                    f"Palette colours must lie in [{info.min}, {info.max}] for dtype {dtype}; "
+                    f"got values in [{values.min():g}, {values.max():g}]."
+                )
+            if not np.array_equal(values, np.round(values)):
+                raise ValueError(f"Palette colours must be integers for dtype {dtype}.")
+        elif dtype.kind != "f":
+            raise ValueError(f"A palette's dtype must be numeric. Got {dtype}.")
+        try:
+            colors = np.asarray(data["colors"], dtype=dtype)
+        except (TypeError, ValueError, OverflowError) as error:
             raise ValueError(f"Invalid palette colours or dtype: {error}") from error
         return cls(colors, data.get("counts"), data.get("color_space", "rgb"))
 
@@ -189,6 +209,12 @@ def _layout(image, channel_axis, alpha) -> _Layout:
     else:
         data = image if axis == image.ndim - 1 else _moveaxis(image, axis, -1, is_dask)
     n_channels = data.shape[-1]
+    if n_channels > check.MAX_CHANNELS:
+        raise ValueError(
+            f"The 'channel_axis' parameter ({channel_axis}) selects an axis with {n_channels} "
+            f"entries; at most {check.MAX_CHANNELS} channels are supported. For a greyscale "
+            "stack or volume pass channel_axis=None."
+        )
     has_alpha = check.check_alpha(alpha, n_channels, axis, image.ndim)
     if is_dask:
         data = data.rechunk({data.ndim - 1: -1})

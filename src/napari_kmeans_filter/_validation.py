@@ -9,6 +9,9 @@ import numpy as np
 from ._colorspace import COLOR_SPACES
 
 MAX_N_COLORS = 4096
+# More entries than this on the channel axis is almost always a spatial axis
+# of a greyscale stack passed without channel_axis=None.
+MAX_CHANNELS = 16
 
 
 def is_dask_array(obj) -> bool:
