@@ -492,3 +492,58 @@ def test_viewer_stays_responsive_during_a_12_megapixel_run(make_napari_viewer, q
     labels, _image = result_layers(viewer, "12 MP")
     assert labels.data.shape == photo.shape[:2]
     assert METADATA_KEY in labels.metadata
+
+
+# --- regressions found in review ---------------------------------------------------------
+
+
+@pytest.mark.viewer
+def test_add_result_layers_refuses_a_result_of_another_shape_and_adds_nothing(
+    make_napari_viewer,
+):
+    viewer = make_napari_viewer()
+    cat = cat_crop()
+    source = viewer.add_image(cat, rgb=True, name="cat")
+    other = quantize(cat[::2, ::2], 4)
+    with pytest.raises(ValueError, match="shape"):
+        napari_kmeans_filter.add_result_layers(viewer, other, source)
+    assert [layer.name for layer in viewer.layers] == ["cat"]
+
+
+@pytest.mark.viewer
+def test_a_single_result_for_a_multiscale_layer_is_refused(make_napari_viewer):
+    viewer = make_napari_viewer()
+    cat = cat_crop()
+    source = viewer.add_image([cat, cat[::2, ::2]], rgb=True, multiscale=True, name="ms")
+    with pytest.raises(ValueError, match="level"):
+        napari_kmeans_filter.add_result_layers(viewer, quantize(cat, 4), source)
+    assert [layer.name for layer in viewer.layers] == ["ms"]
+
+
+@pytest.mark.viewer
+def test_painted_clusters_survive_a_rerun(make_napari_viewer, notifications):
+    viewer = make_napari_viewer()
+    source = viewer.add_image(cat_crop(), rgb=True, name="cat")
+    labels, _ = napari_kmeans_filter.add_result_layers(viewer, quantize(source.data, 4), source)
+    labels.paint((5, 5), 1)  # the user paints a cluster by hand
+    painted = np.asarray(labels.data).copy()
+    new_labels, _ = napari_kmeans_filter.add_result_layers(
+        viewer, quantize(source.data, 6), source
+    )
+    assert new_labels is not labels
+    np.testing.assert_array_equal(np.asarray(labels.data), painted)
+    assert any("edited" in message for _, message in notifications)
+
+
+@pytest.mark.viewer
+def test_result_is_dropped_when_the_source_was_removed_during_the_run(
+    make_napari_viewer, qtbot, notifications
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(cat_crop(), rgb=True, name="gone")
+    widget = open_widget(viewer)
+    widget.run_button.native.click()
+    viewer.layers.remove("gone")  # before the worker's result reaches the GUI thread
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
+    assert len(viewer.layers) == 0
+    assert any("removed" in message for _, message in notifications)

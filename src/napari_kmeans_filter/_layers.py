@@ -11,8 +11,10 @@ Importing this module imports napari; the package root only imports it lazily.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -254,6 +256,7 @@ def add_result_layers(
         The quantised image.
     """
     level_results = _as_level_results(result)
+    _check_result_fits_source(level_results, source_layer)
     summary = level_results[0]
     palette = summary.palette
     n_palette_colors = len(palette)
@@ -280,6 +283,16 @@ def add_result_layers(
 
     labels_layer = _find_result_layer(viewer, source_layer, _CLUSTERS_ROLE, Labels)
     image_layer = _find_result_layer(viewer, source_layer, _IMAGE_ROLE, Image)
+    if labels_layer is not None and labels_layer in _EDITED_CLUSTERS:
+        # The user painted on the clusters: keep their work, show the new result beside it.
+        labels_layer.metadata = {
+            key: value for key, value in labels_layer.metadata.items() if key != METADATA_KEY
+        }
+        show_info(
+            f"{labels_layer.name!r} was edited, so it is kept as it is; "
+            "the new clusters go to a new layer."
+        )
+        labels_layer = None
 
     if image_layer is None:
         image_layer = viewer.add_image(
@@ -310,6 +323,7 @@ def add_result_layers(
             metadata={**metadata, METADATA_KEY: _bookkeeping(source_layer, _CLUSTERS_ROLE)},
             **placement,
         )
+        labels_layer.events.paint.connect(partial(_mark_edited, labels_layer))
     else:
         labels_layer.data = labels_data
         labels_layer.colormap = colormap
@@ -403,7 +417,7 @@ def announce_result(result: LayerResult, n_colors: int, layer_name: str) -> None
     layer_name : str
         Name of the quantised layer, for the message.
     """
-    found = len(_as_level_results(result)[0].palette)
+    found = _as_level_results(result)[0].n_input_colors
     if found < n_colors:
         show_info(
             f"Layer {layer_name!r} has only {found} distinct colour(s), fewer than the "
@@ -543,6 +557,33 @@ def _result_metadata(result: LayerResult, source_layer: Image) -> dict[str, Any]
 
 def _bookkeeping(source_layer: Image, role: str) -> dict[str, str]:
     return {"role": role, "source_id": str(source_layer.unique_id)}
+
+
+# Clusters layers the user has painted on (weak: removed layers drop out).
+_EDITED_CLUSTERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _mark_edited(layer: Labels, _event: Any = None) -> None:
+    _EDITED_CLUSTERS.add(layer)
+
+
+def _check_result_fits_source(level_results: list[QuantizeResult], source_layer: Image) -> None:
+    """Refuse, before anything is added, a result that was not made from ``source_layer``."""
+    levels = list(source_layer.data) if source_layer.multiscale else [source_layer.data]
+    if len(level_results) != len(levels):
+        raise ValueError(
+            f"The result has {len(level_results)} level(s) but layer {source_layer.name!r} has "
+            f"{len(levels)}; for a multiscale layer use quantize_layer(layer, ...), which "
+            "quantises every level."
+        )
+    for level, (level_result, data) in enumerate(zip(level_results, levels, strict=True)):
+        expected = tuple(data.shape[:-1] if source_layer.rgb else data.shape)
+        if tuple(level_result.labels.shape) != expected:
+            raise ValueError(
+                f"The result's labels have shape {tuple(level_result.labels.shape)} but level "
+                f"{level} of layer {source_layer.name!r} has pixels of shape {expected}; was "
+                "the result made from this layer (channel_axis=-1 for RGB layers)?"
+            )
 
 
 def _find_result_layer(

@@ -214,7 +214,16 @@ class KMeansColourWidget(Container):
             self.status_label.value = "failed"
             show_error(outcome.error)
             return
-        add_result_layers(self._viewer, outcome.result, layer)
+        if layer not in self._viewer.layers:
+            self.status_label.value = "source removed"
+            show_info(f"K-means colour filter: {layer_name!r} was removed; result dropped.")
+            return
+        try:
+            add_result_layers(self._viewer, outcome.result, layer)
+        except ValueError as error:  # the layer's data was replaced while the run went on
+            self.status_label.value = "failed"
+            show_error(f"K-means colour filter: {error}")
+            return
         self.progress_bar.value = PROGRESS_STEPS
         self.status_label.value = describe_result(outcome.result)
         announce_result(outcome.result, n_colors, layer_name)
