@@ -343,9 +343,30 @@ def test_demo_writes_the_gallery(tmp_path):
         assert Image.open(path).mode == "P"
     sheet = Image.open(gallery / "chelsea_contact_sheet.png")
     assert sheet.width > 3 * cat.shape[1] and sheet.height > 2 * cat.shape[0]
-    # Running again must not silently replace the gallery.
+    # Running the quick start again rewrites the demo's own files, identically.
+    before = (gallery / "chelsea_k5.png").read_bytes()
     again = run_cli("demo", "--out-dir", "gallery", cwd=tmp_path)
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert_ok(again)
+    assert (gallery / "chelsea_k5.png").read_bytes() == before
+
+
+def test_corrupt_zarr_chunk_is_one_error_line(tmp_path):
+    import zarr
+
+    store = tmp_path / "stack.zarr"
+    array = zarr.open_array(
+        str(store), mode="w", shape=(2, 40, 50, 3), chunks=(1, 40, 50, 3), dtype="uint8"
+    )
+    array[:] = np.stack([data.chelsea()[:40, :50]] * 2)
+    chunk_files = [
+        p for p in store.rglob("*") if p.is_file() and not p.name.startswith(("zarr", "."))
+    ]
+    chunk_files.sort()
+    chunk_files[-1].write_bytes(b"this is not a compressed chunk" * 4)
+    completed = run_cli(str(store), "-k", "4", "--out-dir", "out", cwd=tmp_path)
+    assert completed.returncode == 2, completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -259,7 +259,6 @@ def build_demo_parser() -> argparse.ArgumentParser:
         "--color-space", choices=COLOR_SPACES, default="rgb", help="as for quantising"
     )
     parser.add_argument("--seed", type=_seed, default=0, help="as for quantising")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing images")
     parser.add_argument("--version", action="version", version=_version())
     return parser
 
@@ -295,6 +294,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _status.clear()
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        # Lazy (.zarr, chunked TIFF) inputs are only read while quantising, so a
+        # corrupt chunk surfaces here, from the codec, as any exception type.
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        _status.clear()
+        print(
+            f"{PROG}: error: {type(exc).__name__}: {_one_line(exc)} "
+            f"(a corrupt or unreadable input?; {DEBUG_VARIABLE}=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
 
 
@@ -739,10 +750,9 @@ def run_demo(args: argparse.Namespace) -> int:
     k_values = sorted(dict.fromkeys(args.n_colors))
     names = ["chelsea.png", *(f"chelsea_k{k}.png" for k in k_values), "chelsea_contact_sheet.png"]
     paths = [out_dir / name for name in names]
-    if not args.overwrite:
-        for path in paths:
-            if path.exists():
-                raise CliError(f"{path} already exists (use --overwrite to replace it)")
+    # The demo's files are its own (fixed names in its own folder): running the
+    # quick start again simply rewrites them, with the same pixels.
+    args.overwrite = True
     _prepare_directories(paths)
 
     cat = data.chelsea()
