@@ -20,7 +20,8 @@ def _section(name: str, obj) -> str:
     return f"## `{name}`\n\n```python\n{signature}\n```\n\n```text\n{doc}\n```\n"
 
 
-def main() -> None:
+def render() -> str:
+    """The text of docs/api.md."""
     parts = [
         "# API reference\n",
         "Generated from the docstrings by `python docs/make_api.py`; do not edit by hand.\n",
@@ -31,8 +32,12 @@ def main() -> None:
     parts += [_section(name, getattr(nkf, name)) for name in PUBLIC]
     parts.append("# napari helpers\n")
     parts += [_section(name, getattr(nkf, name)) for name in HELPERS]
+    return "\n".join(parts)
+
+
+def main() -> None:
     out = Path(__file__).with_name("api.md")
-    out.write_text("\n".join(parts), encoding="utf-8")
+    out.write_text(render(), encoding="utf-8")
     print(f"wrote {out}")
 
 
