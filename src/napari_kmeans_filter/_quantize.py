@@ -390,9 +390,67 @@ def _fit_colors(histogram, encoding, colors_exact, fit_points, n_colors, options
             random_state=np.random.RandomState(options["seed"]),
             progress=report,
         )
-        colors = _as_palette_dtype(from_fit_space(centres, options["color_space"], dtype), dtype)
+        colors_float = from_fit_space(centres, options["color_space"], dtype)
+        colors = _as_palette_dtype(colors_float, dtype)
+        # With a user-given start the centres stay scikit-learn's, only rounded.
+        searchable = isinstance(options["init"], str) and options["color_space"] == "rgb"
+        if searchable and dtype.kind in "ui":
+            colors = _best_integer_colors(
+                colors, colors_float, fit_points[voters], histogram.votes[voters]
+            )
     colors = np.unique(colors, axis=0)
     return colors[_luminance_order(colors)], n_iter
+
+
+# Work budget (points x colours) of the integer palette search below.
+_INTEGER_SEARCH_BUDGET = 2**18
+
+
+def _best_integer_colors(colors, colors_float, points, weights):
+    """Move palette coordinates to their other integer neighbour where that lowers the error.
+
+    Rounding each centre to the nearest integer is optimal only while no pixel
+    changes colour; pixels on cluster borders do, so the other neighbour
+    (floor instead of ceil, or back) is sometimes better. Each trial changes one
+    coordinate of one colour, so only that colour's distances are recomputed.
+    Skipped when the histogram is too large for the budget.
+    """
+    n_points, n_colors = points.shape[0], colors.shape[0]
+    if n_points * n_colors > _INTEGER_SEARCH_BUDGET or n_colors < 2:
+        return colors
+    weights = weights.astype(np.float64)
+    trial = colors.astype(np.float64)
+    distances = ((points[:, np.newaxis, :] - trial[np.newaxis]) ** 2).sum(axis=2)
+
+    rows = np.arange(n_points)
+
+    def split(distances):
+        two = np.argpartition(distances, 1, axis=1)[:, :2]
+        first, second = distances[rows, two[:, 0]], distances[rows, two[:, 1]]
+        swap = second < first
+        nearest = np.where(swap, two[:, 1], two[:, 0])
+        return nearest, np.minimum(first, second), np.maximum(first, second)
+
+    nearest, best, second = split(distances)
+    error = float(weights @ best)
+    info = np.iinfo(colors.dtype)
+    for colour in range(n_colors):
+        for channel in range(colors.shape[1]):
+            value = trial[colour, channel]
+            other = value + (1.0 if colors_float[colour, channel] > value else -1.0)
+            if not info.min <= other <= info.max:
+                continue
+            moved = trial[colour].copy()
+            moved[channel] = other
+            moved_distance = ((points - moved) ** 2).sum(axis=1)
+            others_best = np.where(nearest == colour, second, best)
+            moved_error = float(weights @ np.minimum(others_best, moved_distance))
+            if moved_error < error:
+                trial[colour] = moved
+                distances[:, colour] = moved_distance
+                nearest, best, second = split(distances)
+                error = moved_error
+    return trial.astype(colors.dtype)
 
 
 def _assign(histogram, encoding, fit_points, colors, color_space):
