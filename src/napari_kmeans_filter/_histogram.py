@@ -133,6 +133,13 @@ class ColorHistogram:
 # 134 MB table per chunk (and per dask merge).
 
 
+def _compact(counts: np.ndarray) -> np.ndarray:
+    """Counts as uint32 when they fit: a dask tree holds many partial histograms."""
+    if counts.size == 0 or int(counts.max()) < 2**32:
+        return counts.astype(np.uint32, copy=False)
+    return counts.astype(np.int64, copy=False)
+
+
 def _run_starts(sorted_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     is_start = np.empty(sorted_codes.shape[0], dtype=bool)
     is_start[:1] = True
@@ -150,7 +157,7 @@ def _sorted_histogram(codes, voting, *, keep_rows):
         # The common case needs no permutation: a plain (vectorised) sort.
         sorted_codes = np.sort(codes)
         _, starts = _run_starts(sorted_codes)
-        counts = _run_lengths(starts, sorted_codes.shape[0])
+        counts = _compact(_run_lengths(starts, sorted_codes.shape[0]))
         return ColorHistogram(sorted_codes[starts], counts, counts), None
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
@@ -183,6 +190,32 @@ def histogram_of_pixels(pixels, encoding: Encoding, alpha=None, *, keep_index=Fa
     return histogram, (("rows", rows) if keep_rows else ("codes", codes))
 
 
+# Above this many entries a merge of dense codes adds the parts into one direct
+# table (64 MB of uint32 for 8-bit RGB) instead of sorting their concatenation:
+# the merges near the root of a dask stack's tree hold millions of colours, and
+# concatenating and sorting them peaked at ~1.2 GB for a 1 GB stack.
+_DENSE_MERGE_ENTRIES = 2**22
+
+
+def _dense_merge(parts, encoding: Encoding, all_vote: bool, total: int) -> ColorHistogram:
+    table_dtype = np.uint32 if total < 2**32 else np.uint64
+    size = 2**encoding.total_bits
+    counts = np.zeros(size, dtype=table_dtype)
+    for part in parts:
+        np.add.at(counts, part.codes, part.counts.astype(table_dtype))
+    present = np.flatnonzero(counts)
+    merged_counts = _compact(counts[present])
+    del counts
+    if all_vote:
+        merged_votes = merged_counts
+    else:
+        votes = np.zeros(size, dtype=table_dtype)
+        for part in parts:
+            np.add.at(votes, part.codes, part.votes.astype(table_dtype))
+        merged_votes = _compact(votes[present])
+    return ColorHistogram(present.astype(encoding.code_dtype), merged_counts, merged_votes)
+
+
 def merge_histograms(parts, encoding: Encoding) -> ColorHistogram:
     """Merge histograms of disjoint pixel sets into the histogram of their union."""
     parts = [part for part in parts if len(part)]
@@ -192,18 +225,31 @@ def merge_histograms(parts, encoding: Encoding) -> ColorHistogram:
     if len(parts) == 1:
         return parts[0]
     all_vote = all(np.array_equal(part.votes, part.counts) for part in parts)
-    codes = np.concatenate([part.codes for part in parts])
-    counts = np.concatenate([part.counts for part in parts])
-    if all_vote and encoding.dense and int(counts.max()) < 2**_COUNT_BITS:
-        # Pack (code, count) into one uint64 so that a plain vectorised sort
-        # carries the counts along, instead of an argsort and two gathers.
+    total = sum(int(part.counts.sum()) for part in parts)
+    n_entries = sum(len(part) for part in parts)
+    if encoding.dense and n_entries > _DENSE_MERGE_ENTRIES:
+        return _dense_merge(parts, encoding, all_vote, total)
+    if all_vote and encoding.dense and total < 2**_COUNT_BITS:
+        # Pack (code, count) into one uint64 so that a plain vectorised sort,
+        # in place, carries the counts along: no argsort, no gathers, and the
+        # memory of one uint64 per entry (this merge holds a whole dask stack's
+        # distinct colours at the root of the tree).
         count_bits = np.uint64(_COUNT_BITS)
-        keyed = np.sort((codes.astype(np.uint64) << count_bits) | counts.astype(np.uint64))
+        keyed = np.concatenate(
+            [
+                (part.codes.astype(np.uint64) << count_bits) | part.counts.astype(np.uint64)
+                for part in parts
+            ]
+        )
+        keyed.sort()
         merged_codes = (keyed >> count_bits).astype(encoding.code_dtype)
         _, starts = _run_starts(merged_codes)
-        low = (keyed & np.uint64(2**_COUNT_BITS - 1)).astype(np.int64)
-        merged = np.add.reduceat(low, starts)
-        return ColorHistogram(merged_codes[starts], merged, merged)
+        merged_codes = merged_codes[starts]
+        keyed &= np.uint64(2**_COUNT_BITS - 1)
+        merged = _compact(np.add.reduceat(keyed.view(np.int64), starts))
+        return ColorHistogram(merged_codes, merged, merged)
+    codes = np.concatenate([part.codes for part in parts])
+    counts = np.concatenate([part.counts for part in parts])
     votes = np.concatenate([part.votes for part in parts])
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
