@@ -24,7 +24,7 @@ import numpy as np
 from . import _validation as check
 from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding, histogram_of_pixels, merge_histograms
-from ._kmeans import DEFAULT_N_INIT, MAX_GRID_BINS_TOTAL, nearest_centre, weighted_kmeans
+from ._kmeans import MAX_GRID_BINS_TOTAL, nearest_centre, weighted_kmeans
 
 ProgressCallback = Callable[[float, str], Any]
 
@@ -728,7 +728,7 @@ def _fit_options(n_colors, color_space, init, n_init, max_iter, tol, random_stat
         "n_colors": check.check_n_colors(n_colors),
         "color_space": check.check_color_space(color_space, layout.n_color_channels),
         "init": check.check_init(init, n_colors, layout.n_color_channels),
-        "n_init": check.check_n_init(n_init) or DEFAULT_N_INIT,
+        "n_init": check.check_n_init(n_init),
         "max_iter": check.check_max_iter(max_iter),
         "tol": check.check_tol(tol),
         "seed": check.check_random_state(random_state),
@@ -743,7 +743,7 @@ def _params(options, layout):
         "channel_axis": layout.channel_axis,
         "color_space": options["color_space"],
         "alpha": bool(layout.has_alpha),
-        "n_init": options["n_init"],
+        "n_init": "auto" if options["n_init"] is None else options["n_init"],
         "init": init if isinstance(init, str) else init.tolist(),
         "max_iter": options["max_iter"],
         "tol": options["tol"],
@@ -842,7 +842,8 @@ def quantize(
         on the last axis. Alpha is copied to the output unchanged and pixels
         with alpha 0 do not take part in the fit.
     n_init : int or 'auto', optional
-        Number of k-means++ starts; the best is kept. 'auto' means 4.
+        Number of k-means++ starts; the best is kept. 'auto' means 8, or 4
+        when the colour histogram is reduced (more than 131 072 colours).
     init : 'k-means++' or array of shape (n_colors, C), optional
         Starting colours in the image's units; with an array, plain Lloyd
         iterations run from it on the exact histogram.
