@@ -24,7 +24,7 @@ import numpy as np
 from . import _validation as check
 from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding, histogram_of_pixels, merge_histograms
-from ._kmeans import MAX_GRID_BINS_TOTAL, nearest_centre, weighted_kmeans
+from ._kmeans import nearest_centre, weighted_kmeans
 
 ProgressCallback = Callable[[float, str], Any]
 
@@ -506,8 +506,13 @@ def _best_integer_colors(colors, colors_float, points, weights):
 # Histograms with more distinct colours than this are never held whole as float
 # arrays: they are reduced, refined and assigned in slices of _SLICE rows (a
 # dask stack of noisy 8-bit photos can hold millions of distinct colours).
-LARGE_HISTOGRAM = 2**21
+LARGE_HISTOGRAM = 2**20
 _SLICE = 2**20
+# Cells of the grid a large histogram is first reduced to (6 bits per RGB
+# channel): fine enough that one exact Lloyd step finishes the fit (on the
+# 12 MP benchmark photo: MSE 169.88 vs 169.87 with the 2**21 grid, in ~0.6 of
+# the time).
+LARGE_GRID_BINS_TOTAL = 2**18
 # Lloyd iterations on the exact histogram, in slices, after a fit on grid cells.
 LARGE_REFINE_ITER = 1
 
@@ -565,7 +570,7 @@ def _large_histogram_cells(histogram, encoding, color_space, voters):
             low = points.min(axis=0) if low is None else np.minimum(low, points.min(axis=0))
             high = points.max(axis=0) if high is None else np.maximum(high, points.max(axis=0))
     n_dims = low.shape[0]
-    bits = max(1, int(np.log2(MAX_GRID_BINS_TOTAL)) // n_dims)
+    bits = max(1, int(np.log2(LARGE_GRID_BINS_TOTAL)) // n_dims)
     bins, n_cells = 2**bits, 2 ** (bits * n_dims)
     span = np.where(high > low, high - low, 1.0)
     weight_sums = np.zeros(n_cells)
@@ -880,8 +885,11 @@ def quantize(
     k-means++ starts run on the weighted centroids of at most 32 768 cells of
     a regular grid over the colours, the best start converges on a finer grid
     (at most 65 536 cells) and is then refined by at most 10 Lloyd iterations
-    on the exact histogram. After the best start, a swap search (moving one
-    centre at a time, kept only if the error drops) escapes poor local optima.
+    on the exact histogram. Above 1 048 576 colours the histogram is first
+    reduced to the weighted centroids of a 64**3 grid, in slices, and one
+    Lloyd iteration on the exact histogram finishes the fit. After the best
+    start, a swap search (moving one centre at a time, kept only if the error
+    drops) escapes poor local optima.
 
     Examples
     --------
