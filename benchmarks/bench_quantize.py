@@ -511,6 +511,15 @@ def main(argv=None):
     save_rows(list(rows.values()))
     env = environment()
     env["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+    # A selection run merges into the CSV, so the runs behind it are listed, newest last.
+    runs = []
+    if selection and not args.fresh and ENV_PATH.exists():
+        try:
+            runs = json.loads(ENV_PATH.read_text()).get("runs", [])
+        except (OSError, ValueError):
+            runs = []
+    runs.append({k: env[k] for k in ("command", "date", "elapsed_s")} | {"core_version": version})
+    env["runs"] = runs
     ENV_PATH.write_text(json.dumps(env, indent=2) + "\n")
     print(
         f"\nwrote {CSV_PATH.relative_to(HERE.parent)} ({len(rows)} rows) in {env['elapsed_s']:.0f} "

@@ -623,11 +623,19 @@ def main(argv=None):
         "measured in the same run rather than absolute seconds.\n"
     )
     if env:
+        runs = env.get("runs") or [env]
         md.append(
-            f"Run: `{env.get('command', '')}` on {env.get('date', '')}"
-            f"{' (quick mode)' if any(r.get('quick') == '1' for r in rows) else ''}, "
-            f"{env.get('elapsed_s', '?')} s in total.\n"
+            "Runs behind `benchmarks/results/quantize.csv` (a selection run replaces only its "
+            "own image/method/k rows):\n"
         )
+        for run in runs:
+            md.append(
+                f"- `{run.get('command', '')}` on {run.get('date', '')}, "
+                f"{run.get('elapsed_s', '?')} s, core `{run.get('core_version', '?')}`"
+            )
+        if any(r.get("quick") == "1" for r in rows):
+            md.append("- some rows come from `--quick` runs")
+        md.append("")
         versions = sorted(
             {r.get("core_version") for r in rows if r["method"] == "ours"} - {None, ""}
         )
