@@ -1,12 +1,13 @@
 """Weighted k-means on a colour histogram, with a bounded reduction for huge histograms.
 
 scikit-learn's ``KMeans(...).fit(X, sample_weight=counts)`` on the distinct
-colours is the same problem as k-means on every pixel.  When an image has more
-distinct colours than ``MAX_EXACT_POINTS`` (noisy 12 MP photos have ~10**6,
-float data up to one per pixel) the k-means++ starts run on a grid reduction of
-the histogram -- at most ``MAX_GRID_CELLS`` cell centroids weighted by their
-pixel counts -- and the best start is then refined by Lloyd iterations on the
-exact histogram.  The benchmark measures what this costs in MSE.
+colours is the same problem as k-means on every pixel.  ``weighted_kmeans``
+runs its k-means++ starts on a grid reduction of at most ``START_CELLS`` cell
+centroids (weighted by pixel counts), searches by swapping centres, then
+converges on finer levels: a grid of at most ``MAX_GRID_CELLS`` cells when the
+histogram has more than ``MAX_EXACT_POINTS`` colours (noisy 12 MP photos have
+~10**6), and the exact histogram last.  The benchmark measures what the
+reduction costs in MSE.
 """
 
 from __future__ import annotations
@@ -99,13 +100,18 @@ def grid_reduce(points: np.ndarray, weights: np.ndarray, max_cells: int = MAX_GR
         cell_index = (np.cumsum(present) - 1)[cell_index]
     else:
         cell_index = np.searchsorted(occupied, cell_index)
-    cell_weights = np.bincount(cell_index, weights=weights)
+    cell_weights, cell_sums = weighted_sums(cell_index, weights, points)
     keep = cell_weights > 0
-    centroids = np.empty((cell_weights.shape[0], n_dims), dtype=np.float64)
-    for d in range(n_dims):
-        centroids[:, d] = np.bincount(cell_index, weights=weights * points[:, d])
-    centroids = centroids[keep] / cell_weights[keep, np.newaxis]
-    return centroids, cell_weights[keep]
+    return cell_sums[keep] / cell_weights[keep, np.newaxis], cell_weights[keep]
+
+
+def weighted_sums(index, weights, points, minlength=0):
+    """Per group ``index``: the total weight and the weighted sum of ``points`` (n, d)."""
+    totals = np.bincount(index, weights=weights, minlength=minlength)
+    sums = np.empty((totals.shape[0], points.shape[1]))
+    for dim in range(points.shape[1]):
+        sums[:, dim] = np.bincount(index, weights=weights * points[:, dim], minlength=minlength)
+    return totals, sums
 
 
 def _fit_once(points, weights, n_clusters, init, max_iter, tol, seed):

@@ -24,7 +24,7 @@ import numpy as np
 from . import _validation as check
 from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding, histogram_of_pixels, merge_histograms
-from ._kmeans import nearest_centre, weighted_kmeans
+from ._kmeans import nearest_centre, weighted_kmeans, weighted_sums
 
 ProgressCallback = Callable[[float, str], Any]
 
@@ -563,26 +563,25 @@ class _Assignment:
 def _assign(histogram, encoding, colors, color_space) -> _Assignment:
     """Palette index of every histogram row -- its own colour if the palette has it
     (exact even where float64 cannot tell values apart), else the nearest one --
-    plus the squared error of that choice, computed slice by slice."""
+    plus the squared error of that choice, in one pass of slices."""
     centres = to_fit_space(colors.astype(np.float64), color_space, encoding.dtype)
     colors_float = colors.astype(np.float64)
-    row_labels = np.empty(len(histogram), dtype=np.intp)
-    low, high = np.inf, -np.inf
-    for rows in _row_slices(len(histogram)):
-        values, points = _slice_points(histogram, encoding, color_space, rows)
-        row_labels[rows] = nearest_centre(points, centres)
-        low, high = min(low, float(values.min())), max(high, float(values.max()))
     palette_codes = encoding.encode(colors)
     order = np.argsort(palette_codes, kind="stable")
     sorted_codes = palette_codes[order]
-    position = np.minimum(np.searchsorted(sorted_codes, histogram.codes), len(colors) - 1)
-    same = sorted_codes[position] == histogram.codes
-    row_labels[same] = order[position[same]]
-    squared_error = 0.0
+    row_labels = np.empty(len(histogram), dtype=np.intp)
+    low, high, squared_error = np.inf, -np.inf, 0.0
     for rows in _row_slices(len(histogram)):
-        values = encoding.decode(histogram.codes[rows]).astype(np.float64)
-        error = values - colors_float[row_labels[rows]]
+        codes = histogram.codes[rows]
+        values, points = _slice_points(histogram, encoding, color_space, rows)
+        labels = nearest_centre(points, centres)
+        position = np.minimum(np.searchsorted(sorted_codes, codes), len(colors) - 1)
+        same = sorted_codes[position] == codes
+        labels[same] = order[position[same]]
+        row_labels[rows] = labels
+        error = values - colors_float[labels]
         squared_error += float(np.einsum("ij,ij->i", error, error) @ histogram.counts[rows])
+        low, high = min(low, float(values.min())), max(high, float(values.max()))
     return _Assignment(row_labels, squared_error, high - low if len(histogram) else 0.0)
 
 
@@ -600,7 +599,7 @@ def _large_histogram_cells(histogram, encoding, color_space, voters):
     bins, n_cells = 2**bits, 2 ** (bits * n_dims)
     span = np.where(high > low, high - low, 1.0)
     weight_sums = np.zeros(n_cells)
-    point_sums = np.zeros((n_dims, n_cells))
+    point_sums = np.zeros((n_cells, n_dims))
     for rows in _row_slices(len(histogram)):
         _, points = _slice_points(histogram, encoding, color_space, rows)
         keep = voters[rows]
@@ -609,13 +608,11 @@ def _large_histogram_cells(histogram, encoding, color_space, voters):
         for dim in range(n_dims):
             position = ((points[:, dim] - low[dim]) / span[dim] * bins).astype(np.int64)
             cell = (cell << bits) | np.minimum(position, bins - 1)
-        weight_sums += np.bincount(cell, weights=weights, minlength=n_cells)
-        for dim in range(n_dims):
-            point_sums[dim] += np.bincount(
-                cell, weights=weights * points[:, dim], minlength=n_cells
-            )
+        slice_weights, slice_sums = weighted_sums(cell, weights, points, n_cells)
+        weight_sums += slice_weights
+        point_sums += slice_sums
     occupied = np.flatnonzero(weight_sums)
-    return (point_sums[:, occupied] / weight_sums[occupied]).T, weight_sums[occupied]
+    return point_sums[occupied] / weight_sums[occupied, np.newaxis], weight_sums[occupied]
 
 
 def _sliced_lloyd(histogram, encoding, color_space, voters, centres, n_iter):
@@ -629,11 +626,9 @@ def _sliced_lloyd(histogram, encoding, color_space, voters, centres, n_iter):
             keep = voters[rows]
             points, weights = points[keep], histogram.votes[rows][keep].astype(np.float64)
             labels = nearest_centre(points, centres)
-            weight_sums += np.bincount(labels, weights=weights, minlength=n_clusters)
-            for dim in range(n_dims):
-                point_sums[:, dim] += np.bincount(
-                    labels, weights=weights * points[:, dim], minlength=n_clusters
-                )
+            slice_weights, slice_sums = weighted_sums(labels, weights, points, n_clusters)
+            weight_sums += slice_weights
+            point_sums += slice_sums
         updated = np.where(
             weight_sums[:, np.newaxis] > 0,
             point_sums / np.maximum(weight_sums, 1e-300)[:, np.newaxis],
