@@ -21,7 +21,7 @@ before each run the time is predicted from the same method's smaller cells in th
 (linear in megapixels, k**beta with beta from the method's cost model or what this run
 observed); a cell predicted above --budget-seconds (--ours-budget-seconds for ours) is
 skipped, and so is everything once --max-minutes have passed. A first run above
---slow-seconds (4x that for ours) is not repeated. Ours warms up (untimed) once per k, so
+--slow-seconds (2x that for ours) is not repeated. Ours warms up (untimed) once per k, so
 JIT-compiled kernels specialised by k are not timed.
 
 Writes <results>/quantize.csv (+ quantize_env.json), then regenerates the report
@@ -414,7 +414,7 @@ def main(argv=None):
         "--slow-seconds",
         type=float,
         default=5.0,
-        help="a first run slower than this is the only one (4x this for ours)",
+        help="a first run slower than this is the only one (2x this for ours)",
     )
     p.add_argument(
         "--budget-seconds",
@@ -431,9 +431,9 @@ def main(argv=None):
     p.add_argument(
         "--max-minutes",
         type=float,
-        default=40.0,
-        help="skip every cell that starts after this many minutes (default 40: the largest "
-        "cells run last)",
+        default=32.0,
+        help="skip every cell that starts after this many minutes (default 32: the large-k "
+        "and largest cells run last)",
     )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--mem-k", nargs="+", type=int, default=MEM_K, help=f"default {MEM_K}")
@@ -590,7 +590,7 @@ def main(argv=None):
             for m in todo:
                 if m in results and results[m] is None:
                     continue  # failed
-                slow = args.slow_seconds * (4 if m in OURS else 1)
+                slow = args.slow_seconds * (2 if m in OURS else 1)
                 if rep > 0 and times[m][0] > slow:
                     continue  # slow: one run
                 warm_up(m, img, k, warmed)

@@ -1489,7 +1489,7 @@ def main(argv=None):
     md.append(
         "Each method gets the RGB uint8 image and k and returns the RGB uint8 image a user would "
         "save; everything in between is timed. Time is the median of 3 round-robin runs (1 run "
-        "when the first took more than 5 s, 20 s for ours), after one untimed warm-up per method "
+        "when the first took more than 5 s, 10 s for ours), after one untimed warm-up per method "
         "on a 64x64 crop (imports, thread pools), for ours one per k on a 256x256 crop (JIT "
         "kernels). Cells a method cannot do are `n/a` (a palette holds "
         f"at most {MAX_K['libimagequant']} colours); `unsupported` means the installed `quantize` "

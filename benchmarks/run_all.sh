@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 run() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "$@"; }
 
 run -c "import napari_kmeans_filter as m; print('measuring', m.__file__)"
-run benchmarks/bench_quantize.py --no-report    # the grid: ~25-30 min (+~8 min reference, once)
+run benchmarks/bench_quantize.py --no-report    # the grid: <= 32 min + the last cell (--max-minutes)
 run benchmarks/bench_dask.py --no-report        # 4 chunkings x 3 runs: ~3-10 min (+~2 min stacks, once)
 run benchmarks/bench_startup.py --no-report     # ~2-3 min
 run benchmarks/bench_features.py --no-report    # ~3-5 min once auto-k / dither exist
