@@ -688,14 +688,7 @@ def run(args: argparse.Namespace) -> int:
 def _process(job: Job, args, palette, progress):
     from . import apply_palette, quantize
 
-    planned = job.source.shape
     image = job.source.load()
-    if job.source.shape != planned:
-        # A Pillow header is a forecast (an indexed file whose colours are all grey
-        # loads as greyscale): check the outputs again against what was read.
-        job.channel_axis = _resolve_channel_axis(args.channel_axis, job.source)
-        job.alpha = job.source.alpha if job.channel_axis == job.source.channel_axis else None
-        _check_formats(job, len(palette) if palette is not None else args.n_colors)
     try:
         if palette is not None:
             return apply_palette(
