@@ -232,11 +232,11 @@ def _view_frame(frame):
 
     transparency = frame.info.get("transparency")
     indexed = frame.mode in ("P", "PA")
+    # 16-bit PGM (and PNG in old Pillow) opens as 32-bit "I": they hold 16 bits at most.
+    sixteen_bits = frame.mode == "I" and frame.format in ("PNG", "PPM")
     frame = ImageOps.exif_transpose(frame)  # TIFFs are turned by Pillow when loaded
     if frame.mode in _ARRAY_MODES:
-        dtype = _ARRAY_MODES[frame.mode]
-        if frame.mode == "I" and frame.format in ("PNG", "PPM"):
-            dtype = np.uint16  # 16-bit PGM (and PNG in old Pillow) opens as 32-bit "I"
+        dtype = np.uint16 if sixteen_bits else _ARRAY_MODES[frame.mode]
         array = np.asarray(frame).astype(np.dtype(dtype).newbyteorder("="))
         if transparency is not None and dtype == np.uint16:
             # Pillow clips 16-bit grey to 8 bits when it adds alpha: the tRNS key is
