@@ -690,24 +690,31 @@ def _to_paletted(array, labels, colors):
     if channels > 4:
         return None
     if labels is not None and colors is not None and labels.shape == array.shape[:2]:
-        codes, palette = labels.astype(np.int64), np.asarray(colors)[:, :n_colour]
+        codes, palette = np.asarray(labels), np.asarray(colors)[:, :n_colour]
     else:
         pixels = array[..., :n_colour].reshape(-1, n_colour)
         palette, codes = np.unique(pixels, axis=0, return_inverse=True)
         codes = codes.reshape(array.shape[:2])
-    if channels in (2, 4):
+    if channels in (1, 3):
+        if len(palette) > 256:
+            return None
+        index, colours, transparency = codes, palette, None
+    else:
+        # Key 0: transparent; key 1 + 256 * colour + alpha: a visible pair.  Counted
+        # with bincount, not sorted: a sort of 12 M keys costs more than the PNG.
         alpha = array[..., -1]
-        codes = np.where(alpha == 0, -1, codes * 256 + alpha)
-    keys, index = np.unique(codes, return_inverse=True)
-    if len(keys) > 256:
-        return None
-    colours = palette[np.maximum(keys, 0) // (256 if channels in (2, 4) else 1)]
-    colours = np.where((keys < 0)[:, None], 0, colours).astype(np.uint8)
-    transparency = None
-    if channels in (2, 4):
-        transparency = np.where(keys < 0, 0, keys % 256).astype(np.uint8)
-    palette_rgb = np.repeat(colours, 3 // n_colour, axis=-1)
-    return index.reshape(codes.shape).astype(np.uint8), palette_rgb, transparency
+        keys = np.where(alpha == 0, 0, 1 + codes.astype(np.int64) * 256 + alpha)
+        used = np.flatnonzero(np.bincount(keys.ravel()))
+        if len(used) > 256:
+            return None
+        lookup = np.zeros(used[-1] + 1, np.uint8)
+        lookup[used] = np.arange(len(used))
+        index = lookup[keys]
+        pair = np.maximum(used - 1, 0)
+        colours = np.where((used == 0)[:, None], 0, palette[pair // 256])
+        transparency = np.where(used == 0, 0, pair % 256).astype(np.uint8)
+    palette_rgb = np.repeat(np.asarray(colours, np.uint8), 3 // n_colour, axis=-1)
+    return index.astype(np.uint8), palette_rgb, transparency
 
 
 # --------------------------------------------------------------------------------------
