@@ -152,10 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Reduce images to K colours with exact k-means (colour quantisation).\n"
-            "Reads PNG, JPEG, TIFF (any dtype, stacks, multichannel) and .zarr arrays;\n"
-            "writes PNG (indexed when it has at most 256 colours), TIFF, .zarr, .npy or\n"
-            "JPEG, keeping the dtype. Large TIFF and .zarr inputs are processed chunk by\n"
-            "chunk."
+            "Reads PNG, JPEG, GIF, WebP, BMP, PPM, TIFF (any dtype, stacks, multichannel)\n"
+            "and .zarr arrays as viewers show them: every frame of an animation (one\n"
+            "palette for all), transparency, EXIF orientation, CMYK and palettes as RGB.\n"
+            "Writes PNG (indexed when it has at most 256 colours), TIFF, .zarr, .npy or\n"
+            "JPEG, keeping the dtype; frames need TIFF, .zarr or .npy. Large TIFF and\n"
+            ".zarr inputs are processed chunk by chunk."
         ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -192,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=("png", "tif", "tiff", "zarr", "npy", "jpg", "jpeg"),
         help="suffix of the outputs named automatically; default: png for PNG/JPEG/... "
-        "inputs, the input's own suffix for TIFF and .zarr (keeps dtype and channels)",
+        "inputs (tif for animations, which PNG cannot hold), the input's own suffix for "
+        "TIFF and .zarr (keeps dtype, channels and frames)",
     )
     parser.add_argument(
         "--labels",
@@ -273,7 +276,10 @@ def build_demo_parser() -> argparse.ArgumentParser:
             f"the cat at k = {', '.join(map(str, DEMO_K_VALUES))} and a contact sheet "
             "captioned with the PSNR of each.\nNeeds no input."
         ),
-        epilog=f"example:\n  {PROG} {DEMO_COMMAND} --out-dir kmeans-demo",
+        epilog=(
+            f"example:\n  {PROG} {DEMO_COMMAND} --out-dir kmeans-demo\n\n"
+            "Existing files are replaced only with --overwrite, as for quantising."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
