@@ -477,6 +477,29 @@ def test_small_k_gives_at_most_k_colours(cases, name, tmp_path, capsys):
         np.testing.assert_array_equal(written[..., -1], source.load()[..., -1])
 
 
+LAZY_CASES = [
+    "tiff-orientation-6",
+    "tiff-orientation-8-rgb",
+    "tiff-rgb-planar",
+    "tiff-rgba-u16",
+    "tiff-stack-u16",
+    "tiff-grey-float32-be",
+    "tiff-rgb-tiled",
+    "tiff-pillow-3-pages",
+]
+
+
+@pytest.mark.parametrize("name", LAZY_CASES)
+def test_chunk_by_chunk_reads_the_same(cases, name):
+    eager, lazy = open_image(cases[name].path), open_image(cases[name].path, chunked=True)
+    assert lazy.lazy and (lazy.shape, lazy.dtype, lazy.alpha) == (
+        eager.shape,
+        eager.dtype,
+        eager.alpha,
+    )
+    np.testing.assert_array_equal(lazy.load().compute(), eager.load())
+
+
 # ---------------------------------------------------------------------------------------------
 # The rows of issue 9's table
 

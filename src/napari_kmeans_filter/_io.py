@@ -36,7 +36,8 @@ import numpy as np
 #: without ``--chunked`` (a fixed number, so that the behaviour is the same everywhere).
 LAZY_TIFF_BYTES = 1 << 30
 
-#: Size aimed at for one band of rows of a TIFF written chunk by chunk.
+#: Size aimed at for one chunk of a TIFF read, or one band of a TIFF written, chunk by
+#: chunk.
 CHUNK_BYTES = 64 * 2**20
 
 #: Output formats by file-name suffix.
@@ -387,10 +388,15 @@ def _read_tiff(source: InputImage, axes: str, orientation):
         for name in flips:
             array = xp.flip(array, axis=y if name == "Y" else x)
     if source.lazy:
+        from dask.array.core import normalize_chunks
+
         # TIFF strips are often a few rows each: chunks of whole rows and samples, of
-        # dask's usual size, instead.
-        whole = {x: -1} | ({axes.index("S"): -1} if "S" in axes else {})
-        array = array.rechunk({axis: whole.get(axis, "auto") for axis in range(array.ndim)})
+        # about CHUNK_BYTES, instead.
+        whole = (x, axes.index("S")) if "S" in axes else (x,)
+        wanted = tuple(-1 if axis in whole else "auto" for axis in range(array.ndim))
+        array = array.rechunk(
+            normalize_chunks(wanted, array.shape, limit=CHUNK_BYTES, dtype=array.dtype)
+        )
     return array
 
 
