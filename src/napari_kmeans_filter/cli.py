@@ -312,7 +312,8 @@ def build_demo_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 success, 2 error, 130 interrupted).
+    """Run the command line; return the exit status: 0 success, 2 error, 130 Ctrl-C,
+    128 + the signal number for SIGTERM (143) and SIGHUP (129).
 
     Parameters
     ----------
