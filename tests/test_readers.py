@@ -11,9 +11,7 @@ write.  For each one:
   can hold them;
 * with small k it returns at most k visible colours.
 
-Then one test per row of the table of issue 9, with the value a user expects.  Tests
-that fail only because the core is not fixed yet are marked ``xfail(strict=True)`` with
-the reason "core: ...", so that they turn into failures (to unmark) once it is.
+Then one test per row of the table of issue 9, with the value a user expects.
 """
 
 from __future__ import annotations
@@ -622,7 +620,6 @@ def test_row7_trns_colour_key_stays_transparent(tmp_path, capsys):
     np.testing.assert_array_equal(shown[:, 2:, :3], rgb[:, 2:])  # two visible colours, k = 2
 
 
-@pytest.mark.xfail(strict=True, reason="core: integer palettes near the dtype's extremes collapse")
 @pytest.mark.parametrize("dtype", ["uint64", "int64"])
 def test_row8_extreme_integers_stay_exact(tmp_path, capsys, dtype):
     info = np.iinfo(dtype)
@@ -667,7 +664,6 @@ def test_row9_hidden_colours_take_no_palette_entry(tmp_path, capsys):
     assert not ((shown[..., :3] == [0, 255, 0]).all(axis=-1) & (shown[..., 3] > 0)).any()
 
 
-@pytest.mark.xfail(strict=True, reason="core: the error counts fully transparent pixels")
 def test_row9_error_is_measured_on_visible_pixels(tmp_path, capsys):
     psnrs = []
     for number, hidden in enumerate(([0, 255, 0], [255, 0, 255])):
@@ -683,7 +679,6 @@ def test_row9_error_is_measured_on_visible_pixels(tmp_path, capsys):
     assert psnrs[0] == psnrs[1] == psnr_of(err)
 
 
-@pytest.mark.xfail(strict=True, reason="core: the PSNR peak depends on the dtype, not the data")
 def test_row10_same_picture_same_psnr_in_every_dtype(tmp_path, capsys):
     # Spanning the full 8-bit range, so that the data's range equals uint8's.
     picture = np.array([0, 60, 120, 180, 255], np.uint8)[np.arange(40).reshape(5, 8) % 5]
@@ -704,7 +699,6 @@ def test_row10_same_picture_same_psnr_in_every_dtype(tmp_path, capsys):
     assert max(psnrs.values()) - min(psnrs.values()) < 0.2, psnrs
 
 
-@pytest.mark.xfail(strict=True, reason="core: apply_palette accepts a palette of another dtype")
 def test_row11_palette_of_another_dtype_is_refused(tmp_path, capsys):
     photo = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
     Image.fromarray(photo).save(tmp_path / "photo.png")

@@ -133,6 +133,10 @@ class Painter:
             np.take(self.row_labels, rows, out=labels)
 
             def work(part):
+                if pixels.dtype == np.float16:  # numba has no float16
+                    image[part, :n_color] = self.colors[labels[part]]
+                    image[part, n_color:] = pixels[part, n_color:]
+                    return
                 _paint_labels(labels[part], pixels[part], n_color, self.colors, image[part])
 
         n_parts = min(_n_workers(), max(1, pixels.shape[0] // _PARALLEL_PIXELS))
