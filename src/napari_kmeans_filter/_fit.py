@@ -531,7 +531,7 @@ def grid_cells(points, max_cells: int):
     n_cells = int(cell_ids[-1]) + 1
     sums = np.zeros((n_cells, points.n_dims))
     totals = np.zeros(n_cells)
-    cell_of_point = np.empty(points.size, dtype=np.int64)
+    cell_of_point = np.empty(points.size, dtype=np.int32)
     for start, stop, block, weights in points:
         _grid_sums(block, weights, low, scale, bits, cell_ids, sums, totals, cell_of_point[start:stop])
     return _Array(sums / totals[:, np.newaxis], totals), cell_of_point
@@ -653,7 +653,7 @@ def _kmeans_pp(points: _Array, k: int, given: np.ndarray, rng: np.random.RandomS
     n_trials = 2 + int(math.log(k))
     centres = np.zeros((k, points.n_dims))
     centres[: len(given)] = given
-    labels = np.empty(points.size, dtype=np.int64)
+    labels = np.empty(points.size, dtype=np.int32)
     squared = np.empty(points.size)
     uniforms = rng.random_sample(1 + (k - len(given)) * n_trials)
     filled = _seed(
@@ -765,7 +765,7 @@ def fit_centres(
     report(0.1)
     n_iter = 0
     if init is not None:
-        labels = np.zeros(cells.size, dtype=np.int64)
+        labels = np.zeros(cells.size, dtype=np.int32)
         centres, _, n_iter, stable = lloyd(cells, init, labels, max_iter=max_iter, tol=tol_abs)
     else:
         best = None
@@ -852,7 +852,7 @@ class Assignment:
     distance to it (over colour channels).
     """
 
-    row_labels: np.ndarray  # (n_rows,) intp
+    row_labels: np.ndarray  # (n_rows,) int32
     color_sums: np.ndarray  # (k, C) float64
     squared_errors: np.ndarray  # (k,) float64
     value_range: float  # max - min of the visible colour values
@@ -863,7 +863,7 @@ class Assignment:
 
     def renumbered(self, keep: np.ndarray) -> Assignment:
         """The same assignment with only the entries where ``keep`` (all unused)."""
-        renumber = np.cumsum(keep) - 1
+        renumber = (np.cumsum(keep) - 1).astype(np.int32)
         return Assignment(
             renumber[self.row_labels],
             self.color_sums[keep],
@@ -896,19 +896,26 @@ def _label_stats(values, counts, labels, colors, color_sums, squared_errors, ext
 
 
 def assign_rows(
-    histogram: ColorHistogram, encoding: Encoding, colors: np.ndarray, color_space: str, guess=None
+    histogram: ColorHistogram,
+    encoding: Encoding,
+    colors: np.ndarray,
+    color_space: str,
+    guess=None,
+    points=None,
 ):
     """Index of the nearest palette colour of every histogram row, and the error.
 
-    ``guess`` (per row) is where each row's search starts: any valid labels,
-    exact anyway, but near ones make it cheap.  A row whose colour is in the
+    ``guess`` (int32 per row, overwritten) is where each row's search starts:
+    any valid labels, exact anyway, but near ones make it cheap.  ``points``
+    reuses the fit's :class:`PointSet` when it holds every row.  A row whose colour is in the
     palette gets that entry exactly, even where float64 cannot tell
     neighbouring values apart (64-bit integers).
     """
-    all_rows = PointSet(histogram, encoding, color_space, None)
+    if points is None or points.rows is not None:
+        points = PointSet(histogram, encoding, color_space, None)
     centres = np.ascontiguousarray(to_fit_space(colors.astype(np.float64), color_space, encoding.dtype))
-    labels = np.zeros(len(histogram), dtype=np.int64) if guess is None else guess.astype(np.int64)
-    assign(all_rows, centres, labels)
+    labels = np.zeros(len(histogram), dtype=np.int32) if guess is None else guess
+    assign(points, centres, labels)
     palette_codes = encoding.encode(colors)
     order = np.argsort(palette_codes, kind="stable")
     sorted_codes = palette_codes[order]
@@ -924,7 +931,7 @@ def assign_rows(
     for start in range(0, len(histogram), _SLICE_ROWS):
         stop = min(start + _SLICE_ROWS, len(histogram))
         _label_stats(
-            all_rows.values(start, stop),
+            points.values(start, stop),
             shown[start:stop],
             labels[start:stop],
             colors_float,
@@ -933,7 +940,7 @@ def assign_rows(
             extremes,
         )
     value_range = max(float(extremes[1] - extremes[0]), 0.0)
-    return Assignment(labels.astype(np.intp), color_sums, squared_errors, value_range)
+    return Assignment(labels, color_sums, squared_errors, value_range)
 
 
 def palette_colors(centres, color_space: str, dtype: np.dtype) -> np.ndarray:
@@ -1066,7 +1073,7 @@ def fit_histogram(
     n_fixed = 0 if fixed is None else fixed.shape[0]
     rows = None if np.all(voters) else np.flatnonzero(voters)
     n_iter = 0
-    fit = None
+    fit = points = None
     if np.count_nonzero(voters) <= n_colors - n_fixed:
         # Few enough colours: the palette is exactly the image's own colours.
         colors = encoding.decode(histogram.codes if rows is None else histogram.codes[rows])
@@ -1100,13 +1107,13 @@ def fit_histogram(
         colors = np.concatenate([fixed, _without(colors, fixed, encoding)])
     elif fit is not None:
         # Start every row's search at its cluster's colour (hidden rows: 0).
-        guess = np.zeros(len(histogram), dtype=np.int64)
+        guess = np.zeros(len(histogram), dtype=np.int32)
         fitted_label = ranks[where.reshape(-1)][fit.labels]
         if rows is None:
             guess[:] = fitted_label
         else:
             guess[rows] = fitted_label
-    assignment = assign_rows(histogram, encoding, colors, color_space, guess)
+    assignment = assign_rows(histogram, encoding, colors, color_space, guess, points)
     counts = np.bincount(
         assignment.row_labels, weights=histogram.pixel_counts, minlength=len(colors)
     ).astype(np.int64)

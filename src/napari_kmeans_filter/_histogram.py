@@ -175,32 +175,48 @@ def _compact(counts: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- dense tables
 
 
-class _TablePool(threading.local):
-    """Per-thread direct tables, kept zeroed between uses.
+class _TablePool:
+    """Direct tables, one set per thread, kept zeroed between uses.
 
     Faulting in a fresh 64 MB table costs ~0.25 s here (~10 us per page), far
     more than counting into it; a dask worker thread reuses one table for every
-    chunk it counts.
+    chunk it counts.  :meth:`release` frees every thread's tables (after a
+    dask histogram, whose worker threads outlive it).
     """
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_thread: dict[int, dict] = {}
+
+    def _mine(self) -> dict:
+        ident = threading.get_ident()
+        with self._lock:
+            return self._by_thread.setdefault(ident, {})
+
     def get(self, name: str, size: int, dtype) -> np.ndarray:
+        mine = self._mine()
         key = (name, size, np.dtype(dtype).str)
-        table = self.__dict__.get(key)
+        table = mine.get(key)
         if table is None:
-            table = np.zeros(size, dtype=dtype)
-            self.__dict__[key] = table
+            table = mine[key] = np.zeros(size, dtype=dtype)
         return table
 
-    def discard(self) -> None:
-        """Forget every table (after an error left one half-filled)."""
-        self.__dict__.clear()
-
     def touched(self) -> np.ndarray:
-        buffer = self.__dict__.get("touched buffer")
+        mine = self._mine()
+        buffer = mine.get("touched")
         if buffer is None:
-            buffer = np.empty(_TOUCHED_CAPACITY, dtype=np.uint32)
-            self.__dict__["touched buffer"] = buffer
+            buffer = mine["touched"] = np.empty(_TOUCHED_CAPACITY, dtype=np.uint32)
         return buffer
+
+    def discard(self) -> None:
+        """Forget this thread's tables (after an error left one half-filled)."""
+        self._mine().clear()
+
+    def release(self) -> None:
+        """Free every thread's tables."""
+        with self._lock:
+            self._by_thread.clear()
+        release_freed_memory()
 
 
 _tables = _TablePool()
@@ -549,14 +565,14 @@ def _block_histogram(block, mask, sample_weight, encoding, alpha_channel):
     )
     # Checked per chunk: a separate isfinite pass would read a lazy stack twice.
     _check_finite(cell.flat[0], encoding)
-    _release_freed_memory()
+    release_freed_memory()
     return cell
 
 
 def _merge_cells(parts, encoding, canonical):
     unwrapped = [part.flat[0] if isinstance(part, np.ndarray) else part for part in parts]
     merged = merge_histograms(unwrapped, encoding, canonical=canonical)
-    _release_freed_memory()
+    release_freed_memory()
     return merged
 
 
@@ -625,8 +641,13 @@ def _dask_histogram(layout, encoding, report):
             dask.delayed(_merge_cells, pure=True)(level[i : i + _MERGE_FAN_IN], encoding, root)
             for i in range(0, len(level), _MERGE_FAN_IN)
         ]
-    with DaskProgress(report):
-        (histogram,) = dask.compute(level[0])
+    try:
+        with DaskProgress(report):
+            (histogram,) = dask.compute(level[0])
+    finally:
+        # A stack is big work: give its tables back (a numpy image keeps its
+        # thread's, for the next call).
+        _tables.release()
     if isinstance(histogram, np.ndarray):  # a single chunk: never merged
         histogram = sorted_histogram(histogram.flat[0])
     return histogram
@@ -674,7 +695,7 @@ class DaskProgress:
 _malloc_trim = None
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Hand memory freed by numpy back to the operating system (glibc only).
 
     Chunk tasks free their partial histograms; glibc keeps freed memory in

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _validation as check
 from ._fit import DEFAULT_SPEED, assign_rows, fit_histogram
-from ._histogram import image_histogram
+from ._histogram import image_histogram, release_freed_memory
 from ._layout import layout_of
 from ._paint import Painter
 
@@ -322,6 +322,8 @@ def _fit(layout, options, progress):
         seed=options["seed"],
         report=_reporter(progress, 0.3, 0.9, "fitting k-means"),
     )
+    if layout.is_dask:
+        release_freed_memory()  # the fit's temporaries, before the labels are computed
     return histogram, index, fitted
 
 
