@@ -566,6 +566,12 @@ class _Neighbours:
         return twin
 
 
+def neighbour_table(centres: np.ndarray):
+    """``(order, gaps)``: every centre's other centres by increasing distance."""
+    neighbours = _Neighbours(np.ascontiguousarray(centres, dtype=np.float64))
+    return neighbours.order, neighbours.gaps
+
+
 _NO_SQUARED = np.zeros(0)
 
 
@@ -855,11 +861,15 @@ class Assignment:
     row_labels: np.ndarray  # (n_rows,) int32
     color_sums: np.ndarray  # (k, C) float64
     squared_errors: np.ndarray  # (k,) float64
-    value_range: float  # max - min of the visible colour values
+    extremes: tuple  # (min, max) of the visible colour values
 
     @property
     def squared_error(self) -> float:
         return float(self.squared_errors.sum())
+
+    @property
+    def value_range(self) -> float:
+        return max(self.extremes[1] - self.extremes[0], 0.0)
 
     def renumbered(self, keep: np.ndarray) -> Assignment:
         """The same assignment with only the entries where ``keep`` (all unused)."""
@@ -868,7 +878,7 @@ class Assignment:
             renumber[self.row_labels],
             self.color_sums[keep],
             self.squared_errors[keep],
-            self.value_range,
+            self.extremes,
         )
 
 
@@ -939,8 +949,7 @@ def assign_rows(
             squared_errors,
             extremes,
         )
-    value_range = max(float(extremes[1] - extremes[0]), 0.0)
-    return Assignment(labels, color_sums, squared_errors, value_range)
+    return Assignment(labels, color_sums, squared_errors, (float(extremes[0]), float(extremes[1])))
 
 
 def palette_colors(centres, color_space: str, dtype: np.dtype) -> np.ndarray:

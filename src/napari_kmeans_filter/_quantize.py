@@ -22,7 +22,7 @@ from . import _validation as check
 from ._fit import DEFAULT_SPEED, assign_rows, fit_histogram
 from ._histogram import image_histogram, release_freed_memory
 from ._layout import layout_of
-from ._paint import Painter
+from ._paint import Ditherer, Painter
 
 ProgressCallback = Callable[[float, str], Any]
 
@@ -177,8 +177,14 @@ class QuantizeResult:
     _color_sums: np.ndarray = field(default=None, repr=False)
     _squared_errors: np.ndarray = field(default=None, repr=False)
 
-    def cluster_stats(self) -> dict[str, np.ndarray]:
+    def cluster_stats(self, frame_axis: int | None = None) -> dict[str, np.ndarray]:
         """Per-cluster statistics, one row per palette entry in label order.
+
+        Parameters
+        ----------
+        frame_axis : int, optional
+            An axis of ``labels`` (e.g. 0 for a (T, Y, X) stack) along which
+            to count each cluster's pixels frame by frame.
 
         Returns
         -------
@@ -186,9 +192,17 @@ class QuantizeResult:
             Equal-length columns: ``"label"`` (int64), ``"count"`` (visible
             pixels, int64), ``"fraction"`` (of the visible pixels),
             ``"mean_0"``, ``"mean_1"``, ... (mean input colour of the
-            cluster's pixels per colour channel, NaN for an empty cluster) and
+            cluster's pixels per colour channel, NaN for an empty cluster),
             ``"rms_error"`` (root mean squared distance of those pixels to the
-            palette colour, per channel, in the image's units).
+            palette colour, per channel, in the image's units) and, with
+            ``frame_axis``, ``"frame_counts"``: an int64 array of shape
+            (n_colors, n_frames), each cluster's visible pixels per frame.
+            Dask results are computed for ``frame_counts``.
+
+        Raises
+        ------
+        ValueError
+            If ``frame_axis`` is not an axis of ``labels``.
         """
         counts = self.palette.counts.astype(np.int64)
         total = counts.sum()
@@ -204,7 +218,34 @@ class QuantizeResult:
             stats[f"mean_{channel}"] = np.where(counts > 0, mean, np.nan)
         rms = np.sqrt(self._squared_errors / (denominator * n_channels))
         stats["rms_error"] = np.where(counts > 0, rms, np.nan)
+        if frame_axis is not None:
+            stats["frame_counts"] = self._frame_counts(frame_axis)
         return stats
+
+    def _frame_counts(self, frame_axis) -> np.ndarray:
+        ndim = self.labels.ndim
+        if isinstance(frame_axis, bool) or not isinstance(frame_axis, int | np.integer):
+            raise ValueError(f"The 'frame_axis' parameter must be an int. Got {frame_axis!r}.")
+        if not -ndim <= frame_axis < ndim:
+            raise ValueError(
+                f"The 'frame_axis' parameter must be in the range [{-ndim}, {ndim - 1}] for "
+                f"labels of shape {self.labels.shape}. Got {frame_axis}."
+            )
+        lazy = check.is_dask_array(self.labels)
+        xp = __import__("dask.array", fromlist=["array"]) if lazy else np
+        k = len(self.palette)
+        n_frames = self.labels.shape[frame_axis]
+        frame = xp.arange(n_frames).reshape([-1 if a == frame_axis % ndim else 1 for a in range(ndim)])
+        index = (self.labels.astype(np.int64) + frame * k).ravel()
+        weights = None
+        if self.params.get("alpha"):
+            axis = self.params["channel_axis"]
+            alpha = self.image[..., -1] if axis in (None, -1) else xp.take(self.image, -1, axis=axis)
+            weights = (alpha > 0).ravel()
+        counts = xp.bincount(index, weights=weights, minlength=n_frames * k)
+        if lazy:
+            counts = counts.compute()
+        return np.asarray(counts).astype(np.int64).reshape(n_frames, k).T
 
 
 def _reporter(progress: ProgressCallback | None, start: float, stop: float, message: str):
@@ -230,46 +271,93 @@ def _psnr(mse: float, dtype: np.dtype, value_range: float) -> float:
     return 10 * math.log10(peak**2 / mse)
 
 
-def _outputs(layout, histogram, index, row_labels, colors):
-    """Labels and repainted image, numpy now or dask lazily."""
-    painter = Painter(histogram, layout.encoding, row_labels, colors)
+def _outputs(layout, histogram, index, assignment, colors, dither):
+    """Labels, repainted image and, when dithering, the per-label statistics.
+
+    Without dithering the statistics come from the histogram (None here);
+    with it they are counted pixel by pixel: ``(counts, sums, squared)``.
+    Numpy now, dask lazily (a dithered dask image computes its statistics now,
+    and its labels and image again when they are computed).
+    """
+    painter = Painter(histogram, layout.encoding, assignment.row_labels, colors)
+    if dither:
+        ditherer = Ditherer(painter, dither, layout.has_alpha, assignment.extremes)
     if not layout.is_dask:
+        if dither:
+            labels, image, *stats = ditherer.paint(layout.data)
+            return labels, layout.restore(image), stats
         pixels = layout.data.reshape(-1, layout.data.shape[-1])
         kind, rows = index
         labels, image = painter.paint(pixels, rows if kind == "rows" else None)
         labels = labels.reshape(layout.spatial_shape)
-        return labels, layout.restore(image.reshape(layout.data.shape))
+        return labels, layout.restore(image.reshape(layout.data.shape)), None
 
     import dask
     import dask.array as da
 
     # One graph key holds the painter (its lookup table can be 32 MB): every
     # task refers to it instead of carrying a copy.
-    shared = dask.delayed(painter, pure=True)
+    worker = dask.delayed(ditherer if dither else painter, pure=True)
     data = layout.data
     labels = da.map_blocks(
         _labels_of_block,
         data,
-        shared,
+        worker,
         drop_axis=data.ndim - 1,
         dtype=painter.label_dtype,
         meta=np.empty((0,) * (data.ndim - 1), painter.label_dtype),
     )
     image = da.map_blocks(
-        _image_of_block, data, shared, dtype=data.dtype, meta=np.empty((0,) * data.ndim, data.dtype)
+        _image_of_block, data, worker, dtype=data.dtype, meta=np.empty((0,) * data.ndim, data.dtype)
     )
-    return labels, layout.restore(image)
+    stats = None
+    if dither:
+        spatial = data.ndim - 1
+        per_block = da.map_blocks(
+            _stats_of_block,
+            data,
+            worker,
+            drop_axis=spatial,
+            chunks=tuple((1,) * len(sizes) for sizes in data.chunks[:spatial]),
+            dtype=object,
+            meta=np.empty((0,) * spatial, dtype=object),
+        )
+        cells = per_block.compute().ravel()
+        stats = [sum(cell[i] for cell in cells) for i in range(3)]
+    return labels, layout.restore(image), stats
 
 
-def _labels_of_block(block, painter):
-    return painter.labels_of_block(block)
+def _labels_of_block(block, worker):
+    if isinstance(worker, Ditherer):
+        return worker.paint(block)[0]
+    return worker.labels_of_block(block)
 
 
-def _image_of_block(block, painter):
-    return painter.image_of_block(block)
+def _image_of_block(block, worker):
+    if isinstance(worker, Ditherer):
+        return worker.paint(block)[1]
+    return worker.image_of_block(block)
 
 
-def _fit_options(n_colors, color_space, speed, init, fixed_colors, n_init, max_iter, tol, random_state, layout):
+def _stats_of_block(block, ditherer):
+    cell = np.empty((1,) * (block.ndim - 1), dtype=object)
+    cell.flat[0] = ditherer.paint(block)[2:]
+    return cell
+
+
+def _fit_options(
+    n_colors,
+    color_space,
+    speed,
+    init,
+    fixed_colors,
+    n_init,
+    max_iter,
+    tol,
+    random_state,
+    layout,
+    dither=False,
+):
     n_colors = check.check_n_colors(n_colors)
     n_channels = layout.n_color_channels
     return {
@@ -282,6 +370,7 @@ def _fit_options(n_colors, color_space, speed, init, fixed_colors, n_init, max_i
         "max_iter": check.check_max_iter(max_iter),
         "tol": check.check_tol(tol),
         "seed": check.check_random_state(random_state),
+        "dither": check.check_dither(dither),
     }
 
 
@@ -300,6 +389,7 @@ def _params(options, layout):
         "max_iter": options["max_iter"],
         "tol": options["tol"],
         "random_state": options["seed"],
+        "dither": options["dither"],
     }
 
 
@@ -328,9 +418,13 @@ def _fit(layout, options, progress):
 
 
 def _result(layout, histogram, index, colors, counts, assignment, n_iter, color_space, params):
-    labels, image = _outputs(layout, histogram, index, assignment.row_labels, colors)
+    dither = params.get("dither", 0.0)
+    labels, image, stats = _outputs(layout, histogram, index, assignment, colors, dither)
+    color_sums, squared_errors = assignment.color_sums, assignment.squared_errors
+    if stats is not None:
+        counts, color_sums, squared_errors = stats
     n_visible = int(histogram.pixel_counts.sum())
-    mse = assignment.squared_error / max(n_visible * layout.n_color_channels, 1)
+    mse = float(squared_errors.sum()) / max(n_visible * layout.n_color_channels, 1)
     return QuantizeResult(
         labels=labels,
         image=image,
@@ -340,8 +434,8 @@ def _result(layout, histogram, index, colors, counts, assignment, n_iter, color_
         psnr=_psnr(mse, layout.dtype, assignment.value_range),
         n_iter=n_iter,
         params=params,
-        _color_sums=assignment.color_sums,
-        _squared_errors=assignment.squared_errors,
+        _color_sums=color_sums,
+        _squared_errors=squared_errors,
     )
 
 
@@ -356,6 +450,7 @@ def quantize(
     mask=None,
     sample_weight=None,
     fixed_colors=None,
+    dither: bool | float = False,
     n_init: int | str = "auto",
     init="k-means++",
     max_iter: int = 300,
@@ -411,6 +506,14 @@ def quantize(
         Colours in the image's units that appear in the palette exactly, as its
         first ``m`` entries in the given order, and never move; the other
         ``n_colors - m`` colours are fitted around them. ``m <= n_colors``.
+    dither : bool or float, optional
+        Floyd-Steinberg error diffusion (serpentine) when repainting: False
+        (default), True (full strength) or a level in [0, 1], the share of
+        each pixel's error passed on (libimagequant's dithering level). It
+        changes ``labels`` and ``image`` (still ``palette.colors[labels]``),
+        not the palette; errors diffuse within each 2-D plane (the last two
+        spatial axes) in the image's units, and, for dask input, within each
+        chunk (seams may show at chunk borders).
     n_init : int or 'auto', optional
         Number of k-means++ starts; the best is kept. 'auto' lets ``speed``
         decide (8 at the default speed for up to 16 colours, fewer as
@@ -473,7 +576,17 @@ def quantize(
     """
     layout = layout_of(image, channel_axis, alpha, mask, sample_weight)
     options = _fit_options(
-        n_colors, color_space, speed, init, fixed_colors, n_init, max_iter, tol, random_state, layout
+        n_colors,
+        color_space,
+        speed,
+        init,
+        fixed_colors,
+        n_init,
+        max_iter,
+        tol,
+        random_state,
+        layout,
+        dither,
     )
     histogram, index, fitted = _fit(layout, options, progress)
     result = _result(
@@ -547,6 +660,7 @@ def apply_palette(
     *,
     channel_axis: int | None = -1,
     alpha: bool | None = None,
+    dither: bool | float = False,
     progress: ProgressCallback | None = None,
 ) -> QuantizeResult:
     """Repaint an image with the nearest colours of a given palette.
@@ -562,7 +676,7 @@ def apply_palette(
         image's units: a float palette for a float image; for an integer image
         an integer palette of the same dtype, or of a wider integer dtype
         (e.g. int64 from a list) whose values lie in the image dtype's range.
-    channel_axis, alpha, progress
+    channel_axis, alpha, dither, progress
         As in :func:`quantize`.
 
     Returns
@@ -592,6 +706,7 @@ def apply_palette(
             f"The 'palette' parameter must be a Palette. Got {type(palette).__name__} instead."
         )
     check.check_progress(progress)
+    dither = check.check_dither(dither)
     layout = layout_of(image, channel_axis, alpha)
     colors = check.check_palette_for_image(palette.colors, layout.n_color_channels, layout.dtype)
     histogram, index = image_histogram(layout, _reporter(progress, 0.0, 0.8, "counting colors"))
@@ -603,6 +718,7 @@ def apply_palette(
         "palette": palette.to_dict(),
         "channel_axis": layout.channel_axis,
         "alpha": bool(layout.has_alpha),
+        "dither": dither,
     }
     result = _result(
         layout, histogram, index, colors, counts, assignment, 0, palette.color_space, params

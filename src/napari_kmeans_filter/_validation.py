@@ -119,6 +119,18 @@ def check_alpha(alpha, n_channels, channel_axis, ndim):
     return bool(alpha)
 
 
+def check_dither(dither):
+    """False, or the dithering level in (0, 1] (True means 1)."""
+    if isinstance(dither, (bool, np.bool_)):
+        return 1.0 if dither else False
+    if not isinstance(dither, numbers.Real) or not 0 <= dither <= 1:
+        raise ValueError(
+            "The 'dither' parameter must be True, False or a level in the range [0, 1]. "
+            f"Got {dither!r} instead."
+        )
+    return float(dither) if dither > 0 else False
+
+
 def check_speed(speed):
     return check_int(speed, "speed", 1, 10)
 
