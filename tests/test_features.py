@@ -123,3 +123,57 @@ def test_cluster_stats_per_frame_count_every_visible_pixel():
         np.testing.assert_array_equal(per_frame[:, t], np.bincount(result.labels[t].ravel(), minlength=5))
     lazy = quantize(da.from_array(frames, chunks=(1, 150, 451, 3)), 5)
     np.testing.assert_array_equal(lazy.cluster_stats(frame_axis=0)["frame_counts"], per_frame)
+
+
+@pytest.mark.parametrize(("name", "target"), [("chelsea", 30.0), ("coffee", 33.0)])
+def test_auto_finds_the_fewest_colors_reaching_the_psnr(name, target):
+    photo = getattr(data, name)()
+    result = quantize(photo, "auto", target_psnr=target)
+    k = len(result.palette)
+    assert result.psnr >= target
+    assert quantize(photo, k - 1).psnr < target  # one colour fewer misses
+    curve = result.error_curve
+    assert curve["reached"] and k in curve["n_colors"] and k - 1 in curve["n_colors"]
+    assert len(curve["n_colors"]) < 16  # a search, not every k from 2 to k
+    assert result.params["n_colors"] == "auto" and result.params["target_psnr"] == target
+
+
+def test_auto_with_a_delta_e_target():
+    photo = data.astronaut()
+    result = quantize(photo, "auto", target_delta_e=4.0)
+    k = len(result.palette)
+    assert result.error_curve["delta_e"][result.error_curve["n_colors"].index(k)] <= 4.0
+    assert result.error_curve["delta_e"][result.error_curve["n_colors"].index(k - 1)] > 4.0
+
+
+def test_auto_on_few_colors_is_lossless_and_an_unreachable_target_warns():
+    few = np.repeat(np.arange(0, 250, 50, dtype=np.uint8), 20).reshape(10, 10)
+    assert len(quantize(few, "auto", target_psnr=60).palette) == 5
+    noise = np.random.default_rng(0).integers(0, 2**16, (64, 80, 3), dtype=np.uint16)
+    with pytest.warns(UserWarning, match="not reached"):
+        result = quantize(noise, "auto", target_psnr=199, speed=10)
+    assert len(result.palette) == 4096 and not result.error_curve["reached"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"n_colors": 8, "target_psnr": 30}, "target_psnr"),
+        ({"n_colors": 8, "target_delta_e": 2}, "target_delta_e"),
+        ({"n_colors": "auto"}, "target"),
+        ({"n_colors": "auto", "target_psnr": -3}, "target_psnr"),
+        ({"n_colors": "auto", "target_psnr": "high"}, "target_psnr"),
+        ({"n_colors": "automatic"}, "n_colors"),
+        ({"n_colors": 3, "fixed_colors": [[0, 0, 0]] * 4}, "fixed_colors"),
+        ({"n_colors": 3, "mask": np.ones((5, 5), bool)}, "mask"),
+        ({"n_colors": 3, "sample_weight": -np.ones((300, 451))}, "sample_weight"),
+    ],
+)
+def test_bad_combinations_are_named(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        quantize(data.chelsea(), **kwargs)
+
+
+def test_delta_e_needs_rgb():
+    with pytest.raises(ValueError, match="target_delta_e"):
+        quantize(data.camera(), "auto", target_delta_e=2)

@@ -45,6 +45,7 @@ import numpy as np
 from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
+from ._metrics import MeanDeltaE, psnr
 
 DEFAULT_SPEED = 4
 
@@ -136,6 +137,13 @@ class PointSet:
     @property
     def whole(self) -> bool:
         return self._whole is not None
+
+    def reduced(self, max_cells: int):
+        """:func:`grid_cells` of these points, kept for later fits (auto k)."""
+        cache = self.__dict__.setdefault("_reductions", {})
+        if max_cells not in cache:
+            cache[max_cells] = grid_cells(self, max_cells)
+        return cache[max_cells]
 
     def values(self, start: int, stop: int) -> np.ndarray:
         """Colours of points ``start:stop`` in the image's units (float64)."""
@@ -764,7 +772,7 @@ def fit_centres(
     fixed = np.zeros((0, points.n_dims)) if fixed_colors is None else fixed_colors
     n_fixed = fixed.shape[0]
     if points.size > settings.max_cells:
-        cells, cell_of_point = grid_cells(points, settings.max_cells)
+        cells, cell_of_point = points.reduced(settings.max_cells)
     else:
         cells, cell_of_point = _gather(points), None
     tol_abs = tol * _variance(cells) * points.n_dims
@@ -1064,11 +1072,14 @@ def fit_histogram(
     tol: float = 1e-4,
     seed: int = 0,
     report: Callable[[float], None] = lambda fraction: None,
+    points: PointSet | None = None,
 ) -> PaletteFit:
     """Fit at most ``n_colors`` colours to a histogram and assign every row.
 
     ``init`` and ``fixed_colors`` are in the image's units (float64 arrays);
     fixed colours come first in the palette, in the given order, exactly.
+    ``points``, the histogram's voting colours from an earlier fit, saves
+    building them again.
     """
     dtype = encoding.dtype
     weights = histogram.weights
@@ -1082,12 +1093,13 @@ def fit_histogram(
     n_fixed = 0 if fixed is None else fixed.shape[0]
     rows = None if np.all(voters) else np.flatnonzero(voters)
     n_iter = 0
-    fit = points = None
+    fit = None
     if np.count_nonzero(voters) <= n_colors - n_fixed:
         # Few enough colours: the palette is exactly the image's own colours.
         colors = encoding.decode(histogram.codes if rows is None else histogram.codes[rows])
     else:
-        points = PointSet(histogram, encoding, color_space, rows)
+        if points is None:
+            points = PointSet(histogram, encoding, color_space, rows)
         settings = settings_for(speed, n_colors, n_init)
         fit = fit_centres(
             points,
@@ -1146,3 +1158,85 @@ def _without(colors, fixed, encoding):
     taken = {code.tobytes() for code in encoding.encode(fixed)}
     keep = [code.tobytes() not in taken for code in encoding.encode(colors)]
     return colors[np.array(keep, dtype=bool)]
+
+
+# --------------------------------------------------------------------------- fewest colours
+
+
+@dataclass(frozen=True)
+class FewestFit:
+    """The fit with the fewest colours reaching the targets, and what was tried."""
+
+    fit: PaletteFit
+    curve: dict  # "n_colors", "psnr" (and "delta_e") of every k fitted, "reached"
+
+
+def fit_fewest(
+    histogram: ColorHistogram,
+    encoding: Encoding,
+    *,
+    target_psnr: float | None,
+    target_delta_e: float | None,
+    max_colors: int,
+    color_space: str = "rgb",
+    fixed_colors=None,
+    report: Callable[[float], None] = lambda fraction: None,
+    **fit_options,
+) -> FewestFit:
+    """The fewest colours whose repaint reaches ``target_psnr`` (dB, at least)
+    and ``target_delta_e`` (mean CIEDE2000, at most).
+
+    Fits k = 2, 4, 8, ... until one reaches the targets, then bisects between
+    the last k that missed and the first that reached, so the chosen k is
+    always next to a k - 1 whose fit misses: O(log k) fits, each reusing the
+    histogram's points and their grid reduction.  Above ``max_colors`` it
+    stops and returns that many, with ``curve["reached"]`` False.
+    """
+    voters = histogram.weights > 0
+    rows = None if np.all(voters) else np.flatnonzero(voters)
+    points = PointSet(histogram, encoding, color_space, rows)
+    n_fixed = 0 if fixed_colors is None else len(fixed_colors)
+    n_visible = float(histogram.pixel_counts.sum())
+    delta_e = None if target_delta_e is None else MeanDeltaE(histogram, encoding)
+    tried = {}
+
+    def reaches(k):
+        if k not in tried:
+            fitted = fit_histogram(
+                histogram,
+                encoding,
+                k,
+                color_space=color_space,
+                fixed_colors=fixed_colors,
+                points=points,
+                **fit_options,
+            )
+            mse = fitted.assignment.squared_error / (n_visible * encoding.n_channels)
+            figures = {"psnr": psnr(mse, encoding.dtype, fitted.assignment.value_range)}
+            ok = target_psnr is None or figures["psnr"] >= target_psnr
+            if delta_e is not None:
+                figures["delta_e"] = delta_e(fitted.colors, fitted.assignment.row_labels)
+                ok = ok and figures["delta_e"] <= target_delta_e
+            tried[k] = (ok, fitted, figures)
+            report(min(0.95, len(tried) / 16))
+        return tried[k][0]
+
+    lowest = max(1, n_fixed)
+    # Lossless at the number of distinct colours: no need to look further.
+    highest = min(max_colors, int(np.count_nonzero(voters)) + n_fixed)
+    missed, k = lowest - 1, max(lowest, min(2, highest))
+    while not reaches(k) and k < highest:
+        missed, k = k, min(2 * k, highest)
+    reached = tried[k][0]
+    if reached:
+        while k - missed > 1:
+            middle = (missed + k) // 2
+            if reaches(middle):
+                k = middle
+            else:
+                missed = middle
+    ks = sorted(tried)
+    curve = {"n_colors": ks, "psnr": [tried[j][2]["psnr"] for j in ks], "reached": reached}
+    if delta_e is not None:
+        curve["delta_e"] = [tried[j][2]["delta_e"] for j in ks]
+    return FewestFit(tried[k][1], curve)

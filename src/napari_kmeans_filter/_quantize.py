@@ -11,7 +11,7 @@ The work is done by one pipeline, the same for numpy and dask input:
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from . import _validation as check
-from ._fit import DEFAULT_SPEED, assign_rows, fit_histogram
+from ._fit import DEFAULT_SPEED, assign_rows, fit_fewest, fit_histogram
 from ._histogram import image_histogram, release_freed_memory
 from ._layout import layout_of
+from ._metrics import psnr
 from ._paint import Ditherer, Painter
 
 ProgressCallback = Callable[[float, str], Any]
@@ -164,6 +165,11 @@ class QuantizeResult:
         Lloyd iterations run (over all starts); 0 when no clustering was needed.
     params : dict
         The parameters used, JSON-serialisable, to reproduce the result.
+    error_curve : dict or None
+        With ``n_colors='auto'``: every number of colours fitted while
+        searching (``"n_colors"``, sorted), the ``"psnr"`` (and
+        ``"delta_e"``) of each, and whether the targets were ``"reached"``.
+        The chosen number is ``len(palette)``.
     """
 
     labels: Any
@@ -174,6 +180,7 @@ class QuantizeResult:
     psnr: float
     n_iter: int
     params: dict
+    error_curve: dict | None = None
     _color_sums: np.ndarray = field(default=None, repr=False)
     _squared_errors: np.ndarray = field(default=None, repr=False)
 
@@ -257,18 +264,6 @@ def _reporter(progress: ProgressCallback | None, start: float, stop: float, mess
         progress(start + (stop - start) * min(max(fraction, 0.0), 1.0), message)
 
     return report
-
-
-def _psnr(mse: float, dtype: np.dtype, value_range: float) -> float:
-    if mse == 0:
-        return math.inf
-    if dtype.kind in "ui" and dtype.itemsize == 1:
-        peak = float(np.iinfo(dtype).max) - float(np.iinfo(dtype).min)
-    else:
-        peak = value_range
-    if peak == 0:
-        return 0.0
-    return 10 * math.log10(peak**2 / mse)
 
 
 def _outputs(layout, histogram, index, assignment, colors, dither):
@@ -357,15 +352,23 @@ def _fit_options(
     random_state,
     layout,
     dither=False,
+    target_psnr=None,
+    target_delta_e=None,
 ):
-    n_colors = check.check_n_colors(n_colors)
+    n_colors = check.check_n_colors(n_colors, allow_auto=True)
     n_channels = layout.n_color_channels
+    target_psnr, target_delta_e = check.check_targets(
+        n_colors, target_psnr, target_delta_e, n_channels, init
+    )
+    size = check.MAX_N_COLORS if n_colors == "auto" else n_colors
     return {
         "n_colors": n_colors,
+        "target_psnr": target_psnr,
+        "target_delta_e": target_delta_e,
         "color_space": check.check_color_space(color_space, n_channels),
         "speed": check.check_speed(speed),
-        "init": check.check_init(init, n_colors, n_channels),
-        "fixed_colors": check.check_fixed_colors(fixed_colors, n_colors, n_channels, layout.dtype),
+        "init": check.check_init(init, size, n_channels),
+        "fixed_colors": check.check_fixed_colors(fixed_colors, size, n_channels, layout.dtype),
         "n_init": check.check_n_init(n_init),
         "max_iter": check.check_max_iter(max_iter),
         "tol": check.check_tol(tol),
@@ -377,7 +380,7 @@ def _fit_options(
 def _params(options, layout):
     """The parameters used, as plain JSON types; ``random_state`` is the seed drawn."""
     init, fixed = options["init"], options["fixed_colors"]
-    return {
+    params = {
         "n_colors": options["n_colors"],
         "channel_axis": layout.channel_axis,
         "color_space": options["color_space"],
@@ -391,6 +394,10 @@ def _params(options, layout):
         "random_state": options["seed"],
         "dither": options["dither"],
     }
+    for target in ("target_psnr", "target_delta_e"):
+        if options[target] is not None:
+            params[target] = options[target]
+    return params
 
 
 def _fit(layout, options, progress):
@@ -398,26 +405,62 @@ def _fit(layout, options, progress):
     check.check_progress(progress)
     histogram, index = image_histogram(layout, _reporter(progress, 0.0, 0.3, "counting colors"))
     init = options["init"]
-    fitted = fit_histogram(
-        histogram,
-        layout.encoding,
-        options["n_colors"],
-        color_space=options["color_space"],
-        speed=options["speed"],
-        init=None if isinstance(init, str) else init,
-        fixed_colors=options["fixed_colors"],
-        n_init=options["n_init"],
-        max_iter=options["max_iter"],
-        tol=options["tol"],
-        seed=options["seed"],
-        report=_reporter(progress, 0.3, 0.9, "fitting k-means"),
-    )
+    common = {
+        "color_space": options["color_space"],
+        "speed": options["speed"],
+        "fixed_colors": options["fixed_colors"],
+        "n_init": options["n_init"],
+        "max_iter": options["max_iter"],
+        "tol": options["tol"],
+        "seed": options["seed"],
+    }
+    curve = None
+    if options["n_colors"] == "auto":
+        fewest = fit_fewest(
+            histogram,
+            layout.encoding,
+            target_psnr=options["target_psnr"],
+            target_delta_e=options["target_delta_e"],
+            max_colors=check.MAX_N_COLORS,
+            report=_reporter(progress, 0.3, 0.9, "finding the fewest colors"),
+            **common,
+        )
+        fitted, curve = fewest.fit, fewest.curve
+        if not curve["reached"]:
+            warnings.warn(
+                f"The target ({_targets_text(options)}) is not reached with "
+                f"{len(fitted.colors)} colours: PSNR {curve['psnr'][-1]:.1f} dB"
+                + (f", mean CIEDE2000 {curve['delta_e'][-1]:.2f}" if "delta_e" in curve else "")
+                + "; returning that fit.",
+                UserWarning,
+                stacklevel=3,
+            )
+    else:
+        fitted = fit_histogram(
+            histogram,
+            layout.encoding,
+            options["n_colors"],
+            init=None if isinstance(init, str) else init,
+            report=_reporter(progress, 0.3, 0.9, "fitting k-means"),
+            **common,
+        )
     if layout.is_dask:
         release_freed_memory()  # the fit's temporaries, before the labels are computed
-    return histogram, index, fitted
+    return histogram, index, fitted, curve
 
 
-def _result(layout, histogram, index, colors, counts, assignment, n_iter, color_space, params):
+def _targets_text(options):
+    parts = []
+    if options["target_psnr"] is not None:
+        parts.append(f"target_psnr={options['target_psnr']:g} dB")
+    if options["target_delta_e"] is not None:
+        parts.append(f"target_delta_e={options['target_delta_e']:g}")
+    return ", ".join(parts)
+
+
+def _result(
+    layout, histogram, index, colors, counts, assignment, n_iter, color_space, params, curve=None
+):
     dither = params.get("dither", 0.0)
     labels, image, stats = _outputs(layout, histogram, index, assignment, colors, dither)
     color_sums, squared_errors = assignment.color_sums, assignment.squared_errors
@@ -431,9 +474,10 @@ def _result(layout, histogram, index, colors, counts, assignment, n_iter, color_
         palette=Palette(colors, counts, color_space),
         n_input_colors=int(np.count_nonzero(histogram.pixel_counts)),
         mse=mse,
-        psnr=_psnr(mse, layout.dtype, assignment.value_range),
+        psnr=psnr(mse, layout.dtype, assignment.value_range),
         n_iter=n_iter,
         params=params,
+        error_curve=curve,
         _color_sums=color_sums,
         _squared_errors=squared_errors,
     )
@@ -441,7 +485,7 @@ def _result(layout, histogram, index, colors, counts, assignment, n_iter, color_
 
 def quantize(
     image,
-    n_colors: int = 8,
+    n_colors: int | str = 8,
     *,
     channel_axis: int | None = -1,
     color_space: str = "rgb",
@@ -451,6 +495,8 @@ def quantize(
     sample_weight=None,
     fixed_colors=None,
     dither: bool | float = False,
+    target_psnr: float | None = None,
+    target_delta_e: float | None = None,
     n_init: int | str = "auto",
     init="k-means++",
     max_iter: int = 300,
@@ -472,9 +518,11 @@ def quantize(
         RGB/RGBA photo, greyscale image, or nD stack; integer or float dtype,
         any byte order. Never modified. Dask input gives lazy dask ``labels``
         and ``image``.
-    n_colors : int, optional
+    n_colors : int or 'auto', optional
         Number of colours, 1 to ``MAX_N_COLORS`` (4096). If the image has fewer
-        distinct colours, all of them are returned.
+        distinct colours, all of them are returned. 'auto': the fewest colours
+        whose result reaches ``target_psnr`` and/or ``target_delta_e`` (see
+        Notes); ``result.error_curve`` tells what was tried.
     channel_axis : int or None, optional
         Axis holding the colour channels; None for intensity images (every
         element is a pixel). 2-D images are always greyscale. All other axes
@@ -514,6 +562,17 @@ def quantize(
         not the palette; errors diffuse within each 2-D plane (the last two
         spatial axes) in the image's units, and, for dask input, within each
         chunk (seams may show at chunk borders).
+    target_psnr : float, optional
+        With ``n_colors='auto'``: the PSNR (dB, see ``QuantizeResult.psnr``)
+        the result must reach, in (0, 200] -- pngquant's ``--quality`` in
+        other units. About 30 dB is a visible but faithful posterisation,
+        40 dB hard to tell from the original.
+    target_delta_e : float, optional
+        With ``n_colors='auto'``, RGB images only: the mean CIEDE2000 colour
+        difference over the visible pixels the result may have at most, in
+        (0, 100] (about 1 is the smallest difference an observer sees side by
+        side). Colours are read as sRGB scaled by the dtype's full intensity
+        (255 for uint8, 1.0 for floats).
     n_init : int or 'auto', optional
         Number of k-means++ starts; the best is kept. 'auto' lets ``speed``
         decide (8 at the default speed for up to 16 colours, fewer as
@@ -547,6 +606,12 @@ def quantize(
 
     Notes
     -----
+    With ``n_colors='auto'`` the colour histogram is computed once and
+    k = 2, 4, 8, ... are fitted until one reaches the targets; bisection
+    between the last k that missed and the first that reached then finds a k
+    whose fit reaches them while the fit with k - 1 colours does not. If even
+    4096 colours miss, that fit is returned with a ``UserWarning``.
+
     The histogram is exact for every dtype: 8- and 16-bit integers are packed
     into integer codes (counted in a direct table when they have at most 24
     bits), other dtypes use the bytes of each pixel, counted by sorting.
@@ -587,8 +652,10 @@ def quantize(
         random_state,
         layout,
         dither,
+        target_psnr,
+        target_delta_e,
     )
-    histogram, index, fitted = _fit(layout, options, progress)
+    histogram, index, fitted, curve = _fit(layout, options, progress)
     result = _result(
         layout,
         histogram,
@@ -599,6 +666,7 @@ def quantize(
         fitted.n_iter,
         options["color_space"],
         _params(options, layout),
+        curve,
     )
     if progress is not None:
         progress(1.0, "done")
@@ -607,7 +675,7 @@ def quantize(
 
 def fit_palette(
     image,
-    n_colors: int = 8,
+    n_colors: int | str = 8,
     *,
     channel_axis: int | None = -1,
     color_space: str = "rgb",
@@ -616,6 +684,8 @@ def fit_palette(
     mask=None,
     sample_weight=None,
     fixed_colors=None,
+    target_psnr: float | None = None,
+    target_delta_e: float | None = None,
     n_init: int | str = "auto",
     init="k-means++",
     max_iter: int = 300,
@@ -646,9 +716,20 @@ def fit_palette(
     """
     layout = layout_of(image, channel_axis, alpha, mask, sample_weight)
     options = _fit_options(
-        n_colors, color_space, speed, init, fixed_colors, n_init, max_iter, tol, random_state, layout
+        n_colors,
+        color_space,
+        speed,
+        init,
+        fixed_colors,
+        n_init,
+        max_iter,
+        tol,
+        random_state,
+        layout,
+        target_psnr=target_psnr,
+        target_delta_e=target_delta_e,
     )
-    _, _, fitted = _fit(layout, options, progress)
+    _, _, fitted, _ = _fit(layout, options, progress)
     if progress is not None:
         progress(1.0, "done")
     return Palette(fitted.colors, fitted.counts, options["color_space"])
