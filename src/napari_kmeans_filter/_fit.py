@@ -69,28 +69,28 @@ _SLACK = 1e-9
 class FitSettings:
     """What one ``speed`` spends; see :func:`settings_for`."""
 
-    max_cells: int  # the fit runs on at most this many (reduced) colours
+    max_cells: int  # the fit converges on at most this many (reduced) colours
+    start_cells: int  # the starts and the swap search run on at most this many
     n_init: int  # k-means++ starts
-    n_swaps: int  # swap-search trials
+    n_swaps: int  # swap-search trials on the coarse cells
+    n_fine_swaps: int  # and on the fine ones
     refine_iter: int  # Lloyd iterations on the exact colours after a reduction
     integer_search: bool  # move rounded colours to their other integer neighbour
 
 
-# speed: (max_cells, starts at k <= 16, swaps, refine_iter, integer_search).
-# Measured on the sample photos and the 12 MP noisy mosaic (benchmarks/):
-# the default (4) is at or below the best peer's MSE everywhere; 10 is a
-# live preview (1 MP, k = 16 in well under 150 ms).
+# speed: (max_cells, start_cells, starts at k <= 16, swaps, fine swaps, refine_iter,
+# integer_search).
 _SPEEDS = {
-    1: (2**17, 16, 32, 50, True),
-    2: (2**16, 12, 16, 30, True),
-    3: (2**16, 8, 12, 20, True),
-    4: (2**15, 8, 8, 10, True),
-    5: (2**15, 4, 6, 6, True),
-    6: (2**14, 4, 4, 4, False),
-    7: (2**14, 2, 2, 3, False),
-    8: (2**13, 2, 1, 2, False),
-    9: (2**13, 1, 0, 2, False),
-    10: (2**12, 1, 0, 1, False),
+    1: (2**17, 2**15, 16, 32, 16, 50, True),
+    2: (2**16, 2**14, 12, 16, 8, 30, True),
+    3: (2**16, 2**13, 10, 12, 6, 20, True),
+    4: (2**15, 2**13, 8, 8, 4, 10, True),
+    5: (2**15, 2**12, 6, 6, 2, 6, True),
+    6: (2**14, 2**12, 4, 4, 0, 4, False),
+    7: (2**14, 2**11, 3, 2, 0, 3, False),
+    8: (2**13, 2**11, 2, 1, 0, 2, False),
+    9: (2**13, 2**10, 1, 0, 0, 2, False),
+    10: (2**12, 2**10, 1, 2, 0, 1, False),
 }
 
 
@@ -100,14 +100,17 @@ def settings_for(speed: int, n_colors: int, n_init: int | None = None) -> FitSet
     Starts cost ~ k x cells each, so above k = 16 their number shrinks as
     16 / k (a start at k = 256 already visits every cell many times); the
     swap search, whose trials are cheap at any k, keeps its count.
-    ``n_init`` (an int) overrides the number of starts.
+    ``n_init`` (an int) overrides the number of starts.  Both grids keep at
+    least 8 cells per colour, so that every cluster is made of several.
     """
-    max_cells, starts, swaps, refine_iter, integer_search = _SPEEDS[speed]
+    max_cells, start_cells, starts, swaps, fine_swaps, refine_iter, integer_search = _SPEEDS[speed]
     if n_init is None:
         n_init = max(1, round(starts * min(1.0, 16 / max(n_colors, 1))))
-    # Enough cells that every cluster is made of several of them.
     max_cells = max(max_cells, 8 * n_colors)
-    return FitSettings(max_cells, n_init, swaps, refine_iter, integer_search)
+    start_cells = min(max(start_cells, 8 * n_colors), max_cells)
+    return FitSettings(
+        max_cells, start_cells, n_init, swaps, fine_swaps, refine_iter, integer_search
+    )
 
 
 # --------------------------------------------------------------------------- points
@@ -138,12 +141,23 @@ class PointSet:
     def whole(self) -> bool:
         return self._whole is not None
 
-    def reduced(self, max_cells: int):
-        """:func:`grid_cells` of these points, kept for later fits (auto k)."""
+    def reduced(self, max_cells: int, of_cells: int | None = None):
+        """These points reduced to at most ``max_cells`` grid cells.
+
+        Returns ``(cells, cell_of_point)``: an in-memory point set and every
+        point's cell, or the points themselves and None when they are few
+        enough.  With ``of_cells``, the reduction is of ``reduced(of_cells)``
+        instead (and maps its cells).  Kept for later fits (auto k).
+        """
         cache = self.__dict__.setdefault("_reductions", {})
-        if max_cells not in cache:
-            cache[max_cells] = grid_cells(self, max_cells)
-        return cache[max_cells]
+        key = (max_cells, of_cells)
+        if key not in cache:
+            source = self if of_cells is None else self.reduced(of_cells)[0]
+            if source.size > max_cells:
+                cache[key] = grid_cells(source, max_cells)
+            else:
+                cache[key] = (_gather(source), None)
+        return cache[key]
 
     def values(self, start: int, stop: int) -> np.ndarray:
         """Colours of points ``start:stop`` in the image's units (float64)."""
@@ -470,6 +484,19 @@ def _seed(points, weights, centres, n_given, uniforms, n_trials, labels, squared
 
 
 @kernel
+def _widen_bounds(points, low, high):
+    """``low``/``high`` widened to the per-dimension extremes of ``points``: one pass."""
+    n, n_dims = points.shape
+    for i in range(n):
+        for c in range(n_dims):
+            value = points[i, c]
+            if value < low[c]:
+                low[c] = value
+            if value > high[c]:
+                high[c] = value
+
+
+@kernel
 def _grid_mark(points, low, scale, bits, table):
     """Mark the grid cells (``bits`` per dimension) holding ``points``; returns new marks."""
     n, n_dims = points.shape
@@ -520,8 +547,7 @@ def grid_cells(points, max_cells: int):
     low = np.full(points.n_dims, np.inf)
     high = np.full(points.n_dims, -np.inf)
     for _, _, block, _ in points:
-        low = np.minimum(low, block.min(axis=0))
-        high = np.maximum(high, block.max(axis=0))
+        _widen_bounds(block, low, high)
     span = high - low
     scale = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0) * (1 - 1e-12)
     finest = max(1, _MAX_GRID_BITS_TOTAL // points.n_dims)
@@ -620,7 +646,9 @@ def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None
     return sums, totals, inertia, changed
 
 
-def lloyd(points, centres, labels, *, max_iter, tol, fixed=0, neighbours=None, lower=None):
+def lloyd(
+    points, centres, labels, *, max_iter, tol, fixed=0, neighbours=None, lower=None, final=True
+):
     """Weighted Lloyd iterations from ``centres`` (labels: each point's guess).
 
     Stops when no point changes cluster, when the centres move less than
@@ -629,7 +657,10 @@ def lloyd(points, centres, labels, *, max_iter, tol, fixed=0, neighbours=None, l
     ``lower`` (Hamerly bounds valid for ``centres``), when given, are reused
     and left matching the result.  Returns ``(centres, inertia, n_iter,
     stable)``, ``stable`` telling whether no point changes cluster any more;
-    ``labels`` holds the assignment to the returned centres.
+    ``labels`` holds the assignment to the returned centres -- with
+    ``final`` False, when the iterations run out, the one before the last
+    update (which saves a pass where only the centres matter; ``inertia`` and
+    ``stable`` are then those of that assignment).
     """
     centres = centres.copy()
     if neighbours is None:
@@ -656,6 +687,8 @@ def lloyd(points, centres, labels, *, max_iter, tol, fixed=0, neighbours=None, l
         neighbours.update(centres)
         if float((moves**2).sum()) <= tol:
             break
+    if not final:
+        return centres, inertia, iteration, False
     # One more pass: labels, bounds and inertia of the returned centres.
     _, _, inertia, changed = assign(
         points, centres, labels, neighbours=neighbours, lower=lower, drift=drift
@@ -771,23 +804,23 @@ def fit_centres(
     rng = np.random.RandomState(seed)
     fixed = np.zeros((0, points.n_dims)) if fixed_colors is None else fixed_colors
     n_fixed = fixed.shape[0]
-    if points.size > settings.max_cells:
-        cells, cell_of_point = points.reduced(settings.max_cells)
-    else:
-        cells, cell_of_point = _gather(points), None
-    tol_abs = tol * _variance(cells) * points.n_dims
+    # The pyramid: coarse cells for the starts and swaps, fine cells (or the
+    # exact colours) to converge on, and the exact colours last.
+    fine, cell_of_point = points.reduced(settings.max_cells)
+    coarse, cell_of_fine = points.reduced(settings.start_cells, settings.max_cells)
+    tol_abs = tol * _variance(fine) * points.n_dims
     report(0.1)
     n_iter = 0
     if init is not None:
-        labels = np.zeros(cells.size, dtype=np.int32)
-        centres, _, n_iter, stable = lloyd(cells, init, labels, max_iter=max_iter, tol=tol_abs)
+        labels = np.zeros(coarse.size, dtype=np.int32)
+        centres, _, n_iter, stable = lloyd(coarse, init, labels, max_iter=max_iter, tol=tol_abs)
     else:
         best = None
         for start in range(settings.n_init):
-            centres, labels = _kmeans_pp(cells, n_colors, fixed, rng)
-            neighbours, lower = _Neighbours(centres), np.zeros(cells.size)
+            centres, labels = _kmeans_pp(coarse, n_colors, fixed, rng)
+            neighbours, lower = _Neighbours(centres), np.zeros(coarse.size)
             centres, inertia, iterations, stable = lloyd(
-                cells,
+                coarse,
                 centres,
                 labels,
                 max_iter=max_iter,
@@ -802,7 +835,7 @@ def fit_centres(
                 stable_best = stable
             report(0.1 + 0.6 * (start + 1) / settings.n_init)
         best, iterations, stable = _swap_search(
-            cells,
+            coarse,
             best,
             stable_best,
             n_swaps=settings.n_swaps,
@@ -814,16 +847,41 @@ def fit_centres(
         n_iter += iterations
         centres, _, labels, neighbours, lower = best
     report(0.8)
-    # Polish to the exact local optimum (tol=0: until no colour changes
-    # cluster): the starts stopped at the tolerance, and the last iterations
-    # are cheap because the bounds spare almost every point.
-    if cell_of_point is None:
-        if not stable:
-            centres, _, iterations, _ = lloyd(
-                cells, centres, labels, max_iter=max_iter, tol=0.0, fixed=n_fixed
+    # Converge where the coarse cells came from: every fine cell (or colour)
+    # starts from its coarse cell's cluster, and Lloyd runs until no point
+    # changes cluster (tol=0); the last iterations are cheap because the
+    # bounds spare almost every point.
+    if cell_of_fine is not None or not stable:
+        if cell_of_fine is not None:
+            labels = labels[cell_of_fine]
+        neighbours, lower = _Neighbours(centres), np.zeros(fine.size)
+        centres, inertia, iterations, stable = lloyd(
+            fine,
+            centres,
+            labels,
+            max_iter=max_iter,
+            tol=0.0,
+            fixed=n_fixed,
+            neighbours=neighbours,
+            lower=lower,
+        )
+        n_iter += iterations
+        if init is None and cell_of_fine is not None and settings.n_fine_swaps:
+            # The coarse optimum is not quite the fine one: a few more swaps
+            # where the error is measured exactly.
+            best, iterations, _ = _swap_search(
+                fine,
+                (centres, inertia, labels, neighbours, lower),
+                stable,
+                n_swaps=settings.n_fine_swaps,
+                fixed=n_fixed,
+                max_iter=max_iter,
+                tol=0.0,
+                rng=rng,
             )
+            centres, _, labels, _, _ = best
             n_iter += iterations
-    else:
+    if cell_of_point is not None:
         # Each exact colour starts from its cell's cluster: a cell is smaller
         # than the clusters, so few points move.
         labels = labels[cell_of_point]
@@ -834,6 +892,7 @@ def fit_centres(
             max_iter=min(max_iter, settings.refine_iter),
             tol=0.0,
             fixed=n_fixed,
+            final=False,  # the labels only start the palette's assignment
         )
         n_iter += iterations
     report(1.0)
