@@ -197,58 +197,35 @@ class _Array:
 
 
 @kernel
-def _neighbour_table(centres, order, gaps, fresh):
-    """For every centre, the other centres by increasing distance, and the distances.
+def _resort_neighbours(centres, order, gaps):
+    """Recompute the distances along ``order`` and re-sort each row by insertion.
 
-    With ``fresh`` False, ``order`` holds the previous order: the distances are
-    recomputed along it and each row is re-sorted by insertion, which is
-    linear for the nearly sorted rows of successive Lloyd iterations.
+    The rows of successive Lloyd iterations are nearly sorted, so this is
+    linear in their length (a full sort in numba also took ~20 s to compile).
     """
     k, n_dims = centres.shape
-    n_neighbours = order.shape[1]
-    if not fresh and n_neighbours == k - 1:
-        between = np.empty((k, k))
-        for a in range(k):
-            for j in range(a + 1, k):
-                total = 0.0
-                for c in range(n_dims):
-                    step = centres[a, c] - centres[j, c]
-                    total += step * step
-                between[a, j] = total
-                between[j, a] = total
-        for a in range(k):
-            for m in range(n_neighbours):
-                j = order[a, m]
-                gap = between[a, j]
-                slot = m
-                while slot > 0 and gaps[a, slot - 1] > gap:
-                    gaps[a, slot] = gaps[a, slot - 1]
-                    order[a, slot] = order[a, slot - 1]
-                    slot -= 1
-                gaps[a, slot] = gap
-                order[a, slot] = j
-    else:
-        distances = np.empty(k)
-        for a in range(k):
-            for j in range(k):
-                total = 0.0
-                for c in range(n_dims):
-                    step = centres[a, c] - centres[j, c]
-                    total += step * step
-                distances[j] = total
-            distances[a] = np.inf
-            if n_neighbours < k - 1:
-                # Only the nearest n_neighbours: partition, then sort those.
-                threshold = np.partition(distances, n_neighbours - 1)[n_neighbours - 1]
-                candidates = np.flatnonzero(distances <= threshold)
-                nearest = candidates[np.argsort(distances[candidates])]
-            else:
-                nearest = np.argsort(distances)
-            for m in range(n_neighbours):
-                order[a, m] = nearest[m]
-                gaps[a, m] = distances[nearest[m]]
+    between = np.empty((k, k))
     for a in range(k):
-        for m in range(n_neighbours):
+        for j in range(a + 1, k):
+            total = 0.0
+            for c in range(n_dims):
+                step = centres[a, c] - centres[j, c]
+                total += step * step
+            between[a, j] = total
+            between[j, a] = total
+    for a in range(k):
+        for m in range(order.shape[1]):
+            j = order[a, m]
+            gap = between[a, j]
+            slot = m
+            while slot > 0 and gaps[a, slot - 1] > gap:
+                gaps[a, slot] = gaps[a, slot - 1]
+                order[a, slot] = order[a, slot - 1]
+                slot -= 1
+            gaps[a, slot] = gap
+            order[a, slot] = j
+    for a in range(k):
+        for m in range(order.shape[1]):
             gaps[a, m] = math.sqrt(gaps[a, m])
 
 
@@ -369,13 +346,21 @@ def _seed(points, weights, centres, n_given, uniforms, n_trials, labels, squared
         for i in range(n):
             total += weights[i]
             cumulative[i] = total
-        first = np.searchsorted(cumulative, uniforms[draw] * total, side="right")
+        target = uniforms[draw] * total
+        low, high = 0, n - 1
+        while low < high:  # the first index whose cumulative weight exceeds target
+            middle = (low + high) // 2
+            if cumulative[middle] > target:
+                high = middle
+            else:
+                low = middle + 1
+        first = low
         draw += 1
-        first = min(first, n - 1)
         for c in range(n_dims):
             centres[0, c] = points[first, c]
         n_given = 1
-    head = np.full(k, -1, dtype=np.int64)
+    head = np.empty(k, dtype=np.int64)
+    head[:] = -1
     following = np.empty(n, dtype=np.int64)
     preceding = np.empty(n, dtype=np.int64)
     radius = np.zeros(k)
@@ -412,9 +397,16 @@ def _seed(points, weights, centres, n_given, uniforms, n_trials, labels, squared
         best_point = -1
         best_gain = -1.0
         for _ in range(n_trials):
-            pick = np.searchsorted(cumulative, uniforms[draw] * total, side="right")
+            target = uniforms[draw] * total
+            low, high = 0, n - 1
+            while low < high:
+                middle = (low + high) // 2
+                if cumulative[middle] > target:
+                    high = middle
+                else:
+                    low = middle + 1
+            pick = low
             draw += 1
-            pick = min(pick, n - 1)
             gain = 0.0
             for j in range(new):
                 step_total = 0.0
@@ -579,7 +571,14 @@ def _mark_level(points, low, scale, bits):
 
 
 class _Neighbours:
-    """The neighbour table of a set of centres, updated as they move."""
+    """For every centre, the other centres by increasing distance, kept as they move.
+
+    ``order[a]`` lists the nearest ``min(k - 1, _MAX_NEIGHBOURS)`` other
+    centres of centre a and ``gaps[a]`` their distances, ascending.
+    """
+
+    # Rows of the distance matrix computed at once by numpy (bounds memory at k = 4096).
+    _ROWS = 256
 
     def __init__(self, centres: np.ndarray):
         k = centres.shape[0]
@@ -590,8 +589,24 @@ class _Neighbours:
         self.update(centres)
 
     def update(self, centres: np.ndarray) -> None:
-        if self.order.shape[1] > 0:
-            _neighbour_table(centres, self.order, self.gaps, self.fresh)
+        k, n_neighbours = self.order.shape
+        if n_neighbours == 0:
+            return
+        if not self.fresh and n_neighbours == k - 1:
+            _resort_neighbours(centres, self.order, self.gaps)
+            return
+        for start in range(0, k, self._ROWS):
+            rows = np.arange(start, min(start + self._ROWS, k))
+            squared = ((centres[rows, np.newaxis, :] - centres[np.newaxis, :, :]) ** 2).sum(axis=2)
+            squared[np.arange(rows.size), rows] = np.inf
+            if n_neighbours < k - 1:
+                nearest = np.argpartition(squared, n_neighbours - 1, axis=1)[:, :n_neighbours]
+            else:
+                nearest = np.broadcast_to(np.arange(k), squared.shape)
+            values = np.take_along_axis(squared, nearest, axis=1)
+            ranked = np.argsort(values, axis=1, kind="stable")
+            self.order[rows] = np.take_along_axis(nearest, ranked, axis=1)[:, :n_neighbours]
+            self.gaps[rows] = np.sqrt(np.take_along_axis(values, ranked, axis=1)[:, :n_neighbours])
         self.fresh = False
 
     def copy(self) -> _Neighbours:
