@@ -32,12 +32,14 @@ def test_assignment_is_the_exact_nearest_centre(k, guess):
     np.testing.assert_array_equal(labels, _brute_force_nearest(points, centres))
 
 
-def test_lloyd_bounds_do_not_change_the_trajectory():
-    """Lloyd with Hamerly bounds carried between passes = Lloyd recomputing everything."""
+@pytest.mark.parametrize("k", [40, 300])
+def test_lloyd_bounds_do_not_change_the_trajectory(k):
+    """Lloyd with Hamerly bounds carried between passes and neighbour lists re-sorted
+    (or, above 256 centres, truncated and bounded) = Lloyd recomputing everything."""
     rng = np.random.default_rng(1)
     points = rng.normal(0, 30, (5000, 3))
     cells = _fit._Array(points, rng.integers(1, 5, len(points)).astype(float))
-    start = points[:40].copy()
+    start = points[:k].copy()
     fast_labels = np.zeros(len(points), np.int64)
     fast, _, fast_iter, _ = _fit.lloyd(cells, start, fast_labels, max_iter=500, tol=0.0)
     centres, previous = start.copy(), None
@@ -45,9 +47,9 @@ def test_lloyd_bounds_do_not_change_the_trajectory():
         labels = _brute_force_nearest(points, centres)
         if previous is not None and np.array_equal(labels, previous):
             break
-        totals = np.bincount(labels, weights=cells.weights, minlength=40)
+        totals = np.bincount(labels, weights=cells.weights, minlength=k)
         sums = np.stack(
-            [np.bincount(labels, weights=cells.weights * points[:, d], minlength=40) for d in range(3)],
+            [np.bincount(labels, weights=cells.weights * points[:, d], minlength=k) for d in range(3)],
             axis=1,
         )
         filled = totals > 0

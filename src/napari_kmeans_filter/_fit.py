@@ -204,19 +204,14 @@ def _resort_neighbours(centres, order, gaps):
     linear in their length (a full sort in numba also took ~20 s to compile).
     """
     k, n_dims = centres.shape
-    between = np.empty((k, k))
     for a in range(k):
-        for j in range(a + 1, k):
+        for m in range(order.shape[1]):
+            j = order[a, m]
             total = 0.0
             for c in range(n_dims):
                 step = centres[a, c] - centres[j, c]
                 total += step * step
-            between[a, j] = total
-            between[j, a] = total
-    for a in range(k):
-        for m in range(order.shape[1]):
-            j = order[a, m]
-            gap = between[a, j]
+            gap = math.sqrt(total)
             slot = m
             while slot > 0 and gaps[a, slot - 1] > gap:
                 gaps[a, slot] = gaps[a, slot - 1]
@@ -224,13 +219,12 @@ def _resort_neighbours(centres, order, gaps):
                 slot -= 1
             gaps[a, slot] = gap
             order[a, slot] = j
-    for a in range(k):
-        for m in range(order.shape[1]):
-            gaps[a, m] = math.sqrt(gaps[a, m])
 
 
 @kernel
-def _assign(points, weights, centres, order, gaps, labels, lower, drift, sums, totals, squared):
+def _assign(
+    points, weights, centres, order, gaps, unlisted, labels, lower, drift, sums, totals, squared
+):
     """One assignment pass: ``labels`` updated to every point's nearest centre.
 
     ``labels`` holds each point's previous centre (any valid index); the new
@@ -243,7 +237,10 @@ def _assign(points, weights, centres, order, gaps, labels, lower, drift, sums, t
       search (G. Hamerly, "Making k-means even faster", SDM 2010);
     * sort-means: otherwise the other centres are visited by increasing
       distance from the point's centre, stopping at the first one that
-      cannot be nearer by the triangle inequality (Phillips, 2002).
+      cannot be nearer by the triangle inequality (Phillips, 2002).  The
+      lists may hold only the nearest centres: ``unlisted[a]`` bounds the
+      distance from centre a to any centre not in its list, and a point whose
+      search could reach that far searches every centre.
 
     Adds the weighted points into ``sums``/``totals`` per new label and writes
     each point's squared distance into ``squared`` (when it is not empty).
@@ -289,8 +286,10 @@ def _assign(points, weights, centres, order, gaps, labels, lower, drift, sums, t
                     reach = (home_distance + math.sqrt(candidate)) * (1.0 + _SLACK) + 1e-300
                 else:
                     second = min(second, math.sqrt(candidate))
-            if exhausted and n_neighbours < k - 1:
-                # The neighour list ran out before the bound: search every centre.
+            if n_neighbours < k - 1 and (exhausted or reach >= unlisted[home]):
+                # A centre missing from the list could be nearer: search them all.
+                best = home
+                best_squared = home_squared
                 second = np.inf
                 for j in range(k):
                     if j == best:
@@ -305,6 +304,8 @@ def _assign(points, weights, centres, order, gaps, labels, lower, drift, sums, t
                         best_squared = candidate
                     else:
                         second = min(second, math.sqrt(candidate))
+            elif n_neighbours < k - 1:
+                second = min(second, unlisted[home] - home_distance)
             lower[i] = second * (1.0 - _SLACK)
         else:
             lower[i] = bound
@@ -574,7 +575,11 @@ class _Neighbours:
     """For every centre, the other centres by increasing distance, kept as they move.
 
     ``order[a]`` lists the nearest ``min(k - 1, _MAX_NEIGHBOURS)`` other
-    centres of centre a and ``gaps[a]`` their distances, ascending.
+    centres of centre a and ``gaps[a]`` their distances, ascending; with
+    shorter lists than k - 1, ``unlisted[a]`` bounds the distance to every
+    centre missing from a's list.  Built by numpy; between Lloyd iterations
+    the lists are re-sorted in place, and the bound loosened by twice the
+    distance the centres moved, until it has lost a quarter of its value.
     """
 
     # Rows of the distance matrix computed at once by numpy (bounds memory at k = 4096).
@@ -585,33 +590,51 @@ class _Neighbours:
         n_neighbours = min(k - 1, _MAX_NEIGHBOURS)
         self.order = np.empty((k, n_neighbours), dtype=np.int64)
         self.gaps = np.empty((k, n_neighbours))
-        self.fresh = True
-        self.update(centres)
+        self.unlisted = np.full(k, np.inf)
+        self._rebuild(centres)
 
-    def update(self, centres: np.ndarray) -> None:
+    def _rebuild(self, centres: np.ndarray) -> None:
         k, n_neighbours = self.order.shape
+        self.moved = 0.0  # how far centres moved since: the bound's slack
+        self._fresh_unlisted = np.inf
         if n_neighbours == 0:
-            return
-        if not self.fresh and n_neighbours == k - 1:
-            _resort_neighbours(centres, self.order, self.gaps)
             return
         for start in range(0, k, self._ROWS):
             rows = np.arange(start, min(start + self._ROWS, k))
             squared = ((centres[rows, np.newaxis, :] - centres[np.newaxis, :, :]) ** 2).sum(axis=2)
             squared[np.arange(rows.size), rows] = np.inf
             if n_neighbours < k - 1:
-                nearest = np.argpartition(squared, n_neighbours - 1, axis=1)[:, :n_neighbours]
+                # One more than listed: its distance bounds the unlisted ones.
+                nearest = np.argpartition(squared, n_neighbours, axis=1)[:, : n_neighbours + 1]
             else:
                 nearest = np.broadcast_to(np.arange(k), squared.shape)
             values = np.take_along_axis(squared, nearest, axis=1)
             ranked = np.argsort(values, axis=1, kind="stable")
-            self.order[rows] = np.take_along_axis(nearest, ranked, axis=1)[:, :n_neighbours]
-            self.gaps[rows] = np.sqrt(np.take_along_axis(values, ranked, axis=1)[:, :n_neighbours])
-        self.fresh = False
+            nearest = np.take_along_axis(nearest, ranked, axis=1)
+            values = np.sqrt(np.take_along_axis(values, ranked, axis=1))
+            self.order[rows] = nearest[:, :n_neighbours]
+            self.gaps[rows] = values[:, :n_neighbours]
+            if n_neighbours < k - 1:
+                self.unlisted[rows] = values[:, n_neighbours]
+        if n_neighbours < k - 1:
+            self._fresh_unlisted = float(np.median(self.unlisted))
+
+    def update(self, centres: np.ndarray, moved: float = np.inf) -> None:
+        """Follow ``centres``, none of which moved farther than ``moved``."""
+        k, n_neighbours = self.order.shape
+        if n_neighbours == 0:
+            return
+        if n_neighbours < k - 1:
+            self.moved += moved
+            if not 2 * self.moved < 0.25 * self._fresh_unlisted:
+                self._rebuild(centres)
+                return
+            self.unlisted -= 2 * moved
+        _resort_neighbours(centres, self.order, self.gaps)
 
     def copy(self) -> _Neighbours:
         twin = object.__new__(_Neighbours)
-        twin.order, twin.gaps, twin.fresh = self.order.copy(), self.gaps.copy(), self.fresh
+        twin.__dict__.update({key: getattr(value, "copy", lambda v=value: v)() for key, value in self.__dict__.items()})
         return twin
 
 
@@ -649,6 +672,7 @@ def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None
             centres,
             neighbours.order,
             neighbours.gaps,
+            neighbours.unlisted,
             labels[start:stop],
             lower[start:stop],
             drift,
@@ -662,13 +686,24 @@ def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None
 
 
 def lloyd(
-    points, centres, labels, *, max_iter, tol, fixed=0, neighbours=None, lower=None, final=True
+    points,
+    centres,
+    labels,
+    *,
+    max_iter,
+    tol,
+    fixed=0,
+    neighbours=None,
+    moved=0.0,
+    lower=None,
+    final=True,
 ):
     """Weighted Lloyd iterations from ``centres`` (labels: each point's guess).
 
     Stops when no point changes cluster, when the centres move less than
     ``tol`` (squared, summed over centres, absolute) or after ``max_iter``
-    iterations.  The first ``fixed`` centres never move.  ``neighbours`` and
+    iterations.  The first ``fixed`` centres never move.  ``neighbours``
+    (built when no centre was farther than ``moved`` from ``centres``) and
     ``lower`` (Hamerly bounds valid for ``centres``), when given, are reused
     and left matching the result.  Returns ``(centres, inertia, n_iter,
     stable)``, ``stable`` telling whether no point changes cluster any more;
@@ -680,8 +715,8 @@ def lloyd(
     centres = centres.copy()
     if neighbours is None:
         neighbours = _Neighbours(centres)
-    else:
-        neighbours.update(centres)
+    elif moved:
+        neighbours.update(centres, moved)
     if lower is None:
         lower = np.zeros(points.size)
     drift = 0.0
@@ -699,7 +734,7 @@ def lloyd(
         moves = np.sqrt(((updated - centres) ** 2).sum(axis=1))
         drift = float(moves.max())
         centres = updated
-        neighbours.update(centres)
+        neighbours.update(centres, drift)
         if float((moves**2).sum()) <= tol:
             break
     if not final:
@@ -773,6 +808,7 @@ def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol
             tol=tol,
             fixed=fixed,
             neighbours=trial_neighbours,
+            moved=float(np.sqrt(((chosen - centres[removed]) ** 2).sum())),
             lower=trial_lower,
         )
         n_iter += iterations
