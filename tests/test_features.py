@@ -120,7 +120,9 @@ def test_cluster_stats_per_frame_count_every_visible_pixel():
     assert per_frame.shape == (5, 3)
     np.testing.assert_array_equal(per_frame.sum(axis=1), stats["count"])
     for t in range(3):
-        np.testing.assert_array_equal(per_frame[:, t], np.bincount(result.labels[t].ravel(), minlength=5))
+        np.testing.assert_array_equal(
+            per_frame[:, t], np.bincount(result.labels[t].ravel(), minlength=5)
+        )
     lazy = quantize(da.from_array(frames, chunks=(1, 150, 451, 3)), 5)
     np.testing.assert_array_equal(lazy.cluster_stats(frame_axis=0)["frame_counts"], per_frame)
 

@@ -43,13 +43,18 @@ def test_lloyd_bounds_do_not_change_the_trajectory(k):
     fast_labels = np.zeros(len(points), np.int64)
     fast, _, fast_iter, _ = _fit.lloyd(cells, start, fast_labels, max_iter=500, tol=0.0)
     centres, previous = start.copy(), None
-    for slow_iter in range(1, 501):  # plain Lloyd, every distance computed
+    slow_iter = 0
+    while slow_iter < 500:  # plain Lloyd, every distance computed
+        slow_iter += 1
         labels = _brute_force_nearest(points, centres)
         if previous is not None and np.array_equal(labels, previous):
             break
         totals = np.bincount(labels, weights=cells.weights, minlength=k)
         sums = np.stack(
-            [np.bincount(labels, weights=cells.weights * points[:, d], minlength=k) for d in range(3)],
+            [
+                np.bincount(labels, weights=cells.weights * points[:, d], minlength=k)
+                for d in range(3)
+            ],
             axis=1,
         )
         filled = totals > 0

@@ -225,7 +225,9 @@ _NO_MASK = np.zeros(0, dtype=np.bool_)
 
 
 @kernel
-def _count_pixels(pixels, n_color, alpha_channel, mask, offset, bits, total, visible, votes, touched):
+def _count_pixels(
+    pixels, n_color, alpha_channel, mask, offset, bits, total, visible, votes, touched
+):
     """Count the packed codes of ``pixels`` (n, channels) into direct tables.
 
     ``total`` counts every pixel, ``visible`` those with alpha > 0 (when
@@ -615,7 +617,7 @@ def _dask_histogram(layout, encoding, report):
     # holding most of its chunk's pixels as distinct colours) need merging.
     target = _grouped_chunks(layout.data.chunks[:spatial], _COUNT_BLOCK_PIXELS)
     data, mask, weight = (
-        None if array is None else array.rechunk(target + (array.shape[-1],))
+        None if array is None else array.rechunk((*target, array.shape[-1]))
         for array in (
             layout.data,
             None if layout.mask is None else layout.mask[..., np.newaxis],

@@ -52,5 +52,6 @@ def warm_up() -> None:
     from ._quantize import quantize
 
     ramp = np.arange(64, dtype=np.uint8)
-    image = np.stack(np.meshgrid(ramp, ramp[::-1], indexing="ij") + [np.full((64, 64), 7, np.uint8)], -1)
+    red, green = np.meshgrid(ramp, ramp[::-1], indexing="ij")
+    image = np.stack([red, green, np.full((64, 64), 7, np.uint8)], -1)
     quantize(image, 4, random_state=0)

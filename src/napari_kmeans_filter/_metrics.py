@@ -57,7 +57,11 @@ class MeanDeltaE:
         self.scale = rgb_unit_scale(encoding.dtype)
         self.lab = np.concatenate(
             [
-                rgb_to_lab(self._unit(encoding.decode(histogram.codes[self.rows[start : start + _SLICE_ROWS]])))
+                rgb_to_lab(
+                    self._unit(
+                        encoding.decode(histogram.codes[self.rows[start : start + _SLICE_ROWS]])
+                    )
+                )
                 for start in range(0, len(self.rows), _SLICE_ROWS)
             ]
         )

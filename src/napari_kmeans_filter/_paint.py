@@ -10,6 +10,7 @@ sorted histogram.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,6 @@ import numpy as np
 
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
-
 
 # Above this many pixels a numpy image is painted by one thread per core (the
 # kernels release the GIL); a 12 MP photo took 0.32 s on one thread here.
@@ -142,7 +142,7 @@ class Painter:
 
         n_parts = min(_n_workers(), max(1, pixels.shape[0] // _PARALLEL_PIXELS))
         bounds = np.linspace(0, pixels.shape[0], n_parts + 1).astype(int)
-        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        parts = [slice(a, b) for a, b in itertools.pairwise(bounds)]
         if n_parts == 1:
             work(parts[0])
         else:
@@ -328,7 +328,11 @@ class Ditherer:
         plane_image = image.reshape(-1, *image.shape[-3:])
         pixels = planes if planes.dtype != np.float16 else planes.astype(np.float32)
         for p in range(planes.shape[0]):
-            out = plane_image[p] if planes.dtype != np.float16 else np.empty(pixels[p].shape, np.float32)
+            out = (
+                plane_image[p]
+                if planes.dtype != np.float16
+                else np.empty(pixels[p].shape, np.float32)
+            )
             _dither_plane(
                 pixels[p],
                 n_color,
@@ -340,7 +344,9 @@ class Ditherer:
                 self.level,
                 self.low,
                 self.high,
-                self.painter.colors if planes.dtype != np.float16 else self.painter.colors.astype(np.float32),
+                self.painter.colors
+                if planes.dtype != np.float16
+                else self.painter.colors.astype(np.float32),
                 plane_labels[p],
                 out,
                 counts,

@@ -242,12 +242,16 @@ class QuantizeResult:
         xp = __import__("dask.array", fromlist=["array"]) if lazy else np
         k = len(self.palette)
         n_frames = self.labels.shape[frame_axis]
-        frame = xp.arange(n_frames).reshape([-1 if a == frame_axis % ndim else 1 for a in range(ndim)])
+        frame = xp.arange(n_frames).reshape(
+            [-1 if a == frame_axis % ndim else 1 for a in range(ndim)]
+        )
         index = (self.labels.astype(np.int64) + frame * k).ravel()
         weights = None
         if self.params.get("alpha"):
             axis = self.params["channel_axis"]
-            alpha = self.image[..., -1] if axis in (None, -1) else xp.take(self.image, -1, axis=axis)
+            alpha = (
+                self.image[..., -1] if axis in (None, -1) else xp.take(self.image, -1, axis=axis)
+            )
             weights = (alpha > 0).ravel()
         counts = xp.bincount(index, weights=weights, minlength=n_frames * k)
         if lazy:

@@ -52,7 +52,11 @@ def check_n_colors(n_colors, *, allow_auto=False):
 
 def check_targets(n_colors, target_psnr, target_delta_e, n_color_channels, init):
     """``(target_psnr, target_delta_e)``: required with n_colors='auto', refused without."""
-    given = [name for name, value in (("target_psnr", target_psnr), ("target_delta_e", target_delta_e)) if value is not None]
+    given = [
+        name
+        for name, value in (("target_psnr", target_psnr), ("target_delta_e", target_delta_e))
+        if value is not None
+    ]
     if n_colors != "auto":
         if given:
             raise ValueError(
@@ -75,7 +79,11 @@ def check_targets(n_colors, target_psnr, target_delta_e, n_color_channels, init)
         if value is None:
             checked.append(None)
             continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low < value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not low < value <= high
+        ):
             raise ValueError(
                 f"The '{name}' parameter must be a number in the range ({low:g}, {high:g}]. "
                 f"Got {value!r} instead."
