@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs and runs it.
+# Installs everything the test suite needs, lints (with NKF_LINT=1) and runs the tests.
 # As root on Debian/Ubuntu it also installs Xvfb and Mesa (napari renders with OpenGL);
 # elsewhere install those yourself (see README.md).
 set -euo pipefail
@@ -19,4 +19,12 @@ elif ! command -v Xvfb >/dev/null 2>&1; then
 fi
 
 python -m pip install --quiet --disable-pip-version-check -e ".[testing]"
+
+# Lint first (ruff is pinned in the testing extra, the same version as pre-commit).
+# Off unless NKF_LINT=1 until the tree has been formatted once.
+if [ "${NKF_LINT:-0}" = "1" ]; then
+  python -m ruff check .
+  python -m ruff format --check .
+fi
+
 python -m pytest "$@"

@@ -7,13 +7,7 @@ scripts, notebooks, napari's console and on dask workers alike.
 from ._colorspace import COLOR_SPACES
 from ._quantize import Palette, QuantizeResult, apply_palette, fit_palette, quantize
 from ._validation import MAX_N_COLORS
-
-try:
-    from importlib.metadata import PackageNotFoundError, version
-
-    __version__ = version("napari-kmeans-filter")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+from ._version import __version__
 
 __all__ = [
     "COLOR_SPACES",

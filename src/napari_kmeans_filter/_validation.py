@@ -119,6 +119,62 @@ def check_alpha(alpha, n_channels, channel_axis, ndim):
     return bool(alpha)
 
 
+def check_speed(speed):
+    return check_int(speed, "speed", 1, 10)
+
+
+def _check_spatial(array, name, spatial_shape):
+    if is_dask_array(array):
+        shape = tuple(array.shape)
+    else:
+        try:
+            array = np.asarray(array)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"The '{name}' parameter must be an array. {error}") from error
+        shape = array.shape
+    if shape != tuple(spatial_shape):
+        raise ValueError(
+            f"The '{name}' parameter must have the image's spatial shape {tuple(spatial_shape)} "
+            f"(the image without its channel axis). Got shape {shape} instead."
+        )
+    return array
+
+
+def check_mask(mask, spatial_shape):
+    """A boolean array of the spatial shape, or None."""
+    if mask is None:
+        return None
+    mask = _check_spatial(mask, "mask", spatial_shape)
+    if mask.dtype.kind != "b":
+        raise TypeError(
+            f"The 'mask' parameter must be a boolean array (True where pixels vote). "
+            f"Got dtype {mask.dtype}; use e.g. labels > 0."
+        )
+    if not is_dask_array(mask) and not mask.any():
+        raise ValueError("The 'mask' parameter is False everywhere: no pixel is left to fit.")
+    return mask
+
+
+def check_sample_weight(sample_weight, spatial_shape):
+    """Non-negative finite float64 weights of the spatial shape, or None."""
+    if sample_weight is None:
+        return None
+    weights = _check_spatial(sample_weight, "sample_weight", spatial_shape)
+    if weights.dtype.kind not in "uifb":
+        raise TypeError(
+            f"The 'sample_weight' parameter must be numeric. Got dtype {weights.dtype} instead."
+        )
+    weights = weights.astype(np.float64)
+    if not is_dask_array(weights):
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError(
+                "The 'sample_weight' parameter must hold finite values in the range [0, inf)."
+            )
+        if not np.any(weights > 0):
+            raise ValueError("The 'sample_weight' parameter is 0 everywhere: nothing to fit.")
+    return weights
+
+
 def check_n_init(n_init):
     if isinstance(n_init, str) and n_init == "auto":
         return None
@@ -185,6 +241,75 @@ def check_init(init, n_colors, n_color_channels):
     if not np.all(np.isfinite(centres)):
         raise ValueError("The 'init' parameter must contain only finite values.")
     return centres
+
+
+def check_fixed_colors(fixed_colors, n_colors, n_color_channels, dtype):
+    """An (m, C) array of colours exactly representable in ``dtype``, m <= n_colors, or None."""
+    if fixed_colors is None:
+        return None
+    try:
+        colors = np.array(fixed_colors, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            "The 'fixed_colors' parameter must be a numeric (m, channels) array of colours."
+        ) from error
+    if colors.ndim == 1 and n_color_channels == 1:
+        colors = colors[:, np.newaxis]
+    if colors.ndim != 2 or colors.shape[1] != n_color_channels or colors.shape[0] == 0:
+        raise ValueError(
+            f"The 'fixed_colors' parameter must have shape (m, {n_color_channels}) with "
+            f"1 <= m <= n_colors. Got shape {colors.shape} instead."
+        )
+    if colors.shape[0] > n_colors:
+        raise ValueError(
+            f"The 'fixed_colors' parameter holds {colors.shape[0]} colours, more than "
+            f"n_colors={n_colors}; it must hold between 1 and n_colors colours."
+        )
+    _check_in_units(colors, np.dtype(dtype), "fixed_colors")
+    if len(np.unique(colors, axis=0)) != len(colors):
+        raise ValueError("The 'fixed_colors' parameter must not repeat a colour.")
+    return colors
+
+
+def _check_in_units(values, dtype, name):
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"The '{name}' parameter must contain only finite values.")
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        if values.min() < info.min or values.max() > info.max:
+            raise ValueError(
+                f"The '{name}' parameter must hold values in [{info.min}, {info.max}] for a "
+                f"{dtype} image. Got values in [{values.min():g}, {values.max():g}]."
+            )
+        if not np.array_equal(values, np.round(values)):
+            raise ValueError(f"The '{name}' parameter must hold integers for a {dtype} image.")
+
+
+def check_palette_for_image(colors, n_color_channels, dtype):
+    """The palette's colours in the image's dtype, or an error when their units differ."""
+    dtype = np.dtype(dtype)
+    if colors.shape[1] != n_color_channels:
+        raise ValueError(
+            f"The 'palette' parameter has {colors.shape[1]} channel(s) but the image "
+            f"has {n_color_channels} colour channel(s)."
+        )
+    palette_dtype = colors.dtype.newbyteorder("=")
+    hint = ""
+    if dtype.kind == "f" and palette_dtype.kind != "f":
+        hint = "scale the palette to the image's float units (e.g. colors / 255)"
+    elif dtype.kind in "ui" and palette_dtype.kind == "f":
+        hint = "fit the palette on an integer image of the same dtype, or scale the image"
+    elif dtype.kind in "ui" and palette_dtype.itemsize < dtype.itemsize:
+        # A uint8 palette on a uint16 image would paint everything near black.
+        hint = "fit the palette on an image of the same dtype (its colours are in other units)"
+    if hint:
+        raise ValueError(
+            f"The 'palette' parameter has dtype {palette_dtype} but the image has dtype "
+            f"{dtype}; {hint}."
+        )
+    if dtype.kind in "ui":
+        _check_in_units(colors.astype(np.float64), dtype, "palette")
+    return colors.astype(dtype)
 
 
 def check_progress(progress):

@@ -1,0 +1,1132 @@
+"""How the palette is fitted: colour histogram -> k colours.
+
+Exact k-means on every pixel is weighted k-means on the image's distinct
+colours, each weighted by its pixel count (scikit-learn's ``sample_weight``
+idea).  The pipeline, one path for every input:
+
+1. **points** -- the voting colours of the histogram in the fit space (the
+   image's units, CIELAB or Oklab), whole or, for histograms of millions of
+   colours, in slices (:class:`PointSet`);
+2. **reduction** -- above ``settings.max_cells`` colours, the weighted
+   centroids of the cells of the finest regular grid with at most that many
+   occupied cells (:func:`grid_cells`); below it the colours themselves;
+3. **seeding** -- greedy weighted k-means++ (Arthur & Vassilvitskii, 2007, with
+   scikit-learn's ``2 + log k`` local trials), fixed colours first; several
+   starts, the best kept;
+4. **Lloyd** -- weighted Lloyd iterations whose assignment step is
+   *sort-means* (Phillips, 2002; Celebi, "Improving the performance of
+   k-means for color quantization", Image Vision Comput. 2011): every point
+   starts from its previous centre and checks only the centres nearer to that
+   centre than twice its distance, in order, which costs a few distance
+   computations per point at any k;
+5. **swap search** -- moves one centre at a time from the cheapest cluster to
+   merge into the costliest one and keeps the move if the error drops
+   (Kanungo et al., "A local search approximation algorithm for k-means
+   clustering", 2004);
+6. **refinement** -- Lloyd iterations on the exact colours, each starting from
+   its cell's cluster;
+7. **palette** -- the centres back in the image's units, rounded to its dtype,
+   optionally moved to their other integer neighbour where that lowers the
+   error, and every histogram row assigned to its nearest palette colour.
+
+The hot loops are compiled with numba (:mod:`._jit`).  ``speed`` (1 = most
+thorough ... 10 = fastest, pngquant's convention) chooses how many cells,
+starts, swaps and refinement iterations are spent; see :func:`settings_for`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._colorspace import from_fit_space, to_fit_space
+from ._histogram import ColorHistogram, Encoding
+from ._jit import kernel
+
+DEFAULT_SPEED = 4
+
+# Points held whole as float64 (at most ~100 MB for RGB); larger histograms
+# (a dask stack of noisy photos, 16-bit colour) are visited in slices.
+MAX_WHOLE_POINTS = 2**22
+_SLICE_ROWS = 2**20
+# The finest grid of the reduction has at most this many cells (a dense table
+# of 2**21 bytes per level; 7 bits per RGB channel).
+_MAX_GRID_BITS_TOTAL = 21
+# Sort-means keeps, for every centre, the other centres in order of distance;
+# beyond this many it searches all centres for the rare point that needs it
+# (k = 4096 would otherwise hold a 4096 x 4095 table).
+_MAX_NEIGHBOURS = 256
+# Relative slack on the sort-means stopping rule: a centre is skipped only when
+# it is provably (up to rounding of square roots) not nearer.
+_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """What one ``speed`` spends; see :func:`settings_for`."""
+
+    max_cells: int  # the fit runs on at most this many (reduced) colours
+    n_init: int  # k-means++ starts
+    n_swaps: int  # swap-search trials
+    refine_iter: int  # Lloyd iterations on the exact colours after a reduction
+    integer_search: bool  # move rounded colours to their other integer neighbour
+
+
+# speed: (max_cells, starts at k <= 16, swaps, refine_iter, integer_search).
+# Measured on the sample photos and the 12 MP noisy mosaic (benchmarks/):
+# the default (4) is at or below the best peer's MSE everywhere; 10 is a
+# live preview (1 MP, k = 16 in well under 150 ms).
+_SPEEDS = {
+    1: (2**17, 16, 32, 50, True),
+    2: (2**16, 12, 16, 30, True),
+    3: (2**16, 8, 12, 20, True),
+    4: (2**15, 8, 8, 10, True),
+    5: (2**15, 4, 6, 6, True),
+    6: (2**14, 4, 4, 4, False),
+    7: (2**14, 2, 2, 3, False),
+    8: (2**13, 2, 1, 2, False),
+    9: (2**13, 1, 0, 2, False),
+    10: (2**12, 1, 0, 1, False),
+}
+
+
+def settings_for(speed: int, n_colors: int, n_init: int | None = None) -> FitSettings:
+    """The work a ``speed`` spends on ``n_colors`` colours.
+
+    Starts cost ~ k x cells each, so above k = 16 their number shrinks as
+    16 / k (a start at k = 256 already visits every cell many times); the
+    swap search, whose trials are cheap at any k, keeps its count.
+    ``n_init`` (an int) overrides the number of starts.
+    """
+    max_cells, starts, swaps, refine_iter, integer_search = _SPEEDS[speed]
+    if n_init is None:
+        n_init = max(1, round(starts * min(1.0, 16 / max(n_colors, 1))))
+    # Enough cells that every cluster is made of several of them.
+    max_cells = max(max_cells, 8 * n_colors)
+    return FitSettings(max_cells, n_init, swaps, refine_iter, integer_search)
+
+
+# --------------------------------------------------------------------------- points
+
+
+class PointSet:
+    """Weighted points in the fit space, whole or in slices of rows.
+
+    ``rows`` selects histogram rows (None: all of them); ``weights`` are the
+    fit weights of those rows.  Iterating yields ``(start, stop, points,
+    weights)`` with float64 ``points`` of shape ``(stop - start, n_dims)``.
+    """
+
+    def __init__(self, histogram: ColorHistogram, encoding: Encoding, color_space: str, rows):
+        self.histogram = histogram
+        self.encoding = encoding
+        self.color_space = color_space
+        self.rows = rows
+        self.size = len(histogram) if rows is None else int(rows.shape[0])
+        weights = histogram.weights if rows is None else histogram.weights[rows]
+        self.weights = np.ascontiguousarray(weights, dtype=np.float64)
+        self.n_dims = encoding.n_channels
+        self._whole = None
+        if self.size <= MAX_WHOLE_POINTS:
+            self._whole = self._points(0, self.size)
+
+    @property
+    def whole(self) -> bool:
+        return self._whole is not None
+
+    def values(self, start: int, stop: int) -> np.ndarray:
+        """Colours of points ``start:stop`` in the image's units (float64)."""
+        if self._whole is not None and self.color_space == "rgb":
+            return self._whole[start:stop]  # the fit space is the image's units
+        codes = self.histogram.codes
+        codes = codes[start:stop] if self.rows is None else codes[self.rows[start:stop]]
+        return self.encoding.decode(codes).astype(np.float64)
+
+    def _points(self, start: int, stop: int) -> np.ndarray:
+        values = self.values(start, stop)
+        return np.ascontiguousarray(to_fit_space(values, self.color_space, self.encoding.dtype))
+
+    def __iter__(self):
+        if self._whole is not None:
+            yield 0, self.size, self._whole, self.weights
+            return
+        for start in range(0, self.size, _SLICE_ROWS):
+            stop = min(start + _SLICE_ROWS, self.size)
+            yield start, stop, self._points(start, stop), self.weights[start:stop]
+
+
+class _Array:
+    """A PointSet-like view of points held in memory (the reduced cells)."""
+
+    def __init__(self, points: np.ndarray, weights: np.ndarray):
+        self.points = np.ascontiguousarray(points, dtype=np.float64)
+        self.weights = np.ascontiguousarray(weights, dtype=np.float64)
+        self.size, self.n_dims = self.points.shape
+        self.whole = True
+
+    def __iter__(self):
+        yield 0, self.size, self.points, self.weights
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@kernel
+def _neighbour_table(centres, order, gaps, fresh):
+    """For every centre, the other centres by increasing distance, and the distances.
+
+    With ``fresh`` False, ``order`` holds the previous order: the distances are
+    recomputed along it and each row is re-sorted by insertion, which is
+    linear for the nearly sorted rows of successive Lloyd iterations.
+    """
+    k, n_dims = centres.shape
+    n_neighbours = order.shape[1]
+    if not fresh and n_neighbours == k - 1:
+        between = np.empty((k, k))
+        for a in range(k):
+            for j in range(a + 1, k):
+                total = 0.0
+                for c in range(n_dims):
+                    step = centres[a, c] - centres[j, c]
+                    total += step * step
+                between[a, j] = total
+                between[j, a] = total
+        for a in range(k):
+            for m in range(n_neighbours):
+                j = order[a, m]
+                gap = between[a, j]
+                slot = m
+                while slot > 0 and gaps[a, slot - 1] > gap:
+                    gaps[a, slot] = gaps[a, slot - 1]
+                    order[a, slot] = order[a, slot - 1]
+                    slot -= 1
+                gaps[a, slot] = gap
+                order[a, slot] = j
+    else:
+        distances = np.empty(k)
+        for a in range(k):
+            for j in range(k):
+                total = 0.0
+                for c in range(n_dims):
+                    step = centres[a, c] - centres[j, c]
+                    total += step * step
+                distances[j] = total
+            distances[a] = np.inf
+            if n_neighbours < k - 1:
+                # Only the nearest n_neighbours: partition, then sort those.
+                threshold = np.partition(distances, n_neighbours - 1)[n_neighbours - 1]
+                candidates = np.flatnonzero(distances <= threshold)
+                nearest = candidates[np.argsort(distances[candidates])]
+            else:
+                nearest = np.argsort(distances)
+            for m in range(n_neighbours):
+                order[a, m] = nearest[m]
+                gaps[a, m] = distances[nearest[m]]
+    for a in range(k):
+        for m in range(n_neighbours):
+            gaps[a, m] = math.sqrt(gaps[a, m])
+
+
+@kernel
+def _assign(points, weights, centres, order, gaps, labels, lower, drift, sums, totals, squared):
+    """One assignment pass: ``labels`` updated to every point's nearest centre.
+
+    ``labels`` holds each point's previous centre (any valid index); the new
+    nearest one is exact, ties going to the lower index.  Two bounds spare
+    most of the search:
+
+    * Hamerly's: ``lower[i]`` bounds the distance from point i to every centre
+      but its own; it shrinks by ``drift`` (the farthest any centre moved
+      since it was set) and a point nearer its centre than that needs no
+      search (G. Hamerly, "Making k-means even faster", SDM 2010);
+    * sort-means: otherwise the other centres are visited by increasing
+      distance from the point's centre, stopping at the first one that
+      cannot be nearer by the triangle inequality (Phillips, 2002).
+
+    Adds the weighted points into ``sums``/``totals`` per new label and writes
+    each point's squared distance into ``squared`` (when it is not empty).
+    Returns the number of points that changed label and the weighted squared
+    error.
+    """
+    n, n_dims = points.shape
+    k = centres.shape[0]
+    n_neighbours = order.shape[1]
+    keep_squared = squared.shape[0] > 0
+    changed = 0
+    inertia = 0.0
+    for i in range(n):
+        home = labels[i]
+        home_squared = 0.0
+        for c in range(n_dims):
+            step = points[i, c] - centres[home, c]
+            home_squared += step * step
+        home_distance = math.sqrt(home_squared)
+        best = home
+        best_squared = home_squared
+        bound = lower[i] - drift
+        if n_neighbours > 0 and home_distance * (1.0 + _SLACK) >= bound:
+            # Search, and set the point's bound: the nearest distance among the
+            # other centres visited, or what the stopping rule proves of the rest.
+            reach = 2.0 * home_distance * (1.0 + _SLACK) + 1e-300
+            second = np.inf
+            exhausted = True
+            for m in range(n_neighbours):
+                if gaps[home, m] > reach:
+                    second = min(second, gaps[home, m] - home_distance)
+                    exhausted = False
+                    break
+                j = order[home, m]
+                candidate = 0.0
+                for c in range(n_dims):
+                    step = points[i, c] - centres[j, c]
+                    candidate += step * step
+                if candidate < best_squared or (candidate == best_squared and j < best):
+                    second = min(second, math.sqrt(best_squared))
+                    best = j
+                    best_squared = candidate
+                    reach = (home_distance + math.sqrt(candidate)) * (1.0 + _SLACK) + 1e-300
+                else:
+                    second = min(second, math.sqrt(candidate))
+            if exhausted and n_neighbours < k - 1:
+                # The neighour list ran out before the bound: search every centre.
+                second = np.inf
+                for j in range(k):
+                    if j == best:
+                        continue
+                    candidate = 0.0
+                    for c in range(n_dims):
+                        step = points[i, c] - centres[j, c]
+                        candidate += step * step
+                    if candidate < best_squared or (candidate == best_squared and j < best):
+                        second = min(second, math.sqrt(best_squared))
+                        best = j
+                        best_squared = candidate
+                    else:
+                        second = min(second, math.sqrt(candidate))
+            lower[i] = second * (1.0 - _SLACK)
+        else:
+            lower[i] = bound
+        if best != home:
+            changed += 1
+            labels[i] = best
+        weight = weights[i]
+        totals[best] += weight
+        for c in range(n_dims):
+            sums[best, c] += weight * points[i, c]
+        inertia += weight * best_squared
+        if keep_squared:
+            squared[i] = best_squared
+    return changed, inertia
+
+
+@kernel
+def _seed(points, weights, centres, n_given, uniforms, n_trials, labels, squared):
+    """Greedy weighted k-means++: fill ``centres[n_given:]`` with points.
+
+    Returns how many centres are set: fewer than k only when every point
+    already coincides with a centre.  Each new centre is the best of
+    ``n_trials`` candidates drawn with probability proportional to weight x
+    squared distance to the nearest centre so far (``uniforms`` supplies the
+    random numbers, so the result depends only on them).  Keeps every point's
+    nearest centre in ``labels`` and its squared distance in ``squared``.
+
+    A candidate can only win points whose centre is nearer to it than twice
+    their distance (triangle inequality), so the points are kept in one list
+    per centre with the list's largest distance: a whole cluster farther from
+    the candidate than twice that is skipped without looking at its points.
+    """
+    n, n_dims = points.shape
+    k = centres.shape[0]
+    draw = 0
+    if n_given == 0:
+        total = 0.0
+        cumulative = np.empty(n)
+        for i in range(n):
+            total += weights[i]
+            cumulative[i] = total
+        first = np.searchsorted(cumulative, uniforms[draw] * total, side="right")
+        draw += 1
+        first = min(first, n - 1)
+        for c in range(n_dims):
+            centres[0, c] = points[first, c]
+        n_given = 1
+    head = np.full(k, -1, dtype=np.int64)
+    following = np.empty(n, dtype=np.int64)
+    preceding = np.empty(n, dtype=np.int64)
+    radius = np.zeros(k)
+    distance = np.empty(n)
+    for i in range(n):
+        best = 0
+        best_squared = np.inf
+        for j in range(n_given):
+            candidate = 0.0
+            for c in range(n_dims):
+                step = points[i, c] - centres[j, c]
+                candidate += step * step
+            if candidate < best_squared:
+                best = j
+                best_squared = candidate
+        labels[i] = best
+        squared[i] = best_squared
+        distance[i] = math.sqrt(best_squared)
+        radius[best] = max(radius[best], distance[i])
+        following[i] = head[best]
+        preceding[i] = -1
+        if head[best] >= 0:
+            preceding[head[best]] = i
+        head[best] = i
+    cumulative = np.empty(n)
+    gap = np.empty(k)
+    for new in range(n_given, k):
+        total = 0.0
+        for i in range(n):
+            total += weights[i] * squared[i]
+            cumulative[i] = total
+        if total <= 0.0:
+            return new  # every point coincides with a centre: nothing left to seed
+        best_point = -1
+        best_gain = -1.0
+        for _ in range(n_trials):
+            pick = np.searchsorted(cumulative, uniforms[draw] * total, side="right")
+            draw += 1
+            pick = min(pick, n - 1)
+            gain = 0.0
+            for j in range(new):
+                step_total = 0.0
+                for c in range(n_dims):
+                    step = points[pick, c] - centres[j, c]
+                    step_total += step * step
+                gap_j = math.sqrt(step_total)
+                if gap_j >= 2.0 * radius[j]:
+                    continue
+                i = head[j]
+                while i >= 0:
+                    if gap_j < 2.0 * distance[i]:
+                        candidate = 0.0
+                        for c in range(n_dims):
+                            step = points[i, c] - points[pick, c]
+                            candidate += step * step
+                        if candidate < squared[i]:
+                            gain += weights[i] * (squared[i] - candidate)
+                    i = following[i]
+            if gain > best_gain:
+                best_gain = gain
+                best_point = pick
+        for c in range(n_dims):
+            centres[new, c] = points[best_point, c]
+        for j in range(new):
+            step_total = 0.0
+            for c in range(n_dims):
+                step = centres[new, c] - centres[j, c]
+                step_total += step * step
+            gap[j] = math.sqrt(step_total)
+        for j in range(new):
+            if gap[j] >= 2.0 * radius[j]:
+                continue
+            # The list is walked anyway: make its radius exact again (it only
+            # shrinks as points leave, and a tight radius prunes more).
+            remaining = 0.0
+            i = head[j]
+            while i >= 0:
+                after = following[i]
+                if gap[j] < 2.0 * distance[i]:
+                    candidate = 0.0
+                    for c in range(n_dims):
+                        step = points[i, c] - centres[new, c]
+                        candidate += step * step
+                    if candidate < squared[i]:
+                        squared[i] = candidate
+                        distance[i] = math.sqrt(candidate)
+                        labels[i] = new
+                        # Move i from list j to the new centre's list.
+                        if preceding[i] >= 0:
+                            following[preceding[i]] = after
+                        else:
+                            head[j] = after
+                        if after >= 0:
+                            preceding[after] = preceding[i]
+                        following[i] = head[new]
+                        preceding[i] = -1
+                        if head[new] >= 0:
+                            preceding[head[new]] = i
+                        head[new] = i
+                        radius[new] = max(radius[new], distance[i])
+                if labels[i] == j:
+                    remaining = max(remaining, distance[i])
+                i = after
+            radius[j] = remaining
+    return k
+
+
+@kernel
+def _grid_mark(points, low, scale, bits, table):
+    """Mark the grid cells (``bits`` per dimension) holding ``points``; returns new marks."""
+    n, n_dims = points.shape
+    top = (1 << bits) - 1
+    marked = 0
+    for i in range(n):
+        cell = 0
+        for c in range(n_dims):
+            position = int((points[i, c] - low[c]) * scale[c] * (top + 1))
+            cell = (cell << bits) | min(max(position, 0), top)
+        if table[cell] == 0:
+            table[cell] = 1
+            marked += 1
+    return marked
+
+
+@kernel
+def _grid_sums(points, weights, low, scale, bits, cell_ids, sums, totals, cell_of_point):
+    """Weighted sums per grid cell; ``cell_ids`` maps a cell to its compact index."""
+    n, n_dims = points.shape
+    top = (1 << bits) - 1
+    for i in range(n):
+        cell = 0
+        for c in range(n_dims):
+            position = int((points[i, c] - low[c]) * scale[c] * (top + 1))
+            cell = (cell << bits) | min(max(position, 0), top)
+        index = cell_ids[cell]
+        cell_of_point[i] = index
+        totals[index] += weights[i]
+        for c in range(n_dims):
+            sums[index, c] += weights[i] * points[i, c]
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def grid_cells(points, max_cells: int):
+    """Reduce ``points`` to the weighted centroids of the cells of a regular grid.
+
+    The grid has the same power-of-two number of bins along every dimension
+    over the points' bounding box, as fine as it can be with at most
+    ``max_cells`` occupied cells.  A centroid is the weighted mean of its
+    cell's points, so the reduction loses only the spread inside cells.
+
+    Returns ``(cells, cell_weights, cell_of_point)``: an :class:`_Array` of the
+    centroids and, for every point, the index of its cell.
+    """
+    low = np.full(points.n_dims, np.inf)
+    high = np.full(points.n_dims, -np.inf)
+    for _, _, block, _ in points:
+        low = np.minimum(low, block.min(axis=0))
+        high = np.maximum(high, block.max(axis=0))
+    span = high - low
+    scale = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0) * (1 - 1e-12)
+    finest = max(1, _MAX_GRID_BITS_TOTAL // points.n_dims)
+    # Levels with at most max_cells cells in all fit whatever the data; try finer ones.
+    bits = max(1, min(finest, int(math.log2(max_cells)) // points.n_dims))
+    marks = None
+    for level in range(bits + 1, finest + 1):
+        table = _mark_level(points, low, scale, level)
+        if int(table.sum()) > max_cells:
+            break
+        bits, marks = level, table
+    if marks is None:
+        marks = _mark_level(points, low, scale, bits)
+    cell_ids = np.cumsum(marks, dtype=np.int64) - 1
+    n_cells = int(cell_ids[-1]) + 1
+    sums = np.zeros((n_cells, points.n_dims))
+    totals = np.zeros(n_cells)
+    cell_of_point = np.empty(points.size, dtype=np.int64)
+    for start, stop, block, weights in points:
+        _grid_sums(block, weights, low, scale, bits, cell_ids, sums, totals, cell_of_point[start:stop])
+    return _Array(sums / totals[:, np.newaxis], totals), cell_of_point
+
+
+def _mark_level(points, low, scale, bits):
+    table = np.zeros(2 ** (bits * points.n_dims), dtype=np.uint8)
+    for _, _, block, _ in points:
+        _grid_mark(block, low, scale, bits, table)
+    return table
+
+
+class _Neighbours:
+    """The neighbour table of a set of centres, updated as they move."""
+
+    def __init__(self, centres: np.ndarray):
+        k = centres.shape[0]
+        n_neighbours = min(k - 1, _MAX_NEIGHBOURS)
+        self.order = np.empty((k, n_neighbours), dtype=np.int64)
+        self.gaps = np.empty((k, n_neighbours))
+        self.fresh = True
+        self.update(centres)
+
+    def update(self, centres: np.ndarray) -> None:
+        if self.order.shape[1] > 0:
+            _neighbour_table(centres, self.order, self.gaps, self.fresh)
+        self.fresh = False
+
+    def copy(self) -> _Neighbours:
+        twin = object.__new__(_Neighbours)
+        twin.order, twin.gaps, twin.fresh = self.order.copy(), self.gaps.copy(), self.fresh
+        return twin
+
+
+_NO_SQUARED = np.zeros(0)
+
+
+def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None, drift=0.0):
+    """Nearest centre of every point (``labels`` updated in place from its guesses).
+
+    ``lower`` (per point, updated in place) carries Hamerly bounds between
+    passes, valid after the centres moved by at most ``drift``; without it
+    every point is searched.  Returns ``(sums, totals, inertia, n_changed)``:
+    the weighted sum and weight of the points of each centre, and the
+    weighted squared error.
+    """
+    if neighbours is None:
+        neighbours = _Neighbours(centres)
+    if lower is None:
+        lower = np.zeros(points.size)
+        drift = 0.0
+    k, n_dims = centres.shape
+    sums = np.zeros((k, n_dims))
+    totals = np.zeros(k)
+    inertia, changed = 0.0, 0
+    for start, stop, block, weights in points:
+        part_changed, part_inertia = _assign(
+            block,
+            weights,
+            centres,
+            neighbours.order,
+            neighbours.gaps,
+            labels[start:stop],
+            lower[start:stop],
+            drift,
+            sums,
+            totals,
+            _NO_SQUARED if squared is None else squared[start:stop],
+        )
+        changed += part_changed
+        inertia += part_inertia
+    return sums, totals, inertia, changed
+
+
+def lloyd(points, centres, labels, *, max_iter, tol, fixed=0, neighbours=None, lower=None):
+    """Weighted Lloyd iterations from ``centres`` (labels: each point's guess).
+
+    Stops when no point changes cluster, when the centres move less than
+    ``tol`` (squared, summed over centres, absolute) or after ``max_iter``
+    iterations.  The first ``fixed`` centres never move.  ``neighbours`` and
+    ``lower`` (Hamerly bounds valid for ``centres``), when given, are reused
+    and left matching the result.  Returns ``(centres, inertia, n_iter,
+    stable)``, ``stable`` telling whether no point changes cluster any more;
+    ``labels`` holds the assignment to the returned centres.
+    """
+    centres = centres.copy()
+    if neighbours is None:
+        neighbours = _Neighbours(centres)
+    else:
+        neighbours.update(centres)
+    if lower is None:
+        lower = np.zeros(points.size)
+    drift = 0.0
+    for iteration in range(1, max_iter + 1):
+        sums, totals, inertia, changed = assign(
+            points, centres, labels, neighbours=neighbours, lower=lower, drift=drift
+        )
+        if changed == 0 and iteration > 1:
+            return centres, inertia, iteration, True
+        filled = totals > 0
+        updated = centres.copy()
+        # An emptied cluster keeps its centre; the swap search moves it if useful.
+        updated[filled] = sums[filled] / totals[filled, np.newaxis]
+        updated[:fixed] = centres[:fixed]
+        moves = np.sqrt(((updated - centres) ** 2).sum(axis=1))
+        drift = float(moves.max())
+        centres = updated
+        neighbours.update(centres)
+        if float((moves**2).sum()) <= tol:
+            break
+    # One more pass: labels, bounds and inertia of the returned centres.
+    _, _, inertia, changed = assign(
+        points, centres, labels, neighbours=neighbours, lower=lower, drift=drift
+    )
+    return centres, inertia, iteration, changed == 0
+
+
+def _kmeans_pp(points: _Array, k: int, given: np.ndarray, rng: np.random.RandomState):
+    n_trials = 2 + int(math.log(k))
+    centres = np.zeros((k, points.n_dims))
+    centres[: len(given)] = given
+    labels = np.empty(points.size, dtype=np.int64)
+    squared = np.empty(points.size)
+    uniforms = rng.random_sample(1 + (k - len(given)) * n_trials)
+    filled = _seed(
+        points.points, points.weights, centres, len(given), uniforms, n_trials, labels, squared
+    )
+    return centres[:filled], labels
+
+
+def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol, rng):
+    """Move one centre at a time from the cheapest cluster to merge to the costliest.
+
+    The removed centre is the one whose cluster costs least to merge into its
+    nearest neighbour's (Ward's cost); it is re-seeded inside the cluster with
+    the largest squared error at a point drawn with probability proportional
+    to its weighted squared distance.  Lloyd converges from there and the move
+    is kept only if the error drops.  Fixed centres are never moved.
+    ``state`` is ``(centres, inertia, labels, neighbours, lower)`` of a Lloyd
+    optimum (``stable`` if no point would change cluster); returns the best
+    state found, the iterations spent and whether that state is stable.
+    """
+    centres, inertia, labels, neighbours, lower = state
+    k = centres.shape[0]
+    n_iter = 0
+    failures = 0  # after a rejected move, try the next-cheapest centre to remove
+    squared = np.empty(points.size)
+    for _ in range(n_swaps):
+        if k - fixed < 2:
+            break
+        _, totals, _, _ = assign(points, centres, labels, squared, neighbours=neighbours, lower=lower)
+        neighbour_weight = totals[neighbours.order[:, 0]]
+        pair = totals + neighbour_weight
+        merge_cost = np.where(pair > 0, totals * neighbour_weight / np.maximum(pair, 1e-300), 0)
+        merge_cost = merge_cost * neighbours.gaps[:, 0] ** 2
+        merge_cost[:fixed] = np.inf
+        removed = int(np.argsort(merge_cost, kind="stable")[failures % (k - fixed)])
+        errors = np.bincount(labels, weights=points.weights * squared, minlength=k)
+        errors[removed] = -1
+        split = int(np.argmax(errors))
+        members = np.flatnonzero(labels == split)
+        member_error = points.weights[members] * squared[members]
+        if members.size < 2 or member_error.sum() <= 0:
+            break
+        chosen = points.points[members[rng.choice(members.size, p=member_error / member_error.sum())]]
+        trial = centres.copy()
+        trial[removed] = chosen
+        trial_labels = labels.copy()
+        # Bounds stay valid without the removed centre; add the new one.
+        trial_lower = np.minimum(lower, np.sqrt(((points.points - chosen) ** 2).sum(axis=1)))
+        trial_neighbours = neighbours.copy()
+        trial_centres, trial_inertia, iterations, trial_stable = lloyd(
+            points,
+            trial,
+            trial_labels,
+            max_iter=max_iter,
+            tol=tol,
+            fixed=fixed,
+            neighbours=trial_neighbours,
+            lower=trial_lower,
+        )
+        n_iter += iterations
+        if trial_inertia < inertia:
+            centres, inertia = trial_centres, trial_inertia
+            labels, neighbours, lower = trial_labels, trial_neighbours, trial_lower
+            stable = trial_stable
+            failures = 0
+        else:
+            failures += 1
+    return (centres, inertia, labels, neighbours, lower), n_iter, stable
+
+
+# --------------------------------------------------------------------------- the fit
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Fitted centres and the work done."""
+
+    centres: np.ndarray  # (k, C) in the fit space
+    labels: np.ndarray  # (points.size,) each point's centre
+    n_iter: int
+
+
+def fit_centres(
+    points: PointSet,
+    n_colors: int,
+    *,
+    settings: FitSettings,
+    init=None,
+    fixed_colors=None,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    seed: int = 0,
+    report: Callable[[float], None] = lambda fraction: None,
+) -> Fit:
+    """k-means centres of ``points`` (more points than ``n_colors``), in the fit space.
+
+    ``init`` (k, C) starts plain Lloyd there; ``fixed_colors`` (m, C) are the
+    first m centres and never move.  ``tol`` is relative to the points'
+    weighted variance, as in scikit-learn.
+    """
+    rng = np.random.RandomState(seed)
+    fixed = np.zeros((0, points.n_dims)) if fixed_colors is None else fixed_colors
+    n_fixed = fixed.shape[0]
+    if points.size > settings.max_cells:
+        cells, cell_of_point = grid_cells(points, settings.max_cells)
+    else:
+        cells, cell_of_point = _gather(points), None
+    tol_abs = tol * _variance(cells) * points.n_dims
+    report(0.1)
+    n_iter = 0
+    if init is not None:
+        labels = np.zeros(cells.size, dtype=np.int64)
+        centres, _, n_iter, stable = lloyd(cells, init, labels, max_iter=max_iter, tol=tol_abs)
+    else:
+        best = None
+        for start in range(settings.n_init):
+            centres, labels = _kmeans_pp(cells, n_colors, fixed, rng)
+            neighbours, lower = _Neighbours(centres), np.zeros(cells.size)
+            centres, inertia, iterations, stable = lloyd(
+                cells,
+                centres,
+                labels,
+                max_iter=max_iter,
+                tol=tol_abs,
+                fixed=n_fixed,
+                neighbours=neighbours,
+                lower=lower,
+            )
+            n_iter += iterations
+            if best is None or inertia < best[1]:
+                best = (centres, inertia, labels, neighbours, lower)
+                stable_best = stable
+            report(0.1 + 0.6 * (start + 1) / settings.n_init)
+        best, iterations, stable = _swap_search(
+            cells,
+            best,
+            stable_best,
+            n_swaps=settings.n_swaps,
+            fixed=n_fixed,
+            max_iter=max_iter,
+            tol=tol_abs,
+            rng=rng,
+        )
+        n_iter += iterations
+        centres, _, labels, neighbours, lower = best
+    report(0.8)
+    # Polish to the exact local optimum (tol=0: until no colour changes
+    # cluster): the starts stopped at the tolerance, and the last iterations
+    # are cheap because the bounds spare almost every point.
+    if cell_of_point is None:
+        if not stable:
+            centres, _, iterations, _ = lloyd(
+                cells, centres, labels, max_iter=max_iter, tol=0.0, fixed=n_fixed
+            )
+            n_iter += iterations
+    else:
+        # Each exact colour starts from its cell's cluster: a cell is smaller
+        # than the clusters, so few points move.
+        labels = labels[cell_of_point]
+        centres, _, iterations, _ = lloyd(
+            points,
+            centres,
+            labels,
+            max_iter=min(max_iter, settings.refine_iter),
+            tol=0.0,
+            fixed=n_fixed,
+        )
+        n_iter += iterations
+    report(1.0)
+    return Fit(centres, labels, n_iter)
+
+
+def _gather(points: PointSet) -> _Array:
+    blocks = [(block, weights) for _, _, block, weights in points]
+    if len(blocks) == 1:
+        return _Array(*blocks[0])
+    return _Array(np.concatenate([b for b, _ in blocks]), np.concatenate([w for _, w in blocks]))
+
+
+def _variance(points: _Array) -> float:
+    """Mean over dimensions of the weighted variance."""
+    total = points.weights.sum()
+    mean = points.weights @ points.points / total
+    return float((points.weights @ (points.points - mean) ** 2).sum() / total / points.n_dims)
+
+
+# --------------------------------------------------------------------------- palette
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Every histogram row's palette index and the error of the repaint.
+
+    Sums are over visible pixels, in the image's units: ``color_sums[j]`` adds
+    the colours of the pixels of entry j, ``squared_errors[j]`` their squared
+    distance to it (over colour channels).
+    """
+
+    row_labels: np.ndarray  # (n_rows,) intp
+    color_sums: np.ndarray  # (k, C) float64
+    squared_errors: np.ndarray  # (k,) float64
+    value_range: float  # max - min of the visible colour values
+
+    @property
+    def squared_error(self) -> float:
+        return float(self.squared_errors.sum())
+
+    def renumbered(self, keep: np.ndarray) -> Assignment:
+        """The same assignment with only the entries where ``keep`` (all unused)."""
+        renumber = np.cumsum(keep) - 1
+        return Assignment(
+            renumber[self.row_labels],
+            self.color_sums[keep],
+            self.squared_errors[keep],
+            self.value_range,
+        )
+
+
+@kernel
+def _label_stats(values, counts, labels, colors, color_sums, squared_errors, extremes):
+    """Per palette entry: the count-weighted sum of ``values`` and squared error.
+
+    ``extremes`` ([low, high]) is widened to the values of rows with counts.
+    """
+    n, n_dims = values.shape
+    for i in range(n):
+        weight = counts[i]
+        if weight == 0:
+            continue
+        label = labels[i]
+        error = 0.0
+        for c in range(n_dims):
+            value = values[i, c]
+            step = value - colors[label, c]
+            error += step * step
+            color_sums[label, c] += weight * value
+            extremes[0] = min(extremes[0], value)
+            extremes[1] = max(extremes[1], value)
+        squared_errors[label] += weight * error
+
+
+def assign_rows(
+    histogram: ColorHistogram, encoding: Encoding, colors: np.ndarray, color_space: str, guess=None
+):
+    """Index of the nearest palette colour of every histogram row, and the error.
+
+    ``guess`` (per row) is where each row's search starts: any valid labels,
+    exact anyway, but near ones make it cheap.  A row whose colour is in the
+    palette gets that entry exactly, even where float64 cannot tell
+    neighbouring values apart (64-bit integers).
+    """
+    all_rows = PointSet(histogram, encoding, color_space, None)
+    centres = np.ascontiguousarray(to_fit_space(colors.astype(np.float64), color_space, encoding.dtype))
+    labels = np.zeros(len(histogram), dtype=np.int64) if guess is None else guess.astype(np.int64)
+    assign(all_rows, centres, labels)
+    palette_codes = encoding.encode(colors)
+    order = np.argsort(palette_codes, kind="stable")
+    sorted_codes = palette_codes[order]
+    position = np.minimum(np.searchsorted(sorted_codes, histogram.codes), len(colors) - 1)
+    same = sorted_codes[position] == histogram.codes
+    labels[same] = order[position[same]]
+    shown = histogram.pixel_counts
+    colors_float = colors.astype(np.float64)
+    k, n_dims = colors.shape
+    color_sums = np.zeros((k, n_dims))
+    squared_errors = np.zeros(k)
+    extremes = np.array([np.inf, -np.inf])
+    for start in range(0, len(histogram), _SLICE_ROWS):
+        stop = min(start + _SLICE_ROWS, len(histogram))
+        _label_stats(
+            all_rows.values(start, stop),
+            shown[start:stop],
+            labels[start:stop],
+            colors_float,
+            color_sums,
+            squared_errors,
+            extremes,
+        )
+    value_range = max(float(extremes[1] - extremes[0]), 0.0)
+    return Assignment(labels.astype(np.intp), color_sums, squared_errors, value_range)
+
+
+def palette_colors(centres, color_space: str, dtype: np.dtype) -> np.ndarray:
+    """Centres in the fit space -> colours in the image's dtype (rounded, clipped)."""
+    return as_dtype(from_fit_space(centres, color_space, dtype), dtype)
+
+
+def as_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round and clip float colours into ``dtype`` without float64 overflow at its ends."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "ui":
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    colors = np.empty(values.shape, dtype=dtype)
+    # float(2**63 - 1) rounds up to 2**63: compare in float, assign the ends exactly.
+    high = values >= float(info.max)
+    low = values <= float(info.min)
+    inside = ~(high | low)
+    colors[inside] = np.rint(values[inside]).astype(dtype)
+    colors[high] = info.max
+    colors[low] = info.min
+    return colors
+
+
+# Work budget (points x colours) of the integer palette search below.
+_INTEGER_SEARCH_BUDGET = 2**18
+
+
+def best_integer_colors(colors, colors_float, points: PointSet):
+    """Move palette coordinates to their other integer neighbour where that lowers the error.
+
+    Rounding each centre to the nearest integer is optimal only while no pixel
+    changes colour; pixels on cluster borders do, so the other neighbour
+    (floor instead of ceil, or back) is sometimes better. Each trial changes one
+    coordinate of one colour, so only that colour's distances are recomputed.
+    Skipped when the histogram is too large for the budget.
+    """
+    n_points, n_colors = points.size, colors.shape[0]
+    if n_points * n_colors > _INTEGER_SEARCH_BUDGET or n_colors < 2 or not points.whole:
+        return colors
+    if colors.dtype.itemsize > 4:
+        return colors  # float64 cannot step by 1 near the ends of 64-bit integers
+    ((_, _, values, weights),) = list(points)
+    trial = colors.astype(np.float64)
+    distances = ((values[:, np.newaxis, :] - trial[np.newaxis]) ** 2).sum(axis=2)
+    rows = np.arange(n_points)
+
+    def split(distances):
+        two = np.argpartition(distances, 1, axis=1)[:, :2]
+        first, second = distances[rows, two[:, 0]], distances[rows, two[:, 1]]
+        swap = second < first
+        nearest = np.where(swap, two[:, 1], two[:, 0])
+        return nearest, np.minimum(first, second), np.maximum(first, second)
+
+    nearest, best, second = split(distances)
+    error = float(weights @ best)
+    info = np.iinfo(colors.dtype)
+    for colour in range(n_colors):
+        for channel in range(colors.shape[1]):
+            value = trial[colour, channel]
+            other = value + (1.0 if colors_float[colour, channel] > value else -1.0)
+            if not info.min <= other <= info.max:
+                continue
+            moved = trial[colour].copy()
+            moved[channel] = other
+            moved_distance = ((values - moved) ** 2).sum(axis=1)
+            others_best = np.where(nearest == colour, second, best)
+            moved_error = float(weights @ np.minimum(others_best, moved_distance))
+            if moved_error < error:
+                trial[colour] = moved
+                distances[:, colour] = moved_distance
+                nearest, best, second = split(distances)
+                error = moved_error
+    return trial.astype(colors.dtype)
+
+
+# --------------------------------------------------------------------------- histogram -> palette
+
+
+@dataclass(frozen=True)
+class PaletteFit:
+    """A fitted palette and what it does to the histogram's rows."""
+
+    colors: np.ndarray  # (k, C) image dtype; fixed colours first, then dark to light
+    counts: np.ndarray  # (k,) int64 visible pixels per colour
+    assignment: Assignment
+    n_iter: int
+
+
+def luminance_order(colors: np.ndarray) -> np.ndarray:
+    """Order of ``colors`` from dark to light; ties broken by the channels in turn."""
+    values = colors.astype(np.float64)
+    if values.shape[1] >= 3:
+        luminance = values[:, :3] @ np.array([0.2126, 0.7152, 0.0722])  # Rec. 709
+    else:
+        luminance = values.mean(axis=1)
+    keys = [values[:, c] for c in reversed(range(values.shape[1]))] + [luminance]
+    return np.lexsort(keys)
+
+
+def fit_histogram(
+    histogram: ColorHistogram,
+    encoding: Encoding,
+    n_colors: int,
+    *,
+    color_space: str = "rgb",
+    speed: int = DEFAULT_SPEED,
+    init=None,
+    fixed_colors=None,
+    n_init: int | None = None,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    seed: int = 0,
+    report: Callable[[float], None] = lambda fraction: None,
+) -> PaletteFit:
+    """Fit at most ``n_colors`` colours to a histogram and assign every row.
+
+    ``init`` and ``fixed_colors`` are in the image's units (float64 arrays);
+    fixed colours come first in the palette, in the given order, exactly.
+    """
+    dtype = encoding.dtype
+    weights = histogram.weights
+    voters = weights > 0
+    if not np.any(voters):
+        raise ValueError(
+            "The 'image' parameter has no pixel to fit: every pixel is fully transparent "
+            "(alpha == 0), outside the 'mask' or of zero 'sample_weight'."
+        )
+    fixed = None if fixed_colors is None else as_dtype(np.asarray(fixed_colors), dtype)
+    n_fixed = 0 if fixed is None else fixed.shape[0]
+    rows = None if np.all(voters) else np.flatnonzero(voters)
+    n_iter = 0
+    fit = None
+    if np.count_nonzero(voters) <= n_colors - n_fixed:
+        # Few enough colours: the palette is exactly the image's own colours.
+        colors = encoding.decode(histogram.codes if rows is None else histogram.codes[rows])
+    else:
+        points = PointSet(histogram, encoding, color_space, rows)
+        settings = settings_for(speed, n_colors, n_init)
+        fit = fit_centres(
+            points,
+            n_colors,
+            settings=settings,
+            init=None if init is None else _to_fit(init, color_space, dtype),
+            fixed_colors=None if fixed is None else _to_fit(fixed, color_space, dtype),
+            max_iter=max_iter,
+            tol=tol,
+            seed=seed,
+            report=report,
+        )
+        n_iter = fit.n_iter
+        colors_float = from_fit_space(fit.centres, color_space, dtype)
+        colors = as_dtype(colors_float, dtype)
+        searchable = init is None and color_space == "rgb" and settings.integer_search
+        if searchable and dtype.kind in "ui":
+            searched = best_integer_colors(colors[n_fixed:], colors_float[n_fixed:], points)
+            colors[n_fixed:] = searched
+        colors = colors[n_fixed:]
+    colors, where = np.unique(colors, axis=0, return_inverse=True)
+    ranks = np.argsort(luminance_order(colors))
+    colors = colors[np.argsort(ranks)]
+    guess = None
+    if fixed is not None:
+        colors = np.concatenate([fixed, _without(colors, fixed, encoding)])
+    elif fit is not None:
+        # Start every row's search at its cluster's colour (hidden rows: 0).
+        guess = np.zeros(len(histogram), dtype=np.int64)
+        fitted_label = ranks[where.reshape(-1)][fit.labels]
+        if rows is None:
+            guess[:] = fitted_label
+        else:
+            guess[rows] = fitted_label
+    assignment = assign_rows(histogram, encoding, colors, color_space, guess)
+    counts = np.bincount(
+        assignment.row_labels, weights=histogram.pixel_counts, minlength=len(colors)
+    ).astype(np.int64)
+    unused = counts == 0
+    unused[:n_fixed] = False
+    if np.any(unused):
+        # A fitted colour can lose all its pixels after rounding to the image's
+        # dtype; dropping it changes no pixel's nearest colour.
+        keep = ~unused
+        colors, counts = colors[keep], counts[keep]
+        assignment = assignment.renumbered(keep)
+    return PaletteFit(colors, counts, assignment, n_iter)
+
+
+def _to_fit(values, color_space, dtype):
+    return np.ascontiguousarray(to_fit_space(np.asarray(values, np.float64), color_space, dtype))
+
+
+def _without(colors, fixed, encoding):
+    """``colors`` minus any that equal a fixed colour."""
+    taken = {code.tobytes() for code in encoding.encode(fixed)}
+    keep = [code.tobytes() not in taken for code in encoding.encode(colors)]
+    return colors[np.array(keep, dtype=bool)]
