@@ -6,6 +6,7 @@ use small crops so the whole file stays well under two minutes on 2 cores.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import dask.array as da
@@ -26,17 +27,26 @@ WIDGET_NAME = "K-means color filter"
 RUN_TIMEOUT_MS = 60_000
 
 
-@pytest.fixture
-def notifications():
-    """Every napari notification shown during the test, as (severity, message) pairs."""
+@contextlib.contextmanager
+def collect_notifications():
+    """Every napari notification shown meanwhile, as (severity, message) pairs."""
     received: list[tuple[str, str]] = []
 
     def collect(notification):
         received.append((str(notification.severity), str(notification.message)))
 
     notification_manager.notification_ready.connect(collect)
-    yield received
-    notification_manager.notification_ready.disconnect(collect)
+    try:
+        yield received
+    finally:
+        notification_manager.notification_ready.disconnect(collect)
+
+
+@pytest.fixture
+def notifications():
+    """Every napari notification shown during the test, as (severity, message) pairs."""
+    with collect_notifications() as received:
+        yield received
 
 
 def open_widget(viewer) -> KMeansColourWidget:

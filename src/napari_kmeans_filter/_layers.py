@@ -682,8 +682,9 @@ class PreparedResult:
         Per source layer, its quantized values (one array, or one per level).
     swatches : ndarray, shape (k, 4)
         RGBA in [0, 1] of every palette color as the source layers display it.
-    colormap : DirectLabelColormap
-        The clusters layer's colormap (label i + 1 = swatch i, label 0 transparent).
+    colormap : DirectLabelColormap or None
+        The clusters layer's colormap (label i + 1 = swatch i, label 0 transparent), if
+        the clusters are shown.
     features : dict of ndarray or None
         One row per label for the clusters layer's ``features`` (None if the core has no
         per-cluster statistics).
@@ -702,7 +703,7 @@ class PreparedResult:
     labels_data: Any
     image_data: list
     swatches: np.ndarray
-    colormap: DirectLabelColormap
+    colormap: DirectLabelColormap | None
     features: dict | None
     metadata: dict
     new_clusters: Labels | None = None
@@ -838,7 +839,11 @@ def prepare_result(
         labels_data=(labels if source.multiscale else labels[0]) if labels else None,
         image_data=images,
         swatches=swatches,
-        colormap=_labels_colormap(swatches, _labels_dtype(n_palette_colors)),
+        colormap=(
+            _labels_colormap(swatches, _labels_dtype(n_palette_colors))
+            if CLUSTERS in outputs
+            else None
+        ),
         features=_features_table(level_results[0], source) if with_features else None,
         metadata=_result_metadata(result, source),
     )
@@ -859,7 +864,9 @@ def _features_table(result: Any, source: LayerSource) -> dict | None:
 
     The core numbers clusters from 0 (palette order); the layer shows them as labels from
     1, so ``label`` (and napari's ``index`` column, which maps label values to rows) is
-    the palette index + 1.
+    the palette index + 1. The core's per-channel means (``mean_0``, ``mean_1``...) are
+    named after what the channels are: ``mean_r``, ``mean_g``, ``mean_b`` for RGB(A),
+    ``mean_<layer name>`` for layers clustered together, ``mean`` for one greyscale layer.
     """
     cluster_stats = getattr(result, "cluster_stats", None)
     if cluster_stats is None:
@@ -873,14 +880,13 @@ def _features_table(result: Any, source: LayerSource) -> dict | None:
     table = {name: np.asarray(column) for name, column in cluster_stats(**keywords).items()}
     labels = np.asarray(table.pop("label"), dtype=np.int64) + 1
     if source.joint:
-        # Name the per-channel means after the layers (mean_DAPI, mean_GFP) when the core
-        # numbers them.
-        means = [name for name in table if name.startswith("mean_")]
-        if len(means) == len(source.names):
-            table = {
-                (f"mean_{source.names[means.index(name)]}" if name in means else name): column
-                for name, column in table.items()
-            }
+        channel_names = [f"mean_{name}" for name in source.names]
+    elif source.rgb:
+        channel_names = ["mean_r", "mean_g", "mean_b"]
+    else:
+        channel_names = ["mean"]
+    renamed = {f"mean_{channel}": name for channel, name in enumerate(channel_names)}
+    table = {renamed.get(name, name): column for name, column in table.items()}
     return {"index": labels, "label": labels, **table}
 
 
@@ -966,10 +972,10 @@ def _show_clusters(viewer: napari.viewer.Viewer, prepared: PreparedResult) -> La
         return layer
     layer.data = prepared.labels_data
     layer.colormap = prepared.colormap
-    layer.blending = prepared.clusters_blending()
     layer.features = prepared.features if prepared.features is not None else {}
-    for attribute, value in prepared.source.placement.items():
-        setattr(layer, attribute, value)
+    _update_attributes(
+        layer, {"blending": prepared.clusters_blending(), **prepared.source.placement}
+    )
     layer.name = prepared.clusters_name
     layer.metadata = prepared.clusters_metadata()
     return layer
@@ -990,11 +996,29 @@ def _show_image(viewer: napari.viewer.Viewer, prepared: PreparedResult, channel:
         viewer.layers.append(layer)
         return layer
     layer.data = prepared.image_data[channel]
-    for attribute, value in {**prepared.image_display(channel), **placement}.items():
-        setattr(layer, attribute, value)
+    _update_attributes(layer, {**prepared.image_display(channel), **placement})
     layer.name = prepared.image_name(channel)
     layer.metadata = prepared.image_metadata(channel)
     return layer
+
+
+def _update_attributes(layer: Any, values: dict[str, Any]) -> None:
+    """Set only the attributes that differ: every change makes napari redraw the layer."""
+    for attribute, value in values.items():
+        current = getattr(layer, attribute)
+        if attribute == "colormap":
+            same = getattr(current, "name", None) == getattr(value, "name", value)
+        elif isinstance(value, np.ndarray | list | tuple):
+            try:
+                same = np.array_equal(
+                    np.asarray(current, dtype=float), np.asarray(value, dtype=float)
+                )
+            except (TypeError, ValueError):
+                same = current == value
+        else:
+            same = current == value
+        if not same:
+            setattr(layer, attribute, value)
 
 
 def _remove_previews(viewer: napari.viewer.Viewer, group: str) -> None:

@@ -90,8 +90,9 @@ PREPARE_SHARE = 0.97
 #: dragged starts one preview, not one per step.
 PREVIEW_DEBOUNCE_MS = 40
 #: Previews quantize at most about this many pixels of the current slice (a coarser
-#: pyramid level or a regular stride beyond).
-PREVIEW_MAX_PIXELS = 1_048_576
+#: pyramid level or a regular stride beyond): 512 x 512, which the core's fastest setting
+#: fits in a few tens of milliseconds, so that a preview follows the controls.
+PREVIEW_MAX_PIXELS = 262_144
 #: The core's fastest setting (pngquant's convention: 1 = most thorough, 10 = fastest).
 PREVIEW_SPEED = 10
 
