@@ -1090,6 +1090,8 @@ class KMeansColourWidget(QWidget):
         self.image_layers.reset_choices()
         self.region_choice.reset_choices()
         self.palette_source_choice.reset_choices()
+        if not self.image_layers.value:
+            self._follow_layer_selection()
         self._update_enabled()
 
     def _on_layers_changed(self, event: Any = None) -> None:
@@ -1100,11 +1102,11 @@ class KMeansColourWidget(QWidget):
     def _follow_layer_selection(self, _event: Any = None) -> None:
         # The widget follows the image layers selected in the layer list; selecting only
         # Labels layers or results keeps the current input, so Run updates its results.
-        chosen = [
-            layer
-            for _, layer in self._image_layer_choices()
-            if layer in self._viewer.layers.selection
-        ]
+        choices = [layer for _, layer in self._image_layer_choices()]
+        chosen = [layer for layer in choices if layer in self._viewer.layers.selection]
+        if not chosen and not self.image_layers.value and choices:
+            # Like a combo box, the input is never empty while there is an image layer.
+            chosen = [choices[-1]]
         if chosen and chosen != list(self.image_layers.value):
             self.image_layers.value = chosen
 
