@@ -234,6 +234,10 @@ class LayerSource:
         return {"channel_axis": -1 if self.rgb else None}
 
     @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.channels[0][0].dtype)
+
+    @property
     def has_alpha(self) -> bool:
         return self.rgb and int(self.channels[0][0].shape[-1]) == 4
 

@@ -769,6 +769,11 @@ class KMeansColourWidget(QWidget):
                 color = QColor(entry)
                 if not color.isValid():
                     raise ValueError(f"Fixed color {entry!r} is not a color like '#ff8000'.")
+                if not (source.rgb and np.dtype(source.dtype) == np.uint8):
+                    raise ValueError(
+                        f"Fixed color {entry!r}: '#rrggbb' colors are for 8-bit RGB layers; "
+                        f"give {source.name!r}'s values in its own units, e.g. '0, 1200'."
+                    )
                 rows.append([color.red(), color.green(), color.blue()])
             else:
                 try:
