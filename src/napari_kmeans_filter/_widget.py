@@ -195,7 +195,10 @@ class PalettePanel(QWidget):
         self.swatches.setMovement(QListView.Movement.Static)
         self.swatches.setUniformItemSizes(True)
         self.swatches.setIconSize(QSize(24, 24))
-        self.swatches.setGridSize(QSize(50, 44))
+        # Wide enough for "100.0%" under every swatch.
+        width = self.swatches.fontMetrics().horizontalAdvance("100.0%") + 10
+        self.swatches.setGridSize(QSize(max(50, width), 44))
+        self.swatches.setTextElideMode(Qt.TextElideMode.ElideNone)
         self.swatches.setSpacing(0)
         self.swatches.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.swatches.setFixedHeight(3 * 44 + 8)
@@ -239,7 +242,9 @@ class PalettePanel(QWidget):
 
     def click_label(self, label: int) -> None:
         """Act as if the swatch of ``label`` (1-based) were clicked."""
-        self._on_item_clicked(self.swatches.item(label - 1))
+        item = self.swatches.item(label - 1)
+        self.swatches.setCurrentItem(item)
+        self._on_item_clicked(item)
 
     def _on_item_clicked(self, item: QListWidgetItem) -> None:
         self.label_clicked.emit(int(item.data(Qt.ItemDataRole.UserRole)))
@@ -1107,7 +1112,12 @@ class KMeansColourWidget(QWidget):
     def _follow_layer_selection(self, _event: Any = None) -> None:
         # The widget follows the image layers selected in the layer list; selecting only
         # Labels layers or results keeps the current input, so Run updates its results.
+        if self._life.closed:
+            return
         choices = [layer for _, layer in self._image_layer_choices()]
+        if tuple(choices) != tuple(self.image_layers.choices):
+            # A new layer is selected before the layer list announces it.
+            self.image_layers.reset_choices()
         chosen = [layer for layer in choices if layer in self._viewer.layers.selection]
         if not chosen and not self.image_layers.value and choices:
             # Like a combo box, the input is never empty while there is an image layer.
