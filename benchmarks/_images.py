@@ -106,6 +106,20 @@ def get_image(name: str) -> np.ndarray:
 
 
 def n_distinct_colors(img: np.ndarray) -> int:
-    flat = img.reshape(-1, img.shape[-1]).astype(np.uint32)
-    packed = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
-    return int(np.unique(packed).size)
+    """Number of distinct RGB colours (a flag table of all 2**24 codes: no sort)."""
+    flat = img.reshape(-1, img.shape[-1])
+    seen = np.zeros(1 << 24, dtype=bool)
+    step = 1 << 22
+    for s in range(0, flat.shape[0], step):
+        px = flat[s : s + step].astype(np.uint32)
+        seen[(px[:, 0] << 16) | (px[:, 1] << 8) | px[:, 2]] = True
+    return int(np.count_nonzero(seen))
+
+
+def megapixels(name: str) -> float:
+    """Size of a benchmark image in MP without generating it."""
+    if name.startswith("mosaic"):
+        h, w = mosaic_shape(float(name[len("mosaic") :] or 12))
+        return h * w / 1e6
+    img = real_image(name)
+    return img.shape[0] * img.shape[1] / 1e6

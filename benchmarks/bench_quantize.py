@@ -1,24 +1,42 @@
 #!/usr/bin/env python
-"""Benchmark 1: napari-kmeans-filter `quantize` against its peers on real images.
+"""Benchmark 1: napari-kmeans-filter `quantize` against its peers, over k and image size.
 
-Measures, per image / method / k: wall time (median of repeats), MSE and PSNR of the uint8
-image the method returns vs the original (float reconstructions rounded to uint8), the
-float-centre MSE of the KMeans peers, and (in a fresh subprocess per measurement) peak
-extra memory = peak RSS during the call minus RSS just before it (Linux VmHWM, reset with
-/proc/self/clear_refs right before the call, so it is exact, not sampled).
+The grid (issue 8): k in {2, 16, 64, 256, 1024} (and 4096 for ours) x images of 0.1-24 MP
+(the four real sample images and the camera-like `mosaic<MP>` at 0.5, 1, 2, 12 and 24 MP) x
+ours at speed 1, the default speed and speed 10, with the peers measured in the same run:
+libimagequant (the `imagequant` package), Pillow MEDIANCUT / FASTOCTREE, scikit-learn KMeans on
+every pixel and OpenCV's kmeans. On the small real images a long search (KMeans with 100
+restarts on the colour histogram) gives the reference that speed=1 is compared with.
 
-Writes benchmarks/results/quantize.csv (+ quantize_env.json), then regenerates
-docs/benchmarks.md and docs/images/bench_*.png via make_report.py, and prints the
-PASS/FAIL summary of the performance targets.
+Per image / method / k: wall time (median of round-robin repeats), MSE and PSNR of the uint8
+image the method returns vs the original, and, for a few cells, peak extra memory (in a fresh
+subprocess: Linux VmHWM reset through /proc/self/clear_refs right before the call, so exact).
+
+Rows that cannot run say why: "n/a" (a palette quantiser cannot make more than 256 colours),
+"unsupported" (the installed quantize has no `speed=`), "skipped" (the budget rules below),
+"unavailable" (a peer is not installed), "error" (it raised).
+
+Budget rules, so that a full run stays bounded: cells run from the smallest image and k up;
+before each run the time is predicted from the same method's smaller cells in this run
+(linear in megapixels, k**beta with beta from the method's cost model or what this run
+observed); a cell predicted above --budget-seconds (--ours-budget-seconds for ours) is
+skipped, and so is everything once --max-minutes have passed. A first run above
+--slow-seconds (2x that for ours) is not repeated. Ours warms up (untimed) once per k, so
+JIT-compiled kernels specialised by k are not timed.
+
+Writes <results>/quantize.csv (+ quantize_env.json), then regenerates the report
+(docs/benchmarks.md for the default results directory) and prints the PASS/FAIL lines.
 
 Examples
 --------
-    # everything (about 30-40 min on 2 cores); unset OPENBLAS_* so BLAS uses its native kernel
+    # the whole grid (unset OPENBLAS_* so BLAS uses its native kernel; see README.md)
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_quantize.py
-    # a few minutes: k in {5, 16, 64}, no sklearn-all / dask-ml at 12 MP
+    # a few minutes: the target cells only
     python benchmarks/bench_quantize.py --quick
     # a selection (merged into the existing CSV)
     python benchmarks/bench_quantize.py --images mosaic12 --k 16 64 --methods ours pillow-mediancut
+    # a smoke test that leaves results/ and docs/ alone
+    python benchmarks/bench_quantize.py --images chelsea --k 16 --results /tmp/bench
 """
 
 from __future__ import annotations
@@ -27,14 +45,13 @@ import argparse
 import csv
 import gc
 import json
+import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -42,20 +59,42 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _images import REAL_IMAGES, get_image, n_distinct_colors  # noqa: E402
-from _methods import METHODS, SLOW_AT_12MP, available, mse_psnr  # noqa: E402
+import _runinfo  # noqa: E402
+from _images import DATA_DIR, REAL_IMAGES, get_image, megapixels, n_distinct_colors  # noqa: E402
+from _methods import (  # noqa: E402
+    DEFAULT_METHODS,
+    K_EXPONENT,
+    MAX_K,
+    METHODS,
+    OURS,
+    OURS_SPEEDS,
+    REF_N_INIT,
+    SLOW_PEERS,
+    available,
+    default_speed,
+    kmeans_reference,
+    mse_psnr,
+)
 
-RESULTS = HERE / "results"
-CSV_PATH = RESULTS / "quantize.csv"
-ENV_PATH = RESULTS / "quantize_env.json"
+CSV_NAME = "quantize.csv"
+ENV_NAME = "quantize_env.json"
 
-DEFAULT_IMAGES = [*REAL_IMAGES, "mosaic12"]
-DEFAULT_K = [2, 5, 10, 15, 24, 64]
-QUICK_K = [5, 16, 64]
-TARGET_K = [16, 64]  # always added on the 12 MP image: the targets are stated there
-SCALING_SIZES = [0.5, 2, 6, 12]
-SCALING_K = 16
-SCALING_METHODS = ["ours", "sklearn-all", "pillow-mediancut", "sklearn-1000"]
+GRID_IMAGES = [*REAL_IMAGES, "mosaic0.5", "mosaic1", "mosaic2", "mosaic12", "mosaic24"]
+GRID_K = [2, 16, 64, 256, 1024]
+OURS_ONLY_K = [4096]  # "k up to 4096 must work": ours only (no peer gets there in budget)
+# Cells the targets of issue 8 are stated on: always part of the default grid.
+TARGET_CELLS = {"mosaic1": [16], "mosaic12": [16, 64]}
+# --quick: the target cells and one small photo at k=256
+QUICK_PLAN = {
+    "chelsea": [16, 256],
+    "astronaut": [256],
+    "mosaic1": [16],
+    "mosaic12": [16, 64],
+}
+REF_K = [16, 64]  # the long-search reference is costly: k=16 and 64 on the real images
+MEM_K = [16]
+MEM_IMAGES = ["mosaic12", "mosaic24"]
+REF_CACHE = DATA_DIR / "ref"
 
 FIELDS = [
     "image",
@@ -65,12 +104,15 @@ FIELDS = [
     "input_bytes",
     "n_distinct_colors",
     "method",
+    "speed",
     "k",
     "status",
     "note",
     "repeats",
     "time_median_s",
     "times_s",
+    "predicted_s",
+    "params",
     "mse_uint8",
     "psnr_uint8",
     "float_mse",
@@ -83,33 +125,9 @@ FIELDS = [
     "quick",
     "loadavg_1min",
     "core_version",
+    "run_id",
     "timestamp",
 ]
-
-
-# --------------------------------------------------------------------------- core version
-def core_version() -> str:
-    """git HEAD of the repo + a hash of the core's source files as they are on disk now.
-
-    The core is developed while benchmarks run: every row records the version it measured.
-    """
-    import hashlib
-
-    src = HERE.parent / "src" / "napari_kmeans_filter"
-    digest = hashlib.sha1()
-    for path in sorted(src.glob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        head = ""
-    return f"{head or 'nogit'}+src{digest.hexdigest()[:8]}"
 
 
 # --------------------------------------------------------------------------- memory
@@ -149,10 +167,10 @@ class _Sampler(threading.Thread):
 
 def mem_child(method: str, image: str, k: int) -> None:
     """Run one method once in this (fresh) process and print its peak extra RSS as JSON."""
-    version = core_version()
+    version = _runinfo.core_version()
     img = get_image(image)
     fn = METHODS[method]
-    fn(np.ascontiguousarray(img[:64, :64]), min(k, 4))  # imports, JIT, thread pools
+    warm_up(method, img, k, set())  # imports, JIT, thread pools
     gc.collect()
     baseline = _status_mb("VmRSS")
     if _reset_peak():
@@ -187,10 +205,31 @@ def measure_memory(method: str, image: str, k: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-# --------------------------------------------------------------------------- timing
+# --------------------------------------------------------------------------- warm-up
+def warm_up(method: str, img: np.ndarray, k: int, warmed: set) -> None:
+    """One untimed call before a method's first timed one: imports, thread pools, and for ours
+    the JIT-compiled kernels, which can be specialised by k (e.g. uint8 / uint16 labels), so
+    ours warms up once per k, on a 256 x 256 crop of the image at hand; peers once, on 64 x 64."""
+    key = (method, k) if method in OURS else method
+    if key in warmed:
+        return
+    if method in OURS:
+        crop, kk = np.ascontiguousarray(img[:256, :256]), k
+    else:
+        crop, kk = np.ascontiguousarray(img[:64, :64]), min(k, 4)
+    try:
+        METHODS[method](crop, kk)
+    except Exception:
+        pass  # the timed call reports the error
+    warmed.add(key)
+
+
+# --------------------------------------------------------------------------- measures
 def float_mse(img, res):
+    if res.get("float_mse") is not None:
+        return res["float_mse"]
     centers, labels = res.get("centers"), res.get("labels")
-    if centers is None:
+    if centers is None or labels is None:
         return None
     px = img.reshape(-1, img.shape[-1])
     err = 0.0
@@ -202,21 +241,104 @@ def float_mse(img, res):
     return err / px.size
 
 
-def n_colors(img):
-    return n_distinct_colors(img)
+def quality_fields(img, res) -> dict:
+    out = res["image"]
+    assert out.shape == img.shape and out.dtype == np.uint8, (out.shape, out.dtype)
+    mse, psnr = mse_psnr(img, out)
+    fm = float_mse(img, res)
+    return {
+        "mse_uint8": f"{mse:.4f}",
+        "psnr_uint8": f"{psnr:.4f}",
+        "float_mse": "" if fm is None else f"{fm:.4f}",
+        "reported_mse": "" if res.get("reported_mse") is None else f"{res['reported_mse']:.4f}",
+        "n_colors_out": n_distinct_colors(out),
+        "n_iter": "" if res.get("n_iter") is None else res["n_iter"],
+    }
+
+
+# --------------------------------------------------------------------------- budget
+def k_exponent(method: str, history: list) -> float:
+    """How this method's time grows with k: its cost model, or more if this run saw more
+    (from two cells on the same image whose smaller one took long enough to trust)."""
+    beta = K_EXPONENT.get(method, 0.0)
+    for image1, _, k1, t1 in history:
+        for image2, _, k2, t2 in history:
+            if image1 == image2 and k2 > k1 and t1 > 0.2 and t2 > 0:
+                beta = max(beta, math.log(t2 / t1) / math.log(k2 / k1))
+    return min(beta, 1.5)
+
+
+def predict(method: str, mp: float, k: int, history: list) -> float | None:
+    """Predicted seconds of one run, extrapolated from this run's nearest smaller cell of the
+    same method (least log-distance in megapixels and k; the larger prediction on ties): time
+    linear in megapixels (pessimistic for ours, whose histogram grows slower than the image)
+    and growing as k**beta."""
+    beta = k_exponent(method, history)
+    best = None
+    for _, mp0, k0, t0 in history:
+        if mp0 > mp * 1.001 or k0 > k:
+            continue
+        dist = round(math.log(mp / mp0) + math.log(k / k0), 6)
+        pred = t0 * (mp / mp0) * (k / k0) ** beta
+        if best is None or (dist, -pred) < (best[0], -best[1]):
+            best = (dist, pred)
+    return None if best is None else best[1]
+
+
+# --------------------------------------------------------------------------- reference
+def _sklearn_version():
+    import sklearn
+
+    return sklearn.__version__
+
+
+def run_reference(image: str, img: np.ndarray, k: int, n_init: int, threads=None) -> dict:
+    """The long-search reference for one image and k, cached in _data/ref/ (deterministic for
+    a given scikit-learn version)."""
+    REF_CACHE.mkdir(parents=True, exist_ok=True)
+    path = REF_CACHE / f"{image}_k{k}_n{n_init}_r2_sklearn{_sklearn_version()}.json"
+    if path.exists():
+        try:
+            cached = json.loads(path.read_text())
+            cached["note"] = (
+                f"cached: computed {cached['date']} in {cached['time_s']:.1f} s "
+                f"(scikit-learn {_sklearn_version()})"
+            )
+            return cached
+        except (OSError, ValueError, KeyError):
+            pass
+    from threadpoolctl import threadpool_limits
+
+    t0 = time.perf_counter()
+    with threadpool_limits(threads):
+        res = kmeans_reference(img, k, n_init=n_init)
+    elapsed = time.perf_counter() - t0
+    fields = quality_fields(img, res)
+    out = {
+        **fields,
+        "time_s": elapsed,
+        "date": _runinfo.utc_stamp(),
+        "n_distinct": res["n_distinct"],
+        "note": f"computed in this run ({n_init} restarts)",
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({k2: v for k2, v in out.items() if k2 != "note"}, indent=1))
+    tmp.replace(path)
+    return out
 
 
 # --------------------------------------------------------------------------- csv
-def load_rows(path=CSV_PATH):
+def load_rows(path):
     if not path.exists():
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def save_rows(rows, path=CSV_PATH):
+def save_rows(rows, path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = sorted(rows, key=lambda r: (r["image"], r["method"], int(r["k"])))
+    order = {m: i for i, m in enumerate([*METHODS, "kmeans-ref"])}
+    rows = sorted(rows, key=lambda r: (r["image"], int(r["k"]), order.get(r["method"], 99)))
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
@@ -225,125 +347,113 @@ def save_rows(rows, path=CSV_PATH):
     tmp.replace(path)
 
 
-def environment():
-    import importlib.metadata as md
-
-    import threadpoolctl
-
-    vers = {}
-    for dist in [
-        "napari-kmeans-filter",
-        "numpy",
-        "scikit-learn",
-        "scikit-image",
-        "pillow",
-        "opencv-python-headless",
-        "dask",
-        "distributed",
-        "dask-ml",
-        "zarr",
-        "scipy",
-        "threadpoolctl",
-    ]:
-        try:
-            vers[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            vers[dist] = None
-    import sklearn  # noqa: F401  (loads the OpenMP runtime so threadpoolctl sees it)
-
-    pools = [
-        {k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
-        for p in threadpoolctl.threadpool_info()
-    ]
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        mem_gb = None
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "n_cpus": os.cpu_count(),
-        "memory_gb": round(mem_gb, 1) if mem_gb else None,
-        "versions": vers,
-        "threadpools": pools,
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
-# --------------------------------------------------------------------------- main
-def plan(args):
-    """List of (image, k, methods) cells to time."""
-    images = args.images or DEFAULT_IMAGES
-    ks = args.k or (QUICK_K if args.quick else DEFAULT_K)
-    methods = args.methods or list(METHODS)
+# --------------------------------------------------------------------------- plan
+def plan(args) -> list[tuple[str, int, list[str]]]:
+    """(image, k, methods) cells in the order they run."""
+    methods = args.methods or list(DEFAULT_METHODS)
+    per_image: dict[str, set[int]] = {}
+    if args.quick and not (args.images or args.k):
+        for image, ks in QUICK_PLAN.items():
+            per_image[image] = set(ks)
+    else:
+        images = args.images or GRID_IMAGES
+        ks = args.k or GRID_K
+        for image in images:
+            per_image[image] = set(ks)
+            if not args.k:
+                per_image[image] |= set(TARGET_CELLS.get(image, []))
+                if not args.quick:
+                    per_image[image] |= set(OURS_ONLY_K)
+    # the reference costs minutes the first time: not in --quick
+    no_ref = args.no_reference or (args.quick and not (args.images or args.k))
+    ref_images = set(args.ref_images) if not no_ref else set()
     cells = []
-    for image in images:
-        image_ks = list(ks)
-        if image == "mosaic12" and not args.k and not args.no_targets:
-            image_ks = sorted(set(image_ks) | set(TARGET_K))
-        for k in image_ks:
-            cells.append((image, k, methods))
-    if not args.no_scaling:
-        smethods = [m for m in SCALING_METHODS if m in methods]
-        for mp in args.sizes or SCALING_SIZES:
-            name = f"mosaic{mp:g}"
-            if name in images and SCALING_K in [k for i, k, _ in cells if i == name]:
-                continue
-            cells.append((name, SCALING_K, smethods))
+    # k <= 256 on every image first, then the large k: the target cells come early, and a
+    # cell's time is predicted from the smaller ones run before it.
+    order = sorted(
+        ((image, k) for image, ks in per_image.items() for k in ks),
+        key=lambda ik: (ik[1] > 256, megapixels(ik[0]), ik[1]),
+    )
+    for image, k in order:
+        ms = list(methods)
+        if k in OURS_ONLY_K and not args.k:
+            ms = [m for m in ms if m in OURS]
+        if image in ref_images and k in args.ref_k:
+            ms.append("kmeans-ref")
+        if ms:
+            cells.append((image, k, ms))
     return cells
 
 
+def speed_label(method: str, dflt) -> str:
+    if method not in OURS_SPEEDS:
+        return ""
+    s = OURS_SPEEDS[method]
+    if s is not None:
+        return str(s)
+    return f"default ({dflt})" if dflt is not None else "default (no speed parameter)"
+
+
+# --------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--quick", action="store_true", help="k in {5,16,64}; skip sklearn-all and dask-ml at 12 MP"
+        "--quick",
+        action="store_true",
+        help=f"the target cells only ({QUICK_PLAN}); no memory runs; slow peers skipped >= 2 MP",
     )
-    p.add_argument("--images", nargs="+", help=f"default {DEFAULT_IMAGES}; mosaic<MP> for any size")
+    p.add_argument("--images", nargs="+", help=f"default {GRID_IMAGES}; mosaic<MP> for any size")
     p.add_argument(
-        "--k", nargs="+", type=int, help=f"default {DEFAULT_K} (+{TARGET_K} on mosaic12)"
+        "--k", nargs="+", type=int, help=f"default {GRID_K} (+{OURS_ONLY_K} for ours only)"
     )
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), help="default: all")
-    p.add_argument(
-        "--sizes", nargs="+", type=float, help=f"time-vs-MP sizes, default {SCALING_SIZES}"
-    )
-    p.add_argument("--no-scaling", action="store_true", help="skip the time-vs-megapixels runs")
-    p.add_argument("--no-targets", action="store_true", help="do not add k=16,64 on mosaic12")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument(
-        "--mem-k",
-        nargs="+",
-        type=int,
-        default=[16, 64],
-        help="k values whose peak memory is measured (on every timed image)",
-    )
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), help=f"default {DEFAULT_METHODS}")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
         "--slow-seconds",
         type=float,
-        default=10.0,
-        help="a first run slower than this is not repeated",
+        default=5.0,
+        help="a first run slower than this is the only one (2x this for ours)",
     )
     p.add_argument(
         "--budget-seconds",
         type=float,
-        default=150.0,
-        help="after a run slower than this, larger k of that method on that image are skipped",
+        default=60.0,
+        help="skip a peer's cell whose predicted time is above this",
     )
     p.add_argument(
-        "--fresh", action="store_true", help="discard the existing CSV instead of merging"
+        "--ours-budget-seconds",
+        type=float,
+        default=120.0,
+        help="the same for ours (it is what is measured: a larger budget)",
     )
-    p.add_argument("--no-report", action="store_true", help="do not regenerate docs/benchmarks.md")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=32.0,
+        help="skip every cell that starts after this many minutes (default 32: the large-k "
+        "and largest cells run last)",
+    )
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--mem-k", nargs="+", type=int, default=MEM_K, help=f"default {MEM_K}")
+    p.add_argument("--mem-images", nargs="+", default=MEM_IMAGES, help=f"default {MEM_IMAGES}")
+    p.add_argument("--no-reference", action="store_true", help="skip the long-search reference")
+    p.add_argument("--ref-k", nargs="+", type=int, default=REF_K, help=f"default {REF_K}")
+    p.add_argument(
+        "--ref-images", nargs="+", default=list(REAL_IMAGES), help="default: the real images"
+    )
+    p.add_argument("--ref-n-init", type=int, default=REF_N_INIT)
+    p.add_argument(
+        "--ref-threads",
+        type=int,
+        help="threads of the reference's KMeans (default: scikit-learn's; 1 on a loaded machine, "
+        "where OpenMP threads compete)",
+    )
+    p.add_argument("--fresh", action="store_true", help="discard the existing CSV, do not merge")
+    p.add_argument("--dry-run", action="store_true", help="print the cells and exit")
+    p.add_argument("--results", type=Path, default=_runinfo.DEFAULT_RESULTS)
+    p.add_argument("--no-report", action="store_true", help="do not regenerate the report")
     p.add_argument("--mem-child", nargs=3, metavar=("METHOD", "IMAGE", "K"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -352,27 +462,40 @@ def main(argv=None):
         mem_child(m, image, int(k))
         return 0
 
+    cells = plan(args)
+    if args.dry_run:
+        for image, k, ms in cells:
+            print(f"{image:10s} {megapixels(image):6.2f} MP  k={k:5d}  {' '.join(ms)}")
+        print(f"{len(cells)} cells")
+        return 0
+
     if os.environ.get("OPENBLAS_CORETYPE"):
         print(
             f"note: OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} is set; BLAS runs that "
             "kernel, not the native one (see benchmarks/README.md)",
             file=sys.stderr,
         )
+    csv_path = args.results / CSV_NAME
+    env_path = args.results / ENV_NAME
+    selection = any([args.images, args.k, args.methods, args.quick])
+    merge = selection and not args.fresh
+    rows = {
+        (r["image"], r["method"], int(r["k"])): r for r in (load_rows(csv_path) if merge else [])
+    }
 
-    selection = any([args.images, args.k, args.methods, args.sizes, args.quick])
-    old = [] if (args.fresh or not selection) else load_rows()
-    rows = {(r["image"], r["method"], int(r["k"])): r for r in old}
-
-    unavailable = {m: available(m) for m in METHODS}
-    for m, why in unavailable.items():
+    info = _runinfo.run_info()
+    run_id, version = info["run_id"], info["core_version"]
+    dflt = default_speed()
+    print(f"run {run_id}; core {version} from {info['git'].get('package_dir')}")
+    print(f"quantize: {'speed=' + str(dflt) + ' by default' if dflt else 'no speed parameter'}")
+    print(f"BLAS: {info['blas']}")
+    unavailable = {m: available(m) for m in {*METHODS, "kmeans-ref"}}
+    for m, why in sorted(unavailable.items()):
         if why:
-            print(f"{m}: unavailable ({why})")
+            print(f"{m}: {why[0]} ({why[1]})")
 
-    version = core_version()
-    print(f"core version: {version}")
-    cells = plan(args)
-    budget_hit = {}  # (image, method) -> note
-    image_cache = {}
+    history: dict[str, list] = {}
+    image_cache: dict = {}
     warmed = set()
     t_start = time.perf_counter()
     for image, k, methods in cells:
@@ -380,7 +503,7 @@ def main(argv=None):
             image_cache.clear()
             gc.collect()
             img = get_image(image)
-            image_cache[image] = (img, n_colors(img))
+            image_cache[image] = (img, n_distinct_colors(img))
             print(
                 f"\n== {image}: {img.shape[0]}x{img.shape[1]} = "
                 f"{img.shape[0] * img.shape[1] / 1e6:.2f} MP, "
@@ -390,7 +513,8 @@ def main(argv=None):
         img, ndist = image_cache[image]
         mp = img.shape[0] * img.shape[1] / 1e6
         load1 = os.getloadavg()[0]
-        todo, bases = [], {}
+        elapsed_min = (time.perf_counter() - t_start) / 60
+        todo, bases, preds = [], {}, {}
         for m in methods:
             bases[m] = {
                 "image": image,
@@ -400,37 +524,76 @@ def main(argv=None):
                 "input_bytes": img.nbytes,
                 "n_distinct_colors": ndist,
                 "method": m,
+                "speed": speed_label(m, dflt),
                 "k": k,
                 "quick": int(args.quick),
                 "loadavg_1min": f"{load1:.2f}",
-                "core_version": version if m == "ours" else "",
-                "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "core_version": version if m in OURS else "",
+                "run_id": run_id,
+                "timestamp": _runinfo.utc_stamp(),
             }
-            note = None
+            status = note = None
+            budget = args.ours_budget_seconds if m in OURS else args.budget_seconds
+            pred = None if m == "kmeans-ref" else predict(m, mp, k, history.get(m, []))
+            preds[m] = pred
             if unavailable[m]:
-                note = f"unavailable: {unavailable[m]}"
-            elif args.quick and m in SLOW_AT_12MP and mp >= 11.9:
-                note = "skipped at 12 MP in --quick mode"
-            elif (image, m) in budget_hit:
-                note = budget_hit[(image, m)]
-            if note:
-                rows[(image, m, k)] = {**bases[m], "status": "skipped", "note": note}
-                print(f"  {m:18s} k={k:3d}  {note}")
+                status, note = unavailable[m]
+            elif k > MAX_K.get(m, 1 << 30):
+                status, note = "n/a", f"makes at most {MAX_K[m]} colours"
+            elif args.quick and m in SLOW_PEERS and mp >= 1.9:
+                status, note = "skipped", "slow peer skipped at >= 2 MP in --quick mode"
+            elif args.max_minutes is not None and elapsed_min > args.max_minutes:
+                status, note = "skipped", f"run past --max-minutes {args.max_minutes:g}"
+            elif pred is not None and pred > budget:
+                status = "skipped"
+                note = f"predicted {pred:.0f} s from this run's smaller cells > budget {budget:g} s"
+            if status:
+                rows[(image, m, k)] = {**bases[m], "status": status, "note": note}
+                print(f"  {m:18s} k={k:5d}  {status}: {note}")
             else:
                 todo.append(m)
+
+        if "kmeans-ref" in todo:
+            todo.remove("kmeans-ref")
+            print(f"  {'kmeans-ref':18s} k={k:5d}  (n_init={args.ref_n_init}) ...", flush=True)
+            try:
+                ref = run_reference(image, img, k, args.ref_n_init, args.ref_threads)
+                rows[(image, "kmeans-ref", k)] = {
+                    **bases["kmeans-ref"],
+                    **{f: ref[f] for f in ("mse_uint8", "psnr_uint8", "float_mse", "n_colors_out")},
+                    "n_iter": ref.get("n_iter", ""),
+                    "params": f"n_init={args.ref_n_init}",
+                    "status": "ok",
+                    "note": ref["note"],
+                    "repeats": 1,
+                    "time_median_s": f"{ref['time_s']:.4f}",
+                    "times_s": f"{ref['time_s']:.4f}",
+                }
+                print(
+                    f"  {'kmeans-ref':18s} k={k:5d}  {ref['time_s']:9.3f} s  MSE "
+                    f"{float(ref['mse_uint8']):9.3f}  ({ref['note']})",
+                    flush=True,
+                )
+            except Exception as exc:
+                rows[(image, "kmeans-ref", k)] = {
+                    **bases["kmeans-ref"],
+                    "status": "error",
+                    "note": f"{type(exc).__name__}: {exc}",
+                }
+                print(f"  kmeans-ref ERROR {type(exc).__name__}: {exc}")
+
         # Round-robin repeats: every method's i-th run happens close in time to the others',
         # so load from other processes on the machine hits them alike.
         times = {m: [] for m in todo}
-        results = {}
+        results: dict = {}
         for rep in range(args.repeats):
             for m in todo:
                 if m in results and results[m] is None:
                     continue  # failed
-                if rep > 0 and times[m][0] > args.slow_seconds:
-                    continue  # very slow: one run
-                if m not in warmed:  # imports, numba JIT, thread pools: once per method, untimed
-                    METHODS[m](np.ascontiguousarray(img[:64, :64]), min(k, 4))
-                    warmed.add(m)
+                slow = args.slow_seconds * (2 if m in OURS else 1)
+                if rep > 0 and times[m][0] > slow:
+                    continue  # slow: one run
+                warm_up(m, img, k, warmed)
                 gc.collect()
                 try:
                     t0 = time.perf_counter()
@@ -440,36 +603,19 @@ def main(argv=None):
                     rows[(image, m, k)] = {
                         **bases[m],
                         "status": "error",
-                        "note": f"{type(exc).__name__}: {exc}",
+                        "note": f"{type(exc).__name__}: {exc}"[:300],
                     }
-                    print(f"  {m:18s} k={k:3d}  ERROR {type(exc).__name__}: {exc}")
+                    print(f"  {m:18s} k={k:5d}  ERROR {type(exc).__name__}: {exc}"[:300])
                     results[m] = None
                     continue
                 if rep == 0:
-                    out = res["image"]
-                    assert out.shape == img.shape and out.dtype == np.uint8, (
-                        m,
-                        out.shape,
-                        out.dtype,
-                    )
-                    mse, psnr = mse_psnr(img, out)
-                    fm = float_mse(img, res)
-                    results[m] = {
-                        "mse_uint8": f"{mse:.4f}",
-                        "psnr_uint8": f"{psnr:.4f}",
-                        "float_mse": "" if fm is None else f"{fm:.4f}",
-                        "reported_mse": ""
-                        if res.get("reported_mse") is None
-                        else f"{res['reported_mse']:.4f}",
-                        "n_colors_out": n_colors(out),
-                        "n_iter": "" if res.get("n_iter") is None else res["n_iter"],
-                    }
-                    del out
+                    results[m] = quality_fields(img, res)
                 del res
         for m in todo:
             if results.get(m) is None:
                 continue
             med = statistics.median(times[m])
+            history.setdefault(m, []).append((image, mp, k, med))
             row = {
                 **bases[m],
                 **results[m],
@@ -478,13 +624,14 @@ def main(argv=None):
                 "repeats": len(times[m]),
                 "time_median_s": f"{med:.4f}",
                 "times_s": " ".join(f"{t:.4f}" for t in times[m]),
+                "predicted_s": "" if preds[m] is None else f"{preds[m]:.2f}",
             }
-            if med > args.budget_seconds:
-                budget_hit[(image, m)] = (
-                    f"skipped: k={k} already took {med:.0f} s (> --budget-seconds "
-                    f"{args.budget_seconds:g})"
-                )
-            if not args.no_memory and k in args.mem_k:
+            if (
+                not args.no_memory
+                and not args.quick
+                and k in args.mem_k
+                and image in args.mem_images
+            ):
                 mem = measure_memory(m, image, k)
                 if "error" in mem:
                     row["note"] = f"memory run failed: {mem['error']}"
@@ -492,7 +639,7 @@ def main(argv=None):
                     row["peak_extra_mb"] = f"{mem['peak_extra_mb']:.1f}"
                     row["baseline_rss_mb"] = f"{mem['baseline_rss_mb']:.1f}"
                     row["peak_method"] = mem["how"]
-                    if m == "ours" and mem.get("core_version") != version:
+                    if m in OURS and mem.get("core_version") != version:
                         row["note"] = (
                             f"memory measured on core {mem.get('core_version')} (the core "
                             "changed during the run)"
@@ -502,36 +649,24 @@ def main(argv=None):
                 f"  mem +{float(row['peak_extra_mb']):7.1f} MB" if row.get("peak_extra_mb") else ""
             )
             print(
-                f"  {m:18s} k={k:3d}  {med:9.3f} s (x{len(times[m])})  MSE "
+                f"  {m:18s} k={k:5d}  {med:9.3f} s (x{len(times[m])})  MSE "
                 f"{float(row['mse_uint8']):9.3f}"
                 f"  PSNR {float(row['psnr_uint8']):6.2f}  colours {row['n_colors_out']}{mem_txt}",
                 flush=True,
             )
-        save_rows(list(rows.values()))
-    save_rows(list(rows.values()))
-    env = environment()
-    env["elapsed_s"] = round(time.perf_counter() - t_start, 1)
-    # A selection run merges into the CSV, so the runs behind it are listed, newest last.
-    runs = []
-    if selection and not args.fresh and ENV_PATH.exists():
-        try:
-            runs = json.loads(ENV_PATH.read_text()).get("runs", [])
-        except (OSError, ValueError):
-            runs = []
-    runs.append({k: env[k] for k in ("command", "date", "elapsed_s")} | {"core_version": version})
-    env["runs"] = runs
-    ENV_PATH.write_text(json.dumps(env, indent=2) + "\n")
-    print(
-        f"\nwrote {CSV_PATH.relative_to(HERE.parent)} ({len(rows)} rows) in {env['elapsed_s']:.0f} "
-        "s"
-    )
+        save_rows(list(rows.values()), csv_path)
+    save_rows(list(rows.values()), csv_path)
+    if _runinfo.core_version() != version:
+        print("WARNING: the core's source changed during the run (see core_version per row)")
+    info["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+    _runinfo.save_env(env_path, info, merge=merge)
+    print(f"\nwrote {csv_path} ({len(rows)} rows) in {info['elapsed_s']:.0f} s")
 
     import make_report
 
-    summary = make_report.targets_summary(make_report.load_quantize())
-    print("\n" + make_report.format_summary(summary))
+    print("\n" + make_report.format_summary(make_report.targets_summary(args.results)))
     if not args.no_report:
-        make_report.main([])
+        make_report.main(["--results", str(args.results)])
     return 0
 
 

@@ -327,6 +327,84 @@ def test_help_has_examples(capsys):
     assert "examples:" in help_text and "--apply-palette" in help_text and "demo" in help_text
 
 
+def test_help_states_the_seed_default(capsys):
+    from napari_kmeans_filter.cli import main
+
+    for argv in (["--help"], ["demo", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert re.search(r"--seed N?\s*\S.*?\(default: 0\)", help_text), help_text
+
+
+def test_bare_command_points_to_help(tmp_path):
+    completed = run_cli(cwd=tmp_path)
+    assert_one_error_line(completed.returncode, completed.stderr, ["INPUT", f"{PROG} --help"])
+
+
+def test_demo_follows_the_overwrite_rule_and_quiet(tmp_path, monkeypatch, capsys):
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    unrelated = tmp_path / "out" / "chelsea_k2.png"
+    unrelated.write_bytes(b"a file of the user's")
+    # Refused before any work: nothing else is written.
+    assert main(["demo", "--out-dir", "out", "-k", "2"]) == 2
+    assert_one_error_line(2, capsys.readouterr().err, ["chelsea_k2.png", "--overwrite"])
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["chelsea_k2.png"]
+    assert unrelated.read_bytes() == b"a file of the user's"
+
+    assert main(["demo", "--out-dir", "out", "-k", "2", "--overwrite", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert n_colours(read(unrelated)) == 2
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "chelsea.png",
+        "chelsea_contact_sheet.png",
+        "chelsea_k2.png",
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("signum", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_stop_signal_while_writing_leaves_nothing(tmp_path, signum, status):
+    """SIGTERM (timeout, batch schedulers) is handled like Ctrl-C: the PNG being written
+    is removed and the exit status is non-zero (128 + the signal's number)."""
+    import signal
+    import time
+
+    rng = np.random.default_rng(0)
+    colours = np.array([[200, 30, 40], [20, 90, 250]], np.uint8)
+    # Two colours in random order: --optimize makes Pillow write it for many seconds.
+    Image.fromarray(colours[rng.integers(0, 2, (1500, 2000))]).save(
+        tmp_path / "big.png", compress_level=1
+    )
+    command = [sys.executable, "-m", "napari_kmeans_filter", "big.png", "-k", "2"]
+    command += ["-o", "out.png", "--no-indexed-png", "--optimize"]
+    env = {**os.environ}
+    env.pop("NAPARI_KMEANS_FILTER_DEBUG", None)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".out.png.partial-*")):
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "the output was never started"
+            time.sleep(0.01)
+        time.sleep(0.3)  # well inside the write
+        assert process.poll() is None, "the write ended before the signal: make it longer"
+        process.send_signal(getattr(signal, signum))
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["big.png"]
+
+
 @pytest.mark.slow
 def test_demo_writes_the_gallery(tmp_path):
     completed = run_cli("demo", "--out-dir", "gallery", cwd=tmp_path)
@@ -343,11 +421,17 @@ def test_demo_writes_the_gallery(tmp_path):
         assert Image.open(path).mode == "P"
     sheet = Image.open(gallery / "chelsea_contact_sheet.png")
     assert sheet.width > 3 * cat.shape[1] and sheet.height > 2 * cat.shape[0]
-    # Running the quick start again rewrites the demo's own files, identically.
-    before = (gallery / "chelsea_k5.png").read_bytes()
-    again = run_cli("demo", "--out-dir", "gallery", cwd=tmp_path)
+    # One overwrite rule for every command: existing files need --overwrite, checked
+    # for every file before any work...
+    before = {path.name: digest(path) for path in gallery.iterdir()}
+    refused = run_cli("demo", "--out-dir", "gallery", cwd=tmp_path)
+    assert_one_error_line(refused.returncode, refused.stderr, ["already exists", "--overwrite"])
+    assert {path.name: digest(path) for path in gallery.iterdir()} == before
+    # ... and with it the same version writes the same bytes; -q prints nothing.
+    again = run_cli("demo", "--out-dir", "gallery", "--overwrite", "-q", cwd=tmp_path)
     assert_ok(again)
-    assert (gallery / "chelsea_k5.png").read_bytes() == before
+    assert again.stdout == "" and again.stderr == ""
+    assert {path.name: digest(path) for path in gallery.iterdir()} == before
 
 
 def test_corrupt_zarr_chunk_is_one_error_line(tmp_path):
@@ -525,7 +609,16 @@ def test_rgba_indexed_png_keeps_alpha_with_trns(tmp_path):
         colors=result.palette.colors,
     )
     assert Image.open(path).mode == "P" and "transparency" in Image.open(path).info
-    np.testing.assert_array_equal(read(path), result.image)
+    written = read(path)
+    # Visible pixels are exact; every invisible one is the one transparent entry.
+    visible = result.image[..., 3] > 0
+    np.testing.assert_array_equal(written[visible], result.image[visible])
+    np.testing.assert_array_equal(written[~visible], 0)
+    entries = np.asarray(Image.open(path).getpalette()).reshape(-1, 3)
+    alphas = np.frombuffer(Image.open(path).info["transparency"], np.uint8)
+    assert (alphas == 0).sum() == 1
+    pairs = result.labels[visible].astype(np.int64) * 256 + result.image[visible][:, 3]
+    assert len(entries) == len(np.unique(pairs)) + 1  # hidden colours take no entry
 
 
 def test_greyscale_and_16_bit_pngs_round_trip(tmp_path):
@@ -550,4 +643,4 @@ def test_tiff_layouts_round_trip(tmp_path, shape, channel_axis):
     source = open_image(tmp_path / "a.tif")
     np.testing.assert_array_equal(source.load(), array)
     if channel_axis is not None:  # the samples axis is found again on reading
-        assert source.default_channel_axis() % len(shape) == channel_axis % len(shape)
+        assert source.channel_axis % len(shape) == channel_axis % len(shape)

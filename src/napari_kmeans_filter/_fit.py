@@ -45,6 +45,7 @@ import numpy as np
 from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
+from ._metrics import MeanDeltaE, psnr
 
 DEFAULT_SPEED = 4
 
@@ -136,6 +137,13 @@ class PointSet:
     @property
     def whole(self) -> bool:
         return self._whole is not None
+
+    def reduced(self, max_cells: int):
+        """:func:`grid_cells` of these points, kept for later fits (auto k)."""
+        cache = self.__dict__.setdefault("_reductions", {})
+        if max_cells not in cache:
+            cache[max_cells] = grid_cells(self, max_cells)
+        return cache[max_cells]
 
     def values(self, start: int, stop: int) -> np.ndarray:
         """Colours of points ``start:stop`` in the image's units (float64)."""
@@ -531,7 +539,7 @@ def grid_cells(points, max_cells: int):
     n_cells = int(cell_ids[-1]) + 1
     sums = np.zeros((n_cells, points.n_dims))
     totals = np.zeros(n_cells)
-    cell_of_point = np.empty(points.size, dtype=np.int64)
+    cell_of_point = np.empty(points.size, dtype=np.int32)
     for start, stop, block, weights in points:
         _grid_sums(block, weights, low, scale, bits, cell_ids, sums, totals, cell_of_point[start:stop])
     return _Array(sums / totals[:, np.newaxis], totals), cell_of_point
@@ -564,6 +572,12 @@ class _Neighbours:
         twin = object.__new__(_Neighbours)
         twin.order, twin.gaps, twin.fresh = self.order.copy(), self.gaps.copy(), self.fresh
         return twin
+
+
+def neighbour_table(centres: np.ndarray):
+    """``(order, gaps)``: every centre's other centres by increasing distance."""
+    neighbours = _Neighbours(np.ascontiguousarray(centres, dtype=np.float64))
+    return neighbours.order, neighbours.gaps
 
 
 _NO_SQUARED = np.zeros(0)
@@ -653,7 +667,7 @@ def _kmeans_pp(points: _Array, k: int, given: np.ndarray, rng: np.random.RandomS
     n_trials = 2 + int(math.log(k))
     centres = np.zeros((k, points.n_dims))
     centres[: len(given)] = given
-    labels = np.empty(points.size, dtype=np.int64)
+    labels = np.empty(points.size, dtype=np.int32)
     squared = np.empty(points.size)
     uniforms = rng.random_sample(1 + (k - len(given)) * n_trials)
     filled = _seed(
@@ -758,14 +772,14 @@ def fit_centres(
     fixed = np.zeros((0, points.n_dims)) if fixed_colors is None else fixed_colors
     n_fixed = fixed.shape[0]
     if points.size > settings.max_cells:
-        cells, cell_of_point = grid_cells(points, settings.max_cells)
+        cells, cell_of_point = points.reduced(settings.max_cells)
     else:
         cells, cell_of_point = _gather(points), None
     tol_abs = tol * _variance(cells) * points.n_dims
     report(0.1)
     n_iter = 0
     if init is not None:
-        labels = np.zeros(cells.size, dtype=np.int64)
+        labels = np.zeros(cells.size, dtype=np.int32)
         centres, _, n_iter, stable = lloyd(cells, init, labels, max_iter=max_iter, tol=tol_abs)
     else:
         best = None
@@ -852,23 +866,27 @@ class Assignment:
     distance to it (over colour channels).
     """
 
-    row_labels: np.ndarray  # (n_rows,) intp
+    row_labels: np.ndarray  # (n_rows,) int32
     color_sums: np.ndarray  # (k, C) float64
     squared_errors: np.ndarray  # (k,) float64
-    value_range: float  # max - min of the visible colour values
+    extremes: tuple  # (min, max) of the visible colour values
 
     @property
     def squared_error(self) -> float:
         return float(self.squared_errors.sum())
 
+    @property
+    def value_range(self) -> float:
+        return max(self.extremes[1] - self.extremes[0], 0.0)
+
     def renumbered(self, keep: np.ndarray) -> Assignment:
         """The same assignment with only the entries where ``keep`` (all unused)."""
-        renumber = np.cumsum(keep) - 1
+        renumber = (np.cumsum(keep) - 1).astype(np.int32)
         return Assignment(
             renumber[self.row_labels],
             self.color_sums[keep],
             self.squared_errors[keep],
-            self.value_range,
+            self.extremes,
         )
 
 
@@ -896,19 +914,26 @@ def _label_stats(values, counts, labels, colors, color_sums, squared_errors, ext
 
 
 def assign_rows(
-    histogram: ColorHistogram, encoding: Encoding, colors: np.ndarray, color_space: str, guess=None
+    histogram: ColorHistogram,
+    encoding: Encoding,
+    colors: np.ndarray,
+    color_space: str,
+    guess=None,
+    points=None,
 ):
     """Index of the nearest palette colour of every histogram row, and the error.
 
-    ``guess`` (per row) is where each row's search starts: any valid labels,
-    exact anyway, but near ones make it cheap.  A row whose colour is in the
+    ``guess`` (int32 per row, overwritten) is where each row's search starts:
+    any valid labels, exact anyway, but near ones make it cheap.  ``points``
+    reuses the fit's :class:`PointSet` when it holds every row.  A row whose colour is in the
     palette gets that entry exactly, even where float64 cannot tell
     neighbouring values apart (64-bit integers).
     """
-    all_rows = PointSet(histogram, encoding, color_space, None)
+    if points is None or points.rows is not None:
+        points = PointSet(histogram, encoding, color_space, None)
     centres = np.ascontiguousarray(to_fit_space(colors.astype(np.float64), color_space, encoding.dtype))
-    labels = np.zeros(len(histogram), dtype=np.int64) if guess is None else guess.astype(np.int64)
-    assign(all_rows, centres, labels)
+    labels = np.zeros(len(histogram), dtype=np.int32) if guess is None else guess
+    assign(points, centres, labels)
     palette_codes = encoding.encode(colors)
     order = np.argsort(palette_codes, kind="stable")
     sorted_codes = palette_codes[order]
@@ -924,7 +949,7 @@ def assign_rows(
     for start in range(0, len(histogram), _SLICE_ROWS):
         stop = min(start + _SLICE_ROWS, len(histogram))
         _label_stats(
-            all_rows.values(start, stop),
+            points.values(start, stop),
             shown[start:stop],
             labels[start:stop],
             colors_float,
@@ -932,8 +957,7 @@ def assign_rows(
             squared_errors,
             extremes,
         )
-    value_range = max(float(extremes[1] - extremes[0]), 0.0)
-    return Assignment(labels.astype(np.intp), color_sums, squared_errors, value_range)
+    return Assignment(labels, color_sums, squared_errors, (float(extremes[0]), float(extremes[1])))
 
 
 def palette_colors(centres, color_space: str, dtype: np.dtype) -> np.ndarray:
@@ -1048,11 +1072,14 @@ def fit_histogram(
     tol: float = 1e-4,
     seed: int = 0,
     report: Callable[[float], None] = lambda fraction: None,
+    points: PointSet | None = None,
 ) -> PaletteFit:
     """Fit at most ``n_colors`` colours to a histogram and assign every row.
 
     ``init`` and ``fixed_colors`` are in the image's units (float64 arrays);
     fixed colours come first in the palette, in the given order, exactly.
+    ``points``, the histogram's voting colours from an earlier fit, saves
+    building them again.
     """
     dtype = encoding.dtype
     weights = histogram.weights
@@ -1071,7 +1098,8 @@ def fit_histogram(
         # Few enough colours: the palette is exactly the image's own colours.
         colors = encoding.decode(histogram.codes if rows is None else histogram.codes[rows])
     else:
-        points = PointSet(histogram, encoding, color_space, rows)
+        if points is None:
+            points = PointSet(histogram, encoding, color_space, rows)
         settings = settings_for(speed, n_colors, n_init)
         fit = fit_centres(
             points,
@@ -1100,13 +1128,13 @@ def fit_histogram(
         colors = np.concatenate([fixed, _without(colors, fixed, encoding)])
     elif fit is not None:
         # Start every row's search at its cluster's colour (hidden rows: 0).
-        guess = np.zeros(len(histogram), dtype=np.int64)
+        guess = np.zeros(len(histogram), dtype=np.int32)
         fitted_label = ranks[where.reshape(-1)][fit.labels]
         if rows is None:
             guess[:] = fitted_label
         else:
             guess[rows] = fitted_label
-    assignment = assign_rows(histogram, encoding, colors, color_space, guess)
+    assignment = assign_rows(histogram, encoding, colors, color_space, guess, points)
     counts = np.bincount(
         assignment.row_labels, weights=histogram.pixel_counts, minlength=len(colors)
     ).astype(np.int64)
@@ -1130,3 +1158,85 @@ def _without(colors, fixed, encoding):
     taken = {code.tobytes() for code in encoding.encode(fixed)}
     keep = [code.tobytes() not in taken for code in encoding.encode(colors)]
     return colors[np.array(keep, dtype=bool)]
+
+
+# --------------------------------------------------------------------------- fewest colours
+
+
+@dataclass(frozen=True)
+class FewestFit:
+    """The fit with the fewest colours reaching the targets, and what was tried."""
+
+    fit: PaletteFit
+    curve: dict  # "n_colors", "psnr" (and "delta_e") of every k fitted, "reached"
+
+
+def fit_fewest(
+    histogram: ColorHistogram,
+    encoding: Encoding,
+    *,
+    target_psnr: float | None,
+    target_delta_e: float | None,
+    max_colors: int,
+    color_space: str = "rgb",
+    fixed_colors=None,
+    report: Callable[[float], None] = lambda fraction: None,
+    **fit_options,
+) -> FewestFit:
+    """The fewest colours whose repaint reaches ``target_psnr`` (dB, at least)
+    and ``target_delta_e`` (mean CIEDE2000, at most).
+
+    Fits k = 2, 4, 8, ... until one reaches the targets, then bisects between
+    the last k that missed and the first that reached, so the chosen k is
+    always next to a k - 1 whose fit misses: O(log k) fits, each reusing the
+    histogram's points and their grid reduction.  Above ``max_colors`` it
+    stops and returns that many, with ``curve["reached"]`` False.
+    """
+    voters = histogram.weights > 0
+    rows = None if np.all(voters) else np.flatnonzero(voters)
+    points = PointSet(histogram, encoding, color_space, rows)
+    n_fixed = 0 if fixed_colors is None else len(fixed_colors)
+    n_visible = float(histogram.pixel_counts.sum())
+    delta_e = None if target_delta_e is None else MeanDeltaE(histogram, encoding)
+    tried = {}
+
+    def reaches(k):
+        if k not in tried:
+            fitted = fit_histogram(
+                histogram,
+                encoding,
+                k,
+                color_space=color_space,
+                fixed_colors=fixed_colors,
+                points=points,
+                **fit_options,
+            )
+            mse = fitted.assignment.squared_error / (n_visible * encoding.n_channels)
+            figures = {"psnr": psnr(mse, encoding.dtype, fitted.assignment.value_range)}
+            ok = target_psnr is None or figures["psnr"] >= target_psnr
+            if delta_e is not None:
+                figures["delta_e"] = delta_e(fitted.colors, fitted.assignment.row_labels)
+                ok = ok and figures["delta_e"] <= target_delta_e
+            tried[k] = (ok, fitted, figures)
+            report(min(0.95, len(tried) / 16))
+        return tried[k][0]
+
+    lowest = max(1, n_fixed)
+    # Lossless at the number of distinct colours: no need to look further.
+    highest = min(max_colors, int(np.count_nonzero(voters)) + n_fixed)
+    missed, k = lowest - 1, max(lowest, min(2, highest))
+    while not reaches(k) and k < highest:
+        missed, k = k, min(2 * k, highest)
+    reached = tried[k][0]
+    if reached:
+        while k - missed > 1:
+            middle = (missed + k) // 2
+            if reaches(middle):
+                k = middle
+            else:
+                missed = middle
+    ks = sorted(tried)
+    curve = {"n_colors": ks, "psnr": [tried[j][2]["psnr"] for j in ks], "reached": reached}
+    if delta_e is not None:
+        curve["delta_e"] = [tried[j][2]["delta_e"] for j in ks]
+    return FewestFit(tried[k][1], curve)

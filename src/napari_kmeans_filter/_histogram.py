@@ -38,10 +38,14 @@ from ._jit import kernel
 DENSE_CODE_BITS = 24
 _UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _ENCODE_SLICE = 2**20
-# A table count remembers the first 2**19 codes it sees; more than that and the
-# table is scanned instead (sorting m codes costs ~20 ns each, scanning the
-# 2**24-entry table ~16 ms: they break even near 800 k codes).
-_TOUCHED_CAPACITY = 2**19
+# A table count lists the codes it sees in a per-thread buffer of this many
+# (16 MB): reading a chunk's or a merge's colours back is then a gather, with
+# no scan of the 2**24-entry table (~20 ms each, 0.44 s of a 33 MP stack in
+# 256**2 chunks when the buffer held 2**19).  Beyond it the table is scanned.
+_TOUCHED_CAPACITY = 2**22
+# A canonical (sorted) histogram sorts the listed codes up to this many, and
+# scans the table above: sorting costs ~20 ns a code, a scan ~16 ms.
+_SORT_LIMIT = 2**19
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class ColorHistogram:
     counts: np.ndarray
     visible: np.ndarray | None = None
     votes: np.ndarray | None = None
+    is_sorted: bool = True  # chunk partials skip the sort; merged results never do
 
     def __len__(self) -> int:
         return int(self.codes.shape[0])
@@ -170,32 +175,48 @@ def _compact(counts: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- dense tables
 
 
-class _TablePool(threading.local):
-    """Per-thread direct tables, kept zeroed between uses.
+class _TablePool:
+    """Direct tables, one set per thread, kept zeroed between uses.
 
     Faulting in a fresh 64 MB table costs ~0.25 s here (~10 us per page), far
     more than counting into it; a dask worker thread reuses one table for every
-    chunk it counts.
+    chunk it counts.  :meth:`release` frees every thread's tables (after a
+    dask histogram, whose worker threads outlive it).
     """
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_thread: dict[int, dict] = {}
+
+    def _mine(self) -> dict:
+        ident = threading.get_ident()
+        with self._lock:
+            return self._by_thread.setdefault(ident, {})
+
     def get(self, name: str, size: int, dtype) -> np.ndarray:
+        mine = self._mine()
         key = (name, size, np.dtype(dtype).str)
-        table = self.__dict__.get(key)
+        table = mine.get(key)
         if table is None:
-            table = np.zeros(size, dtype=dtype)
-            self.__dict__[key] = table
+            table = mine[key] = np.zeros(size, dtype=dtype)
         return table
 
-    def discard(self) -> None:
-        """Forget every table (after an error left one half-filled)."""
-        self.__dict__.clear()
-
     def touched(self) -> np.ndarray:
-        buffer = self.__dict__.get("touched buffer")
+        mine = self._mine()
+        buffer = mine.get("touched")
         if buffer is None:
-            buffer = np.empty(_TOUCHED_CAPACITY, dtype=np.uint32)
-            self.__dict__["touched buffer"] = buffer
+            buffer = mine["touched"] = np.empty(_TOUCHED_CAPACITY, dtype=np.uint32)
         return buffer
+
+    def discard(self) -> None:
+        """Forget this thread's tables (after an error left one half-filled)."""
+        self._mine().clear()
+
+    def release(self) -> None:
+        """Free every thread's tables."""
+        with self._lock:
+            self._by_thread.clear()
+        release_freed_memory()
 
 
 _tables = _TablePool()
@@ -265,28 +286,44 @@ def _add_counts(codes, counts, table, touched, seen):
     return seen
 
 
+@kernel
+def _drain(rows, table, out):
+    """``out[i] = table[rows[i]]`` and zero those entries: one visit per entry."""
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        out[i] = table[row]
+        table[row] = 0
+
+
 def _table_dtype(n_pixels: int):
     return np.uint32 if n_pixels < 2**32 else np.uint64
 
 
-def _harvest(encoding, seen, tables):
-    """The codes present in ``tables[0]`` (sorted) and every table's entries at
-    them; the entries are zeroed, so the tables are ready for the next use."""
-    if seen <= _TOUCHED_CAPACITY:
-        rows = np.sort(_tables.touched()[:seen]).astype(np.intp)
-    else:
+def _harvest(encoding, seen, tables, canonical):
+    """The codes present in ``tables[0]`` and every table's entries at them.
+
+    Sorted by code when ``canonical``, else in first-seen order.  The entries
+    are zeroed, so the tables are ready for the next use.
+    """
+    if seen > _TOUCHED_CAPACITY or (canonical and seen > _SORT_LIMIT):
         rows = np.flatnonzero(tables[0])
+    elif canonical:
+        rows = np.sort(_tables.touched()[:seen])
+    else:
+        rows = _tables.touched()[:seen].copy()
+    rows = rows.astype(encoding.code_dtype, copy=False)
     columns = []
     for table in tables:
         if table is None:
             columns.append(None)
             continue
-        columns.append(_compact(table[rows]))
-        table[rows] = 0
-    return rows.astype(encoding.code_dtype), columns
+        column = np.empty(rows.shape[0], dtype=table.dtype)
+        _drain(rows, table, column)
+        columns.append(_compact(column))
+    return rows, columns
 
 
-def _dense_histogram(pixels, encoding, alpha_channel, mask):
+def _dense_histogram(pixels, encoding, alpha_channel, mask, canonical):
     size = 2**encoding.total_bits
     dtype = _table_dtype(pixels.shape[0])
     total = _tables.get("total", size, dtype)
@@ -305,11 +342,23 @@ def _dense_histogram(pixels, encoding, alpha_channel, mask):
             _EMPTY_COUNTS.astype(dtype) if votes is None else votes,
             _tables.touched(),
         )
-        codes, columns = _harvest(encoding, seen, (total, visible, votes))
+        codes, columns = _harvest(encoding, seen, (total, visible, votes), canonical)
     except BaseException:
         _tables.discard()
         raise
-    return ColorHistogram(codes, *columns)
+    return ColorHistogram(codes, *columns, is_sorted=canonical or seen > _TOUCHED_CAPACITY)
+
+
+def sorted_histogram(histogram: ColorHistogram) -> ColorHistogram:
+    """``histogram`` with its codes sorted (the canonical form every fit starts from)."""
+    if histogram.is_sorted:
+        return histogram
+    order = np.argsort(histogram.codes, kind="stable")
+    columns = [
+        None if column is None else column[order]
+        for column in (histogram.counts, histogram.visible, histogram.votes)
+    ]
+    return ColorHistogram(histogram.codes[order], *columns)
 
 
 # --------------------------------------------------------------------------- sorting path
@@ -353,7 +402,14 @@ def _sorted_histogram(codes, visible, weights, *, keep_rows):
 
 
 def histogram_of_pixels(
-    pixels, encoding: Encoding, *, alpha_channel=-1, mask=None, sample_weight=None, keep_index=False
+    pixels,
+    encoding: Encoding,
+    *,
+    alpha_channel=-1,
+    mask=None,
+    sample_weight=None,
+    keep_index=False,
+    canonical=True,
 ):
     """Histogram of ``(n, channels)`` pixels whose first ``encoding.n_channels`` are colour.
 
@@ -371,9 +427,12 @@ def histogram_of_pixels(
         Also return how to find each pixel's row: ``("dense", None)`` when the
         painter recomputes codes from the pixels (dense encodings), else
         ``("rows", rows)``.
+    canonical : bool
+        Sort the codes. Partial histograms of dask chunks skip it: only the
+        merged one must be canonical.
     """
     if encoding.dense and sample_weight is None:
-        histogram = _dense_histogram(pixels, encoding, alpha_channel, mask)
+        histogram = _dense_histogram(pixels, encoding, alpha_channel, mask, canonical)
         return (histogram, ("dense", None)) if keep_index else histogram
     codes = encoding.encode(pixels[:, : encoding.n_channels])
     visible = None if alpha_channel < 0 else pixels[:, alpha_channel] > 0
@@ -399,20 +458,23 @@ def _column(part: ColorHistogram, name: str):
     return part.weights
 
 
-def merge_histograms(parts, encoding: Encoding) -> ColorHistogram:
-    """Merge histograms of disjoint pixel sets into the histogram of their union."""
+def merge_histograms(parts, encoding: Encoding, *, canonical=True) -> ColorHistogram:
+    """Merge histograms of disjoint pixel sets into the histogram of their union.
+
+    The result is sorted when ``canonical`` (the root of a dask tree).
+    """
     parts = [part for part in parts if len(part)]
     if not parts:
         empty = np.zeros(0, dtype=np.uint32)
         return ColorHistogram(np.zeros(0, encoding.code_dtype), empty)
     if len(parts) == 1:
-        return parts[0]
+        return sorted_histogram(parts[0]) if canonical else parts[0]
     has_visible = any(part.visible is not None for part in parts)
     has_votes = any(part.votes is not None for part in parts)
     float_votes = has_votes and any(part.weights.dtype.kind == "f" for part in parts)
     names = ["counts"] + ["visible"] * has_visible + ["votes"] * has_votes
     if encoding.dense and not float_votes:
-        return _dense_merge(parts, encoding, names)
+        return _dense_merge(parts, encoding, names, canonical)
     codes = np.concatenate([part.codes for part in parts])
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
@@ -429,7 +491,7 @@ def merge_histograms(parts, encoding: Encoding) -> ColorHistogram:
     )
 
 
-def _dense_merge(parts, encoding: Encoding, names) -> ColorHistogram:
+def _dense_merge(parts, encoding: Encoding, names, canonical) -> ColorHistogram:
     size = 2**encoding.total_bits
     dtype = _table_dtype(sum(int(part.counts.sum()) for part in parts))
     tables = [_tables.get(name, size, dtype) for name in names]
@@ -437,22 +499,49 @@ def _dense_merge(parts, encoding: Encoding, names) -> ColorHistogram:
     try:
         seen = 0
         for part in parts:
-            codes = part.codes.astype(np.intp)
-            seen = _add_counts(codes, part.counts.astype(dtype), tables[0], touched, seen)
+            seen = _add_counts(part.codes, part.counts, tables[0], touched, seen)
             for name, table in zip(names[1:], tables[1:], strict=True):
-                _add_counts(codes, _column(part, name).astype(dtype), table, touched[:0], 0)
-        codes, merged = _harvest(encoding, seen, tables)
+                _add_counts(part.codes, _column(part, name), table, touched[:0], 0)
+        codes, merged = _harvest(encoding, seen, tables, canonical)
     except BaseException:
         _tables.discard()
         raise
     columns = dict(zip(names, merged, strict=True))
-    return ColorHistogram(codes, columns["counts"], columns.get("visible"), columns.get("votes"))
+    return ColorHistogram(
+        codes,
+        columns["counts"],
+        columns.get("visible"),
+        columns.get("votes"),
+        is_sorted=canonical or seen > _TOUCHED_CAPACITY,
+    )
 
 
 # --------------------------------------------------------------------------- images
 
 # How many chunk histograms one merge task takes in the dask tree reduction.
 _MERGE_FAN_IN = 8
+# Pixels counted by one task at least, when chunks are smaller (see _dask_histogram).
+_COUNT_BLOCK_PIXELS = 2**22
+
+
+def _grouped_chunks(chunks, target_pixels):
+    """Chunks made of runs of consecutive chunks, about ``target_pixels`` a block.
+
+    The last axes are grouped first (they are contiguous in memory); an axis
+    whose chunks are grouped whole lets the one before it group too.
+    """
+    grouped = list(chunks)
+    block = 1
+    for axis in reversed(range(len(chunks))):
+        sizes = chunks[axis]
+        per_run = max(1, target_pixels // (block * max(sizes)))
+        grouped[axis] = tuple(
+            sum(sizes[start : start + per_run]) for start in range(0, len(sizes), per_run)
+        )
+        block *= max(grouped[axis])
+        if len(grouped[axis]) > 1:
+            break  # this axis is still split: the earlier ones keep their chunks
+    return tuple(grouped)
 
 
 def _block_pixels(block):
@@ -472,17 +561,18 @@ def _block_histogram(block, mask, sample_weight, encoding, alpha_channel):
         alpha_channel=alpha_channel,
         mask=_flat(mask),
         sample_weight=_flat(sample_weight),
+        canonical=False,
     )
     # Checked per chunk: a separate isfinite pass would read a lazy stack twice.
     _check_finite(cell.flat[0], encoding)
-    _release_freed_memory()
+    release_freed_memory()
     return cell
 
 
-def _merge_cells(parts, encoding):
+def _merge_cells(parts, encoding, canonical):
     unwrapped = [part.flat[0] if isinstance(part, np.ndarray) else part for part in parts]
-    merged = merge_histograms(unwrapped, encoding)
-    _release_freed_memory()
+    merged = merge_histograms(unwrapped, encoding, canonical=canonical)
+    release_freed_memory()
     return merged
 
 
@@ -519,11 +609,18 @@ def _dask_histogram(layout, encoding, report):
     # counting it: one task, and the chunk is freed as soon as it is counted.
     # With separate read tasks the scheduler read ahead ~50 frames of a 1 GB
     # zarr stack before merging (peak RSS 0.9-1.2 GB).
-    data = layout.data
-    spatial = data.ndim - 1
-    mask, weight = (
-        None if array is None else array[..., np.newaxis]
-        for array in (layout.mask, layout.sample_weight)
+    spatial = layout.data.ndim - 1
+    # Counting does not care where chunks end: small chunks are counted in
+    # blocks of about _COUNT_BLOCK_PIXELS, so fewer partial histograms (each
+    # holding most of its chunk's pixels as distinct colours) need merging.
+    target = _grouped_chunks(layout.data.chunks[:spatial], _COUNT_BLOCK_PIXELS)
+    data, mask, weight = (
+        None if array is None else array.rechunk(target + (array.shape[-1],))
+        for array in (
+            layout.data,
+            None if layout.mask is None else layout.mask[..., np.newaxis],
+            None if layout.sample_weight is None else layout.sample_weight[..., np.newaxis],
+        )
     )
     per_block = da.map_blocks(
         _block_histogram,
@@ -539,14 +636,20 @@ def _dask_histogram(layout, encoding, report):
     )
     level = per_block.to_delayed().ravel().tolist()
     while len(level) > 1:
+        root = len(level) <= _MERGE_FAN_IN
         level = [
-            dask.delayed(_merge_cells, pure=True)(level[i : i + _MERGE_FAN_IN], encoding)
+            dask.delayed(_merge_cells, pure=True)(level[i : i + _MERGE_FAN_IN], encoding, root)
             for i in range(0, len(level), _MERGE_FAN_IN)
         ]
-    with DaskProgress(report):
-        (histogram,) = dask.compute(level[0])
+    try:
+        with DaskProgress(report):
+            (histogram,) = dask.compute(level[0])
+    finally:
+        # A stack is big work: give its tables back (a numpy image keeps its
+        # thread's, for the next call).
+        _tables.release()
     if isinstance(histogram, np.ndarray):  # a single chunk: never merged
-        histogram = histogram.flat[0]
+        histogram = sorted_histogram(histogram.flat[0])
     return histogram
 
 
@@ -592,7 +695,7 @@ class DaskProgress:
 _malloc_trim = None
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Hand memory freed by numpy back to the operating system (glibc only).
 
     Chunk tasks free their partial histograms; glibc keeps freed memory in

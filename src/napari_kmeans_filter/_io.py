@@ -1,19 +1,21 @@
 """Reading and writing images for the command line (no napari, no Qt).
 
-Formats
--------
-* PNG, JPEG, BMP, GIF, WebP ... through Pillow.  16-bit colour PNG goes through
-  ``imagecodecs`` because Pillow reduces it to 8 bits.
-* TIFF through ``tifffile``: any dtype, any number of channels, stacks.  A TIFF larger
-  than :data:`LAZY_TIFF_BYTES` (or any TIFF when ``chunked=True``) is opened as a
-  tifffile zarr store and wrapped in a dask array, so it is processed chunk by chunk.
-* ``.zarr`` directories through ``dask.array.from_zarr`` (always lazy).
+The contract is what an image viewer shows: an input is read as the pixels, frames and
+transparency a viewer displays, and the outputs show the same picture.
 
-Writing keeps the dtype.  A PNG of at most 256 distinct colours is written as an
-indexed (palette, mode ``"P"``) image, which is what makes a quantised PNG small.
-Every output is written to a temporary name beside its destination and renamed into
-place at the end, so an interrupted run never leaves half a file behind and an
-existing file is only replaced by a complete one.
+* Pictures (PNG, JPEG, GIF, WebP, BMP, PPM, and TIFFs that are not plain grey or RGB)
+  are read by Pillow, which converts every mode to what viewers show: bilevel to black
+  and white, palettes to their colours, CMYK, YCbCr and Lab to RGB, tRNS colour keys and
+  palette transparency to alpha, with the EXIF orientation applied.  Every frame is read
+  (animated GIF, APNG and WebP, multi-page TIFF) into one (T, Y, X[, C]) stack.
+* Grey and RGB TIFFs of any dtype are read by tifffile (stacks, ``extrasamples``
+  alpha), chunk by chunk through its zarr store above :data:`LAZY_TIFF_BYTES`.
+* ``.zarr`` arrays are read by dask, in the store's own chunks.
+
+Arrays come back in native byte order.  Writing keeps the dtype; an 8-bit PNG of at
+most 256 (colour, alpha) pairs is written indexed, with one transparent entry for every
+fully transparent pixel.  Every output is written under a temporary name beside its
+destination and renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -23,19 +25,19 @@ import math
 import os
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-#: TIFF files whose pixel data would take more than this many bytes in memory are read
-#: lazily (chunk by chunk) even without ``--chunked``.  A fixed number rather than a
-#: fraction of the machine's memory, so the behaviour is the same everywhere.
+#: TIFFs whose pixels would take more than this many bytes are read chunk by chunk even
+#: without ``--chunked`` (a fixed number, so that the behaviour is the same everywhere).
 LAZY_TIFF_BYTES = 1 << 30
 
-#: Size aimed at for one chunk of a lazily processed image.
+#: Size aimed at for one chunk of a TIFF read, or one band of a TIFF written, chunk by
+#: chunk.
 CHUNK_BYTES = 64 * 2**20
 
 #: Output formats by file-name suffix.
@@ -49,11 +51,8 @@ FORMATS_BY_SUFFIX = {
     ".npy": "npy",
 }
 
-#: Suffixes Pillow reads that we accept as input (besides TIFF and zarr).
-PILLOW_INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm"}
-
-_TIFF_SUFFIXES = {".tif", ".tiff"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TILE = 256  # rows and columns of the tiles of TIFFs written chunk by chunk
 
 
 class ImageIOError(Exception):
@@ -67,22 +66,25 @@ class ImageIOError(Exception):
 
 @dataclass
 class InputImage:
-    """An opened input image: its header, and a way to load its pixels.
+    """An opened input: what :meth:`load` returns, and how to load it.
 
-    Parameters
+    Attributes
     ----------
     path : pathlib.Path
         The file (or ``.zarr`` directory) as given on the command line.
     kind : {"pillow", "tiff", "zarr"}
-        Which reader handles it.
-    shape : tuple of int
-        Shape of the array :meth:`load` returns.
-    dtype : numpy.dtype
-        Its dtype.
+        Which library reads it.
+    shape, dtype
+        Shape and (native) dtype of the array :meth:`load` returns.
     lazy : bool
         Whether :meth:`load` returns a dask array (processed chunk by chunk).
-    samples_axis : int or None
-        Axis that the file itself declares as colour samples (TIFF ``S`` axis), if any.
+    channel_axis : int or None
+        Negative index of the colour axis, or None for an intensity image.
+    alpha : bool or None
+        Whether the last colour channel is alpha; None when the file does not say (a
+        zarr array: the core's rule, 4 channels on the last axis are RGBA, applies).
+    n_frames : int
+        Frames of a picture file; when more than one they form the leading axis.
     """
 
     path: Path
@@ -90,30 +92,16 @@ class InputImage:
     shape: tuple[int, ...]
     dtype: np.dtype
     lazy: bool
-    samples_axis: int | None = None
+    channel_axis: int | None
+    alpha: bool | None
+    read: Callable[[InputImage], Any] = field(repr=False)
+    n_frames: int = 1
     _closers: list[Any] = field(default_factory=list, repr=False)
-
-    def default_channel_axis(self) -> int | None:
-        """Guess the colour-channel axis, or None for an intensity image.
-
-        A TIFF that declares a samples axis uses it; otherwise the last axis holds
-        colour when it has length 3 or 4 (RGB / RGBA) and the array has more than two
-        dimensions.  Everything else is treated as intensities.
-        """
-        if self.samples_axis is not None:
-            return self.samples_axis - len(self.shape)  # negative: robust to reshapes
-        if len(self.shape) >= 3 and self.shape[-1] in (3, 4):
-            return -1
-        return None
 
     def load(self):
         """Return the pixels: a numpy array, or a dask array when :attr:`lazy`."""
         try:
-            if self.kind == "pillow":
-                return _read_pillow(self.path)
-            if self.kind == "tiff":
-                return self._load_tiff()
-            return self._load_zarr()
+            array = self.read(self)
         except ImageIOError:
             raise
         except MemoryError:
@@ -122,6 +110,9 @@ class InputImage:
             ) from None
         except Exception as exc:  # readers raise many types for corrupt data
             raise ImageIOError(f"cannot read image {self.path}: {_describe(exc)}") from exc
+        if not array.dtype.isnative:  # Pillow's I;16B, big-endian TIFF and zarr data
+            array = array.astype(array.dtype.newbyteorder("="))
+        return array
 
     def close(self) -> None:
         """Release file handles held by a lazy reader."""
@@ -136,38 +127,21 @@ class InputImage:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _load_tiff(self):
-        import tifffile
-
-        if not self.lazy:
-            return tifffile.imread(self.path)
-        import dask.array as da
-
-        _require_zarr("reading a TIFF chunk by chunk")
-        store = tifffile.imread(self.path, aszarr=True, level=0)
-        self._closers.append(store)
-        return _rechunk_for_processing(da.from_zarr(store), self.default_channel_axis())
-
-    def _load_zarr(self):
-        import dask.array as da
-
-        return _rechunk_for_processing(da.from_zarr(str(self.path)), self.default_channel_axis())
-
 
 def open_image(path: str | os.PathLike, *, chunked: bool = False) -> InputImage:
-    """Open ``path`` and read its header (shape and dtype), but not its pixels.
+    """Open ``path`` and find out what :meth:`InputImage.load` will return.
+
+    Picture files are decoded here once (and again by ``load``), so that a corrupt file
+    fails while a batch is checked, and the shape is exact; TIFF and zarr headers are
+    read without the pixels.
 
     Parameters
     ----------
     path : str or path-like
         An image file or a ``.zarr`` directory.
     chunked : bool
-        Read a TIFF lazily even when it would fit in memory.  ``.zarr`` input is always
-        lazy; other formats are always read whole (they cannot be read in pieces).
-
-    Returns
-    -------
-    InputImage
+        Read a grey or RGB TIFF lazily even when it would fit in memory.  ``.zarr`` input
+        is always lazy; other files are always read whole.
 
     Raises
     ------
@@ -177,9 +151,10 @@ def open_image(path: str | os.PathLike, *, chunked: bool = False) -> InputImage:
     path = Path(path)
     if not path.exists():
         raise ImageIOError(f"no such file: {path}")
-    suffix = path.suffix.lower()
     if path.is_dir():
-        if suffix == ".zarr" or (path / "zarr.json").exists() or (path / ".zarray").exists():
+        if path.suffix.lower() == ".zarr" or any(
+            (path / name).exists() for name in ("zarr.json", ".zarray")
+        ):
             return _open_zarr(path)
         raise ImageIOError(f"{path} is a directory, not an image (or a .zarr array)")
     if not os.access(path, os.R_OK):
@@ -189,111 +164,134 @@ def open_image(path: str | os.PathLike, *, chunked: bool = False) -> InputImage:
             magic = handle.read(8)
     except OSError as exc:
         raise ImageIOError(f"cannot read {path}: {_describe(exc)}") from exc
-    # Decide by content first: a PNG called .tif is still a PNG.
-    is_tiff = magic[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-    if is_tiff or (suffix in _TIFF_SUFFIXES and not magic.startswith(_PNG_SIGNATURE)):
+    # Decide by content: a PNG called .tif is still a PNG.
+    if magic[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return _open_tiff(path, chunked=chunked)
     return _open_pillow(path)
 
 
-def _open_pillow(path: Path) -> InputImage:
-    """Read the header only: a batch of many photos must not sit in memory at once."""
-    from PIL import Image, UnidentifiedImageError
+# Pillow ------------------------------------------------------------------------------
+
+#: The 8-bit mode viewers show each Pillow mode in (others: RGB, e.g. CMYK, YCbCr, LAB).
+#: A tRNS colour key or palette transparency in ``info`` adds alpha.
+_VIEW_MODES = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "PA": "RGBA", "RGBA": "RGBA"}
+_VIEW_MODES |= {"RGBa": "RGBA"}
+#: Modes kept as arrays of their own dtype.
+_ARRAY_MODES = {"I;16": np.uint16, "I;16L": np.uint16, "I;16B": np.uint16, "I": np.int32}
+_ARRAY_MODES |= {"F": np.float32}
+
+
+def _open_pillow(path: Path, *, tiff: str | None = None) -> InputImage:
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            shape, dtype = _pillow_header_shape(image, path)
+        array, n_frames = _read_pictures(path)
     except UnidentifiedImageError:
-        raise ImageIOError(f"cannot read image {path}: not a recognised image format") from None
+        what = f"a TIFF with {tiff}" if tiff else "not a recognised image format"
+        raise ImageIOError(f"cannot read image {path}: {what}") from None
+    except ImageIOError:
+        raise
     except Exception as exc:
         raise ImageIOError(f"cannot read image {path}: {_describe(exc)}") from exc
-    return InputImage(path, "pillow", shape, dtype, lazy=False)
-
-
-def _pillow_header_shape(image, path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype that :func:`_pillow_to_array` will return, from the header.
-
-    Only used to check outputs before the pixels are read; an indexed image with a grey
-    palette is counted as RGB here although it loads as greyscale (both fit any format).
-    """
-    width, height = image.size
-    mode = image.mode
-    if image.format == "PNG" and _png_is_16bit_colour(path):
-        channels = 3 if mode == "RGB" else 4
-        return (height, width, channels), np.dtype(np.uint16)
-    if mode in ("1", "L"):
-        return (height, width), np.dtype(np.uint8)
-    if mode.startswith("I;16"):
-        return (height, width), np.dtype(np.uint16)
-    if mode in ("I", "F"):
-        return (height, width), np.dtype(np.int32 if mode == "I" else np.float32)
-    has_alpha = mode in ("LA", "La", "PA", "RGBA", "RGBa") or (
-        mode == "P" and "transparency" in image.info
+    has_channels = array.ndim == 3 + (n_frames > 1)
+    return InputImage(
+        path,
+        "pillow",
+        array.shape,
+        array.dtype.newbyteorder("="),
+        lazy=False,
+        channel_axis=-1 if has_channels else None,
+        alpha=has_channels and array.shape[-1] in (2, 4),
+        read=lambda source: _read_pictures(source.path)[0],
+        n_frames=n_frames,
     )
-    return (height, width, 4 if has_alpha else 3), np.dtype(np.uint8)
 
 
-def _read_pillow(path: Path) -> np.ndarray:
-    from PIL import Image
+def _read_pictures(path: Path) -> tuple[np.ndarray, int]:
+    """Every frame of a picture file as viewers show it, and the number of frames."""
+    from PIL import Image, ImageSequence, TiffImagePlugin
 
-    with Image.open(path) as image:
-        return _pillow_to_array(image, path)
+    # Pillow 13's own decoder of uncompressed TIFFs garbles the pixels when the
+    # Orientation tag swaps rows and columns (5 to 8); libtiff, which Pillow uses for
+    # every compressed TIFF, gets them right.
+    libtiff, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
+    try:
+        with Image.open(path) as image:
+            n_frames = getattr(image, "n_frames", 1)
+            if image.format == "PNG" and _png_is_16bit_colour(path):
+                return _read_png16(path, image, n_frames), n_frames
+            frames = [_view_frame(frame) for frame in ImageSequence.Iterator(image)]
+    finally:
+        TiffImagePlugin.READ_LIBTIFF = libtiff
+    return _stack(frames, path), n_frames
 
 
-def _pillow_to_array(image, path: Path) -> np.ndarray:
-    """Convert a Pillow image to the array a user would expect, keeping bit depth."""
+def _view_frame(frame):
+    """One frame as viewers show it: a Pillow image in mode L, LA, RGB or RGBA, or an
+    array for the 16-bit, 32-bit and float modes."""
     from PIL import ImageOps
 
-    if image.format == "PNG" and _png_is_16bit_colour(path):
-        return _read_png_with_imagecodecs(path)
-    # Show the pixels the way every viewer does (camera JPEGs are often stored rotated).
-    image = ImageOps.exif_transpose(image)
-    mode = image.mode
-    if mode == "P":
-        has_alpha = "transparency" in image.info
-        if not has_alpha and _palette_is_grey(image):
-            # An indexed PNG with only grey entries is a greyscale image (this is how
-            # the CLI itself writes quantised greyscale images).
-            return np.asarray(image.convert("L"))
-        return np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
-    if mode in ("1", "L"):
-        return np.asarray(image.convert("L"))
-    if mode in ("LA", "La", "PA"):
-        return np.asarray(image.convert("RGBA"))
-    if mode in ("RGB", "RGBA", "F"):
-        return np.asarray(image)
-    if mode.startswith("I;16"):
-        return np.asarray(image).astype(np.uint16)
-    if mode == "I":
-        array = np.asarray(image)
-        if image.format == "PNG" and array.size and array.min() >= 0 and array.max() < 65536:
-            return array.astype(np.uint16)  # 16-bit greyscale PNG opened as 32-bit
+    transparency = frame.info.get("transparency")
+    indexed = frame.mode in ("P", "PA")
+    # 16-bit PGM (and PNG in old Pillow) opens as 32-bit "I": they hold 16 bits at most.
+    sixteen_bits = frame.mode == "I" and frame.format in ("PNG", "PPM")
+    frame = ImageOps.exif_transpose(frame)  # TIFFs are turned by Pillow when loaded
+    if frame.mode in _ARRAY_MODES:
+        dtype = np.uint16 if sixteen_bits else _ARRAY_MODES[frame.mode]
+        array = np.asarray(frame).astype(np.dtype(dtype).newbyteorder("="))
+        if transparency is not None and dtype == np.uint16:
+            # Pillow clips 16-bit grey to 8 bits when it adds alpha: the tRNS key is
+            # applied here, keyed pixels transparent.
+            return np.dstack([array, np.where(array == transparency, 0, 65535)]).astype(dtype)
         return array
-    if mode == "RGBa":
-        return np.asarray(image.convert("RGBA"))
-    return np.asarray(image.convert("RGB"))  # CMYK, YCbCr, LAB, HSV ...
+    mode = _VIEW_MODES.get(frame.mode, "RGB")
+    if transparency is not None and mode in ("L", "RGB"):
+        mode += "A"
+    converted = frame.convert(mode)
+    converted.info["indexed"] = indexed
+    return converted
 
 
-def _palette_is_grey(image) -> bool:
-    """Whether every palette entry the image actually uses is a grey (r == g == b)."""
-    rgb = np.asarray(image.getpalette("RGB") or [], dtype=np.int64).reshape(-1, 3)
-    used = np.unique(np.asarray(image))
-    if len(rgb) == 0 or used.max() >= len(rgb):
-        return False
-    return bool((rgb[used] == rgb[used, :1]).all())
+def _stack(frames: list, path: Path) -> np.ndarray:
+    """The frames as one array: the frame itself, or a (T, Y, X[, C]) stack.
+
+    A GIF's first frame is indexed and Pillow composites the later ones in RGB(A), so
+    the 8-bit frames get one mode: colour if any has colour, alpha if any has alpha.  An
+    indexed file whose colours are all grey (as this program writes quantised greyscale
+    images) reads as greyscale.
+    """
+    from PIL import Image
+
+    pictures = [frame for frame in frames if isinstance(frame, Image.Image)]
+    if pictures:
+        if len(pictures) != len(frames):
+            raise ImageIOError(f"cannot read {path}: its frames mix 8-bit and other pixels")
+        modes = "".join(frame.mode for frame in pictures)
+        mode = ("RGB" if "RGB" in modes else "L") + ("A" if "A" in modes else "")
+        frames = [np.asarray(frame.convert(mode)) for frame in pictures]
+        if mode.startswith("RGB") and pictures[0].info["indexed"]:
+            colours = np.stack(frames)[..., :3]
+            if (colours == colours[..., :1]).all():
+                frames = [
+                    frame[..., [0, 3]] if len(mode) == 4 else frame[..., 0] for frame in frames
+                ]
+    if len(frames) == 1:
+        return frames[0]
+    if len({(frame.shape, frame.dtype) for frame in frames}) > 1:
+        raise ImageIOError(f"cannot read {path}: its {len(frames)} frames differ in size")
+    return np.stack(frames)
 
 
 def _png_is_16bit_colour(path: Path) -> bool:
-    """Whether the PNG header says 16 bits per sample with colour or alpha."""
+    """Whether a PNG has 16-bit colour or grey+alpha samples, which Pillow reduces to 8
+    bits (16-bit grey it reads whole, as I;16)."""
     with open(path, "rb") as handle:
-        header = handle.read(29)
-    if len(header) < 29 or not header.startswith(_PNG_SIGNATURE):
-        return False
+        header = handle.read(26)
     bit_depth, colour_type = struct.unpack(">BB", header[24:26])
     return bit_depth == 16 and colour_type in (2, 4, 6)
 
 
-def _read_png_with_imagecodecs(path: Path) -> np.ndarray:
+def _read_png16(path: Path, image, n_frames: int) -> np.ndarray:
     try:
         import imagecodecs
     except ImportError:
@@ -301,29 +299,108 @@ def _read_png_with_imagecodecs(path: Path) -> np.ndarray:
             f"{path} is a 16-bit colour PNG; reading it without losing bits needs "
             "'imagecodecs' (pip install imagecodecs)"
         ) from None
-    array = imagecodecs.png_decode(path.read_bytes())
-    if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha -> RGBA
-        array = np.concatenate([array[..., :1]] * 3 + [array[..., 1:]], axis=-1)
+    data = path.read_bytes()
+    array = imagecodecs.apng_decode(data) if n_frames > 1 else imagecodecs.png_decode(data)
+    key = image.info.get("transparency")
+    if isinstance(key, tuple) and array.shape[-1] == 3:
+        # imagecodecs ignores a tRNS colour key: applied here, keyed pixels transparent.
+        alpha = np.where((array == np.array(key, np.uint16)).all(axis=-1), 0, 65535)
+        array = np.concatenate([array, alpha[..., None].astype(np.uint16)], axis=-1)
     return array
+
+
+# TIFF --------------------------------------------------------------------------------
+
+#: TIFF Orientation -> (swap rows and columns, axes flipped after that), as viewers
+#: apply it; tifffile returns the pixels in stored order.
+_ORIENTATIONS = {2: (False, "X"), 3: (False, "YX"), 4: (False, "Y"), 5: (True, "")}
+_ORIENTATIONS |= {6: (True, "X"), 7: (True, "YX"), 8: (True, "Y")}
 
 
 def _open_tiff(path: Path, *, chunked: bool) -> InputImage:
     import tifffile
+    from tifffile import COMPRESSION, EXTRASAMPLE, PHOTOMETRIC
 
     try:
         with tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise ImageIOError(f"cannot read image {path}: the TIFF holds no images")
+            shapes = [tuple(series.shape) for series in tif.series]
+            if len(shapes) != 1:
+                raise ImageIOError(
+                    f"cannot read {path}: it holds {len(shapes)} images of different shapes "
+                    f"{' '.join(map(str, shapes))}; save them as separate files"
+                )
             series = tif.series[0]
-            shape, dtype, axes = tuple(series.shape), np.dtype(series.dtype), series.axes
+            page = series.keyframe
+            shape, dtype, axes = shapes[0], np.dtype(series.dtype), series.axes
+            photometric, extra = PHOTOMETRIC(page.photometric), tuple(page.extrasamples)
+            picture = not (
+                photometric in (PHOTOMETRIC.MINISBLACK, PHOTOMETRIC.RGB)
+                or (photometric == PHOTOMETRIC.YCBCR and page.compression == COMPRESSION.JPEG)
+            )
+            if picture or page.bitspersample == 1 or EXTRASAMPLE.ASSOCALPHA in extra:
+                # Bilevel, MinIsWhite, palette, CMYK, uncompressed YCbCr, Lab, alpha
+                # premultiplied: tifffile returns the stored samples, Pillow what
+                # viewers show.
+                described = f"{page.bitspersample}-bit {photometric.name} samples"
+                return _open_pillow(path, tiff=described)
+            orientation = _ORIENTATIONS.get(page.tags.valueof(274, 1))
     except ImageIOError:
         raise
     except Exception as exc:
         raise ImageIOError(f"cannot read image {path}: {_describe(exc)}") from exc
-    samples_axis = axes.index("S") if "S" in axes else None
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    lazy = chunked or nbytes > LAZY_TIFF_BYTES
-    return InputImage(path, "tiff", shape, dtype, lazy=lazy, samples_axis=samples_axis)
+    if "S" in axes:
+        channel_axis = axes.index("S") - len(shape)
+    else:
+        channel_axis = -1 if len(shape) >= 3 and shape[-1] in (3, 4) else None
+    if orientation and orientation[0]:  # rows and columns swap places
+        y, x = axes.index("Y"), axes.index("X")
+        shape = tuple(shape[{y: x, x: y}.get(i, i)] for i in range(len(shape)))
+    return InputImage(
+        path,
+        "tiff",
+        shape,
+        dtype.newbyteorder("="),
+        lazy=chunked or math.prod(shape) * dtype.itemsize > LAZY_TIFF_BYTES,
+        channel_axis=channel_axis,
+        alpha="S" in axes and extra[-1:] == (EXTRASAMPLE.UNASSALPHA,),
+        read=lambda source: _read_tiff(source, axes, orientation),
+    )
+
+
+def _read_tiff(source: InputImage, axes: str, orientation):
+    import tifffile
+
+    if source.lazy:
+        import dask.array as xp
+
+        _require_zarr("reading a TIFF chunk by chunk")
+        store = tifffile.imread(source.path, aszarr=True, level=0)
+        source._closers.append(store)
+        array = xp.from_zarr(store)
+    else:
+        xp = np
+        array = tifffile.imread(source.path, series=0, level=0)
+    y, x = axes.index("Y"), axes.index("X")
+    if orientation:
+        swap, flips = orientation
+        if swap:
+            array = xp.swapaxes(array, y, x)
+        for name in flips:
+            array = xp.flip(array, axis=y if name == "Y" else x)
+    if source.lazy:
+        from dask.array.core import normalize_chunks
+
+        # TIFF strips are often a few rows each: chunks of whole rows and samples, of
+        # about CHUNK_BYTES, instead.
+        whole = (x, axes.index("S")) if "S" in axes else (x,)
+        wanted = tuple(-1 if axis in whole else "auto" for axis in range(array.ndim))
+        array = array.rechunk(
+            normalize_chunks(wanted, array.shape, limit=CHUNK_BYTES, dtype=array.dtype)
+        )
+    return array
+
+
+# zarr --------------------------------------------------------------------------------
 
 
 def _open_zarr(path: Path) -> InputImage:
@@ -336,48 +413,25 @@ def _open_zarr(path: Path) -> InputImage:
         names = sorted(name for name, _ in node.arrays())
         hint = f"; pass one of its arrays, e.g. {path / names[0]}" if names else ""
         raise ImageIOError(f"{path} is a zarr group, not an array{hint}")
-    return InputImage(path, "zarr", tuple(node.shape), np.dtype(node.dtype), lazy=True)
+    shape = tuple(node.shape)
 
+    def read(source: InputImage):
+        import dask.array as da
 
-def _rechunk_for_processing(array, channel_axis: int | None):
-    """Give a lazy array chunks of whole rows (see :func:`band_chunks`).
+        # The store's own chunks: the outputs get them, and memory stays that of the
+        # Python API on the same array.
+        return da.from_zarr(str(source.path))
 
-    TIFF strips are often a few rows each; thousands of tiny chunks make dask slow.  A
-    pixel's channels stay in one chunk so that every chunk holds whole colours, and
-    whole rows let :func:`write_tiff_from_dask` write the result band by band.
-    """
-    return array.rechunk(band_chunks(array.shape, array.dtype.itemsize, channel_axis))
-
-
-def band_chunks(shape: tuple[int, ...], itemsize: int, channel_axis: int | None) -> tuple[int, ...]:
-    """Chunk shape of about :data:`CHUNK_BYTES` made of whole image rows.
-
-    The last two non-channel axes are Y and X; earlier axes (Z, T, ...) are pages.  A
-    chunk holds several whole pages when a page is small, else one band of Y rows (a
-    multiple of 256 rows, or of 16 for very wide images: TIFF tiles must not straddle
-    two bands) across the whole width, with all channels.
-    """
-    ndim = len(shape)
-    channel = None if channel_axis is None else channel_axis % ndim
-    spatial = [axis for axis in range(ndim) if axis != channel]
-    chunks = list(shape)
-    y_axis, leading = spatial[-2], spatial[:-2]
-    for axis in leading:
-        chunks[axis] = 1
-    row_bytes = itemsize * math.prod(
-        size for axis, size in enumerate(shape) if axis not in leading and axis != y_axis
+    return InputImage(
+        path,
+        "zarr",
+        shape,
+        np.dtype(node.dtype).newbyteorder("="),
+        lazy=True,
+        channel_axis=-1 if len(shape) >= 3 and shape[-1] in (3, 4) else None,
+        alpha=None,
+        read=read,
     )
-    page_bytes = row_bytes * shape[y_axis]
-    if page_bytes <= CHUNK_BYTES:
-        if leading:
-            pages = max(1, CHUNK_BYTES // max(page_bytes, 1))
-            chunks[leading[-1]] = min(shape[leading[-1]], pages)
-    else:
-        rows = CHUNK_BYTES // row_bytes
-        # Multiples of 256 rows allow 256-row TIFF tiles (which compress better).
-        rows = rows // 256 * 256 if rows >= 256 else max(16, rows // 16 * 16)
-        chunks[y_axis] = min(rows, shape[y_axis])
-    return tuple(chunks)
 
 
 # --------------------------------------------------------------------------------------
@@ -386,7 +440,7 @@ def band_chunks(shape: tuple[int, ...], itemsize: int, channel_axis: int | None)
 
 
 def output_format(path: str | os.PathLike) -> str:
-    """Return the format name ("png", "jpeg", "tiff", "zarr", "npy") for an output path.
+    """The format ("png", "jpeg", "tiff", "zarr", "npy") of an output path, by suffix.
 
     Raises
     ------
@@ -394,52 +448,52 @@ def output_format(path: str | os.PathLike) -> str:
         The suffix is not one we can write.
     """
     suffix = Path(path).suffix.lower()
-    try:
-        return FORMATS_BY_SUFFIX[suffix]
-    except KeyError:
+    if suffix not in FORMATS_BY_SUFFIX:
         known = ", ".join(sorted(FORMATS_BY_SUFFIX))
         raise ImageIOError(
             f"cannot write {path}: unknown output format {suffix or '(no suffix)'!r} "
             f"(use one of {known})"
-        ) from None
+        )
+    return FORMATS_BY_SUFFIX[suffix]
 
 
 def check_writable(
-    path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype, channel_axis: int | None
+    path: str | os.PathLike,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    channel_axis: int | None,
+    alpha: bool | None = None,
 ) -> None:
     """Raise :class:`ImageIOError` if ``path``'s format cannot hold such an array.
 
-    Called before any work so that a batch fails at once, not after an hour.
+    Called before any work, so that a batch fails at once and not after an hour.
+    ``alpha``: whether the last channel is alpha (None: 4 channels on the last axis).
     """
     fmt = output_format(path)
-    dtype = np.dtype(dtype)
     if fmt not in ("png", "jpeg"):
-        return  # TIFF, zarr and npy hold any numeric array
-    name = "PNG" if fmt == "png" else "JPEG"
-    spatial_ndim = len(shape) - (channel_axis is not None)
-    channels = 1 if channel_axis is None else shape[channel_axis]
-    if spatial_ndim != 2:
-        raise ImageIOError(
-            f"cannot write {path}: {name} holds one 2-D image but this one has shape "
-            f"{shape}; write .tif or .zarr instead"
+        return  # TIFF, zarr and npy hold any numeric array, frames included
+    name, ndim = fmt.upper(), len(shape)
+    axis = None if channel_axis is None else channel_axis % ndim
+    spatial = [size for i, size in enumerate(shape) if i != axis]
+    channels = 1 if axis is None else shape[axis]
+    alpha = channels == 4 if alpha is None else alpha
+    problem = None
+    if len(spatial) > 2:
+        problem = (
+            f"the image has {math.prod(spatial[:-2])} frames (shape {shape}) and {name} "
+            "holds one; write .tif, .zarr or .npy to keep every frame"
         )
-    if channel_axis is not None and channel_axis % len(shape) != len(shape) - 1:
-        raise ImageIOError(
-            f"cannot write {path}: {name} needs colour channels on the last axis; "
-            "write .tif or .zarr instead"
-        )
-    allowed_channels = (1, 3) if fmt == "jpeg" else (1, 3, 4)
-    if channels not in allowed_channels:
-        raise ImageIOError(
-            f"cannot write {path}: {name} cannot hold {channels} channels; "
-            "write .tif or .zarr instead"
-        )
-    allowed_dtypes = ("uint8",) if fmt == "jpeg" else ("uint8", "uint16")
-    if dtype.name not in allowed_dtypes:
-        raise ImageIOError(
-            f"cannot write {path}: {name} cannot hold {dtype.name} pixels without "
-            "changing them; write .tif or .zarr instead"
-        )
+    elif axis is not None and axis != ndim - 1:
+        problem = f"{name} needs colour channels on the last axis"
+    elif (channels, bool(alpha)) not in {(1, False), (3, False), (2, True), (4, True)} or (
+        alpha and fmt == "jpeg"
+    ):
+        problem = f"{name} cannot hold {channels} channels{' with alpha' * bool(alpha)}"
+    elif np.dtype(dtype).name not in ("uint8", "uint16")[: 1 + (fmt == "png")]:
+        problem = f"{name} cannot hold {np.dtype(dtype).name} pixels without changing them"
+    if problem:
+        hint = "" if "frames" in problem else "; write .tif or .zarr instead"
+        raise ImageIOError(f"cannot write {path}: {problem}{hint}")
 
 
 # --------------------------------------------------------------------------------------
@@ -451,14 +505,9 @@ def check_writable(
 def atomic_output(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it to ``path`` if the block succeeds.
 
-    Parameters
-    ----------
-    path : str or path-like
-        Final destination (file or ``.zarr`` directory).
-    overwrite : bool
-        Replace an existing destination.  Without it an existing destination raises
-        :class:`ImageIOError` (checked again here because another process may have
-        created the file since the batch was planned).
+    Without ``overwrite`` an existing destination raises :class:`ImageIOError` (checked
+    again here: another process may have created it since the batch was checked).
+    Whatever ends the block (an error, Ctrl-C, a stop signal), the temporary is removed.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -490,83 +539,85 @@ def write_array(
     *,
     fmt: str,
     channel_axis: int | None,
+    alpha: bool | None = None,
     labels: np.ndarray | None = None,
     colors: np.ndarray | None = None,
     indexed: bool = True,
+    optimize: bool = False,
 ) -> None:
-    """Write an in-memory array to ``path`` (already a temporary path) as ``fmt``.
+    """Write an in-memory array to ``path`` (a temporary path) as ``fmt``, keeping its dtype.
 
     Parameters
     ----------
     path : pathlib.Path
-        Where to write; the suffix is ignored, ``fmt`` decides.
+        Where to write; ``fmt`` decides the format, not the suffix.
     array : numpy.ndarray
-        The pixels, written with their dtype unchanged.
+        The pixels.
     fmt : str
         One of the values of :data:`FORMATS_BY_SUFFIX`.
     channel_axis : int or None
-        Colour axis of ``array`` (None: intensity image).  Decides the TIFF layout.
+        Colour axis of ``array`` (None: intensity image); decides the TIFF layout.
+    alpha : bool or None
+        Whether the last channel is alpha (None: 4 channels on the last axis), tagged as
+        ``extrasamples`` in TIFF.
     labels, colors : numpy.ndarray, optional
-        The quantisation (``array == colors[labels]`` on the colour channels).  With
-        them a PNG of at most 256 colours is written indexed without searching for its
-        colours again.
+        The quantisation (``array == colors[labels]`` on the colour channels): a PNG of
+        at most 256 colours is then written indexed without searching its colours.
     indexed : bool
-        Allow an indexed PNG.  False writes plain greyscale/RGB(A) PNGs.
+        Allow an indexed PNG; False writes plain greyscale/RGB(A) PNGs.
+    optimize : bool
+        Pillow's ``optimize=True`` for PNG: a few per cent smaller, much slower.
     """
-    if fmt == "png":
-        _write_png(path, array, labels=labels, colors=colors, indexed=indexed)
-    elif fmt == "jpeg":
-        from PIL import Image
+    from PIL import Image
 
+    if fmt == "png":
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        paletted = (
+            _to_paletted(array, labels, colors) if indexed and array.dtype == np.uint8 else None
+        )
+        if paletted is not None:
+            index, palette, transparency = paletted
+            image = Image.frombytes("P", index.shape[::-1], index.tobytes())
+            image.putpalette(palette.tobytes())
+            extra = {} if transparency is None else {"transparency": transparency.tobytes()}
+            image.save(path, format="PNG", optimize=optimize, **extra)
+        elif array.dtype == np.uint16 and array.ndim == 3:
+            # Pillow has no 16-bit colour or grey+alpha modes.
+            path.write_bytes(_imagecodecs(path).png_encode(np.ascontiguousarray(array)))
+        else:
+            Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", optimize=optimize)
+    elif fmt == "jpeg":
         Image.fromarray(array).save(path, format="JPEG", quality=95)
     elif fmt == "tiff":
         import tifffile
 
-        tifffile.imwrite(
-            path, array, compression="zlib", **_tiff_layout(array.shape, array.dtype, channel_axis)
-        )
+        layout = _tiff_layout(array.shape, array.dtype, channel_axis, alpha)
+        tifffile.imwrite(path, array, compression="zlib", **layout)
     elif fmt == "npy":
         with open(path, "wb") as handle:  # np.save(path) would append ".npy"
             np.save(handle, array)
-    elif fmt == "zarr":
-        target = create_lazy_target(path, fmt, array.shape, array.dtype, None, channel_axis)
-        target[...] = array
-    else:  # pragma: no cover - output_format() rejects unknown formats first
-        raise ImageIOError(f"cannot write {fmt}")
+    else:
+        create_lazy_target(path, fmt, array.shape, array.dtype, None, channel_axis)[...] = array
 
 
-def create_lazy_target(
-    path: Path,
-    fmt: str,
-    shape: tuple[int, ...],
-    dtype: np.dtype,
-    chunks: tuple[int, ...] | None,
-    channel_axis: int | None,
-):
-    """Create an empty on-disk array that ``dask.array.store`` can fill chunk by chunk.
+def create_lazy_target(path, fmt, shape, dtype, chunks, channel_axis, alpha=None):
+    """An empty on-disk array that ``dask.array.store`` can fill chunk by chunk.
 
-    ``zarr`` gives a chunked zarr array (chunks aligned with the dask chunks, so
-    parallel writes never share a chunk); ``tiff`` gives an uncompressed, memory-mapped
-    TIFF, which is the one TIFF layout that can be written in random order (used for
-    layouts :func:`write_tiff_from_dask` does not handle, e.g. planar RGB).
+    ``zarr``: a zarr array with the given ``chunks``.  ``tiff``: an uncompressed,
+    memory-mapped TIFF, the one TIFF that can be written in any order (for the layouts
+    :func:`write_tiff_from_dask` cannot stream, e.g. planar RGB).
     """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if fmt == "zarr":
         zarr = _require_zarr("writing .zarr output")
         return zarr.open_array(
             str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks or shape
         )
-    if fmt == "tiff":
-        import tifffile
+    import tifffile
 
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        return tifffile.memmap(
-            path,
-            shape=shape,
-            dtype=dtype,
-            bigtiff=nbytes > 2**31,  # classic TIFF offsets stop at 4 GB
-            **_tiff_layout(shape, dtype, channel_axis),
-        )
-    raise ImageIOError(f"cannot write {fmt} chunk by chunk")  # pragma: no cover
+    layout = _tiff_layout(shape, dtype, channel_axis, alpha)
+    return tifffile.memmap(path, shape=shape, dtype=dtype, bigtiff=nbytes > 2**31, **layout)
 
 
 def can_stream_tiff(ndim: int, channel_axis: int | None) -> bool:
@@ -574,153 +625,102 @@ def can_stream_tiff(ndim: int, channel_axis: int | None) -> bool:
     return channel_axis is None or channel_axis % ndim == ndim - 1
 
 
-def write_tiff_from_dask(path: Path, array, channel_axis: int | None, *, progress=None) -> None:
-    """Write a dask array as a compressed, tiled TIFF, one band of rows at a time.
+def write_tiff_from_dask(path, array, channel_axis, alpha=None, *, progress=None) -> None:
+    """Write a dask array as a zlib-compressed, tiled TIFF, one band of rows at a time.
 
-    Only one chunk (:data:`CHUNK_BYTES`) is in memory at once.  Tiles must reach
-    tifffile in order (page by page, row of tiles by row of tiles), so the array is
-    chunked in bands of whole rows (:func:`band_chunks`) and the bands are computed one
-    after the other.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        Destination (a temporary path; see :func:`atomic_output`).
-    array : dask.array.Array
-        Pixels; its dtype is kept.
-    channel_axis : int or None
-        Must be None or the last axis (see :func:`can_stream_tiff`).
-    progress : callable, optional
-        ``progress(fraction)`` after each band.
+    tifffile takes the tiles in file order (page by page, row of tiles by row of tiles),
+    so the array is cut into bands of whole rows, a multiple of the tile height and
+    about :data:`CHUNK_BYTES` each, computed one after the other: memory holds one band.
+    ``channel_axis`` must be None or the last axis (:func:`can_stream_tiff`);
+    ``progress(fraction)`` is called after each band.
     """
     import tifffile
 
-    ndim = array.ndim
-    y_axis = ndim - 2 - (channel_axis is not None)
-    array = array.rechunk(band_chunks(array.shape, array.dtype.itemsize, channel_axis))
-    band_rows = array.chunks[y_axis][0]
-    if band_rows < array.shape[y_axis]:  # tiles must not straddle two bands
-        tile_rows = next(rows for rows in (256, 128, 64, 32, 16) if band_rows % rows == 0)
-    else:
-        tile_rows = 256
-    tile_columns = 256
+    y = array.ndim - 2 - (channel_axis is not None)
+    row_bytes = array.dtype.itemsize * math.prod(array.shape[y + 1 :])
+    rows = max(1, CHUNK_BYTES // (row_bytes * _TILE)) * _TILE
+    array = array.rechunk((1,) * y + (rows,) + array.shape[y + 1 :])
     n_blocks = math.prod(array.numblocks)
 
     def tiles():
-        # numblocks is 1 along X and channels, and Y is whole when a block holds several
-        # pages, so C order over the blocks is the TIFF's tile order.
         for number, index in enumerate(np.ndindex(*array.numblocks), start=1):
-            block = np.asarray(array.blocks[index].compute())
-            for page in np.ndindex(*block.shape[:y_axis]):
-                rows = block[page]
-                for top in range(0, rows.shape[0], tile_rows):
-                    for left in range(0, rows.shape[1], tile_columns):
-                        yield rows[top : top + tile_rows, left : left + tile_columns]
+            band = np.asarray(array.blocks[index].compute())[(0,) * y]
+            for top in range(0, band.shape[0], _TILE):
+                for left in range(0, band.shape[1], _TILE):
+                    yield band[top : top + _TILE, left : left + _TILE]
             if progress is not None:
                 progress(number / n_blocks)
 
-    nbytes = int(np.prod(array.shape, dtype=np.int64)) * array.dtype.itemsize
     tifffile.imwrite(
         path,
         tiles(),
         shape=array.shape,
         dtype=array.dtype,
-        tile=(tile_rows, tile_columns),
+        tile=(_TILE, _TILE),
         compression="zlib",
-        bigtiff=nbytes > 2**31,  # the compressed size is unknown in advance
-        **_tiff_layout(array.shape, array.dtype, channel_axis),
+        bigtiff=math.prod(array.shape) * array.dtype.itemsize > 2**31,  # size unknown yet
+        **_tiff_layout(array.shape, array.dtype, channel_axis, alpha),
     )
 
 
-def _tiff_layout(shape: tuple[int, ...], dtype: np.dtype, channel_axis: int | None) -> dict:
-    """Photometric interpretation and planar layout that round-trip ``shape`` exactly."""
-    ndim = len(shape)
+def _tiff_layout(shape, dtype, channel_axis, alpha) -> dict:
+    """Photometric interpretation, planar layout and alpha tag that round-trip ``shape``."""
     if channel_axis is None:
         return {"photometric": "minisblack"}
+    ndim = len(shape)
     axis = channel_axis % ndim
     channels = shape[axis]
-    rgb = channels in (3, 4) and np.dtype(dtype).name in ("uint8", "uint16")
+    alpha = bool(channels == 4 and axis == ndim - 1 if alpha is None else alpha)
+    rgb = channels - alpha == 3 and np.dtype(dtype).name in ("uint8", "uint16")
     layout: dict[str, Any] = {"photometric": "rgb" if rgb else "minisblack"}
-    if axis == ndim - 1:
-        layout["planarconfig"] = "contig"
-    elif axis == ndim - 3:
-        layout["planarconfig"] = "separate"
-    if rgb and channels == 4:
-        layout["extrasamples"] = ("unassalpha",)
+    if axis in (ndim - 1, ndim - 3):
+        layout["planarconfig"] = "contig" if axis == ndim - 1 else "separate"
+    extra = channels - (3 if rgb else 1)
+    if extra > 0:
+        layout["extrasamples"] = ("unspecified",) * (extra - alpha) + ("unassalpha",) * alpha
     return layout
 
 
-def _write_png(path, array, *, labels, colors, indexed) -> None:
-    from PIL import Image
-
-    if array.dtype == np.uint8 and indexed:
-        paletted = _to_paletted(array, labels, colors)
-        if paletted is not None:
-            index, palette_rgb, alpha = paletted
-            image = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
-            image.putpalette(palette_rgb.reshape(-1).tolist())
-            options = {} if alpha is None else {"transparency": alpha.tobytes()}
-            image.save(path, format="PNG", optimize=True, **options)
-            return
-    if array.dtype == np.uint16 and array.ndim == 3 and array.shape[-1] != 1:
-        try:
-            import imagecodecs
-        except ImportError:
-            raise ImageIOError(
-                f"writing a 16-bit colour PNG needs 'imagecodecs' (pip install imagecodecs); "
-                f"or write .tif instead of {path.name}"
-            ) from None
-        path.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(array)))
-        return
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", optimize=True)
-
-
 def _to_paletted(array, labels, colors):
-    """Return ``(index, palette_rgb, alpha)`` for an indexed PNG, or None if impossible.
+    """``(index, palette, transparency)`` of an indexed PNG, or None above 256 entries.
 
-    ``index`` is a 2-D uint8 array, ``palette_rgb`` an (n, 3) uint8 array and ``alpha``
-    None or an (n,) uint8 array (the PNG tRNS chunk).  Uses the quantisation labels when
-    given (no search); otherwise finds the distinct colours itself.
+    ``index`` is 2-D uint8, ``palette`` (n, 3) uint8 and ``transparency`` None or (n,)
+    uint8 (the tRNS chunk).  The labels give the colours without a search; without them
+    the distinct colours are found here.  Every visible (colour, alpha) pair gets an
+    entry (alpha is copied from the input) and every fully transparent pixel one shared
+    entry, whatever colour it hides.
     """
-    if array.ndim == 2:
-        array = array[..., None]
+    array = array.reshape(*array.shape[:2], -1)
     channels = array.shape[-1]
-    if channels not in (1, 3, 4):
+    n_colour = 3 if channels >= 3 else 1
+    if channels > 4:
         return None
-    colour = array[..., : 3 if channels >= 3 else 1]
-    alpha = array[..., 3] if channels == 4 else None
-
     if labels is not None and colors is not None and labels.shape == array.shape[:2]:
-        labels = np.asarray(labels, dtype=np.int64)
-        palette = np.asarray(colors)[:, : colour.shape[-1]]
-        if alpha is None:
-            if len(palette) > 256:
-                return None
-            index, palette_colour, palette_alpha = labels, palette, None
-        else:
-            # Alpha is copied from the input, so one colour can appear with several
-            # alpha values: every (colour, alpha) pair needs its own palette entry.
-            keys, inverse = np.unique(labels * 256 + alpha, return_inverse=True)
-            if len(keys) > 256:
-                return None
-            index = inverse.reshape(labels.shape)
-            palette_colour = palette[keys // 256]
-            palette_alpha = (keys % 256).astype(np.uint8)
+        codes, palette = np.asarray(labels), np.asarray(colors)[:, :n_colour]
     else:
-        flat = array.reshape(-1, channels)
-        rows, inverse = np.unique(flat, axis=0, return_inverse=True)
-        if len(rows) > 256:
+        pixels = array[..., :n_colour].reshape(-1, n_colour)
+        palette, codes = np.unique(pixels, axis=0, return_inverse=True)
+        codes = codes.reshape(array.shape[:2])
+    if channels in (1, 3):
+        if len(palette) > 256:
             return None
-        index = inverse.reshape(array.shape[:2])
-        palette_colour = rows[:, : colour.shape[-1]]
-        palette_alpha = rows[:, 3].astype(np.uint8) if alpha is not None else None
-
-    palette_colour = np.asarray(palette_colour, dtype=np.uint8)
-    if palette_colour.shape[-1] == 1:
-        palette_colour = np.repeat(palette_colour, 3, axis=-1)
-    return index.astype(np.uint8), palette_colour, palette_alpha
+        index, colours, transparency = codes, palette, None
+    else:
+        # Key 0: transparent; key 1 + 256 * colour + alpha: a visible pair.  Counted
+        # with bincount, not sorted: a sort of 12 M keys costs more than the PNG.
+        alpha = array[..., -1]
+        keys = np.where(alpha == 0, 0, 1 + codes.astype(np.int64) * 256 + alpha)
+        used = np.flatnonzero(np.bincount(keys.ravel()))
+        if len(used) > 256:
+            return None
+        lookup = np.zeros(used[-1] + 1, np.uint8)
+        lookup[used] = np.arange(len(used))
+        index = lookup[keys]
+        pair = np.maximum(used - 1, 0)
+        colours = np.where((used == 0)[:, None], 0, palette[pair // 256])
+        transparency = np.where(used == 0, 0, pair % 256).astype(np.uint8)
+    palette_rgb = np.repeat(np.asarray(colours, np.uint8), 3 // n_colour, axis=-1)
+    return index.astype(np.uint8), palette_rgb, transparency
 
 
 # --------------------------------------------------------------------------------------
@@ -734,6 +734,17 @@ def _require_zarr(purpose: str):
     except ImportError:
         raise ImageIOError(f"{purpose} needs the 'zarr' package (pip install zarr)") from None
     return zarr
+
+
+def _imagecodecs(path: Path):
+    try:
+        import imagecodecs
+    except ImportError:
+        raise ImageIOError(
+            f"writing a 16-bit colour PNG needs 'imagecodecs' (pip install imagecodecs); "
+            f"or write .tif instead of {path.name}"
+        ) from None
+    return imagecodecs
 
 
 def _describe(exc: BaseException) -> str:

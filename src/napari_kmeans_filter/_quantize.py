@@ -11,7 +11,7 @@ The work is done by one pipeline, the same for numpy and dask input:
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from . import _validation as check
-from ._fit import DEFAULT_SPEED, assign_rows, fit_histogram
-from ._histogram import image_histogram
+from ._fit import DEFAULT_SPEED, assign_rows, fit_fewest, fit_histogram
+from ._histogram import image_histogram, release_freed_memory
 from ._layout import layout_of
-from ._paint import Painter
+from ._metrics import psnr
+from ._paint import Ditherer, Painter
 
 ProgressCallback = Callable[[float, str], Any]
 
@@ -164,6 +165,11 @@ class QuantizeResult:
         Lloyd iterations run (over all starts); 0 when no clustering was needed.
     params : dict
         The parameters used, JSON-serialisable, to reproduce the result.
+    error_curve : dict or None
+        With ``n_colors='auto'``: every number of colours fitted while
+        searching (``"n_colors"``, sorted), the ``"psnr"`` (and
+        ``"delta_e"``) of each, and whether the targets were ``"reached"``.
+        The chosen number is ``len(palette)``.
     """
 
     labels: Any
@@ -174,11 +180,18 @@ class QuantizeResult:
     psnr: float
     n_iter: int
     params: dict
+    error_curve: dict | None = None
     _color_sums: np.ndarray = field(default=None, repr=False)
     _squared_errors: np.ndarray = field(default=None, repr=False)
 
-    def cluster_stats(self) -> dict[str, np.ndarray]:
+    def cluster_stats(self, frame_axis: int | None = None) -> dict[str, np.ndarray]:
         """Per-cluster statistics, one row per palette entry in label order.
+
+        Parameters
+        ----------
+        frame_axis : int, optional
+            An axis of ``labels`` (e.g. 0 for a (T, Y, X) stack) along which
+            to count each cluster's pixels frame by frame.
 
         Returns
         -------
@@ -186,9 +199,17 @@ class QuantizeResult:
             Equal-length columns: ``"label"`` (int64), ``"count"`` (visible
             pixels, int64), ``"fraction"`` (of the visible pixels),
             ``"mean_0"``, ``"mean_1"``, ... (mean input colour of the
-            cluster's pixels per colour channel, NaN for an empty cluster) and
+            cluster's pixels per colour channel, NaN for an empty cluster),
             ``"rms_error"`` (root mean squared distance of those pixels to the
-            palette colour, per channel, in the image's units).
+            palette colour, per channel, in the image's units) and, with
+            ``frame_axis``, ``"frame_counts"``: an int64 array of shape
+            (n_colors, n_frames), each cluster's visible pixels per frame.
+            Dask results are computed for ``frame_counts``.
+
+        Raises
+        ------
+        ValueError
+            If ``frame_axis`` is not an axis of ``labels``.
         """
         counts = self.palette.counts.astype(np.int64)
         total = counts.sum()
@@ -204,7 +225,34 @@ class QuantizeResult:
             stats[f"mean_{channel}"] = np.where(counts > 0, mean, np.nan)
         rms = np.sqrt(self._squared_errors / (denominator * n_channels))
         stats["rms_error"] = np.where(counts > 0, rms, np.nan)
+        if frame_axis is not None:
+            stats["frame_counts"] = self._frame_counts(frame_axis)
         return stats
+
+    def _frame_counts(self, frame_axis) -> np.ndarray:
+        ndim = self.labels.ndim
+        if isinstance(frame_axis, bool) or not isinstance(frame_axis, int | np.integer):
+            raise ValueError(f"The 'frame_axis' parameter must be an int. Got {frame_axis!r}.")
+        if not -ndim <= frame_axis < ndim:
+            raise ValueError(
+                f"The 'frame_axis' parameter must be in the range [{-ndim}, {ndim - 1}] for "
+                f"labels of shape {self.labels.shape}. Got {frame_axis}."
+            )
+        lazy = check.is_dask_array(self.labels)
+        xp = __import__("dask.array", fromlist=["array"]) if lazy else np
+        k = len(self.palette)
+        n_frames = self.labels.shape[frame_axis]
+        frame = xp.arange(n_frames).reshape([-1 if a == frame_axis % ndim else 1 for a in range(ndim)])
+        index = (self.labels.astype(np.int64) + frame * k).ravel()
+        weights = None
+        if self.params.get("alpha"):
+            axis = self.params["channel_axis"]
+            alpha = self.image[..., -1] if axis in (None, -1) else xp.take(self.image, -1, axis=axis)
+            weights = (alpha > 0).ravel()
+        counts = xp.bincount(index, weights=weights, minlength=n_frames * k)
+        if lazy:
+            counts = counts.compute()
+        return np.asarray(counts).astype(np.int64).reshape(n_frames, k).T
 
 
 def _reporter(progress: ProgressCallback | None, start: float, stop: float, message: str):
@@ -218,77 +266,121 @@ def _reporter(progress: ProgressCallback | None, start: float, stop: float, mess
     return report
 
 
-def _psnr(mse: float, dtype: np.dtype, value_range: float) -> float:
-    if mse == 0:
-        return math.inf
-    if dtype.kind in "ui" and dtype.itemsize == 1:
-        peak = float(np.iinfo(dtype).max) - float(np.iinfo(dtype).min)
-    else:
-        peak = value_range
-    if peak == 0:
-        return 0.0
-    return 10 * math.log10(peak**2 / mse)
+def _outputs(layout, histogram, index, assignment, colors, dither):
+    """Labels, repainted image and, when dithering, the per-label statistics.
 
-
-def _outputs(layout, histogram, index, row_labels, colors):
-    """Labels and repainted image, numpy now or dask lazily."""
-    painter = Painter(histogram, layout.encoding, row_labels, colors)
+    Without dithering the statistics come from the histogram (None here);
+    with it they are counted pixel by pixel: ``(counts, sums, squared)``.
+    Numpy now, dask lazily (a dithered dask image computes its statistics now,
+    and its labels and image again when they are computed).
+    """
+    painter = Painter(histogram, layout.encoding, assignment.row_labels, colors)
+    if dither:
+        ditherer = Ditherer(painter, dither, layout.has_alpha, assignment.extremes)
     if not layout.is_dask:
+        if dither:
+            labels, image, *stats = ditherer.paint(layout.data)
+            return labels, layout.restore(image), stats
         pixels = layout.data.reshape(-1, layout.data.shape[-1])
         kind, rows = index
         labels, image = painter.paint(pixels, rows if kind == "rows" else None)
         labels = labels.reshape(layout.spatial_shape)
-        return labels, layout.restore(image.reshape(layout.data.shape))
+        return labels, layout.restore(image.reshape(layout.data.shape)), None
 
     import dask
     import dask.array as da
 
     # One graph key holds the painter (its lookup table can be 32 MB): every
     # task refers to it instead of carrying a copy.
-    shared = dask.delayed(painter, pure=True)
+    worker = dask.delayed(ditherer if dither else painter, pure=True)
     data = layout.data
     labels = da.map_blocks(
         _labels_of_block,
         data,
-        shared,
+        worker,
         drop_axis=data.ndim - 1,
         dtype=painter.label_dtype,
         meta=np.empty((0,) * (data.ndim - 1), painter.label_dtype),
     )
     image = da.map_blocks(
-        _image_of_block, data, shared, dtype=data.dtype, meta=np.empty((0,) * data.ndim, data.dtype)
+        _image_of_block, data, worker, dtype=data.dtype, meta=np.empty((0,) * data.ndim, data.dtype)
     )
-    return labels, layout.restore(image)
+    stats = None
+    if dither:
+        spatial = data.ndim - 1
+        per_block = da.map_blocks(
+            _stats_of_block,
+            data,
+            worker,
+            drop_axis=spatial,
+            chunks=tuple((1,) * len(sizes) for sizes in data.chunks[:spatial]),
+            dtype=object,
+            meta=np.empty((0,) * spatial, dtype=object),
+        )
+        cells = per_block.compute().ravel()
+        stats = [sum(cell[i] for cell in cells) for i in range(3)]
+    return labels, layout.restore(image), stats
 
 
-def _labels_of_block(block, painter):
-    return painter.labels_of_block(block)
+def _labels_of_block(block, worker):
+    if isinstance(worker, Ditherer):
+        return worker.paint(block)[0]
+    return worker.labels_of_block(block)
 
 
-def _image_of_block(block, painter):
-    return painter.image_of_block(block)
+def _image_of_block(block, worker):
+    if isinstance(worker, Ditherer):
+        return worker.paint(block)[1]
+    return worker.image_of_block(block)
 
 
-def _fit_options(n_colors, color_space, speed, init, fixed_colors, n_init, max_iter, tol, random_state, layout):
-    n_colors = check.check_n_colors(n_colors)
+def _stats_of_block(block, ditherer):
+    cell = np.empty((1,) * (block.ndim - 1), dtype=object)
+    cell.flat[0] = ditherer.paint(block)[2:]
+    return cell
+
+
+def _fit_options(
+    n_colors,
+    color_space,
+    speed,
+    init,
+    fixed_colors,
+    n_init,
+    max_iter,
+    tol,
+    random_state,
+    layout,
+    dither=False,
+    target_psnr=None,
+    target_delta_e=None,
+):
+    n_colors = check.check_n_colors(n_colors, allow_auto=True)
     n_channels = layout.n_color_channels
+    target_psnr, target_delta_e = check.check_targets(
+        n_colors, target_psnr, target_delta_e, n_channels, init
+    )
+    size = check.MAX_N_COLORS if n_colors == "auto" else n_colors
     return {
         "n_colors": n_colors,
+        "target_psnr": target_psnr,
+        "target_delta_e": target_delta_e,
         "color_space": check.check_color_space(color_space, n_channels),
         "speed": check.check_speed(speed),
-        "init": check.check_init(init, n_colors, n_channels),
-        "fixed_colors": check.check_fixed_colors(fixed_colors, n_colors, n_channels, layout.dtype),
+        "init": check.check_init(init, size, n_channels),
+        "fixed_colors": check.check_fixed_colors(fixed_colors, size, n_channels, layout.dtype),
         "n_init": check.check_n_init(n_init),
         "max_iter": check.check_max_iter(max_iter),
         "tol": check.check_tol(tol),
         "seed": check.check_random_state(random_state),
+        "dither": check.check_dither(dither),
     }
 
 
 def _params(options, layout):
     """The parameters used, as plain JSON types; ``random_state`` is the seed drawn."""
     init, fixed = options["init"], options["fixed_colors"]
-    return {
+    params = {
         "n_colors": options["n_colors"],
         "channel_axis": layout.channel_axis,
         "color_space": options["color_space"],
@@ -300,7 +392,12 @@ def _params(options, layout):
         "max_iter": options["max_iter"],
         "tol": options["tol"],
         "random_state": options["seed"],
+        "dither": options["dither"],
     }
+    for target in ("target_psnr", "target_delta_e"):
+        if options[target] is not None:
+            params[target] = options[target]
+    return params
 
 
 def _fit(layout, options, progress):
@@ -308,44 +405,87 @@ def _fit(layout, options, progress):
     check.check_progress(progress)
     histogram, index = image_histogram(layout, _reporter(progress, 0.0, 0.3, "counting colors"))
     init = options["init"]
-    fitted = fit_histogram(
-        histogram,
-        layout.encoding,
-        options["n_colors"],
-        color_space=options["color_space"],
-        speed=options["speed"],
-        init=None if isinstance(init, str) else init,
-        fixed_colors=options["fixed_colors"],
-        n_init=options["n_init"],
-        max_iter=options["max_iter"],
-        tol=options["tol"],
-        seed=options["seed"],
-        report=_reporter(progress, 0.3, 0.9, "fitting k-means"),
-    )
-    return histogram, index, fitted
+    common = {
+        "color_space": options["color_space"],
+        "speed": options["speed"],
+        "fixed_colors": options["fixed_colors"],
+        "n_init": options["n_init"],
+        "max_iter": options["max_iter"],
+        "tol": options["tol"],
+        "seed": options["seed"],
+    }
+    curve = None
+    if options["n_colors"] == "auto":
+        fewest = fit_fewest(
+            histogram,
+            layout.encoding,
+            target_psnr=options["target_psnr"],
+            target_delta_e=options["target_delta_e"],
+            max_colors=check.MAX_N_COLORS,
+            report=_reporter(progress, 0.3, 0.9, "finding the fewest colors"),
+            **common,
+        )
+        fitted, curve = fewest.fit, fewest.curve
+        if not curve["reached"]:
+            warnings.warn(
+                f"The target ({_targets_text(options)}) is not reached with "
+                f"{len(fitted.colors)} colours: PSNR {curve['psnr'][-1]:.1f} dB"
+                + (f", mean CIEDE2000 {curve['delta_e'][-1]:.2f}" if "delta_e" in curve else "")
+                + "; returning that fit.",
+                UserWarning,
+                stacklevel=3,
+            )
+    else:
+        fitted = fit_histogram(
+            histogram,
+            layout.encoding,
+            options["n_colors"],
+            init=None if isinstance(init, str) else init,
+            report=_reporter(progress, 0.3, 0.9, "fitting k-means"),
+            **common,
+        )
+    if layout.is_dask:
+        release_freed_memory()  # the fit's temporaries, before the labels are computed
+    return histogram, index, fitted, curve
 
 
-def _result(layout, histogram, index, colors, counts, assignment, n_iter, color_space, params):
-    labels, image = _outputs(layout, histogram, index, assignment.row_labels, colors)
+def _targets_text(options):
+    parts = []
+    if options["target_psnr"] is not None:
+        parts.append(f"target_psnr={options['target_psnr']:g} dB")
+    if options["target_delta_e"] is not None:
+        parts.append(f"target_delta_e={options['target_delta_e']:g}")
+    return ", ".join(parts)
+
+
+def _result(
+    layout, histogram, index, colors, counts, assignment, n_iter, color_space, params, curve=None
+):
+    dither = params.get("dither", 0.0)
+    labels, image, stats = _outputs(layout, histogram, index, assignment, colors, dither)
+    color_sums, squared_errors = assignment.color_sums, assignment.squared_errors
+    if stats is not None:
+        counts, color_sums, squared_errors = stats
     n_visible = int(histogram.pixel_counts.sum())
-    mse = assignment.squared_error / max(n_visible * layout.n_color_channels, 1)
+    mse = float(squared_errors.sum()) / max(n_visible * layout.n_color_channels, 1)
     return QuantizeResult(
         labels=labels,
         image=image,
         palette=Palette(colors, counts, color_space),
         n_input_colors=int(np.count_nonzero(histogram.pixel_counts)),
         mse=mse,
-        psnr=_psnr(mse, layout.dtype, assignment.value_range),
+        psnr=psnr(mse, layout.dtype, assignment.value_range),
         n_iter=n_iter,
         params=params,
-        _color_sums=assignment.color_sums,
-        _squared_errors=assignment.squared_errors,
+        error_curve=curve,
+        _color_sums=color_sums,
+        _squared_errors=squared_errors,
     )
 
 
 def quantize(
     image,
-    n_colors: int = 8,
+    n_colors: int | str = 8,
     *,
     channel_axis: int | None = -1,
     color_space: str = "rgb",
@@ -354,6 +494,9 @@ def quantize(
     mask=None,
     sample_weight=None,
     fixed_colors=None,
+    dither: bool | float = False,
+    target_psnr: float | None = None,
+    target_delta_e: float | None = None,
     n_init: int | str = "auto",
     init="k-means++",
     max_iter: int = 300,
@@ -375,9 +518,11 @@ def quantize(
         RGB/RGBA photo, greyscale image, or nD stack; integer or float dtype,
         any byte order. Never modified. Dask input gives lazy dask ``labels``
         and ``image``.
-    n_colors : int, optional
+    n_colors : int or 'auto', optional
         Number of colours, 1 to ``MAX_N_COLORS`` (4096). If the image has fewer
-        distinct colours, all of them are returned.
+        distinct colours, all of them are returned. 'auto': the fewest colours
+        whose result reaches ``target_psnr`` and/or ``target_delta_e`` (see
+        Notes); ``result.error_curve`` tells what was tried.
     channel_axis : int or None, optional
         Axis holding the colour channels; None for intensity images (every
         element is a pixel). 2-D images are always greyscale. All other axes
@@ -409,6 +554,25 @@ def quantize(
         Colours in the image's units that appear in the palette exactly, as its
         first ``m`` entries in the given order, and never move; the other
         ``n_colors - m`` colours are fitted around them. ``m <= n_colors``.
+    dither : bool or float, optional
+        Floyd-Steinberg error diffusion (serpentine) when repainting: False
+        (default), True (full strength) or a level in [0, 1], the share of
+        each pixel's error passed on (libimagequant's dithering level). It
+        changes ``labels`` and ``image`` (still ``palette.colors[labels]``),
+        not the palette; errors diffuse within each 2-D plane (the last two
+        spatial axes) in the image's units, and, for dask input, within each
+        chunk (seams may show at chunk borders).
+    target_psnr : float, optional
+        With ``n_colors='auto'``: the PSNR (dB, see ``QuantizeResult.psnr``)
+        the result must reach, in (0, 200] -- pngquant's ``--quality`` in
+        other units. About 30 dB is a visible but faithful posterisation,
+        40 dB hard to tell from the original.
+    target_delta_e : float, optional
+        With ``n_colors='auto'``, RGB images only: the mean CIEDE2000 colour
+        difference over the visible pixels the result may have at most, in
+        (0, 100] (about 1 is the smallest difference an observer sees side by
+        side). Colours are read as sRGB scaled by the dtype's full intensity
+        (255 for uint8, 1.0 for floats).
     n_init : int or 'auto', optional
         Number of k-means++ starts; the best is kept. 'auto' lets ``speed``
         decide (8 at the default speed for up to 16 colours, fewer as
@@ -442,6 +606,12 @@ def quantize(
 
     Notes
     -----
+    With ``n_colors='auto'`` the colour histogram is computed once and
+    k = 2, 4, 8, ... are fitted until one reaches the targets; bisection
+    between the last k that missed and the first that reached then finds a k
+    whose fit reaches them while the fit with k - 1 colours does not. If even
+    4096 colours miss, that fit is returned with a ``UserWarning``.
+
     The histogram is exact for every dtype: 8- and 16-bit integers are packed
     into integer codes (counted in a direct table when they have at most 24
     bits), other dtypes use the bytes of each pixel, counted by sorting.
@@ -471,9 +641,21 @@ def quantize(
     """
     layout = layout_of(image, channel_axis, alpha, mask, sample_weight)
     options = _fit_options(
-        n_colors, color_space, speed, init, fixed_colors, n_init, max_iter, tol, random_state, layout
+        n_colors,
+        color_space,
+        speed,
+        init,
+        fixed_colors,
+        n_init,
+        max_iter,
+        tol,
+        random_state,
+        layout,
+        dither,
+        target_psnr,
+        target_delta_e,
     )
-    histogram, index, fitted = _fit(layout, options, progress)
+    histogram, index, fitted, curve = _fit(layout, options, progress)
     result = _result(
         layout,
         histogram,
@@ -484,6 +666,7 @@ def quantize(
         fitted.n_iter,
         options["color_space"],
         _params(options, layout),
+        curve,
     )
     if progress is not None:
         progress(1.0, "done")
@@ -492,7 +675,7 @@ def quantize(
 
 def fit_palette(
     image,
-    n_colors: int = 8,
+    n_colors: int | str = 8,
     *,
     channel_axis: int | None = -1,
     color_space: str = "rgb",
@@ -501,6 +684,8 @@ def fit_palette(
     mask=None,
     sample_weight=None,
     fixed_colors=None,
+    target_psnr: float | None = None,
+    target_delta_e: float | None = None,
     n_init: int | str = "auto",
     init="k-means++",
     max_iter: int = 300,
@@ -531,9 +716,20 @@ def fit_palette(
     """
     layout = layout_of(image, channel_axis, alpha, mask, sample_weight)
     options = _fit_options(
-        n_colors, color_space, speed, init, fixed_colors, n_init, max_iter, tol, random_state, layout
+        n_colors,
+        color_space,
+        speed,
+        init,
+        fixed_colors,
+        n_init,
+        max_iter,
+        tol,
+        random_state,
+        layout,
+        target_psnr=target_psnr,
+        target_delta_e=target_delta_e,
     )
-    _, _, fitted = _fit(layout, options, progress)
+    _, _, fitted, _ = _fit(layout, options, progress)
     if progress is not None:
         progress(1.0, "done")
     return Palette(fitted.colors, fitted.counts, options["color_space"])
@@ -545,6 +741,7 @@ def apply_palette(
     *,
     channel_axis: int | None = -1,
     alpha: bool | None = None,
+    dither: bool | float = False,
     progress: ProgressCallback | None = None,
 ) -> QuantizeResult:
     """Repaint an image with the nearest colours of a given palette.
@@ -560,7 +757,7 @@ def apply_palette(
         image's units: a float palette for a float image; for an integer image
         an integer palette of the same dtype, or of a wider integer dtype
         (e.g. int64 from a list) whose values lie in the image dtype's range.
-    channel_axis, alpha, progress
+    channel_axis, alpha, dither, progress
         As in :func:`quantize`.
 
     Returns
@@ -590,6 +787,7 @@ def apply_palette(
             f"The 'palette' parameter must be a Palette. Got {type(palette).__name__} instead."
         )
     check.check_progress(progress)
+    dither = check.check_dither(dither)
     layout = layout_of(image, channel_axis, alpha)
     colors = check.check_palette_for_image(palette.colors, layout.n_color_channels, layout.dtype)
     histogram, index = image_histogram(layout, _reporter(progress, 0.0, 0.8, "counting colors"))
@@ -601,6 +799,7 @@ def apply_palette(
         "palette": palette.to_dict(),
         "channel_axis": layout.channel_axis,
         "alpha": bool(layout.has_alpha),
+        "dither": dither,
     }
     result = _result(
         layout, histogram, index, colors, counts, assignment, 0, palette.color_space, params

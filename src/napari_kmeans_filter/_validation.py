@@ -38,8 +38,55 @@ def check_int(value, name, low, high=None):
     return int(value)
 
 
-def check_n_colors(n_colors):
+def check_n_colors(n_colors, *, allow_auto=False):
+    if allow_auto and isinstance(n_colors, str) and n_colors == "auto":
+        return "auto"
+    if isinstance(n_colors, str):
+        raise ValueError(
+            f"The 'n_colors' parameter must be an int in the range [1, {MAX_N_COLORS}]"
+            + (" or 'auto'" if allow_auto else "")
+            + f". Got {n_colors!r} instead."
+        )
     return check_int(n_colors, "n_colors", 1, MAX_N_COLORS)
+
+
+def check_targets(n_colors, target_psnr, target_delta_e, n_color_channels, init):
+    """``(target_psnr, target_delta_e)``: required with n_colors='auto', refused without."""
+    given = [name for name, value in (("target_psnr", target_psnr), ("target_delta_e", target_delta_e)) if value is not None]
+    if n_colors != "auto":
+        if given:
+            raise ValueError(
+                f"The '{given[0]}' parameter needs n_colors='auto' (the fewest colours that "
+                f"reach it); with n_colors={n_colors!r} leave it out."
+            )
+        return None, None
+    if not given:
+        raise ValueError(
+            "n_colors='auto' needs a target: 'target_psnr' (dB) and/or 'target_delta_e' "
+            "(mean CIEDE2000)."
+        )
+    if not isinstance(init, str):
+        raise ValueError("The 'init' parameter cannot be an array with n_colors='auto'.")
+    checked = []
+    for name, value, low, high in (
+        ("target_psnr", target_psnr, 0.0, 200.0),
+        ("target_delta_e", target_delta_e, 0.0, 100.0),
+    ):
+        if value is None:
+            checked.append(None)
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low < value <= high:
+            raise ValueError(
+                f"The '{name}' parameter must be a number in the range ({low:g}, {high:g}]. "
+                f"Got {value!r} instead."
+            )
+        checked.append(float(value))
+    if target_delta_e is not None and n_color_channels != 3:
+        raise ValueError(
+            "The 'target_delta_e' parameter needs 3 colour channels (RGB); the image has "
+            f"{n_color_channels}. Use target_psnr."
+        )
+    return tuple(checked)
 
 
 def check_image(image):
@@ -117,6 +164,18 @@ def check_alpha(alpha, n_channels, channel_axis, ndim):
             f"({n_channels} channel(s)); pass channel_axis and at least 2 channels."
         )
     return bool(alpha)
+
+
+def check_dither(dither):
+    """False, or the dithering level in (0, 1] (True means 1)."""
+    if isinstance(dither, (bool, np.bool_)):
+        return 1.0 if dither else False
+    if not isinstance(dither, numbers.Real) or not 0 <= dither <= 1:
+        raise ValueError(
+            "The 'dither' parameter must be True, False or a level in the range [0, 1]. "
+            f"Got {dither!r} instead."
+        )
+    return float(dither) if dither > 0 else False
 
 
 def check_speed(speed):

@@ -10,6 +10,11 @@ Everything that can be checked before work starts (files exist, outputs can be
 written, nothing would be overwritten) is checked for the whole batch first.  Every
 problem ends the run with one line ``napari-kmeans-filter: error: ...`` on stderr and
 exit status 2; set ``NAPARI_KMEANS_FILTER_DEBUG=1`` to see the traceback instead.
+Ctrl-C (exit 130), SIGTERM (143) and SIGHUP (129) stop a run the same way: the file
+being written is removed and nothing is left half-written.
+
+One overwrite rule for both commands: an existing output is replaced only with
+``--overwrite``, and an input is never replaced.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +52,10 @@ LABEL_FORMATS = ("png", "tiff", "zarr", "npy")
 FIT_SHARE = 0.8
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+#: Signals that stop a run like Ctrl-C does (SIGHUP: the terminal was closed).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 _EXAMPLES = f"""\
 examples:
@@ -55,7 +66,8 @@ examples:
   {PROG} big.tif -k 32 -o big_k32.zarr --labels big_labels.zarr
   {PROG} {DEMO_COMMAND}                                 # the gallery of the cat
 
-Outputs never replace an input, and replace existing files only with --overwrite.
+Outputs never replace an input, and replace existing files only with --overwrite
+(the same rule for '{DEMO_COMMAND}').
 In --labels and --palette paths, {{stem}} is the input's name without its suffix and
 {{k}} the number of colours; {{stem}} is required when there are several inputs.
 Run '{PROG} {DEMO_COMMAND} --help' for the gallery options."""
@@ -69,7 +81,16 @@ class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are raised, to be printed as one line by :func:`main`."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise CliError(message)
+        raise CliError(f"{message} (see '{self.prog} --help')")
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by a stop signal; unwinds like KeyboardInterrupt, so
+    every ``finally`` runs and the temporary outputs are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 # --------------------------------------------------------------------------------------
@@ -131,10 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Reduce images to K colours with exact k-means (colour quantisation).\n"
-            "Reads PNG, JPEG, TIFF (any dtype, stacks, multichannel) and .zarr arrays;\n"
-            "writes PNG (indexed when it has at most 256 colours), TIFF, .zarr, .npy or\n"
-            "JPEG, keeping the dtype. Large TIFF and .zarr inputs are processed chunk by\n"
-            "chunk."
+            "Reads PNG, JPEG, GIF, WebP, BMP, PPM, TIFF (any dtype, stacks, multichannel)\n"
+            "and .zarr arrays as viewers show them: every frame of an animation (one\n"
+            "palette for all), transparency, EXIF orientation, CMYK and palettes as RGB.\n"
+            "Writes PNG (indexed when it has at most 256 colours), TIFF, .zarr, .npy or\n"
+            "JPEG, keeping the dtype; frames need TIFF, .zarr or .npy. Large TIFF and\n"
+            ".zarr inputs are processed chunk by chunk."
         ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -171,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=("png", "tif", "tiff", "zarr", "npy", "jpg", "jpeg"),
         help="suffix of the outputs named automatically; default: png for PNG/JPEG/... "
-        "inputs, the input's own suffix for TIFF and .zarr (keeps dtype and channels)",
+        "inputs (tif for animations, which PNG cannot hold), the input's own suffix for "
+        "TIFF and .zarr (keeps dtype, channels and frames)",
     )
     parser.add_argument(
         "--labels",
@@ -193,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         "perceptual, for RGB images)",
     )
     parser.add_argument(
-        "--seed", type=_seed, default=0, help="random seed of the fit; same seed, same result"
+        "--seed",
+        type=_seed,
+        default=0,
+        help="random seed of the fit (default: 0); the same seed gives the same result",
     )
     parser.add_argument(
         "--channel-axis",
@@ -215,14 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="write plain greyscale/RGB(A) PNGs instead of indexed (palette) PNGs",
     )
+    _add_common_options(parser)
+    return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options both commands take, with the same meaning."""
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace outputs that already exist"
+        "--optimize",
+        action="store_true",
+        help="compress PNGs harder (Pillow's optimize=True): a few per cent smaller, "
+        "several times slower to write",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs that already exist (never an input)",
     )
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing but warnings and errors"
     )
     parser.add_argument("--version", action="version", version=_version())
-    return parser
 
 
 def build_demo_parser() -> argparse.ArgumentParser:
@@ -236,7 +276,10 @@ def build_demo_parser() -> argparse.ArgumentParser:
             f"the cat at k = {', '.join(map(str, DEMO_K_VALUES))} and a contact sheet "
             "captioned with the PSNR of each.\nNeeds no input."
         ),
-        epilog=f"example:\n  {PROG} {DEMO_COMMAND} --out-dir kmeans-demo",
+        epilog=(
+            f"example:\n  {PROG} {DEMO_COMMAND} --out-dir kmeans-demo\n\n"
+            "Existing files are replaced only with --overwrite, as for quantising."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -258,8 +301,8 @@ def build_demo_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--color-space", choices=COLOR_SPACES, default="rgb", help="as for quantising"
     )
-    parser.add_argument("--seed", type=_seed, default=0, help="as for quantising")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--seed", type=_seed, default=0, help="as for quantising (default: 0)")
+    _add_common_options(parser)
     return parser
 
 
@@ -269,7 +312,8 @@ def build_demo_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 success, 2 error, 130 interrupted).
+    """Run the command line; return the exit status: 0 success, 2 error, 130 Ctrl-C,
+    128 + the signal number for SIGTERM (143) and SIGHUP (129).
 
     Parameters
     ----------
@@ -278,15 +322,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        # 'demo' is a command only as the first word, so a file called 'demo' can still
-        # be quantised as './demo'.
-        if argv[:1] == [DEMO_COMMAND]:
-            return run_demo(build_demo_parser().parse_args(argv[1:]))
-        return run(build_parser().parse_args(argv))
+        with _stop_signals_raise():
+            # 'demo' is a command only as the first word, so a file called 'demo' can
+            # still be quantised as './demo'.
+            if argv[:1] == [DEMO_COMMAND]:
+                return run_demo(build_demo_parser().parse_args(argv[1:]))
+            return run(build_parser().parse_args(argv))
     except KeyboardInterrupt:
         _status.clear()
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Stopped as stopped:
+        _status.clear()
+        print(f"{PROG}: stopped by {signal.Signals(stopped.signum).name}", file=sys.stderr)
+        return 128 + stopped.signum  # the shell's status for a process ended by a signal
     except (CliError, ImageIOError, ValueError, TypeError, OSError, MemoryError) as exc:
         # ValueError/TypeError come from the core's parameter checks, whose messages
         # name the problem; OSError from the file system (permissions, full disk).
@@ -307,6 +356,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
+
+
+@contextlib.contextmanager
+def _stop_signals_raise():
+    """Turn SIGTERM and SIGHUP into :class:`_Stopped` while the run lasts.
+
+    Their default action kills the process at once, leaving the temporary file being
+    written beside its destination.  Raised as an exception instead, they unwind
+    through :func:`napari_kmeans_filter._io.atomic_output`, which removes it.  Only the
+    main thread can install handlers; elsewhere (a caller's worker thread) nothing
+    changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        for number in STOP_SIGNALS:  # a second signal must not interrupt the cleanup
+            signal.signal(number, signal.SIG_IGN)
+        raise _Stopped(signum)
+
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -330,6 +406,8 @@ class Job:
 
     source: _io.InputImage
     channel_axis: int | None
+    #: Whether the last colour channel is alpha (None: the core's rule).
+    alpha: bool | None
     output: Path
     labels: Path | None
     palette: Path | None
@@ -370,7 +448,9 @@ def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
     for path in args.inputs:
         source = _io.open_image(path, chunked=args.chunked)
         channel_axis = _resolve_channel_axis(args.channel_axis, source)
-        n_colour_channels = _colour_channels(source.shape, channel_axis)
+        # The file says which channel is alpha only for its own channel axis.
+        alpha = source.alpha if channel_axis == source.channel_axis else None
+        n_colour_channels = _colour_channels(source.shape, channel_axis, alpha)
         color_space = palette.color_space if palette is not None else args.color_space or "rgb"
         if color_space != "rgb" and n_colour_channels != 3:
             raise CliError(
@@ -381,7 +461,7 @@ def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
         output = args.output or _default_output(path, source, args, k)
         labels = _expand(args.labels, fields, "--labels")
         palette_path = _expand(args.palette, fields, "--palette")
-        jobs.append(Job(source, channel_axis, output, labels, palette_path))
+        jobs.append(Job(source, channel_axis, alpha, output, labels, palette_path))
 
     _check_outputs(jobs, args, k)
     return jobs
@@ -389,7 +469,7 @@ def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
 
 def _resolve_channel_axis(option: int | str | None, source: _io.InputImage) -> int | None:
     if option == "auto":
-        return source.default_channel_axis()
+        return source.channel_axis
     if option is None or len(source.shape) == 2:  # a 2-D array is always greyscale
         return None
     ndim = len(source.shape)
@@ -401,14 +481,14 @@ def _resolve_channel_axis(option: int | str | None, source: _io.InputImage) -> i
     return option - ndim if option >= 0 else option
 
 
-def _colour_channels(shape: tuple[int, ...], channel_axis: int | None) -> int:
-    """Colour channels without alpha, by the core's rule (4 on the last axis: RGBA)."""
+def _colour_channels(shape: tuple[int, ...], channel_axis: int | None, alpha: bool | None) -> int:
+    """Colour channels without alpha (alpha None: the core's rule, 4 on the last axis)."""
     if channel_axis is None:
         return 1
     channels = shape[channel_axis]
-    return (
-        channels - 1 if channel_axis % len(shape) == len(shape) - 1 and channels == 4 else channels
-    )
+    if alpha is None:
+        alpha = channel_axis % len(shape) == len(shape) - 1 and channels == 4
+    return channels - bool(alpha)
 
 
 def _zarr_store_root(path: Path) -> Path | None:
@@ -445,7 +525,9 @@ def _stem(path: Path) -> str:
 def _default_output(path: Path, source: _io.InputImage, args, k: int) -> Path:
     if args.format is not None:
         suffix = "." + args.format
-    elif source.kind == "pillow":
+    elif source.kind == "pillow" and source.n_frames > 1:
+        suffix = ".tif"  # keeps every frame (PNG and JPEG hold one)
+    elif source.kind == "pillow" and source.path.suffix.lower() not in (".tif", ".tiff"):
         suffix = ".png"  # lossless and indexed: JPEG would undo the quantisation
     elif source.kind == "zarr":
         suffix = ".zarr"
@@ -476,8 +558,6 @@ def _check_outputs(jobs: list[Job], args, k: int) -> None:
     seen: dict[Path, str] = {}
     warned_jpeg = False
     for job in jobs:
-        label_dtype = np.dtype(np.uint8 if k <= 256 else np.uint16)
-        spatial_shape = _spatial_shape(job.source.shape, job.channel_axis)
         outputs = [("output", job.output), ("labels", job.labels), ("palette", job.palette)]
         for role, path in outputs:
             if path is None:
@@ -502,22 +582,26 @@ def _check_outputs(jobs: list[Job], args, k: int) -> None:
                 if path.suffix.lower() != ".json":
                     raise CliError(f"--palette {path}: the palette is written as .json")
                 continue
-            fmt = _io.output_format(path)
-            if role == "labels":
-                if fmt not in LABEL_FORMATS:
-                    raise CliError(
-                        f"--labels {path}: labels must be stored exactly; use .png, .tif, "
-                        ".zarr or .npy"
-                    )
-                _io.check_writable(path, spatial_shape, label_dtype, None)
-            else:
-                _io.check_writable(path, job.source.shape, job.source.dtype, job.channel_axis)
-                if fmt == "jpeg" and not warned_jpeg:
-                    warned_jpeg = True
-                    _warn(
-                        "JPEG compression re-introduces colours: the JPEG will have many more "
-                        "than the quantised colours (write .png for an exact result)"
-                    )
+            if role == "labels" and _io.output_format(path) not in LABEL_FORMATS:
+                raise CliError(
+                    f"--labels {path}: labels must be stored exactly; use .png, .tif, .zarr or .npy"
+                )
+        _check_formats(job, k)
+        if _io.output_format(job.output) == "jpeg" and not warned_jpeg:
+            warned_jpeg = True
+            _warn(
+                "JPEG compression re-introduces colours: the JPEG will have many more "
+                "than the quantised colours (write .png for an exact result)"
+            )
+
+
+def _check_formats(job: Job, k: int) -> None:
+    """Whether the output (and label) formats can hold this job's results."""
+    _io.check_writable(job.output, job.source.shape, job.source.dtype, job.channel_axis, job.alpha)
+    if job.labels is not None:
+        label_dtype = np.dtype(np.uint8 if k <= 256 else np.uint16)
+        spatial_shape = _spatial_shape(job.source.shape, job.channel_axis)
+        _io.check_writable(job.labels, spatial_shape, label_dtype, None)
 
 
 def _same_or_nested(output: Path, input_path: Path) -> bool:
@@ -614,11 +698,14 @@ def _process(job: Job, args, palette, progress):
     image = job.source.load()
     try:
         if palette is not None:
-            return apply_palette(image, palette, channel_axis=job.channel_axis, progress=progress)
+            return apply_palette(
+                image, palette, channel_axis=job.channel_axis, alpha=job.alpha, progress=progress
+            )
         return quantize(
             image,
             args.n_colors,
             channel_axis=job.channel_axis,
+            alpha=job.alpha,
             color_space=args.color_space or "rgb",
             random_state=args.seed,
             progress=progress,
@@ -629,19 +716,19 @@ def _process(job: Job, args, palette, progress):
 
 def _write_outputs(job: Job, result, args, status) -> None:
     """Write image, labels and palette of one job: all of them or none."""
-    outputs = {"image": (job.output, result.image, job.channel_axis)}
+    outputs = {"image": (job.output, result.image, job.channel_axis, job.alpha)}
     if job.labels is not None:
-        outputs["labels"] = (job.labels, result.labels, None)
+        outputs["labels"] = (job.labels, result.labels, None, None)
     indexed = args.indexed_png and _io.output_format(job.output) == "png"
     with contextlib.ExitStack() as stack:
         temporaries = {
             role: stack.enter_context(_io.atomic_output(path, overwrite=args.overwrite))
-            for role, (path, _, _) in outputs.items()
+            for role, (path, *_) in outputs.items()
         }
         in_memory = _store_or_compute(
             outputs, temporaries, result.labels if indexed else None, status
         )
-        for role, (path, _, channel_axis) in outputs.items():
+        for role, (path, _, channel_axis, alpha) in outputs.items():
             if role not in in_memory:
                 continue  # already stored chunk by chunk
             is_image = role == "image"
@@ -650,11 +737,13 @@ def _write_outputs(job: Job, result, args, status) -> None:
                 in_memory[role],
                 fmt=_io.output_format(path),
                 channel_axis=channel_axis,
+                alpha=alpha,
                 # The labels turn the image into an indexed PNG without a colour search;
                 # the label image itself stays plain greyscale, never indexed.
                 labels=in_memory.get("index") if is_image else None,
                 colors=result.palette.colors if is_image else None,
                 indexed=indexed and is_image,
+                optimize=args.optimize,
             )
         if job.palette is not None:
             temporary = stack.enter_context(
@@ -675,19 +764,21 @@ def _store_or_compute(outputs: dict, temporaries: dict, index_labels, status) ->
     """
     wanted: dict[str, Any] = {}
     sources, targets, streamed = [], [], []
-    for role, (path, array, channel_axis) in outputs.items():
+    for role, (path, array, channel_axis, alpha) in outputs.items():
         fmt = _io.output_format(path)
         if not _is_dask(array) or fmt not in ("tiff", "zarr"):
             wanted[role] = array
         elif fmt == "tiff" and _io.can_stream_tiff(array.ndim, channel_axis):
-            streamed.append((temporaries[role], array, channel_axis))
+            streamed.append((temporaries[role], array, channel_axis, alpha))
         else:
-            # Regular chunks, so that no two dask chunks write into one zarr chunk.
+            # The result keeps the input's chunks (a zarr input's own): the output is
+            # chunked like the input.  Regular chunks, so that no two dask chunks write
+            # into one zarr chunk.
             chunks = tuple(max(sizes) for sizes in array.chunks)
             sources.append(array.rechunk(chunks))
             targets.append(
                 _io.create_lazy_target(
-                    temporaries[role], fmt, array.shape, array.dtype, chunks, channel_axis
+                    temporaries[role], fmt, array.shape, array.dtype, chunks, channel_axis, alpha
                 )
             )
     if index_labels is not None and "image" in wanted:
@@ -704,9 +795,9 @@ def _store_or_compute(outputs: dict, temporaries: dict, index_labels, status) ->
         for target in targets:
             if hasattr(target, "flush"):  # TIFF memory map: push the pages to the file
                 target.flush()
-    for temporary, array, channel_axis in streamed:
+    for temporary, array, channel_axis, alpha in streamed:
         _io.write_tiff_from_dask(
-            temporary, array, channel_axis, progress=status.stage_progress("writing TIFF")
+            temporary, array, channel_axis, alpha, progress=status.stage_progress("writing TIFF")
         )
     return dict(zip(wanted, values, strict=True))
 
@@ -750,46 +841,49 @@ def run_demo(args: argparse.Namespace) -> int:
     k_values = sorted(dict.fromkeys(args.n_colors))
     names = ["chelsea.png", *(f"chelsea_k{k}.png" for k in k_values), "chelsea_contact_sheet.png"]
     paths = [out_dir / name for name in names]
-    # The demo's files are its own (fixed names in its own folder): running the
-    # quick start again simply rewrites them, with the same pixels.
-    args.overwrite = True
+    # The same rule as the main command, checked for every file before any work.
+    for path in paths:
+        if path.exists() and not args.overwrite:
+            raise CliError(f"{path} already exists (use --overwrite to replace it)")
     _prepare_directories(paths)
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
+    def write(path: Path, image: np.ndarray, result=None) -> None:
+        with _io.atomic_output(path, overwrite=args.overwrite) as temporary:
+            _io.write_array(
+                temporary,
+                image,
+                fmt="png",
+                channel_axis=-1,
+                labels=None if result is None else result.labels,
+                colors=None if result is None else result.palette.colors,
+                optimize=args.optimize,
+            )
 
     cat = data.chelsea()
     n_colours = len(np.unique(cat.reshape(-1, 3), axis=0))
     height, width = cat.shape[:2]
-    print(
-        f"chelsea (skimage.data.chelsea): {width} x {height} pixels, {n_colours} distinct colours"
-    )
-    _write_demo_png(paths[0], cat, args.overwrite)
-    print(f"wrote {paths[0]}  (original, {n_colours} colours, {_size(paths[0])})")
+    say(f"chelsea (skimage.data.chelsea): {width} x {height} pixels, {n_colours} distinct colours")
+    write(paths[0], cat)
+    say(f"wrote {paths[0]}  (original, {n_colours} colours, {_size(paths[0])})")
 
     tiles = [(cat, f"original  {n_colours} colours")]
     for k, path in zip(k_values, paths[1:-1], strict=True):
         result = quantize(cat, k, color_space=args.color_space, random_state=args.seed)
-        _write_demo_png(path, result.image, args.overwrite, result)
+        write(path, result.image, result)
         caption = f"k={k}  {_format_psnr(result.psnr)}"
         tiles.append((result.image, caption))
-        print(
+        say(
             f"wrote {path}  ({len(result.palette)} colours, {_format_psnr(result.psnr)}, "
             f"{_size(path)})"
         )
     sheet = contact_sheet(tiles)
-    _write_demo_png(paths[-1], sheet, args.overwrite)
-    print(f"wrote {paths[-1]}  (contact sheet, {sheet.shape[1]} x {sheet.shape[0]} pixels)")
+    write(paths[-1], sheet)
+    say(f"wrote {paths[-1]}  (contact sheet, {sheet.shape[1]} x {sheet.shape[0]} pixels)")
     return EXIT_OK
-
-
-def _write_demo_png(path: Path, image: np.ndarray, overwrite: bool, result=None) -> None:
-    with _io.atomic_output(path, overwrite=overwrite) as temporary:
-        _io.write_array(
-            temporary,
-            image,
-            fmt="png",
-            channel_axis=-1,
-            labels=None if result is None else result.labels,
-            colors=None if result is None else result.palette.colors,
-        )
 
 
 def contact_sheet(

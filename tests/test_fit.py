@@ -1,0 +1,161 @@
+"""The fit engine (_fit.py): exact assignment, whole = sliced, the stages' contracts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from napari_kmeans_filter import _fit, quantize
+from napari_kmeans_filter._histogram import Encoding, histogram_of_pixels
+
+
+def _brute_force_nearest(points, centres):
+    squared = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    return np.argmin(squared, axis=1)  # ties: lowest index, as the engine promises
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 64, 300])
+@pytest.mark.parametrize("guess", ["zeros", "random"])
+def test_assignment_is_the_exact_nearest_centre(k, guess):
+    """Sort-means and the bounds only skip work: labels equal the brute-force argmin,
+    including ties (integer grid points equidistant from two centres) and k above the
+    neighbour-list length (300 > 256), whatever the starting guesses."""
+    rng = np.random.default_rng(k)
+    points = rng.integers(0, 12, (4000, 3)).astype(np.float64)  # many exact ties
+    centres = rng.integers(0, 12, (k, 3)).astype(np.float64) + rng.choice([0, 0.5], (k, 3))
+    labels = np.zeros(len(points), np.int64)
+    if guess == "random":
+        labels = rng.integers(0, k, len(points))
+    cells = _fit._Array(points, np.ones(len(points)))
+    _fit.assign(cells, centres, labels)
+    np.testing.assert_array_equal(labels, _brute_force_nearest(points, centres))
+
+
+def test_lloyd_bounds_do_not_change_the_trajectory():
+    """Lloyd with Hamerly bounds carried between passes = Lloyd recomputing everything."""
+    rng = np.random.default_rng(1)
+    points = rng.normal(0, 30, (5000, 3))
+    cells = _fit._Array(points, rng.integers(1, 5, len(points)).astype(float))
+    start = points[:40].copy()
+    fast_labels = np.zeros(len(points), np.int64)
+    fast, _, fast_iter, _ = _fit.lloyd(cells, start, fast_labels, max_iter=500, tol=0.0)
+    centres, previous = start.copy(), None
+    for slow_iter in range(1, 501):  # plain Lloyd, every distance computed
+        labels = _brute_force_nearest(points, centres)
+        if previous is not None and np.array_equal(labels, previous):
+            break
+        totals = np.bincount(labels, weights=cells.weights, minlength=40)
+        sums = np.stack(
+            [np.bincount(labels, weights=cells.weights * points[:, d], minlength=40) for d in range(3)],
+            axis=1,
+        )
+        filled = totals > 0
+        centres = centres.copy()
+        centres[filled] = sums[filled] / totals[filled, None]
+        previous = labels
+    np.testing.assert_allclose(fast, centres, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(fast_labels, _brute_force_nearest(points, fast))
+    assert fast_iter == slow_iter
+
+
+def _histogram_of(image):
+    encoding = Encoding.for_image(image.dtype, image.shape[-1])
+    return histogram_of_pixels(image.reshape(-1, image.shape[-1]), encoding), encoding
+
+
+@pytest.mark.parametrize("color_space", ["rgb", "oklab"])
+def test_whole_and_sliced_histograms_give_the_same_palette(monkeypatch, color_space):
+    """One engine for both: a histogram too big to hold whole is visited in slices, and
+    the palette (and every row's label) is bit-identical to the whole one's."""
+    image = data.astronaut()
+    histogram, encoding = _histogram_of(image)
+    kwargs = {"color_space": color_space, "speed": 4, "seed": 3}
+    whole = _fit.fit_histogram(histogram, encoding, 12, **kwargs)
+    monkeypatch.setattr(_fit, "MAX_WHOLE_POINTS", 10_000)
+    monkeypatch.setattr(_fit, "_SLICE_ROWS", 7_919)  # a prime: slices end anywhere
+    points = _fit.PointSet(histogram, encoding, color_space, None)
+    assert not points.whole
+    sliced = _fit.fit_histogram(histogram, encoding, 12, **kwargs)
+    np.testing.assert_array_equal(sliced.colors, whole.colors)
+    np.testing.assert_array_equal(sliced.assignment.row_labels, whole.assignment.row_labels)
+    assert sliced.assignment.squared_error == whole.assignment.squared_error
+
+
+def test_grid_reduction_keeps_weight_and_mean():
+    rng = np.random.default_rng(0)
+    points = _fit._Array(rng.random((50_000, 3)) * 255, rng.integers(1, 9, 50_000).astype(float))
+    cells, cell_of_point = _fit.grid_cells(points, 4096)
+    assert cells.size <= 4096
+    assert cells.weights.sum() == pytest.approx(points.weights.sum())
+    np.testing.assert_allclose(
+        cells.weights @ cells.points, points.weights @ points.points, rtol=1e-12
+    )
+    # Every cell's centroid is the weighted mean of the points mapped to it.
+    totals = np.bincount(cell_of_point, weights=points.weights)
+    np.testing.assert_allclose(totals, cells.weights)
+
+
+@pytest.mark.parametrize("speed", [1, 4, 10])
+def test_every_speed_gives_a_valid_palette(speed):
+    cat = data.chelsea()
+    result = quantize(cat, 16, speed=speed)
+    assert len(result.palette) == 16
+    np.testing.assert_array_equal(result.image, result.palette.colors[result.labels])
+    assert result.params["speed"] == speed
+
+
+def test_faster_speeds_cost_little_quality_on_a_photo():
+    """speed=10 is a preview: worse than the default, but not by much (the benchmark
+    measures it against median cut); speed=1 is at least as good as speed=10."""
+    cat = data.chelsea()
+    mse = {speed: quantize(cat, 16, speed=speed).mse for speed in (1, 4, 10)}
+    assert mse[4] <= mse[10] * 1.02
+    assert mse[1] <= mse[10] * 1.02
+    assert mse[10] <= mse[4] * 1.15
+
+
+def test_k_4096_works():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    result = quantize(image, 4096, speed=10)
+    assert len(result.palette) == 4096
+    assert result.labels.dtype == np.uint16
+    np.testing.assert_array_equal(result.image, result.palette.colors[result.labels])
+
+
+def test_fixed_colors_come_first_exactly_and_in_order():
+    cat = data.chelsea()
+    fixed = np.array([[255, 255, 255], [255, 0, 0], [0, 0, 0]], np.uint8)
+    result = quantize(cat, 10, fixed_colors=fixed)
+    np.testing.assert_array_equal(result.palette.colors[:3], fixed)
+    assert len(result.palette) == 10
+    assert len(np.unique(result.palette.colors, axis=0)) == 10
+    np.testing.assert_array_equal(result.image, result.palette.colors[result.labels])
+    # A fixed colour nobody uses is kept (stable indices), with a count of 0.
+    assert result.palette.counts[1] >= 0
+    # The other colours are fitted around the fixed ones: not worse than ignoring them
+    # for the remaining 7 colours alone would be.
+    alone = quantize(cat, 7)
+    assert result.mse <= alone.mse
+
+
+def test_masked_fit_equals_the_fit_of_the_masked_pixels_alone():
+    cat = data.chelsea()
+    mask = np.zeros(cat.shape[:2], bool)
+    mask[50:200, 100:300] = True
+    masked = quantize(cat, 6, mask=mask, random_state=4)
+    alone = quantize(cat[mask][np.newaxis], 6, random_state=4)
+    np.testing.assert_array_equal(masked.palette.colors, alone.palette.colors)
+    assert masked.labels.shape == cat.shape[:2]  # every pixel is painted
+    assert masked.palette.counts.sum() == cat.shape[0] * cat.shape[1]
+
+
+def test_integer_sample_weight_equals_repeating_pixels():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    weight = rng.integers(0, 4, (40, 50))
+    weighted = quantize(image, 5, sample_weight=weight, random_state=1)
+    repeated = np.repeat(image.reshape(-1, 3), weight.reshape(-1), axis=0)[np.newaxis]
+    plain = quantize(repeated, 5, random_state=1)
+    np.testing.assert_array_equal(weighted.palette.colors, plain.palette.colors)
