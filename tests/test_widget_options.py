@@ -101,3 +101,6 @@ def test_auto_k_finds_the_fewest_colors_for_the_target(make_napari_viewer, qtbot
     expected = quantize(data, "auto", target_psnr=32.0)
     assert clusters.metadata["palette"] == expected.palette.to_dict()
     assert clusters.metadata["psnr"] >= 32.0
+    k = len(expected.palette)
+    assert widget.status_label.value.startswith(f"{expected.n_input_colors} → {k} colors")
+    assert widget.status_label.value.endswith("(fewest for 32 dB)")

@@ -871,18 +871,26 @@ def _features_table(result: Any, source: LayerSource) -> dict | None:
     the palette index + 1. The core's per-channel means (``mean_0``, ``mean_1``...) are
     named after what the channels are: ``mean_r``, ``mean_g``, ``mean_b`` for RGB(A),
     ``mean_<layer name>`` for layers clustered together, ``mean`` for one greyscale layer.
+    For a stack (more than two spatial axes) in memory, ``count_0``, ``count_1``... are
+    each cluster's pixels in every index of the first axis (a time point or a slice):
+    the area of each color class over time. Dask-backed stacks get no per-frame counts,
+    which would compute the whole stack.
     """
     cluster_stats = getattr(result, "cluster_stats", None)
     if cluster_stats is None:
         return None
     keywords = {}
+    shape = source.spatial_shape()
     if (
-        len(source.spatial_shape()) > 2
+        len(shape) > 2
+        and shape[0] > 1
+        and not _is_dask(result.labels)
         and "frame_axis" in inspect.signature(cluster_stats).parameters
     ):
         keywords["frame_axis"] = 0
     table = {name: np.asarray(column) for name, column in cluster_stats(**keywords).items()}
     labels = np.asarray(table.pop("label"), dtype=np.int64) + 1
+    frame_counts = table.pop("frame_counts", None)
     if source.joint:
         channel_names = [f"mean_{name}" for name in source.names]
     elif source.rgb:
@@ -891,6 +899,10 @@ def _features_table(result: Any, source: LayerSource) -> dict | None:
         channel_names = ["mean"]
     renamed = {f"mean_{channel}": name for channel, name in enumerate(channel_names)}
     table = {renamed.get(name, name): column for name, column in table.items()}
+    if frame_counts is not None:
+        start = source.window.start[0]
+        for frame, column in enumerate(np.asarray(frame_counts).T):
+            table[f"count_{start + frame}"] = column
     return {"index": labels, "label": labels, **table}
 
 
@@ -1158,12 +1170,25 @@ def describe_result(result: LayerResult) -> str:
     Returns
     -------
     str
-        Distinct input colors, palette size and PSNR (``∞`` when nothing was lost).
+        Distinct input colors, palette size and PSNR (``∞`` when nothing was lost); for
+        ``n_colors="auto"``, whether the target was reached.
     """
-    summary = _as_level_results(result)[0]
+    level_results = _as_level_results(result)
+    summary = level_results[0]
     psnr = float(summary.psnr)
     psnr_text = "∞" if math.isinf(psnr) else f"{psnr:.1f}"
-    return f"{summary.n_input_colors} → {len(summary.palette)} colors, PSNR {psnr_text} dB"
+    text = f"{summary.n_input_colors} → {len(summary.palette)} colors, PSNR {psnr_text} dB"
+    fitted = level_results[getattr(result, "fit_level", 0)]
+    curve = getattr(fitted, "error_curve", None)
+    if curve is not None:
+        targets = []
+        if fitted.params.get("target_psnr") is not None:
+            targets.append(f"{fitted.params['target_psnr']:g} dB")
+        if fitted.params.get("target_delta_e") is not None:
+            targets.append(f"ΔE {fitted.params['target_delta_e']:g}")
+        target = " and ".join(targets)
+        text += f" (fewest for {target})" if curve.get("reached") else f" ({target} not reached)"
+    return text
 
 
 def announce_result(result: LayerResult, n_colors: int | str, layer_name: str) -> None:

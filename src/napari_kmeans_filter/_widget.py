@@ -286,6 +286,9 @@ class KMeansColourWidget(QWidget):
         self._progress_relay = _ProgressRelay()
         self._progress_relay.progressed.connect(self._show_progress)
         self._docked = False
+        self._outcome_handled = False
+        #: The source layers of the palette shown in the panel (for selecting labels).
+        self._panel_layers: tuple[Image, ...] = ()
 
         self._build_controls()
         self._build_layout()
@@ -433,6 +436,12 @@ class KMeansColourWidget(QWidget):
             text="Load…",
             tooltip="Repaint the selected image layer(s) with a palette JSON file.",
         )
+        for control in (self.dither_input, self.target_psnr_input, self.n_colors_input):
+            # Composite controls (a slider with its readout box) carry the tooltip on
+            # every part, not only the first.
+            for part in control.native.findChildren(QWidget):
+                if not part.toolTip():
+                    part.setToolTip(control.tooltip)
         for combo in (self.region_choice, self.palette_source_choice):
             # A long layer name must not widen the dock: the box shows it shortened.
             combo.native.setSizeAdjustPolicy(
@@ -506,7 +515,14 @@ class KMeansColourWidget(QWidget):
             hidden_rows.append(self._fixed_label)
             self.fix_color_button.native.hide()
         for label in hidden_rows:
-            form.setRowVisible(label, False)
+            if hasattr(form, "setRowVisible"):  # Qt >= 6.4
+                form.setRowVisible(label, False)
+            else:
+                field = form.itemAt(
+                    form.getWidgetPosition(label)[0], QFormLayout.ItemRole.FieldRole
+                )
+                label.hide()
+                field.widget().hide()
 
         inner = QWidget()
         inner.setLayout(form)
@@ -542,7 +558,6 @@ class KMeansColourWidget(QWidget):
         self.image_layers.changed.connect(self._on_inputs_changed)
         self.scope_choice.changed.connect(self._on_inputs_changed)
         self.region_choice.changed.connect(self._on_inputs_changed)
-        self.auto_k_check.changed.connect(self._on_inputs_changed)
         for widget in (
             self.n_colors_input,
             self.target_psnr_input,
@@ -878,7 +893,7 @@ class KMeansColourWidget(QWidget):
     def _finish_showing(self, prepared: PreparedResult, shown: Any, job: _Job) -> None:
         self.progress_bar.value = PROGRESS_STEPS
         self._set_status(describe_result(prepared.result))
-        self._show_palette(prepared, shown.clusters, job)
+        self._show_palette(prepared, job)
         if job.palette is None:
             announce_result(prepared.result, job.n_colors, job.source.name)
         self._end_run()
@@ -990,7 +1005,7 @@ class KMeansColourWidget(QWidget):
         show_result(self._viewer, prepared, job.layers)
         self.preview_shown_at = time.perf_counter()
         self._set_status("preview: " + describe_result(prepared.result))
-        self._show_palette(prepared, None, job)
+        self._show_palette(prepared, job)
 
     def _on_preview_finished(self, life: _Lifetime) -> None:
         if life.closed:
@@ -1005,7 +1020,7 @@ class KMeansColourWidget(QWidget):
     # Palette panel
     # ----------------------------------------------------------------------------------
 
-    def _show_palette(self, prepared: PreparedResult, clusters: Labels | None, job: _Job) -> None:
+    def _show_palette(self, prepared: PreparedResult, job: _Job) -> None:
         kind = "preview of " if job.preview else ""
         title = f"{kind}{_shorten(job.source.name)}: {prepared.n_colors} colors"
         self.palette_panel.show_palette(prepared.palette, prepared.swatches, title)
@@ -1014,7 +1029,7 @@ class KMeansColourWidget(QWidget):
         self.palette_source_choice.reset_choices()
 
     def _select_label(self, label: int) -> None:
-        layers = getattr(self, "_panel_layers", ())
+        layers = self._panel_layers
         clusters = find_clusters_layer(self._viewer, layers) if layers else None
         if clusters is None:
             show_info("K-means color filter: there is no clusters layer for this palette yet.")
