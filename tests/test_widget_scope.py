@@ -119,7 +119,7 @@ def test_only_the_region_votes_for_the_palette(make_napari_viewer, qtbot):
     assert not np.array_equal(expected.palette.colors, unmasked.palette.colors)
 
 
-def test_region_scope_needs_a_region_with_pixels(make_napari_viewer):
+def test_region_scope_needs_a_region_with_pixels(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(cat_crop(), rgb=True, name="cat")
     widget = open_widget(viewer)
@@ -131,6 +131,8 @@ def test_region_scope_needs_a_region_with_pixels(make_napari_viewer):
     empty = viewer.add_labels(np.zeros((60, 80), np.uint8), name="empty")
     widget.region_choice.value = empty
     with collect_notifications() as notifications:
-        assert widget.run() is None
-    assert "covers no pixel" in notifications[-1][1] or "mask" in notifications[-1][1]
+        widget.run()  # the region is rasterized on the worker, before the core's work
+        qtbot.waitUntil(lambda: not widget.is_running, timeout=30_000)
+    assert notifications[-1][0] == "error"
+    assert "covers no pixel" in notifications[-1][1]
     assert len(viewer.layers) == 2

@@ -176,8 +176,10 @@ class LayerSource:
     placement : dict
         Scale, translate, rotate, shear, affine, units and axis labels that put a result
         exactly on the quantized part of the first source layer.
-    mask : array-like of bool or None
-        Pixels that vote in the fit (spatial shape of level 0), or None for all.
+    mask_factory : callable or None
+        Makes the mask of the pixels that vote in the fit (spatial shape of level 0);
+        None for all pixels. Rasterizing a region is left to the first use of
+        :attr:`mask`, on the worker thread.
     """
 
     channels: tuple[tuple[Any, ...], ...]
@@ -186,11 +188,16 @@ class LayerSource:
     multiscale: bool
     window: Window
     placement: dict = field(default_factory=dict)
-    mask: Any = None
+    mask_factory: Callable[[], Any] | None = None
     names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(d.name for d in self.displays))
+
+    @cached_property
+    def mask(self) -> Any:
+        """Pixels that vote in the fit (spatial shape of level 0), or None for all."""
+        return None if self.mask_factory is None else self.mask_factory()
 
     @property
     def name(self) -> str:
@@ -295,7 +302,8 @@ def read_layer_source(
         tuple(layer.data) if layer.multiscale else (layer.data,) for layer in layers
     ]
     fixed = _fixed_indices(first, current_slice) if current_slice is not None else {}
-    mask = _region_mask(region, first, full_shape) if region is not None else None
+    full_mask = _region_mask_factory(region, first, full_shape) if region is not None else None
+    mask_factory = None
     rgb = bool(first.rgb)
 
     if max_pixels is not None:
@@ -303,8 +311,11 @@ def read_layer_source(
         level_index, index = chosen
         channels = tuple((_cut(levels[level_index], index, rgb),) for levels in levels_per_layer)
         multiscale = False
-        if mask is not None:
-            mask = _cut_mask(mask, full_shape, level_index, levels_per_layer[0], rgb, index)
+        if full_mask is not None:
+            preview_levels = levels_per_layer[0]
+
+            def mask_factory() -> Any:
+                return _cut_mask(full_mask(), full_shape, level_index, preview_levels, rgb, index)
     else:
         shape0 = full_shape
         index_per_level = [
@@ -317,8 +328,14 @@ def read_layer_source(
         multiscale = bool(first.multiscale)
         start = tuple(fixed.get(axis, 0) for axis in range(len(shape0)))
         window = Window(start, (1.0,) * len(shape0))
-        if mask is not None and fixed:
-            mask = mask[index_per_level[0]]
+        if full_mask is not None and fixed:
+            slice_index = index_per_level[0]
+
+            def mask_factory() -> Any:
+                return full_mask()[slice_index]
+
+        elif full_mask is not None:
+            mask_factory = full_mask
 
     source = LayerSource(
         channels=channels,
@@ -327,7 +344,7 @@ def read_layer_source(
         multiscale=multiscale,
         window=window,
         placement=_placement_of(first, window),
-        mask=mask,
+        mask_factory=mask_factory,
     )
     if source.n_pixels < 2:
         raise ValueError(
@@ -471,18 +488,34 @@ def _resample_nearest(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 def _region_mask(region: Any, image: Image, shape: tuple[int, ...]) -> Any:
     """Boolean mask of ``image``'s pixels inside a Shapes layer or labelled in a Labels layer."""
+    return _region_mask_factory(region, image, shape)()
+
+
+def _region_mask_factory(region: Any, image: Image, shape: tuple[int, ...]) -> Callable[[], Any]:
+    """Read a region layer now (GUI thread); rasterize it when the mask is first needed.
+
+    Shapes are moved into ``image``'s data coordinates through world coordinates (so
+    differently scaled or translated layers line up) and rasterized by napari's own
+    ``Shapes.to_masks``; a Labels region is its labels > 0. A region with fewer axes than
+    the image selects the same pixels along the image's leading axes (every frame).
+    """
     if isinstance(region, Shapes):
         if region.nshapes == 0:
             raise ValueError(f"Region layer {region.name!r} has no shapes: draw a region first.")
         ndim = min(region.ndim, len(shape))
-        # The shapes' vertices in the image's data coordinates, through world coordinates,
-        # so that differently scaled or translated layers still line up.
-        converted = []
-        for vertices in region.data:
-            points = [image.world_to_data(region.data_to_world(v))[-ndim:] for v in vertices]
-            converted.append(np.asarray(points, dtype=float))
-        in_image = Shapes(converted, shape_type=list(region.shape_type), ndim=ndim)
-        mask = in_image.to_masks(mask_shape=shape[-ndim:]).any(axis=0)
+        vertices = [
+            np.asarray(
+                [image.world_to_data(region.data_to_world(v))[-ndim:] for v in shape_vertices],
+                dtype=float,
+            )
+            for shape_vertices in region.data
+        ]
+        shape_types = list(region.shape_type)
+
+        def rasterize() -> Any:
+            in_image = Shapes(vertices, shape_type=shape_types, ndim=ndim)
+            return in_image.to_masks(mask_shape=shape[-ndim:]).any(axis=0)
+
     elif isinstance(region, Labels):
         data = region.data[0] if region.multiscale else region.data
         ndim = data.ndim
@@ -492,23 +525,31 @@ def _region_mask(region: Any, image: Image, shape: tuple[int, ...]) -> Any:
                 f"match the image's pixels {shape}: a region Labels layer must have the "
                 "image's shape (or its last axes)."
             )
-        mask = data > 0
+
+        def rasterize() -> Any:
+            return data > 0
+
     else:
         raise TypeError(f"A region must be a Shapes or Labels layer; got {type(region).__name__}.")
-    if len(mask.shape) < len(shape):
-        # A 2-D region over a stack selects the same pixels on every frame.
-        if _is_dask(mask):
-            import dask.array as da
+    region_name, image_name = region.name, image.name
 
-            mask = da.broadcast_to(mask, shape)
-        else:
-            mask = np.broadcast_to(mask, shape)
-    if not _is_dask(mask) and not mask.any():
-        raise ValueError(
-            f"Region layer {region.name!r} covers no pixel of {image.name!r}: "
-            "draw the region over the image."
-        )
-    return mask
+    def make_mask() -> Any:
+        mask = rasterize()
+        if len(mask.shape) < len(shape):
+            if _is_dask(mask):
+                import dask.array as da
+
+                mask = da.broadcast_to(mask, shape)
+            else:
+                mask = np.broadcast_to(mask, shape)
+        if not _is_dask(mask) and not mask.any():
+            raise ValueError(
+                f"Region layer {region_name!r} covers no pixel of {image_name!r}: "
+                "draw the region over the image."
+            )
+        return mask
+
+    return make_mask
 
 
 # --------------------------------------------------------------------------------------
@@ -559,8 +600,8 @@ def quantize_source(
     levels = source.levels
     _reject_all_nan(source.name, levels[fit_level])
     keywords = {**source.core_keywords(), **kwargs}
-    if source.mask is not None:
-        _check_core_has({"mask": source.mask})
+    if source.mask_factory is not None:
+        _check_core_has({"mask": None})
         keywords["mask"] = (
             _resample_nearest(source.mask, source.spatial_shape(fit_level))
             if fit_level
@@ -1419,7 +1460,7 @@ def _result_metadata(result: LayerResult, source: LayerSource) -> dict[str, Any]
             "start": list(source.window.start),
             "step": list(source.window.step),
         }
-    if source.mask is not None:
+    if source.mask_factory is not None:
         metadata["masked"] = True
     return metadata
 
