@@ -54,6 +54,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_kmeans_filter import COLOR_SPACES, MAX_N_COLORS, Palette
+from napari_kmeans_filter._io import ImageIOError, atomic_output
 from napari_kmeans_filter._layers import (
     BOTH,
     CLUSTERS,
@@ -708,7 +709,9 @@ class KMeansColourWidget(QWidget):
         if palette is None:
             raise ValueError("There is no palette to export yet: press Run first.")
         path = Path(path)
-        path.write_text(palette_json(palette), encoding="utf-8")
+        # The file dialog has asked before replacing a file; never leave half a file.
+        with atomic_output(path, overwrite=True) as temporary:
+            temporary.write_text(palette_json(palette), encoding="utf-8")
         return path
 
     def cancel(self) -> None:
@@ -1043,7 +1046,7 @@ class KMeansColourWidget(QWidget):
         if path:
             try:
                 self.export_palette(path)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, ImageIOError) as exc:
                 show_error(f"K-means color filter: could not export the palette: {exc}")
 
     def _ask_load_palette(self) -> None:
