@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,13 +50,47 @@ def _python_examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 
+def _is_console_example(code: str) -> bool:
+    """Whether a Python example is typed into napari's console (it uses ``viewer``)."""
+    return re.search(r"\bviewer\b", code) is not None
+
+
 @pytest.mark.parametrize("index", range(len(_python_examples())))
 def test_readme_python_examples_run(index, tmp_path, monkeypatch):
     code = _python_examples()[index]
-    if "napari.current_viewer()" in code or "viewer." in code:
-        pytest.skip("napari console example; covered by the widget tests")
+    if _is_console_example(code):
+        pytest.skip("napari console example: run by test_readme_console_examples_run_in_order")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"README.md example {index}", "exec"), {"__name__": "__readme__"})
+
+
+def run_console_examples(examples: list[tuple[int, str]], viewer, source: str) -> dict:
+    """Run napari console examples one after the other in one namespace, as typed.
+
+    napari's console starts with ``viewer`` (and ``napari``) defined; every example sees
+    what the ones before it left, exactly as in a console session.
+    """
+    import napari
+
+    namespace = {"__name__": "__console__", "viewer": viewer, "napari": napari}
+    for index, code in examples:
+        exec(compile(code, f"{source} console example {index}", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.viewer
+def test_readme_console_examples_run_in_order(make_napari_viewer):
+    examples = [(i, code) for i, code in enumerate(_python_examples()) if _is_console_example(code)]
+    assert examples, "README.md has no napari console example"
+    viewer = make_napari_viewer()
+    # What the README says to do first: File > Open Sample > napari k-means filter > Cat.
+    (cat,) = viewer.open_sample("napari-kmeans-filter", "cat")
+    original = cat.data.copy()
+    run_console_examples(examples, viewer, "README.md")
+    names = [layer.name for layer in viewer.layers]
+    assert "chelsea clusters" in names, names
+    assert any(name.startswith("chelsea k=") for name in names), names
+    np.testing.assert_array_equal(cat.data, original)
 
 
 def test_api_reference_is_up_to_date(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import skimage.data
 
 LayerData = tuple[Any, dict[str, Any]]
@@ -22,6 +23,26 @@ def cat() -> list[LayerData]:
         One RGB image layer named ``"chelsea"``.
     """
     return [(skimage.data.chelsea(), {"name": "chelsea", "rgb": True})]
+
+
+def cat_cutout() -> list[LayerData]:
+    """Chelsea cut out: RGBA, fully transparent (alpha 0) outside an ellipse around her head.
+
+    Transparent pixels do not vote for the palette and are label 0 (transparent) in the
+    clusters layer, so the cut-out stays a cut-out.
+
+    Returns
+    -------
+    list of tuple
+        One RGBA image layer named ``"chelsea cut-out"``.
+    """
+    from skimage.draw import ellipse
+
+    photo = skimage.data.chelsea()
+    alpha = np.zeros(photo.shape[:2], np.uint8)
+    rows, cols = ellipse(130, 230, 125, 150, shape=alpha.shape)
+    alpha[rows, cols] = 255
+    return [(np.dstack([photo, alpha]), {"name": "chelsea cut-out", "rgb": True})]
 
 
 def astronaut() -> list[LayerData]:
@@ -47,7 +68,7 @@ def coffee() -> list[LayerData]:
 
 
 def camera() -> list[LayerData]:
-    """The cameraman: a 512 x 512 greyscale photo, for trying intensity quantisation.
+    """The cameraman: a 512 x 512 greyscale photo, for trying intensity quantization.
 
     Returns
     -------
@@ -55,3 +76,39 @@ def camera() -> list[LayerData]:
         One greyscale image layer named ``"camera"``.
     """
     return [(skimage.data.camera(), {"name": "camera", "rgb": False, "colormap": "gray"})]
+
+
+def ihc_stains() -> list[LayerData]:
+    """Two stain channels of a tissue section, opened as two layers like a 2-channel file.
+
+    scikit-image's immunohistochemistry photo (512 x 512) separated into its hematoxylin
+    (nuclei) and DAB (the antibody) stains by color deconvolution
+    (:func:`skimage.color.rgb2hed`), each scaled to 12-bit values in uint16 as a microscope
+    camera gives them, and shown with additive blending the way napari opens a file with
+    ``channel_axis``. Select both layers to cluster them together.
+
+    Returns
+    -------
+    list of tuple
+        Two greyscale uint16 layers, ``"hematoxylin"`` (cyan) and ``"DAB"`` (yellow).
+    """
+    from skimage.color import rgb2hed
+    from skimage.exposure import rescale_intensity
+
+    stains = rgb2hed(skimage.data.immunohistochemistry())
+    layers = []
+    for channel, name, colormap in ((0, "hematoxylin", "cyan"), (2, "DAB", "yellow")):
+        values = rescale_intensity(stains[..., channel], out_range=(0, 4095))
+        data = np.round(values).astype(np.uint16)
+        layers.append(
+            (
+                data,
+                {
+                    "name": name,
+                    "colormap": colormap,
+                    "blending": "additive",
+                    "contrast_limits": (0, 4095),
+                },
+            )
+        )
+    return layers

@@ -1,0 +1,106 @@
+"""The issue-11 options in the widget: fixed colors, dithering, auto k (a real viewer).
+
+Options the installed core does not have are hidden in the widget; their tests skip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_kmeans_filter import quantize
+from napari_kmeans_filter._layers import CORE_PARAMETERS
+from test_widget import (
+    cat_crop,
+    click_run_and_wait,
+    collect_notifications,
+    open_widget,
+    result_layers,
+)
+
+pytestmark = pytest.mark.viewer
+
+
+def needs(option):
+    return pytest.mark.skipif(option not in CORE_PARAMETERS, reason=f"core has no {option}")
+
+
+@needs("fixed_colors")
+def test_fixed_colors_from_the_text_field_and_from_a_swatch(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    data = cat_crop()
+    viewer.add_image(data, rgb=True, name="cat")
+    widget = open_widget(viewer)
+    assert widget.fixed_colors_input.native.isVisibleTo(widget)
+    widget.n_colors_input.value = 5
+    widget.fixed_colors_input.value = "#ff0000; #ffffff"
+
+    click_run_and_wait(qtbot, widget)
+
+    expected = quantize(data, 5, fixed_colors=[[255, 0, 0], [255, 255, 255]])
+    clusters, image = result_layers(viewer, "cat")
+    palette = np.asarray(clusters.metadata["palette"]["colors"])
+    np.testing.assert_array_equal(palette, expected.palette.colors)
+    assert [255, 0, 0] in palette.tolist() and [255, 255, 255] in palette.tolist()
+    np.testing.assert_array_equal(image.data, expected.image)
+
+    # Fix a color found by the fit: select its swatch, press "fix color".
+    swatches = widget.palette_panel.swatches
+    swatches.setCurrentRow(3)
+    assert widget.fix_color_button.enabled
+    widget.fix_color_button.native.click()
+    fourth = ", ".join(str(v) for v in palette[3])
+    assert widget.fixed_colors_input.value == f"#ff0000; #ffffff; {fourth}"
+
+
+@needs("fixed_colors")
+def test_bad_fixed_colors_are_refused_with_the_reason(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(cat_crop()[..., 0].astype(np.uint16) * 16, name="grey")
+    widget = open_widget(viewer)
+    for text, reason in (
+        ("#ff0000", "8-bit RGB"),
+        ("1, 2", "shape"),
+        ("70000", "[0, 65535]"),
+        ("red", "'#rrggbb' or numbers"),
+    ):
+        widget.fixed_colors_input.value = text
+        with collect_notifications() as notifications:
+            widget.run()
+            qtbot.waitUntil(lambda: not widget.is_running, timeout=30_000)
+        errors = [message for severity, message in notifications if severity == "error"]
+        assert errors and reason in errors[-1], (text, notifications)
+    assert len(viewer.layers) == 1
+
+
+@needs("dither")
+def test_dither_level_reaches_the_core(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    data = cat_crop()
+    viewer.add_image(data, rgb=True, name="cat")
+    widget = open_widget(viewer)
+    assert widget.dither_input.native.isVisibleTo(widget)
+    widget.n_colors_input.value = 4
+    widget.dither_input.value = 0.5
+    click_run_and_wait(qtbot, widget)
+    _clusters, image = result_layers(viewer, "cat")
+    np.testing.assert_array_equal(image.data, quantize(data, 4, dither=0.5).image)
+
+
+@needs("target_psnr")
+def test_auto_k_finds_the_fewest_colors_for_the_target(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    data = cat_crop()
+    viewer.add_image(data, rgb=True, name="cat")
+    widget = open_widget(viewer)
+    widget.auto_k_check.value = True
+    assert not widget.n_colors_input.enabled and widget.target_psnr_input.enabled
+    widget.target_psnr_input.value = 32.0
+    click_run_and_wait(qtbot, widget)
+    clusters, _image = result_layers(viewer, "cat")
+    expected = quantize(data, "auto", target_psnr=32.0)
+    assert clusters.metadata["palette"] == expected.palette.to_dict()
+    assert clusters.metadata["psnr"] >= 32.0
+    k = len(expected.palette)
+    assert widget.status_label.value.startswith(f"{expected.n_input_colors} → {k} colors")
+    assert widget.status_label.value.endswith("(fewest for 32 dB)")

@@ -1,0 +1,237 @@
+"""The palette panel, palette export and re-use, and the per-cluster features table
+(a real viewer; one viewer per test)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.data
+from qtpy.QtCore import Qt
+
+from napari_kmeans_filter import Palette, QuantizeResult, apply_palette, quantize
+from napari_kmeans_filter.cli import palette_json
+from test_widget import (
+    cat_crop,
+    click_run_and_wait,
+    collect_notifications,
+    open_widget,
+    result_layers,
+)
+
+pytestmark = pytest.mark.viewer
+
+
+def run_on_cat(viewer, qtbot, k=5):
+    cat = viewer.add_image(cat_crop(), rgb=True, name="cat")
+    widget = open_widget(viewer)
+    widget.n_colors_input.value = k
+    click_run_and_wait(qtbot, widget)
+    return cat, widget
+
+
+# pytest-xvfb's display has 16-bit color (5-6-5 bits): widget colors come back rounded
+# to 8 levels; the canvas (OpenGL) is exact.
+WIDGET_COLOR_TOLERANCE = 8
+
+
+def swatch_color(item) -> np.ndarray:
+    image = item.icon().pixmap(8, 8).toImage()
+    color = image.pixelColor(4, 4)
+    return np.array([color.red(), color.green(), color.blue()])
+
+
+def test_palette_panel_shows_the_colors_in_label_order_with_their_share(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    _cat, widget = run_on_cat(viewer, qtbot, k=5)
+    clusters, _ = result_layers(viewer, "cat")
+    palette = Palette.from_dict(clusters.metadata["palette"])
+    swatches = widget.palette_panel.swatches
+    assert swatches.count() == len(palette) == 5
+    shares = palette.counts / palette.counts.sum()
+    for row in range(swatches.count()):
+        item = swatches.item(row)
+        label = row + 1
+        assert item.data(Qt.ItemDataRole.UserRole) == label
+        expected = np.round(clusters.colormap.map(np.array([label]))[0, :3] * 255)
+        np.testing.assert_allclose(swatch_color(item), expected, atol=WIDGET_COLOR_TOLERANCE)
+        assert item.text() == f"{100 * shares[row]:.1f}%"
+        assert f"label {label}:" in item.toolTip()
+    assert widget.export_button.enabled
+
+
+def test_clicking_a_swatch_selects_its_label_in_the_clusters_layer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    _cat, widget = run_on_cat(viewer, qtbot, k=5)
+    clusters, _ = result_layers(viewer, "cat")
+    swatches = widget.palette_panel.swatches
+    qtbot.wait(50)
+    item = swatches.item(3)
+    position = swatches.visualItemRect(item).center()
+    qtbot.mouseClick(swatches.viewport(), Qt.MouseButton.LeftButton, pos=position)
+    assert clusters.selected_label == 4
+
+
+def test_palette_panel_screenshot_shows_every_palette_color(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    _cat, widget = run_on_cat(viewer, qtbot, k=6)
+    clusters, _ = result_layers(viewer, "cat")
+    qtbot.wait(50)
+    shot = widget.palette_panel.swatches.viewport().grab().toImage()
+    width, height = shot.width(), shot.height()
+    pixels = np.array(
+        [
+            [shot.pixelColor(x, y).getRgb()[:3] for x in range(0, width, 2)]
+            for y in range(0, height, 2)
+        ]
+    )
+    on_screen = pixels.reshape(-1, 3)
+    for label in range(1, 7):
+        expected = np.round(clusters.colormap.map(np.array([label]))[0, :3] * 255)
+        distance = np.abs(on_screen - expected).max(axis=1)
+        assert (distance <= WIDGET_COLOR_TOLERANCE).sum() >= 100, (label, expected)  # a swatch
+
+
+def test_export_writes_the_command_lines_palette_file(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _cat, widget = run_on_cat(viewer, qtbot, k=4)
+    clusters, _ = result_layers(viewer, "cat")
+    path = widget.export_palette(tmp_path / "cat.json")
+    palette = Palette.from_dict(clusters.metadata["palette"])
+    assert path.read_text(encoding="utf-8") == palette_json(palette)
+    assert json.loads(path.read_text(encoding="utf-8")) == palette.to_dict()
+
+    # ... and the command line repaints with it.
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(skimage.data.astronaut()[:64, :64]).save(tmp_path / "a.png")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "napari_kmeans_filter",
+            str(tmp_path / "a.png"),
+            "--apply-palette",
+            str(path),
+            "-o",
+            str(tmp_path / "a_cat.png"),
+            "--no-indexed-png",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    repainted = np.asarray(PILImage.open(tmp_path / "a_cat.png").convert("RGB"))
+    expected = apply_palette(skimage.data.astronaut()[:64, :64], palette).image
+    np.testing.assert_array_equal(repainted, expected)
+
+
+def test_apply_the_palette_of_one_result_to_another_layer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    _cat, widget = run_on_cat(viewer, qtbot, k=5)
+    cat_clusters, _ = result_layers(viewer, "cat")
+    astronaut = viewer.add_image(skimage.data.astronaut()[:80, :100], rgb=True, name="astro")
+    viewer.layers.selection.active = astronaut
+    assert widget.image_layers.value == [astronaut]
+    assert cat_clusters in widget.palette_source_choice.choices
+    widget.palette_source_choice.value = cat_clusters
+
+    widget.apply_button.native.click()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+
+    palette = Palette.from_dict(cat_clusters.metadata["palette"])
+    expected = apply_palette(astronaut.data, palette)
+    clusters, image = result_layers(viewer, "astro")
+    np.testing.assert_array_equal(clusters.data, expected.labels + 1)
+    np.testing.assert_array_equal(image.data, expected.image)
+    assert clusters.metadata["palette"]["colors"] == palette.to_dict()["colors"]
+    assert image.metadata["params"]["palette"]["colors"] == palette.to_dict()["colors"]
+
+
+def test_apply_a_palette_file_and_refuse_one_of_the_wrong_kind(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(cat_crop(), rgb=True, name="cat")
+    widget = open_widget(viewer)
+    palette = Palette(np.array([[0, 0, 0], [255, 200, 0], [255, 255, 255]], np.uint8))
+    good = tmp_path / "good.json"
+    good.write_text(palette_json(palette), encoding="utf-8")
+
+    widget.apply_palette_file(good)
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+    _clusters, image = result_layers(viewer, "cat")
+    np.testing.assert_array_equal(image.data, apply_palette(layer.data, palette).image)
+    assert widget.palette_panel.swatches.count() == 3
+
+    grey = tmp_path / "grey.json"
+    grey.write_text(palette_json(Palette(np.array([[0], [255]], np.uint8))), encoding="utf-8")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    for path, message in ((grey, "channel"), (broken, "JSON")):
+        with collect_notifications() as notifications:
+            widget.apply_palette_file(path)
+            qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+        errors = [text for severity, text in notifications if severity == "error"]
+        assert errors and message in errors[-1], notifications
+    assert len(viewer.layers) == 3
+    np.testing.assert_array_equal(image.data, apply_palette(layer.data, palette).image)
+
+
+def test_clusters_features_hold_one_row_per_label(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    rgba = np.dstack([cat_crop(), np.full(cat_crop().shape[:2], 255, np.uint8)])
+    rgba[:20, :, 3] = 0  # transparent pixels are in no cluster
+    layer = viewer.add_image(rgba, rgb=True, name="cat")
+    widget = open_widget(viewer)
+    widget.n_colors_input.value = 5
+    click_run_and_wait(qtbot, widget)
+    clusters, _ = result_layers(viewer, "cat")
+    features = clusters.features
+    expected = quantize(rgba, 5).cluster_stats()
+    np.testing.assert_array_equal(features["label"], np.arange(1, 6))
+    np.testing.assert_array_equal(features["index"], np.arange(1, 6))
+    np.testing.assert_array_equal(features["count"], expected["count"])
+    assert features["count"].sum() == (rgba[..., 3] > 0).sum()
+    np.testing.assert_allclose(features["fraction"].sum(), 1.0)
+    for channel, name in enumerate(("mean_r", "mean_g", "mean_b")):
+        np.testing.assert_allclose(features[name], expected[f"mean_{channel}"])
+    np.testing.assert_allclose(features["rms_error"], expected["rms_error"])
+    # napari shows the row of the label under the cursor.
+    y, x = 40, 40
+    label = int(clusters.data[y, x])
+    status = clusters.get_status((y, x), world=True)
+    text = status["coordinates"] if isinstance(status, dict) else str(status)
+    assert f"count: {int(features['count'][label - 1])}" in text, text
+    # ... and napari's own features table widget lists one row per cluster.
+    _dock, table = viewer.window.add_plugin_dock_widget("napari", "Features table widget")
+    viewer.layers.selection.active = clusters
+    qtbot.wait(50)
+    from qtpy.QtWidgets import QTableView
+
+    (view,) = [v for v in table.findChildren(QTableView) if v.model() is not None]
+    assert view.model().rowCount() == 5
+    del layer
+
+
+def core_counts_frames() -> bool:
+    return "frame_axis" in inspect.signature(QuantizeResult.cluster_stats).parameters
+
+
+@pytest.mark.skipif(
+    not core_counts_frames(), reason="the core's cluster_stats has no frame_axis yet"
+)
+def test_stack_features_count_every_frame(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    frames = np.stack([skimage.data.camera()[:32, :48] // (t + 1) for t in range(3)])
+    viewer.add_image(frames, name="movie")
+    widget = open_widget(viewer)
+    widget.n_colors_input.value = 4
+    click_run_and_wait(qtbot, widget)
+    clusters, _ = result_layers(viewer, "movie")
+    base = {"index", "label", "count", "fraction", "mean", "rms_error"}
+    per_frame = [name for name in clusters.features.columns if name not in base]
+    assert len(per_frame) == 3, list(clusters.features.columns)
+    total = sum(np.asarray(clusters.features[name]) for name in per_frame)
+    np.testing.assert_array_equal(total, clusters.features["count"])
