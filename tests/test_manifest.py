@@ -52,7 +52,7 @@ def test_every_python_name_imports(manifest):
 
 def test_widget_contribution(manifest):
     (widget,) = manifest.contributions.widgets
-    assert widget.display_name == "K-means colour filter"
+    assert widget.display_name == "K-means color filter"
     command = next(c for c in manifest.contributions.commands if c.id == widget.command)
     assert command.python_name == "napari_kmeans_filter._widget:KMeansColourWidget"
 

@@ -55,6 +55,7 @@ from qtpy.QtWidgets import (
 
 from napari_kmeans_filter import COLOR_SPACES, MAX_N_COLORS, Palette
 from napari_kmeans_filter._io import ImageIOError, atomic_output
+from napari_kmeans_filter._jit import warm_up
 from napari_kmeans_filter._layers import (
     BOTH,
     CLUSTERS,
@@ -296,6 +297,10 @@ class KMeansColourWidget(QWidget):
         self._connect()
         self._refresh_choices()
         self._follow_layer_selection()
+        # Load numba and the compiled kernels while the user looks at the dock, so the
+        # first Run or preview does not pay for them (~1 s from numba's cache; the very
+        # first time after installing, the kernels are compiled: several seconds).
+        threading.Thread(target=warm_up, name="napari-kmeans-filter warm-up", daemon=True).start()
 
     # ----------------------------------------------------------------------------------
     # Building
