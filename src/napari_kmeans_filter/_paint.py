@@ -57,6 +57,16 @@ def _paint_codes(pixels, n_color, offset, bits, table, colors, labels, image):
 
 
 @kernel
+def _label_codes(pixels, n_color, offset, bits, table, labels):
+    """Labels of ``pixels`` (n, channels) through the code -> label ``table``."""
+    for i in range(pixels.shape[0]):
+        code = 0
+        for c in range(n_color):
+            code = (code << bits) | (np.int64(pixels[i, c]) - offset)
+        labels[i] = table[code]
+
+
+@kernel
 def _paint_labels(labels, pixels, n_color, colors, image):
     """Image of ``pixels`` (n, channels) whose labels are known."""
     n, n_channels = pixels.shape
@@ -150,10 +160,22 @@ class Painter:
                 list(pool.map(work, parts))
         return labels, image
 
+    def labels(self, pixels):
+        """Labels of channel-last ``pixels`` of shape (n, channels), without painting."""
+        encoding = self.encoding
+        n_color = encoding.n_channels
+        labels = np.empty(pixels.shape[0], dtype=self.label_dtype)
+        if encoding.dense:
+            table = self._code_table()
+            _label_codes(pixels, n_color, encoding.offset, encoding.bits, table, labels)
+        else:
+            rows = np.searchsorted(self.codes, encoding.encode(pixels[:, :n_color]))
+            np.take(self.row_labels, rows, out=labels)
+        return labels
+
     def labels_of_block(self, block):
         """Labels of a channel-last block (a dask chunk)."""
-        labels, _ = self.paint(block.reshape(-1, block.shape[-1]))
-        return labels.reshape(block.shape[:-1])
+        return self.labels(block.reshape(-1, block.shape[-1])).reshape(block.shape[:-1])
 
     def image_of_block(self, block):
         """Repainted channel-last block (a dask chunk)."""
@@ -314,7 +336,7 @@ class Ditherer:
         """
         n_color = self.painter.encoding.n_channels
         k = self.colors.shape[0]
-        guess, _ = self.painter.paint(block.reshape(-1, block.shape[-1]))
+        guess = self.painter.labels(block.reshape(-1, block.shape[-1]))
         guess = guess.reshape(block.shape[:-1]).astype(np.int32)
         labels = np.empty(block.shape[:-1], dtype=self.painter.label_dtype)
         image = np.empty(block.shape, dtype=block.dtype)
