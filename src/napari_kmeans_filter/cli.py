@@ -1387,13 +1387,23 @@ def demo_images(
     return images
 
 
-def demo_line(path: Path, image: DemoImage) -> str:
-    """What the demo prints for one written file (quoted in docs/gallery.md)."""
+def demo_header(original: np.ndarray) -> str:
+    """The demo's first line: the cat's size and distinct colours."""
+    height, width = original.shape[:2]
+    return (
+        f"chelsea (skimage.data.chelsea): {width} x {height} pixels, "
+        f"{_distinct_colours(original)} distinct colours"
+    )
+
+
+def demo_line(path: Path, image: DemoImage, *, shown: str | None = None) -> str:
+    """What the demo prints for one written file at ``path`` (named ``shown`` if given)."""
+    shown = path if shown is None else shown
     if image.kind == "original":
         what = f"original, {_distinct_colours(image.image)} colours"
     elif image.kind == "sheet":
         height, width = image.image.shape[:2]
-        return f"wrote {path}  (contact sheet, {width} x {height} pixels)"
+        return f"wrote {shown}  (contact sheet, {width} x {height} pixels)"
     else:
         result = image.result
         what = f"{_colours(len(result.palette))}, {_format_psnr(result.psnr)}"
@@ -1401,7 +1411,7 @@ def demo_line(path: Path, image: DemoImage) -> str:
             what = f"{_colours(len(result.palette))}, dithered, {_format_psnr(result.psnr)}"
         elif image.kind == "auto":
             what = f"fewest colours reaching {image.target_psnr:g} dB: {what}"
-    return f"wrote {path}  ({what}, {_size(path)})"
+    return f"wrote {shown}  ({what}, {_size(path)})"
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -1437,11 +1447,7 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     status.clear()
     _check_demo_outputs([out_dir / image.name for image in images], args.overwrite)
-    original = images[0].image
-    say(
-        f"chelsea (skimage.data.chelsea): {original.shape[1]} x {original.shape[0]} pixels, "
-        f"{_distinct_colours(original)} distinct colours"
-    )
+    say(demo_header(images[0].image))
     for image in images:
         write_demo_image(
             out_dir / image.name, image, overwrite=args.overwrite, optimize=args.optimize
