@@ -840,6 +840,29 @@ def test_one_frame_mask_for_a_stack_and_stats_per_frame(tmp_path, monkeypatch):
     assert per_frame.sum(axis=1).tolist() == [cat.shape[0] * cat.shape[1]] * 3
 
 
+def test_zarr_stack_with_mask_dither_and_stats_equals_the_api_on_dask(tmp_path, monkeypatch):
+    """A lazy input takes the same options: the CLI gives what the API gives for the
+    same dask array (dithering diffuses within each chunk, as the core documents)."""
+    da = pytest.importorskip("dask.array")
+    pytest.importorskip("zarr")
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cat = data.chelsea()[::2, ::2]
+    stack = np.stack([np.roll(cat, 25 * t, axis=0) for t in range(3)])
+    da.to_zarr(da.from_array(stack, chunks=(1, 75, 226, 3)), "stack.zarr")
+    mask = np.zeros(cat.shape[:2], bool)
+    mask[30:120, 50:200] = True
+    Image.fromarray(mask.astype(np.uint8) * 255).save("roi.png")
+    arguments = ["stack.zarr", "-k", "5", "--mask", "roi.png", "--dither", "--stats", "s.csv"]
+    assert main([*arguments, "-q"]) == 0
+    lazy = da.from_zarr("stack.zarr")
+    expected = quantize(lazy, 5, mask=np.broadcast_to(mask, stack.shape[:3]), dither=True)
+    written = read(tmp_path / "stack_k5.zarr")
+    np.testing.assert_array_equal(written, np.asarray(expected.image))
+    assert_stats_equal(read_stats(tmp_path / "s.csv"), expected, frame_axis=0)
+
+
 def test_speed_and_dither_level_reach_the_core(images, tmp_path, monkeypatch):
     from napari_kmeans_filter import apply_palette
     from napari_kmeans_filter.cli import main

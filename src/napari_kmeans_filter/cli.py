@@ -726,7 +726,7 @@ def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
     return jobs
 
 
-def _check_targets(args, n_colour_channels: int, path: Path) -> None:
+def _check_targets(args, n_colour_channels: int, path: Path | str) -> None:
     """The core's own check of the target values, before any work."""
     from . import _validation
 
@@ -1426,6 +1426,8 @@ def run_demo(args: argparse.Namespace) -> int:
     known += [f"chelsea_k{k}_dither.png" for k in dither_k_values]
     known += ["chelsea_contact_sheet.png"] if k_values else []
     _check_demo_outputs([out_dir / name for name in known], args.overwrite)
+    for target in targets:
+        _check_targets(argparse.Namespace(target_psnr=target, target_delta_e=None), 3, "demo")
     _prepare_directories([out_dir / "x"])
 
     def say(line: str) -> None:
@@ -1436,6 +1438,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     def progress(number: int, total: int, what: str) -> None:
         status.begin(number, total, f"chelsea {what}")
+        status.update(0.0, "fitting")
 
     images = demo_images(
         k_values,
