@@ -24,6 +24,7 @@ import io
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -212,6 +213,7 @@ def example_directory(text: str, parent: Path) -> Path:
     return directory
 
 
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the examples are shell commands")
 def test_cli_examples_print_what_the_page_shows(tmp_path, monkeypatch):
     monkeypatch.delenv("NAPARI_KMEANS_FILTER_DEBUG", raising=False)
     text = CLI_PAGE.read_text(encoding="utf-8")
