@@ -9,6 +9,7 @@ The image-format details (indexed PNG, tRNS, TIFF layouts) are tested in-process
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -29,10 +30,12 @@ from napari_kmeans_filter._io import open_image, write_array
 
 PROG = "napari-kmeans-filter"
 ERROR_PREFIX = f"{PROG}: error: "
-# "[2/5] cat.png → cat_k16.png  243→16 colours  PSNR 30.9 dB  0.42 s"
+# "[2/5] cat.png → cat_k16.png  243→16 colours  PSNR 30.9 dB  0.42 s"; with -k auto
+# "... 32584→13 colours (auto)  PSNR 30.1 dB  0.42 s", plus "  CIEDE2000 2.51" when that
+# is the target and "(... dB before dithering)" with --dither.
 FILE_LINE = re.compile(
-    r"^\[(\d+)/(\d+)\] (\S+) (?:→|->) (\S+)  (\d+)(?:→|->)(\d+) colours?  "
-    r"(PSNR \d+\.\d dB|lossless)  \d+\.\d\d s$"
+    r"^\[(\d+)/(\d+)\] (\S+) (?:→|->) (\S+)  (\d+)(?:→|->)(\d+) colours?( \(auto\))?  "
+    r"(PSNR \d+\.\d dB|lossless)(.*?)  \d+\.\d\d s$"
 )
 
 
@@ -350,12 +353,13 @@ def test_demo_follows_the_overwrite_rule_and_quiet(tmp_path, monkeypatch, capsys
     unrelated = tmp_path / "out" / "chelsea_k2.png"
     unrelated.write_bytes(b"a file of the user's")
     # Refused before any work: nothing else is written.
-    assert main(["demo", "--out-dir", "out", "-k", "2"]) == 2
+    assert main(["demo", "--out-dir", "out", "-k", "2", "--dither-k", "--target-psnr"]) == 2
     assert_one_error_line(2, capsys.readouterr().err, ["chelsea_k2.png", "--overwrite"])
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["chelsea_k2.png"]
     assert unrelated.read_bytes() == b"a file of the user's"
 
-    assert main(["demo", "--out-dir", "out", "-k", "2", "--overwrite", "-q"]) == 0
+    only_k2 = ["-k", "2", "--dither-k", "--target-psnr"]  # no dithering, no auto k
+    assert main(["demo", "--out-dir", "out", *only_k2, "--overwrite", "-q"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
     assert n_colours(read(unrelated)) == 2
@@ -407,28 +411,44 @@ def test_stop_signal_while_writing_leaves_nothing(tmp_path, signum, status):
 
 @pytest.mark.slow
 def test_demo_writes_the_gallery(tmp_path):
-    completed = run_cli("demo", "--out-dir", "gallery", cwd=tmp_path)
+    """Every kind of gallery image, as a user runs it (a few k only: the full gallery is
+    compared with the committed one in test_docs.py)."""
+    some = ["-k", "2", "5", "--dither-k", "4", "--target-psnr", "25"]
+    completed = run_cli("demo", "--out-dir", "gallery", *some, cwd=tmp_path)
     assert_ok(completed)
     gallery = tmp_path / "gallery"
     cat = data.chelsea()
     distinct = n_colours(cat)
     assert f"{distinct} distinct colours" in completed.stdout
     assert read(gallery / "chelsea.png").tolist() == cat.tolist()
-    for k in (2, 5, 10, 15, 24):
-        path = gallery / f"chelsea_k{k}.png"
+    auto = quantize(cat, "auto", target_psnr=25)
+    chosen = len(auto.palette)
+    expected = {
+        "chelsea_k2.png": quantize(cat, 2),
+        "chelsea_k5.png": quantize(cat, 5),
+        "chelsea_k4.png": quantize(cat, 4),
+        "chelsea_k4_dither.png": quantize(cat, 4, dither=True),
+        f"chelsea_psnr25_k{chosen}.png": auto,
+    }
+    for name, result in expected.items():
+        path = gallery / name
         assert str(path.relative_to(tmp_path)) in completed.stdout
-        assert n_colours(read(path)) == k
         assert Image.open(path).mode == "P"
+        np.testing.assert_array_equal(read(path), result.image)
+    assert f"fewest colours reaching 25 dB: {chosen} colours" in completed.stdout
+    assert sorted(path.name for path in gallery.iterdir()) == sorted(
+        [*expected, "chelsea.png", "chelsea_contact_sheet.png"]
+    )
     sheet = Image.open(gallery / "chelsea_contact_sheet.png")
-    assert sheet.width > 3 * cat.shape[1] and sheet.height > 2 * cat.shape[0]
+    assert sheet.width > 2 * cat.shape[1] and sheet.height > cat.shape[0]
     # One overwrite rule for every command: existing files need --overwrite, checked
     # for every file before any work...
     before = {path.name: digest(path) for path in gallery.iterdir()}
-    refused = run_cli("demo", "--out-dir", "gallery", cwd=tmp_path)
+    refused = run_cli("demo", "--out-dir", "gallery", *some, cwd=tmp_path)
     assert_one_error_line(refused.returncode, refused.stderr, ["already exists", "--overwrite"])
     assert {path.name: digest(path) for path in gallery.iterdir()} == before
     # ... and with it the same version writes the same bytes; -q prints nothing.
-    again = run_cli("demo", "--out-dir", "gallery", "--overwrite", "-q", cwd=tmp_path)
+    again = run_cli("demo", "--out-dir", "gallery", *some, "--overwrite", "-q", cwd=tmp_path)
     assert_ok(again)
     assert again.stdout == "" and again.stderr == ""
     assert {path.name: digest(path) for path in gallery.iterdir()} == before
@@ -468,6 +488,14 @@ SUBPROCESS_ERROR_CASES = {
     "output-is-input": (["chelsea.png", "-k", "4", "-o", "./sub/../chelsea.png"], ["input"]),
     "out-dir-unwritable": (["chelsea.png", "-k", "4", "--out-dir", "chelsea.png/x"], ["directory"]),
     "bad-palette-json": (["chelsea.png", "--apply-palette", "bad.json"], ["bad.json", "JSON"]),
+    "target-without-auto": (
+        ["chelsea.png", "-k", "8", "--target-psnr", "30"],
+        ["--target-psnr", "-k auto"],
+    ),
+    "quality-refused": (
+        ["chelsea.png", "-k", "8", "--quality", "65-80"],
+        ["--quality", "-k auto --target-psnr"],
+    ),
 }
 IN_PROCESS_ERROR_CASES = {
     "truncated-file": (["truncated.png", "-k", "4", "-o", "t.png"], ["truncated.png"]),
@@ -490,6 +518,80 @@ IN_PROCESS_ERROR_CASES = {
     "unknown-format": (["chelsea.png", "-k", "2", "-o", "x.gif"], [".gif"]),
     "bad-channel-axis": (["chelsea.png", "-k", "2", "--channel-axis", "3"], ["--channel-axis"]),
     "no-k": (["chelsea.png"], ["-k"]),
+    "k-auto-typo": (["chelsea.png", "-k", "atuo"], ["-k", "'auto'", "atuo"]),
+    "auto-without-target": (["chelsea.png", "-k", "auto"], ["-k auto", "--target-psnr"]),
+    "target-psnr-range": (
+        ["chelsea.png", "-k", "auto", "--target-psnr", "300"],
+        ["--target-psnr", "(0, 200]", "300"],
+    ),
+    "target-psnr-not-a-number": (
+        ["chelsea.png", "-k", "auto", "--target-psnr", "high"],
+        ["--target-psnr", "positive number", "high"],
+    ),
+    "delta-e-on-greyscale": (
+        ["camera.png", "-k", "auto", "--target-delta-e", "2"],
+        ["--target-delta-e", "3 colour channels"],
+    ),
+    "dither-level": (["chelsea.png", "-k", "8", "--dither", "1.5"], ["--dither", "0 to 1", "1.5"]),
+    "dither-takes-the-input": (
+        ["--dither", "chelsea.png", "-k", "8"],
+        ["--dither", "chelsea.png", "after the input files"],
+    ),
+    "speed-range": (["chelsea.png", "-k", "8", "--speed", "0"], ["--speed", "1", "10", "'0'"]),
+    "fixed-color-syntax": (
+        ["chelsea.png", "-k", "8", "--fixed-color", "red"],
+        ["--fixed-color 'red'", "#rrggbb"],
+    ),
+    "fixed-color-rgb-on-greyscale": (
+        ["camera.png", "-k", "8", "--fixed-color", "#ffffff"],
+        ["--fixed-color", "camera.png", "1 colour channel"],
+    ),
+    "fixed-color-range": (
+        ["chelsea.png", "-k", "8", "--fixed-color", "256,0,0"],
+        ["--fixed-color", "[0, 255]", "256"],
+    ),
+    "fixed-color-16-bit-on-8-bit": (
+        ["chelsea.png", "-k", "8", "--fixed-color", "#ffff00000000"],
+        ["--fixed-color", "16-bit", "#rrggbb"],
+    ),
+    "fixed-color-twice": (
+        ["chelsea.png", "-k", "8", "--fixed-color", "#ffffff", "--fixed-color", "255,255,255"],
+        ["--fixed-color", "repeat"],
+    ),
+    "more-fixed-colours-than-k": (
+        ["chelsea.png", "-k", "1", "--fixed-color", "#ffffff", "--fixed-color", "#000000"],
+        ["2 fixed colours", "-k 1"],
+    ),
+    "fixed-colors-from-channels": (
+        ["camera.png", "-k", "4", "--fixed-colors-from", "rgb.json"],
+        ["--fixed-colors-from", "3 channel", "1 colour channel"],
+    ),
+    "fixed-colors-from-not-a-palette": (
+        ["chelsea.png", "-k", "4", "--fixed-colors-from", "list.json"],
+        ["--fixed-colors-from", "list.json"],
+    ),
+    "mask-shape": (
+        ["chelsea.png", "-k", "4", "--mask", "camera.png"],
+        ["--mask camera.png", "(512, 512)", "(300, 451)"],
+    ),
+    "mask-empty": (
+        ["chelsea.png", "-k", "4", "--mask", "black.png"],
+        ["--mask black.png", "nonzero"],
+    ),
+    "mask-missing": (["chelsea.png", "-k", "4", "--mask", "none.png"], ["--mask", "none.png"]),
+    "mask-with-apply-palette": (
+        ["chelsea.png", "--apply-palette", "rgb.json", "--mask", "black.png"],
+        ["--mask", "--apply-palette"],
+    ),
+    "speed-with-apply-palette": (
+        ["chelsea.png", "--apply-palette", "rgb.json", "--speed", "3"],
+        ["--speed", "--apply-palette"],
+    ),
+    "stats-suffix": (["chelsea.png", "-k", "4", "--stats", "s.txt"], ["--stats", ".csv"]),
+    "stats-needs-stem": (
+        ["chelsea.png", "camera.png", "-k", "4", "--stats", "s.csv"],
+        ["--stats", "{stem}"],
+    ),
 }
 
 
@@ -505,6 +607,7 @@ def error_folder(images, tmp_path_factory) -> Path:
     (folder / "list.json").write_text("[1, 2, 3]")
     (folder / "rgb.json").write_text(json.dumps({"colors": [[0, 0, 0]], "dtype": "uint8"}))
     (folder / "exists.png").write_bytes(b"keep me")
+    Image.fromarray(np.zeros((300, 451), np.uint8)).save(folder / "black.png")
     ramp = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
     tifffile.imwrite(folder / "float.tif", ramp)
     return folder
@@ -576,6 +679,275 @@ def test_error_unreadable_file(error_folder, tmp_path, monkeypatch, capsys):
     locked.chmod(0)
     monkeypatch.chdir(tmp_path)
     assert_one_error_line(main([str(locked), "-k", "2"]), capsys.readouterr().err, ["locked.png"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The options of issue 11 (-k auto, --dither, --fixed-color, --mask, --stats) and --speed:
+# each reaches the core as its parameter, so the files equal what the Python API gives.
+
+
+def read_stats(path: Path) -> dict[str, list[str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {column: [row[column] for row in rows] for column in rows[0]}
+
+
+def assert_stats_equal(written: dict, result, frame_axis=None) -> None:
+    """The CSV holds the core's cluster_stats exactly (floats are written with repr)."""
+    expected = result.cluster_stats(frame_axis=frame_axis)
+    frames = expected.pop("frame_counts", None)
+    colors = result.palette.colors
+    assert list(written)[: 1 + colors.shape[1]] == [
+        "label",
+        *(f"color_{c}" for c in range(colors.shape[1])),
+    ]
+    for c in range(colors.shape[1]):
+        assert [int(v) for v in written[f"color_{c}"]] == colors[:, c].tolist()
+    for column, values in expected.items():
+        parsed = [float(v) if v else np.nan for v in written[column]]
+        np.testing.assert_array_equal(parsed, values, err_msg=column)
+    if frames is not None:
+        for t in range(frames.shape[1]):
+            assert [int(v) for v in written[f"count_frame_{t}"]] == frames[:, t].tolist()
+        assert f"count_frame_{frames.shape[1]}" not in written
+
+
+def test_auto_k_with_dither_and_stats_as_a_user_runs_it(images, tmp_path):
+    source = images / "chelsea.png"
+    completed = run_cli(
+        source,
+        "-k",
+        "auto",
+        "--target-psnr",
+        30,
+        "--dither",
+        "--stats",
+        "{stem}_{k}.csv",
+        "--out-dir",
+        ".",
+        cwd=tmp_path,
+        script=shutil.which(PROG) is not None,
+    )
+    assert_ok(completed)
+    expected = quantize(data.chelsea(), "auto", target_psnr=30, dither=True)
+    k = len(expected.palette)
+    curve = expected.error_curve
+    assert curve["reached"] and curve["psnr"][curve["n_colors"].index(k)] >= 30
+    (line,) = stderr_lines(completed)
+    match = FILE_LINE.match(line)
+    assert match, line
+    assert match.group(4, 6, 7) == ("chelsea_auto.png", str(k), " (auto)")
+    assert match.group(8) == f"PSNR {expected.psnr:.1f} dB"
+    before = curve["psnr"][curve["n_colors"].index(k)]
+    assert match.group(9) == f" ({before:.1f} dB before dithering)"
+    np.testing.assert_array_equal(read(tmp_path / "chelsea_auto.png"), expected.image)
+    assert_stats_equal(read_stats(tmp_path / "chelsea_auto.csv"), expected)
+
+
+def test_target_delta_e_prints_the_mean_ciede2000(tmp_path, monkeypatch, capsys):
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    astronaut = data.astronaut()[::2, ::2]
+    Image.fromarray(astronaut).save("astronaut.png")
+    assert main(["astronaut.png", "-k", "auto", "--target-delta-e", "4", "-o", "a.png"]) == 0
+    expected = quantize(astronaut, "auto", target_delta_e=4)
+    curve, k = expected.error_curve, len(expected.palette)
+    delta_e = curve["delta_e"][curve["n_colors"].index(k)]
+    assert delta_e <= 4
+    match = FILE_LINE.match(capsys.readouterr().err.strip())
+    assert match.group(6, 8, 9) == (
+        str(k),
+        f"PSNR {expected.psnr:.1f} dB",
+        f"  CIEDE2000 {delta_e:.2f}",
+    )
+    np.testing.assert_array_equal(read(tmp_path / "a.png"), expected.image)
+
+
+def test_fixed_colours_and_a_painted_mask_as_a_user_runs_it(tmp_path):
+    astronaut = data.astronaut()[::2, ::2]
+    Image.fromarray(astronaut).save(tmp_path / "astronaut.png")
+    # A mask painted in black over a transparent background: alpha decides, not colour.
+    painted = np.zeros((*astronaut.shape[:2], 4), np.uint8)
+    painted[40:200, 60:180, 3] = 255
+    Image.fromarray(painted).save(tmp_path / "roi.png")
+    (tmp_path / "red.json").write_text(json.dumps({"colors": [[255, 0, 0]], "dtype": "uint8"}))
+    completed = run_cli(
+        "astronaut.png",
+        "-k",
+        6,
+        "--fixed-colors-from",
+        "red.json",
+        "--fixed-color",
+        "#FFFFFF",
+        "--fixed-color",
+        " 0, 0,255",
+        "--mask",
+        "roi.png",
+        "--palette",
+        "p.json",
+        "-o",
+        "out.png",
+        cwd=tmp_path,
+    )
+    assert_ok(completed)
+    fixed = [[255, 0, 0], [255, 255, 255], [0, 0, 255]]
+    expected = quantize(astronaut, 6, fixed_colors=fixed, mask=painted[..., 3] > 0)
+    palette = Palette.from_dict(json.loads((tmp_path / "p.json").read_text()))
+    assert palette.colors[:3].tolist() == fixed  # first, in the order given
+    np.testing.assert_array_equal(palette.colors, expected.palette.colors)
+    np.testing.assert_array_equal(read(tmp_path / "out.png"), expected.image)
+    # The mask changed the fit: without it the palette differs.
+    unmasked = quantize(astronaut, 6, fixed_colors=fixed)
+    assert not np.array_equal(unmasked.palette.colors, expected.palette.colors)
+
+
+def test_sixteen_bit_fixed_colours(tmp_path, monkeypatch, capsys):
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    image = data.astronaut()[::4, ::4].astype(np.uint16) * 257
+    tifffile.imwrite("astro16.tif", image, photometric="rgb")
+    colours = ["#ff0000", "#00000000ffff", "1000,2000,3000"]
+    arguments = ["astro16.tif", "-k", "5", "--palette", "p.json", "-o", "out.tif"]
+    assert main([*arguments, *(f"--fixed-color={c}" for c in colours)]) == 0
+    fixed = [[65535, 0, 0], [0, 0, 65535], [1000, 2000, 3000]]
+    palette = Palette.from_dict(json.loads((tmp_path / "p.json").read_text()))
+    assert palette.colors.dtype == np.uint16
+    assert palette.colors[:3].tolist() == fixed
+    expected = quantize(image, 5, fixed_colors=fixed)
+    np.testing.assert_array_equal(tifffile.imread("out.tif"), expected.image)
+    assert FILE_LINE.match(capsys.readouterr().err.strip())
+
+
+def test_one_frame_mask_for_a_stack_and_stats_per_frame(tmp_path, monkeypatch):
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cat = data.chelsea()[::2, ::2]
+    stack = np.stack([np.roll(cat, 30 * t, axis=1) for t in range(3)])
+    tifffile.imwrite("stack.tif", stack, photometric="rgb")
+    mask = np.zeros(cat.shape[:2], np.uint8)
+    mask[20:120, 40:200] = 7  # nonzero is True
+    Image.fromarray(mask).save("roi.png")
+    assert main(["stack.tif", "-k", "4", "--mask", "roi.png", "--stats", "s.csv", "-q"]) == 0
+    expected = quantize(stack, 4, mask=np.broadcast_to(mask > 0, stack.shape[:3]))
+    np.testing.assert_array_equal(tifffile.imread("stack_k4.tif"), expected.image)
+    written = read_stats(tmp_path / "s.csv")
+    assert_stats_equal(written, expected, frame_axis=0)
+    per_frame = np.array([[int(v) for v in written[f"count_frame_{t}"]] for t in range(3)])
+    assert per_frame.sum(axis=0).tolist() == [int(v) for v in written["count"]]
+    assert per_frame.sum(axis=1).tolist() == [cat.shape[0] * cat.shape[1]] * 3
+
+
+def test_zarr_stack_with_mask_dither_and_stats_equals_the_api_on_dask(tmp_path, monkeypatch):
+    """A lazy input takes the same options: the CLI gives what the API gives for the
+    same dask array (dithering diffuses within each chunk, as the core documents)."""
+    da = pytest.importorskip("dask.array")
+    pytest.importorskip("zarr")
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cat = data.chelsea()[::2, ::2]
+    stack = np.stack([np.roll(cat, 25 * t, axis=0) for t in range(3)])
+    da.to_zarr(da.from_array(stack, chunks=(1, 75, 226, 3)), "stack.zarr")
+    mask = np.zeros(cat.shape[:2], bool)
+    mask[30:120, 50:200] = True
+    Image.fromarray(mask.astype(np.uint8) * 255).save("roi.png")
+    arguments = ["stack.zarr", "-k", "5", "--mask", "roi.png", "--dither", "--stats", "s.csv"]
+    assert main([*arguments, "-q"]) == 0
+    lazy = da.from_zarr("stack.zarr")
+    expected = quantize(lazy, 5, mask=np.broadcast_to(mask, stack.shape[:3]), dither=True)
+    written = read(tmp_path / "stack_k5.zarr")
+    np.testing.assert_array_equal(written, np.asarray(expected.image))
+    assert_stats_equal(read_stats(tmp_path / "s.csv"), expected, frame_axis=0)
+
+
+def test_speed_and_dither_level_reach_the_core(images, tmp_path, monkeypatch):
+    from napari_kmeans_filter import apply_palette
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cat = data.chelsea()
+    arguments = [str(images / "chelsea.png"), "-k", "8", "--speed", "10", "--dither", "0.5"]
+    assert main([*arguments, "-o", "fast.png", "--palette", "p.json", "-q"]) == 0
+    expected = quantize(cat, 8, speed=10, dither=0.5)
+    np.testing.assert_array_equal(read(tmp_path / "fast.png"), expected.image)
+    # --dither applies to --apply-palette too.
+    palette = Palette.from_dict(json.loads((tmp_path / "p.json").read_text()))
+    coffee = images / "coffee.jpg"
+    assert main([str(coffee), "--apply-palette", "p.json", "--dither", "-o", "c.png", "-q"]) == 0
+    repainted = apply_palette(read(coffee), palette, dither=True)
+    np.testing.assert_array_equal(read(tmp_path / "c.png"), repainted.image)
+    plain = apply_palette(read(coffee), palette)
+    assert not np.array_equal(plain.labels, repainted.labels)
+
+
+def test_unreached_target_is_one_warning_line(tmp_path, monkeypatch, capsys):
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    # 5000 distinct colours: more than 4096, so 200 dB cannot be reached.
+    noise = np.random.default_rng(0).integers(0, 256, (50, 100, 3), dtype=np.uint8)
+    Image.fromarray(noise).save("noise.png")
+    arguments = ["-k", "auto", "--target-psnr", "200", "--speed", "10", "-o", "n.tif"]
+    assert main(["noise.png", *arguments]) == 0
+    warning, line = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"{PROG}: warning: noise.png: ") and "not reached" in warning
+    assert FILE_LINE.match(line).group(6, 7) == ("4096", " (auto)")
+
+
+@pytest.mark.parametrize(
+    ("mode", "pixels", "expected"),
+    [
+        # grey: nonzero
+        ("L", np.array([[0, 3], [255, 0]], np.uint8), [[False, True], [True, False]]),
+        # RGB: nonzero in any channel
+        (
+            "RGB",
+            np.array([[[0, 0, 0], [0, 0, 1]], [[9, 0, 0], [0, 0, 0]]], np.uint8),
+            [[False, True], [True, False]],
+        ),
+        # RGBA with transparent pixels: visible ones, black included
+        (
+            "RGBA",
+            np.array([[[0, 0, 0, 255], [9, 9, 9, 0]], [[0, 0, 0, 1], [0, 0, 0, 0]]], np.uint8),
+            [[True, False], [True, False]],
+        ),
+        # RGBA fully opaque: the colour decides
+        (
+            "RGBA",
+            np.array(
+                [[[0, 0, 0, 255], [1, 0, 0, 255]], [[0, 0, 0, 255], [0, 5, 0, 255]]], np.uint8
+            ),
+            [[False, True], [False, True]],
+        ),
+        # grey + alpha with transparent pixels
+        (
+            "LA",
+            np.array([[[0, 255], [200, 0]], [[0, 0], [0, 10]]], np.uint8),
+            [[True, False], [False, True]],
+        ),
+    ],
+)
+def test_read_mask(tmp_path, mode, pixels, expected):
+    from napari_kmeans_filter._io import read_mask
+
+    image = Image.fromarray(pixels)
+    assert image.mode == mode
+    image.save(tmp_path / "mask.png")
+    mask = read_mask(tmp_path / "mask.png")
+    assert mask.dtype == bool
+    assert mask.tolist() == expected
+
+
+def test_read_mask_colour_key(tmp_path):
+    """An RGB PNG whose tRNS chunk marks one colour transparent is a mask by alpha."""
+    from napari_kmeans_filter._io import read_mask
+
+    pixels = np.array([[[0, 0, 0], [255, 255, 255]], [[0, 0, 0], [0, 0, 0]]], np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "key.png", transparency=(255, 255, 255))
+    assert read_mask(tmp_path / "key.png").tolist() == [[True, False], [True, True]]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -496,6 +496,33 @@ def check_writable(
         raise ImageIOError(f"cannot write {path}: {problem}{hint}")
 
 
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask image as a boolean array of its spatial shape (channels removed).
+
+    A pixel is True where it is nonzero in any colour channel.  A mask with
+    transparency (an alpha channel, a tRNS colour key or palette transparency) in which
+    some pixel is fully transparent is read by its alpha instead: True where alpha > 0,
+    whatever the colour, as in a layer painted over a transparent background.  The mask
+    is read into memory whole.
+
+    Raises
+    ------
+    ImageIOError
+        Missing, unreadable, unsupported or corrupt file.
+    """
+    with open_image(path) as source:
+        values = np.asarray(source.load())
+    if source.channel_axis is None:
+        return values != 0
+    values = np.moveaxis(values, source.channel_axis, -1)
+    if source.alpha:
+        alpha = values[..., -1]
+        if np.any(alpha == 0):
+            return alpha > 0
+        values = values[..., :-1]
+    return np.any(values != 0, axis=-1)
+
+
 # --------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------

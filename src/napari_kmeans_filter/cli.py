@@ -24,10 +24,12 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +43,12 @@ from ._io import ImageIOError
 PROG = "napari-kmeans-filter"
 DEMO_COMMAND = "demo"
 DEMO_DEFAULT_DIR = "kmeans-demo"
-#: The k values of the seed article's gallery.
+#: The k values of the demo's contact sheet.
 DEMO_K_VALUES = (2, 5, 10, 15, 24)
+#: The k values the demo shows without and with dithering.
+DEMO_DITHER_K_VALUES = (4, 8, 16)
+#: The PSNR targets (dB) the demo reaches with -k auto.
+DEMO_TARGETS_PSNR = (30.0, 35.0, 40.0)
 #: Environment variable that makes errors show their traceback (for bug reports).
 DEBUG_VARIABLE = "NAPARI_KMEANS_FILTER_DEBUG"
 #: Formats that keep every label exactly (JPEG would blur them).
@@ -64,12 +70,17 @@ examples:
   {PROG} dog.png --apply-palette cat16.json    # dog in the cat's colours
   {PROG} photos/*.jpg -k 8 --out-dir small --labels 'small/{{stem}}_labels.png'
   {PROG} big.tif -k 32 -o big_k32.zarr --labels big_labels.zarr
+  {PROG} cat.png -k auto --target-psnr 35      # the fewest colours reaching 35 dB
+  {PROG} cat.png -k 8 --dither                  # smooth gradients by error diffusion
+  {PROG} logo.png -k 8 --fixed-color '#ffffff' --fixed-color '#d40000'
+  {PROG} cells.tif -k 4 --mask roi.png --stats cells_k4.csv
   {PROG} {DEMO_COMMAND}                                 # the gallery of the cat
 
 Outputs never replace an input, and replace existing files only with --overwrite
 (the same rule for '{DEMO_COMMAND}').
-In --labels and --palette paths, {{stem}} is the input's name without its suffix and
-{{k}} the number of colours; {{stem}} is required when there are several inputs.
+In --labels, --palette, --stats and --mask paths, {{stem}} is the input's name without
+its suffix and {{k}} the number of colours ('auto' with -k auto); {{stem}} is required
+in output paths when there are several inputs.
 Run '{PROG} {DEMO_COMMAND} --help' for the gallery options."""
 
 
@@ -99,7 +110,7 @@ class _Stopped(BaseException):
 
 
 def _n_colors(text: str) -> int:
-    """argparse type of ``-k``: a whole number of colours in [1, MAX_N_COLORS]."""
+    """argparse type of the demo's ``-k``: a whole number of colours in [1, MAX_N_COLORS]."""
     from . import MAX_N_COLORS
 
     try:
@@ -112,6 +123,56 @@ def _n_colors(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"must be between 1 and {MAX_N_COLORS} colours, got {value}"
         )
+    return value
+
+
+def _n_colors_or_auto(text: str) -> int | str:
+    """argparse type of ``-k``: a number of colours, or 'auto' (the fewest reaching a target)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    from . import MAX_N_COLORS
+
+    try:
+        int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of colours (1 to {MAX_N_COLORS}) or 'auto', got {text!r}"
+        ) from None
+    return _n_colors(text)
+
+
+def _speed(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 10:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 (most thorough) to 10 (fastest), got {text!r}"
+        )
+    return value
+
+
+def _dither_level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # also refuses NaN
+        raise argparse.ArgumentTypeError(
+            f"must be a level from 0 to 1 (or nothing, for 1), got {text!r}; a bare --dither "
+            "takes the next word as its level, so put it after the input files"
+        )
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
 
 
@@ -136,6 +197,15 @@ def _seed(text: str) -> int:
     if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2**32-1, got {text!r}")
     return value
+
+
+def _core_default(parameter: str):
+    """The default of a parameter of :func:`quantize`: the help states the core's own."""
+    import inspect
+
+    from . import quantize
+
+    return inspect.signature(quantize).parameters[parameter].default
 
 
 def _version() -> str:
@@ -169,9 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     colours.add_argument(
         "-k",
         "--n-colors",
-        type=_n_colors,
+        type=_n_colors_or_auto,
         metavar="K",
-        help="number of colours to fit (1 to 4096)",
+        help="number of colours to fit (1 to 4096), or 'auto': the fewest colours whose "
+        "result reaches --target-psnr and/or --target-delta-e",
     )
     colours.add_argument(
         "--apply-palette",
@@ -209,6 +280,72 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the palette as JSON (for --apply-palette); a pattern with "
         "{stem} for several inputs",
     )
+    quality = parser.add_argument_group(
+        "how many colours and how good",
+        "pngquant's --quality MIN-MAX is a 0-100 score of its own, with no exact equivalent\n"
+        "here: ask for a PSNR instead (-k auto --target-psnr 35). About 30 dB is visibly\n"
+        "posterised, 35 dB close, 40 dB hard to tell from the original.",
+    )
+    quality.add_argument(
+        "--target-psnr",
+        type=_positive,
+        metavar="DB",
+        help="with -k auto: the PSNR (dB, up to 200) the result must reach",
+    )
+    quality.add_argument(
+        "--target-delta-e",
+        type=_positive,
+        metavar="DE",
+        help="with -k auto, RGB images: the mean CIEDE2000 colour difference the result may "
+        "have at most (up to 100; about 1 is the smallest difference people see side by side)",
+    )
+    quality.add_argument(
+        "--quality",
+        metavar="MIN-MAX",
+        help="pngquant's option; refused with a hint: use -k auto --target-psnr DB",
+    )
+    quality.add_argument(
+        "--speed",
+        type=_speed,
+        metavar="N",
+        help="1 (most thorough) to 10 (fastest), pngquant's convention: a lower speed "
+        "searches harder for the best colours and takes longer; 10 is for previews "
+        f"(default: {_core_default('speed')})",
+    )
+    quality.add_argument(
+        "--dither",
+        type=_dither_level,
+        nargs="?",
+        const=1.0,
+        metavar="LEVEL",
+        help="Floyd-Steinberg error diffusion when painting (also with --apply-palette): "
+        "trades a lower PSNR for smooth-looking gradients; LEVEL from 0 to 1 is the share of "
+        "each pixel's error passed on (default without LEVEL: 1, full strength)",
+    )
+    fit = parser.add_argument_group("what the fit must respect")
+    fit.add_argument(
+        "--fixed-color",
+        action="append",
+        metavar="COLOR",
+        help="a colour the palette must contain exactly, as its first entries (repeatable): "
+        "'#rrggbb' (8-bit; scaled to 16 bits for 16-bit images), '#rrrrggggbbbb' (16-bit), "
+        "or numbers in the image's units, e.g. '255,255,255' or '65535,0,0' ('128' for "
+        "greyscale)",
+    )
+    fit.add_argument(
+        "--fixed-colors-from",
+        type=Path,
+        metavar="JSON",
+        help="every colour of a palette file (as written by --palette) is a fixed colour",
+    )
+    fit.add_argument(
+        "--mask",
+        metavar="PATH",
+        help="an image of the input's height and width (or of its frames' shape): only "
+        "pixels where it is nonzero take part in the fit, every pixel is painted; a mask with "
+        "transparent pixels counts its visible (alpha > 0) pixels instead; a pattern with "
+        "{stem} for several inputs",
+    )
     parser.add_argument(
         "--color-space",
         choices=COLOR_SPACES,
@@ -221,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seed,
         default=0,
         help="random seed of the fit (default: 0); the same seed gives the same result",
+    )
+    parser.add_argument(
+        "--stats",
+        metavar="CSV",
+        help="also write per-cluster statistics as CSV: one row per palette entry (label, "
+        "palette colour, pixel count, fraction, mean input colour, RMS error) and, for "
+        "stacks, the count in each frame; a pattern with {stem} for several inputs",
     )
     parser.add_argument(
         "--channel-axis",
@@ -274,10 +418,15 @@ def build_demo_parser() -> argparse.ArgumentParser:
         description=(
             "Write the k-means gallery of the cat (skimage.data.chelsea): the original,\n"
             f"the cat at k = {', '.join(map(str, DEMO_K_VALUES))} and a contact sheet "
-            "captioned with the PSNR of each.\nNeeds no input."
+            "captioned with the PSNR of each;\n"
+            f"at k = {', '.join(map(str, DEMO_DITHER_K_VALUES))} without and with "
+            "dithering; and with the fewest colours\nreaching a PSNR of "
+            f"{', '.join(f'{t:g}' for t in DEMO_TARGETS_PSNR)} dB (-k auto), named "
+            "after the k chosen. Needs no input."
         ),
         epilog=(
             f"example:\n  {PROG} {DEMO_COMMAND} --out-dir kmeans-demo\n\n"
+            "Give --dither-k or --target-psnr without values to leave that part out.\n"
             "Existing files are replaced only with --overwrite, as for quantising."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -296,7 +445,25 @@ def build_demo_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=list(DEMO_K_VALUES),
         metavar="K",
-        help=f"the k values to show (default: {' '.join(map(str, DEMO_K_VALUES))})",
+        help=f"the k values of the contact sheet (default: {' '.join(map(str, DEMO_K_VALUES))})",
+    )
+    parser.add_argument(
+        "--dither-k",
+        type=_n_colors,
+        nargs="*",
+        default=list(DEMO_DITHER_K_VALUES),
+        metavar="K",
+        help="the k values shown without and with dithering "
+        f"(default: {' '.join(map(str, DEMO_DITHER_K_VALUES))})",
+    )
+    parser.add_argument(
+        "--target-psnr",
+        type=_positive,
+        nargs="*",
+        default=list(DEMO_TARGETS_PSNR),
+        metavar="DB",
+        help="the PSNR targets of -k auto "
+        f"(default: {' '.join(f'{t:g}' for t in DEMO_TARGETS_PSNR)})",
     )
     parser.add_argument(
         "--color-space", choices=COLOR_SPACES, default="rgb", help="as for quantising"
@@ -411,6 +578,99 @@ class Job:
     output: Path
     labels: Path | None
     palette: Path | None
+    stats: Path | None = None
+    #: The --mask as the core's ``mask``: boolean, of the input's spatial shape.
+    mask: Any = None
+    #: The --fixed-color and --fixed-colors-from colours in the input's units, (m, C).
+    fixed_colors: np.ndarray | None = None
+
+
+#: Options that only matter when a palette is fitted (not with --apply-palette).
+_FIT_OPTIONS = (
+    ("target_psnr", "--target-psnr"),
+    ("target_delta_e", "--target-delta-e"),
+    ("speed", "--speed"),
+    ("fixed_color", "--fixed-color"),
+    ("fixed_colors_from", "--fixed-colors-from"),
+    ("mask", "--mask"),
+    ("color_space", "--color-space"),
+)
+
+#: The option of the command line that sets each parameter of the core, to name it in
+#: the core's error messages ("The 'target_psnr' parameter ..." -> "--target-psnr ...").
+_OPTION_OF_PARAMETER = {
+    "n_colors": "-k",
+    "target_psnr": "--target-psnr",
+    "target_delta_e": "--target-delta-e",
+    "fixed_colors": "--fixed-color",
+    "mask": "--mask",
+    "speed": "--speed",
+    "dither": "--dither",
+    "color_space": "--color-space",
+    "channel_axis": "--channel-axis",
+}
+
+
+def _in_option_terms(message: str) -> str:
+    """A core error message with its parameter names replaced by their options."""
+    return re.sub(
+        r"The '(\w+)' parameter",
+        lambda match: _OPTION_OF_PARAMETER.get(match.group(1), match.group(0)),
+        message,
+    )
+
+
+def _check_combinations(args: argparse.Namespace, palette: Any | None) -> None:
+    """Refuse options that contradict each other, naming the option (no pixels needed)."""
+    several = len(args.inputs) > 1
+    if args.output is not None and several:
+        raise CliError(
+            f"-o/--output names one file but there are {len(args.inputs)} inputs; "
+            "use --out-dir DIR instead"
+        )
+    if args.output is not None and args.format is not None:
+        raise CliError("--format names the outputs of --out-dir; with -o the suffix decides")
+    patterns = (("--labels", args.labels), ("--palette", args.palette), ("--stats", args.stats))
+    for option, pattern in patterns:
+        if pattern is not None and several and "{stem}" not in pattern:
+            raise CliError(
+                f"{option} {pattern!r} would be written once per input; with several inputs "
+                "give a pattern containing {stem}, e.g. 'out/{stem}_labels.png'"
+            )
+    if args.quality is not None:
+        raise CliError(
+            f"--quality {args.quality}: pngquant's 0-100 quality score has no exact "
+            "equivalent here; use -k auto --target-psnr DB instead (about 30 dB is visibly "
+            "posterised, 35 dB close, 40 dB hard to tell from the original)"
+        )
+    if palette is not None:
+        for attribute, option in _FIT_OPTIONS:
+            if getattr(args, attribute) is not None:
+                extra = ""
+                if option == "--color-space":
+                    extra = f": the palette's own colour space ({palette.color_space}) is used"
+                raise CliError(
+                    f"{option} has no effect with --apply-palette (nothing is fitted){extra}"
+                )
+        return
+    targets = [
+        option
+        for option, value in (
+            ("--target-psnr", args.target_psnr),
+            ("--target-delta-e", args.target_delta_e),
+        )
+        if value is not None
+    ]
+    if args.n_colors == "auto" and not targets:
+        raise CliError(
+            "-k auto needs a target: --target-psnr DB and/or --target-delta-e DE "
+            "(the fewest colours reaching it are fitted)"
+        )
+    if args.n_colors != "auto" and targets:
+        raise CliError(
+            f"{targets[0]} needs -k auto (the fewest colours reaching it); "
+            f"with -k {args.n_colors} leave it out"
+        )
 
 
 def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
@@ -423,26 +683,10 @@ def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
         or an existing file (without ``--overwrite``), or a format that cannot hold the
         result.
     """
-    several = len(args.inputs) > 1
-    if args.output is not None and several:
-        raise CliError(
-            f"-o/--output names one file but there are {len(args.inputs)} inputs; "
-            "use --out-dir DIR instead"
-        )
-    if args.output is not None and args.format is not None:
-        raise CliError("--format names the outputs of --out-dir; with -o the suffix decides")
-    for option, pattern in (("--labels", args.labels), ("--palette", args.palette)):
-        if pattern is not None and several and "{stem}" not in pattern:
-            raise CliError(
-                f"{option} {pattern!r} would be written once per input; with several inputs "
-                "give a pattern containing {stem}, e.g. 'out/{stem}_labels.png'"
-            )
-    if palette is not None and args.color_space is not None:
-        raise CliError(
-            "--color-space has no effect with --apply-palette: the palette's own colour "
-            f"space ({palette.color_space}) is used"
-        )
+    _check_combinations(args, palette)
     k = len(palette) if palette is not None else args.n_colors
+    fixed_from = _fixed_colors_file(args.fixed_colors_from)
+    masks: dict[Path, Any] = {}
 
     jobs = []
     for path in args.inputs:
@@ -457,14 +701,159 @@ def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
                 f"{path}: --color-space {color_space} needs 3 colour channels (RGB) but the "
                 f"image has {n_colour_channels}; use --color-space rgb"
             )
+        if k == "auto":
+            _check_targets(args, n_colour_channels, path)
         fields = {"stem": _stem(path), "k": k}
         output = args.output or _default_output(path, source, args, k)
-        labels = _expand(args.labels, fields, "--labels")
-        palette_path = _expand(args.palette, fields, "--palette")
-        jobs.append(Job(source, channel_axis, alpha, output, labels, palette_path))
+        job = Job(
+            source,
+            channel_axis,
+            alpha,
+            output,
+            labels=_expand(args.labels, fields, "--labels"),
+            palette=_expand(args.palette, fields, "--palette"),
+            stats=_expand(args.stats, fields, "--stats"),
+            fixed_colors=_fixed_colors(args.fixed_color, fixed_from, k, source, n_colour_channels),
+        )
+        if args.mask is not None:
+            mask_path = _expand(args.mask, fields, "--mask")
+            if mask_path not in masks:
+                masks[mask_path] = _read_mask(mask_path)
+            job.mask = _fit_mask(masks[mask_path], mask_path, source, channel_axis)
+        jobs.append(job)
 
     _check_outputs(jobs, args, k)
     return jobs
+
+
+def _check_targets(args, n_colour_channels: int, path: Path | str) -> None:
+    """The core's own check of the target values, before any work."""
+    from . import _validation
+
+    try:
+        _validation.check_targets(
+            "auto", args.target_psnr, args.target_delta_e, n_colour_channels, "k-means++"
+        )
+    except ValueError as exc:
+        raise CliError(f"{path}: {_in_option_terms(_one_line(exc))}") from None
+
+
+def _fixed_colors_file(path: Path | None):
+    """The colours of the --fixed-colors-from palette file, or None."""
+    if path is None:
+        return None
+    try:
+        return load_palette(path).colors
+    except CliError as exc:
+        raise CliError(f"--fixed-colors-from: {exc}") from None
+
+
+def _fixed_colors(
+    texts: list[str] | None, from_file, k, source: _io.InputImage, n_channels: int
+) -> np.ndarray | None:
+    """The fixed colours of one input in its units, checked by the core's own rules.
+
+    The palette file's colours come first, then each --fixed-color in the given order
+    (the palette's first entries, in that order).
+    """
+    from . import MAX_N_COLORS, _validation
+
+    rows = []
+    if from_file is not None:
+        if from_file.shape[1] != n_channels:
+            raise CliError(
+                f"--fixed-colors-from: the palette has {from_file.shape[1]} channel(s) but "
+                f"{source.path} has {n_channels} colour channel(s)"
+            )
+        try:
+            from_file = _validation.check_palette_for_image(from_file, n_channels, source.dtype)
+        except ValueError as exc:
+            message = _one_line(exc).replace("The 'palette' parameter", "the palette")
+            raise CliError(f"--fixed-colors-from: {source.path}: {message}") from None
+        rows.extend(from_file.astype(np.float64).tolist())
+    for text in texts or ():
+        rows.append(_parse_color(text, source, n_channels))
+    if not rows:
+        return None
+    if k != "auto" and len(rows) > k:
+        raise CliError(
+            f"{len(rows)} fixed colours (--fixed-color, --fixed-colors-from) but -k {k}: "
+            "-k must be at least the number of fixed colours"
+        )
+    try:
+        return _validation.check_fixed_colors(
+            rows, MAX_N_COLORS if k == "auto" else k, n_channels, source.dtype
+        )
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{source.path}: {_in_option_terms(_one_line(exc))}") from None
+
+
+def _parse_color(text: str, source: _io.InputImage, n_channels: int) -> list[float]:
+    """One --fixed-color in the image's units: '#rrggbb', '#rrrrggggbbbb' or numbers."""
+    stripped = text.strip()
+    where = f"--fixed-color {text!r}"
+    if stripped.startswith("#"):
+        digits = stripped[1:]
+        if len(digits) not in (6, 12) or any(c not in "0123456789abcdefABCDEF" for c in digits):
+            raise CliError(
+                f"{where}: write '#rrggbb' (8-bit), '#rrrrggggbbbb' (16-bit) or numbers "
+                "separated by commas, e.g. '255,0,0'"
+            )
+        if n_channels != 3:
+            raise CliError(
+                f"{where} is an RGB colour but {source.path} has {n_channels} colour "
+                f"channel(s); give {n_channels} number(s) separated by commas"
+            )
+        width = len(digits) // 3
+        values = [int(digits[i * width : (i + 1) * width], 16) for i in range(3)]
+        dtype = np.dtype(source.dtype)
+        if dtype == np.uint16 and width == 2:
+            return [value * 257 for value in values]  # the same colour in 16 bits
+        if dtype == np.uint16 or (dtype == np.uint8 and width == 2):
+            return values
+        if dtype == np.uint8:
+            raise CliError(f"{where} is a 16-bit colour but {source.path} is 8-bit; use '#rrggbb'")
+        raise CliError(
+            f"{where}: hexadecimal colours are for 8- and 16-bit images and {source.path} is "
+            f"{dtype}; give numbers in its units separated by commas"
+        )
+    try:
+        values = [float(part) for part in stripped.split(",")]
+    except ValueError:
+        raise CliError(
+            f"{where}: write '#rrggbb', '#rrrrggggbbbb' or numbers separated by commas, "
+            "e.g. '255,0,0'"
+        ) from None
+    if len(values) != n_channels:
+        raise CliError(
+            f"{where} has {len(values)} value(s) but {source.path} has {n_channels} colour "
+            f"channel(s)"
+        )
+    return values
+
+
+def _read_mask(path: Path):
+    try:
+        mask = _io.read_mask(path)
+    except ImageIOError as exc:
+        raise CliError(f"--mask: {exc}") from None
+    if not mask.any():
+        raise CliError(f"--mask {path} has no nonzero (visible) pixel: nothing would be fitted")
+    return mask
+
+
+def _fit_mask(mask, mask_path: Path, source: _io.InputImage, channel_axis):
+    """The mask for one input: its spatial shape, or one frame's shape for every frame."""
+    spatial = _spatial_shape(source.shape, channel_axis)
+    if mask.shape == spatial:
+        return mask
+    if len(spatial) > mask.ndim >= 2 and mask.shape == spatial[-mask.ndim :]:
+        return np.broadcast_to(mask, spatial)  # the same region in every frame
+    raise CliError(
+        f"--mask {mask_path} has shape {mask.shape} but {source.path} has spatial shape "
+        f"{spatial} (the image without its channels): the mask must match it, or match "
+        "one frame"
+    )
 
 
 def _resolve_channel_axis(option: int | str | None, source: _io.InputImage) -> int | None:
@@ -538,7 +927,8 @@ def _default_output(path: Path, source: _io.InputImage, args, k: int) -> Path:
     else:  # beside the input, and outside a zarr group holding it
         root = _zarr_store_root(path)
         directory = (root if root is not None else path).parent
-    return directory / f"{_stem(path)}_k{k}{suffix}"
+    name = f"{_stem(path)}_auto" if k == "auto" else f"{_stem(path)}_k{k}"
+    return directory / f"{name}{suffix}"
 
 
 def _expand(pattern: str | None, fields: dict, option: str) -> Path | None:
@@ -558,7 +948,12 @@ def _check_outputs(jobs: list[Job], args, k: int) -> None:
     seen: dict[Path, str] = {}
     warned_jpeg = False
     for job in jobs:
-        outputs = [("output", job.output), ("labels", job.labels), ("palette", job.palette)]
+        outputs = [
+            ("output", job.output),
+            ("labels", job.labels),
+            ("palette", job.palette),
+            ("stats", job.stats),
+        ]
         for role, path in outputs:
             if path is None:
                 continue
@@ -582,6 +977,10 @@ def _check_outputs(jobs: list[Job], args, k: int) -> None:
                 if path.suffix.lower() != ".json":
                     raise CliError(f"--palette {path}: the palette is written as .json")
                 continue
+            if role == "stats":
+                if path.suffix.lower() != ".csv":
+                    raise CliError(f"--stats {path}: the statistics are written as .csv")
+                continue
             if role == "labels" and _io.output_format(path) not in LABEL_FORMATS:
                 raise CliError(
                     f"--labels {path}: labels must be stored exactly; use .png, .tif, .zarr or .npy"
@@ -599,7 +998,8 @@ def _check_formats(job: Job, k: int) -> None:
     """Whether the output (and label) formats can hold this job's results."""
     _io.check_writable(job.output, job.source.shape, job.source.dtype, job.channel_axis, job.alpha)
     if job.labels is not None:
-        label_dtype = np.dtype(np.uint8 if k <= 256 else np.uint16)
+        # -k auto may choose up to MAX_N_COLORS colours: uint16 labels.
+        label_dtype = np.dtype(np.uint8 if k != "auto" and k <= 256 else np.uint16)
         spatial_shape = _spatial_shape(job.source.shape, job.channel_axis)
         _io.check_writable(job.labels, spatial_shape, label_dtype, None)
 
@@ -684,8 +1084,9 @@ def run(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - job_started
         status.finish(
             f"[{number}/{len(jobs)}] {name} {_ARROW} {job.output.name}  "
-            f"{result.n_input_colors}{_ARROW}{_colours(len(result.palette))}  "
-            f"{_format_psnr(result.psnr)}  {elapsed:.2f} s"
+            f"{result.n_input_colors}{_ARROW}{_colours(len(result.palette))}"
+            f"{' (auto)' if args.n_colors == 'auto' else ''}  "
+            f"{_quality_text(result, args)}  {elapsed:.2f} s"
         )
     if len(jobs) > 1:
         status.finish(f"{len(jobs)} images in {time.perf_counter() - started:.1f} s")
@@ -693,25 +1094,63 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _process(job: Job, args, palette, progress):
+    """Run the core on one input; its warnings become warning lines naming the input."""
     from . import apply_palette, quantize
 
     image = job.source.load()
+    dither = args.dither or False
     try:
-        if palette is not None:
-            return apply_palette(
-                image, palette, channel_axis=job.channel_axis, alpha=job.alpha, progress=progress
-            )
-        return quantize(
-            image,
-            args.n_colors,
-            channel_axis=job.channel_axis,
-            alpha=job.alpha,
-            color_space=args.color_space or "rgb",
-            random_state=args.seed,
-            progress=progress,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            if palette is not None:
+                result = apply_palette(
+                    image,
+                    palette,
+                    channel_axis=job.channel_axis,
+                    alpha=job.alpha,
+                    dither=dither,
+                    progress=progress,
+                )
+            else:
+                optional = {} if args.speed is None else {"speed": args.speed}
+                result = quantize(
+                    image,
+                    args.n_colors,
+                    channel_axis=job.channel_axis,
+                    alpha=job.alpha,
+                    color_space=args.color_space or "rgb",
+                    mask=job.mask,
+                    fixed_colors=job.fixed_colors,
+                    dither=dither,
+                    target_psnr=args.target_psnr,
+                    target_delta_e=args.target_delta_e,
+                    random_state=args.seed,
+                    progress=progress,
+                    **optional,
+                )
     except (ValueError, TypeError) as exc:
-        raise CliError(f"{job.source.path}: {_one_line(exc)}") from None
+        raise CliError(f"{job.source.path}: {_in_option_terms(_one_line(exc))}") from None
+    for warning in caught:
+        _warn(f"{job.source.path}: {_in_option_terms(_one_line(warning.message))}")
+    return result
+
+
+def _quality_text(result, args) -> str:
+    """PSNR of the written image; with -k auto and --target-delta-e also the mean
+    CIEDE2000, and with --dither the figures of the fit before dithering it reached."""
+    text = _format_psnr(result.psnr)
+    curve = result.error_curve
+    if curve is None:
+        return text
+    chosen = curve["n_colors"].index(len(result.palette))
+    dithered = bool(args.dither)
+    if dithered:
+        text += f" ({curve['psnr'][chosen]:.1f} dB before dithering)"
+    if "delta_e" in curve:
+        text += f"  CIEDE2000 {curve['delta_e'][chosen]:.2f}"
+        if dithered:
+            text += " before dithering"
+    return text
 
 
 def _write_outputs(job: Job, result, args, status) -> None:
@@ -750,6 +1189,9 @@ def _write_outputs(job: Job, result, args, status) -> None:
                 _io.atomic_output(job.palette, overwrite=args.overwrite)
             )
             temporary.write_text(palette_json(result.palette), encoding="utf-8")
+        if job.stats is not None:
+            temporary = stack.enter_context(_io.atomic_output(job.stats, overwrite=args.overwrite))
+            temporary.write_text(stats_csv(result), encoding="utf-8", newline="")
 
 
 def _store_or_compute(outputs: dict, temporaries: dict, index_labels, status) -> dict:
@@ -814,6 +1256,42 @@ def palette_json(palette) -> str:
     return "{\n" + ",\n".join(entries) + "\n}\n"
 
 
+def stats_csv(result) -> str:
+    """``result.cluster_stats()`` as CSV text, one row per palette entry in label order.
+
+    Columns: ``label``, the palette colour ``color_0``, ``color_1``, ... (in the image's
+    units), then the core's ``count``, ``fraction``, ``mean_0``, ... and ``rms_error``
+    (empty for a cluster without pixels), and for a stack (labels of 3 or more
+    dimensions) ``count_frame_0``, ``count_frame_1``, ...: each cluster's visible pixels
+    in each index of the first axis.
+    """
+    import csv
+    import io
+
+    stacked = result.labels.ndim >= 3
+    stats = result.cluster_stats(frame_axis=0 if stacked else None)
+    frame_counts = stats.pop("frame_counts", None)
+    colors = result.palette.colors
+    columns = {"label": stats.pop("label")}
+    columns |= {f"color_{channel}": colors[:, channel] for channel in range(colors.shape[1])}
+    columns |= stats
+    if frame_counts is not None:
+        columns |= {f"count_frame_{t}": frame_counts[:, t] for t in range(frame_counts.shape[1])}
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns)
+    for row in zip(*columns.values(), strict=True):
+        writer.writerow(_csv_value(value) for value in row)
+    return text.getvalue()
+
+
+def _csv_value(value) -> str:
+    if isinstance(value, np.integer | int):
+        return str(int(value))
+    value = float(value)
+    return "" if math.isnan(value) else repr(value)
+
+
 def _is_dask(array) -> bool:
     return type(array).__module__.split(".")[0] == "dask"
 
@@ -831,59 +1309,208 @@ def _format_psnr(psnr: float) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Write the cat at each k, the original and a contact sheet; print what was written."""
+@dataclass
+class DemoImage:
+    """One image of the demo's gallery, before it is written.
+
+    ``kind`` is "original", "k" (quantised), "dither" (quantised with dithering), "auto"
+    (``-k auto`` for ``target_psnr``) or "sheet" (the contact sheet); ``result`` is the
+    core's result for the quantised ones; ``tiles`` the (image, caption) pairs of the
+    sheet.
+    """
+
+    name: str
+    kind: str
+    image: np.ndarray
+    result: Any = None
+    target_psnr: float | None = None
+    tiles: list = None
+
+    @property
+    def caption(self) -> str:
+        if self.kind == "original":
+            return f"original  {_distinct_colours(self.image)} colours"
+        k = len(self.result.palette)
+        if self.kind == "dither":
+            return f"k={k} dithered  {_format_psnr(self.result.psnr)}"
+        if self.kind == "auto":
+            return f"auto >= {self.target_psnr:g} dB: k={k}  {_format_psnr(self.result.psnr)}"
+        return f"k={k}  {_format_psnr(self.result.psnr)}"
+
+
+def demo_images(
+    k_values: Sequence[int] = DEMO_K_VALUES,
+    dither_k_values: Sequence[int] = DEMO_DITHER_K_VALUES,
+    targets_psnr: Sequence[float] = DEMO_TARGETS_PSNR,
+    *,
+    color_space: str = "rgb",
+    seed: int = 0,
+    progress=None,
+) -> list[DemoImage]:
+    """Compute every image of the demo's gallery, in the order they are written.
+
+    The original cat; the cat at each of ``k_values`` and their contact sheet; at each
+    of ``dither_k_values`` without and with dithering (full strength); with the fewest
+    colours reaching each of ``targets_psnr`` (named ``chelsea_psnr<T>_k<K>.png`` after
+    the k chosen).  ``progress(done, total, what)`` is called before each fit.
+    """
     from skimage import data
 
     from . import quantize
 
+    cat = data.chelsea()
+    options = {"color_space": color_space, "random_state": seed}
+    fits = [("k", k) for k in dict.fromkeys(k_values)]
+    fits += [(kind, k) for k in dither_k_values for kind in ("k", "dither")]
+    fits += [("auto", target) for target in targets_psnr]
+    images = [DemoImage("chelsea.png", "original", cat)]
+    done: set[tuple] = set()
+    for number, (kind, value) in enumerate(fits, start=1):
+        if (kind, value) in done:
+            continue
+        done.add((kind, value))
+        if progress is not None:
+            progress(number, len(fits), f"{value:g} dB" if kind == "auto" else f"k={value}")
+        if kind == "auto":
+            result = quantize(cat, "auto", target_psnr=value, **options)
+            name = f"chelsea_psnr{value:g}_k{len(result.palette)}.png"
+            images.append(DemoImage(name, kind, result.image, result, target_psnr=value))
+        else:
+            result = quantize(cat, value, dither=kind == "dither", **options)
+            name = f"chelsea_k{value}{'_dither' * (kind == 'dither')}.png"
+            images.append(DemoImage(name, kind, result.image, result))
+    if k_values:
+        swept = images[: 1 + len(dict.fromkeys(k_values))]
+        tiles = [(image.image, image.caption) for image in swept]
+        sheet = DemoImage("chelsea_contact_sheet.png", "sheet", contact_sheet(tiles), tiles=tiles)
+        images.insert(len(swept), sheet)
+    return images
+
+
+def demo_header(original: np.ndarray) -> str:
+    """The demo's first line: the cat's size and distinct colours."""
+    height, width = original.shape[:2]
+    return (
+        f"chelsea (skimage.data.chelsea): {width} x {height} pixels, "
+        f"{_distinct_colours(original)} distinct colours"
+    )
+
+
+def demo_line(path: Path, image: DemoImage, *, shown: str | None = None) -> str:
+    """What the demo prints for one written file at ``path`` (named ``shown`` if given)."""
+    shown = path if shown is None else shown
+    if image.kind == "original":
+        what = f"original, {_distinct_colours(image.image)} colours"
+    elif image.kind == "sheet":
+        height, width = image.image.shape[:2]
+        return f"wrote {shown}  (contact sheet, {width} x {height} pixels)"
+    else:
+        result = image.result
+        what = f"{_colours(len(result.palette))}, {_format_psnr(result.psnr)}"
+        if image.kind == "dither":
+            what = f"{_colours(len(result.palette))}, dithered, {_format_psnr(result.psnr)}"
+        elif image.kind == "auto":
+            what = f"fewest colours reaching {image.target_psnr:g} dB: {what}"
+    return f"wrote {shown}  ({what}, {_size(path)})"
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Write the demo's gallery (see :func:`demo_images`); print what was written."""
     out_dir: Path = args.out_dir
     k_values = sorted(dict.fromkeys(args.n_colors))
-    names = ["chelsea.png", *(f"chelsea_k{k}.png" for k in k_values), "chelsea_contact_sheet.png"]
-    paths = [out_dir / name for name in names]
-    # The same rule as the main command, checked for every file before any work.
-    for path in paths:
-        if path.exists() and not args.overwrite:
-            raise CliError(f"{path} already exists (use --overwrite to replace it)")
-    _prepare_directories(paths)
+    dither_k_values = sorted(dict.fromkeys(args.dither_k))
+    targets = sorted(dict.fromkeys(args.target_psnr))
+    # The same rule as the main command, checked before any work for every name known
+    # in advance, and for the names of -k auto (they hold the k chosen) before any write.
+    known = ["chelsea.png", *(f"chelsea_k{k}.png" for k in [*k_values, *dither_k_values])]
+    known += [f"chelsea_k{k}_dither.png" for k in dither_k_values]
+    known += ["chelsea_contact_sheet.png"] if k_values else []
+    _check_demo_outputs([out_dir / name for name in known], args.overwrite)
+    for target in targets:
+        _check_targets(argparse.Namespace(target_psnr=target, target_delta_e=None), 3, "demo")
+    _prepare_directories([out_dir / "x"])
 
     def say(line: str) -> None:
         if not args.quiet:
             print(line, flush=True)
 
-    def write(path: Path, image: np.ndarray, result=None) -> None:
-        with _io.atomic_output(path, overwrite=args.overwrite) as temporary:
-            _io.write_array(
-                temporary,
-                image,
-                fmt="png",
-                channel_axis=-1,
-                labels=None if result is None else result.labels,
-                colors=None if result is None else result.palette.colors,
-                optimize=args.optimize,
-            )
+    status = _status.configure(enabled=not args.quiet)
 
-    cat = data.chelsea()
-    n_colours = len(np.unique(cat.reshape(-1, 3), axis=0))
-    height, width = cat.shape[:2]
-    say(f"chelsea (skimage.data.chelsea): {width} x {height} pixels, {n_colours} distinct colours")
-    write(paths[0], cat)
-    say(f"wrote {paths[0]}  (original, {n_colours} colours, {_size(paths[0])})")
+    def progress(number: int, total: int, what: str) -> None:
+        status.begin(number, total, f"chelsea {what}")
+        status.update(0.0, "fitting")
 
-    tiles = [(cat, f"original  {n_colours} colours")]
-    for k, path in zip(k_values, paths[1:-1], strict=True):
-        result = quantize(cat, k, color_space=args.color_space, random_state=args.seed)
-        write(path, result.image, result)
-        caption = f"k={k}  {_format_psnr(result.psnr)}"
-        tiles.append((result.image, caption))
-        say(
-            f"wrote {path}  ({len(result.palette)} colours, {_format_psnr(result.psnr)}, "
-            f"{_size(path)})"
+    images = demo_images(
+        k_values,
+        dither_k_values,
+        targets,
+        color_space=args.color_space,
+        seed=args.seed,
+        progress=progress,
+    )
+    status.clear()
+    _check_demo_outputs([out_dir / image.name for image in images], args.overwrite)
+    say(demo_header(images[0].image))
+    for image in images:
+        write_demo_image(
+            out_dir / image.name, image, overwrite=args.overwrite, optimize=args.optimize
         )
-    sheet = contact_sheet(tiles)
-    write(paths[-1], sheet)
-    say(f"wrote {paths[-1]}  (contact sheet, {sheet.shape[1]} x {sheet.shape[0]} pixels)")
+        say(demo_line(out_dir / image.name, image))
     return EXIT_OK
+
+
+def _check_demo_outputs(paths: Sequence[Path], overwrite: bool) -> None:
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise CliError(f"{path} already exists (use --overwrite to replace it)")
+
+
+def write_demo_image(path: Path, image: DemoImage, *, overwrite: bool, optimize: bool) -> None:
+    """Write one image of the gallery: quantised ones as indexed PNGs whose palette is
+    the result's palette and whose indices are its labels."""
+    result = image.result
+    with _io.atomic_output(path, overwrite=overwrite) as temporary:
+        _io.write_array(
+            temporary,
+            image.image,
+            fmt="png",
+            channel_axis=-1,
+            labels=None if result is None else result.labels,
+            colors=None if result is None else result.palette.colors,
+            optimize=optimize,
+        )
+
+
+def _distinct_colours(image: np.ndarray) -> int:
+    return len(np.unique(image.reshape(-1, image.shape[-1]), axis=0))
+
+
+#: Pixels between the tiles of a contact sheet.
+SHEET_GAP = 4
+
+
+def contact_sheet_boxes(
+    n_tiles: int, tile_shape: tuple[int, int], *, columns: int = 3, caption_height: int = 30
+) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """The layout of :func:`contact_sheet`: ``(sheet height, width)`` and the
+    ``(top, left)`` pixel of each tile (its caption is the band below it)."""
+    height, width = tile_shape
+    columns = min(columns, n_tiles)
+    rows = math.ceil(n_tiles / columns)
+    size = (
+        rows * (height + caption_height) + (rows + 1) * SHEET_GAP,
+        columns * width + (columns + 1) * SHEET_GAP,
+    )
+    origins = []
+    for index in range(n_tiles):
+        row, column = divmod(index, columns)
+        origins.append(
+            (
+                SHEET_GAP + row * (height + caption_height + SHEET_GAP),
+                SHEET_GAP + column * (width + SHEET_GAP),
+            )
+        )
+    return size, origins
 
 
 def contact_sheet(
@@ -903,26 +1530,16 @@ def contact_sheet(
     from PIL import Image, ImageDraw, ImageFont
 
     height, width = tiles[0][0].shape[:2]
-    columns = min(columns, len(tiles))
-    rows = math.ceil(len(tiles) / columns)
-    gap = 4
-    sheet = Image.new(
-        "RGB",
-        (
-            columns * width + (columns + 1) * gap,
-            rows * (height + caption_height) + (rows + 1) * gap,
-        ),
-        "white",
+    (sheet_height, sheet_width), origins = contact_sheet_boxes(
+        len(tiles), (height, width), columns=columns, caption_height=caption_height
     )
+    sheet = Image.new("RGB", (sheet_width, sheet_height), "white")
     draw = ImageDraw.Draw(sheet)
     try:
         font = ImageFont.load_default(size=int(caption_height * 0.6))
     except TypeError:  # Pillow < 10.1 has only the small bitmap font
         font = ImageFont.load_default()
-    for index, (image, caption) in enumerate(tiles):
-        row, column = divmod(index, columns)
-        left = gap + column * (width + gap)
-        top = gap + row * (height + caption_height + gap)
+    for (image, caption), (top, left) in zip(tiles, origins, strict=True):
         sheet.paste(Image.fromarray(np.asarray(image)), (left, top))
         draw.text(
             (left + width / 2, top + height + caption_height / 2),
