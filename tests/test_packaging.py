@@ -283,7 +283,7 @@ def test_installed_wheel_alone_is_discovered_and_valid_for_npe2(built, tmp_path)
     version = _source_version()
     assert found["version"] == found["dist_version"] == found["manifest_version"] == version
     assert found["categories"] == ["Image Processing", "Segmentation"]
-    assert found["widgets"] == ["K-means colour filter"]
+    assert found["widgets"] == ["K-means color filter"]
 
     # npe2's own command line, on the installed distribution.
     validated = subprocess.run(
