@@ -15,6 +15,8 @@ generated once in about 2 minutes on 2 cores, then reused); labels go to benchma
 Every measurement runs in a fresh subprocess (so peak RSS is that run's alone), after one
 untimed process on one frame (it fills the on-disk cache of JIT-compiled kernels, if any):
   ours:    quantize(da.from_zarr(store), 16, random_state=0); da.to_zarr(result.labels, ...)
+  zarr-io: the I/O floor of any two-pass method, right after ours at each chunking:
+           da.from_zarr(store).max().compute(); da.to_zarr(x[..., 0], ...)
   dask-ml: (--dask-ml) the seed article's usage on the first --dask-ml-frames frames of the
            (1, 2048, 2048, 3) store: dask_ml.cluster.KMeans(n_clusters=16).fit(pixels),
            labels_ to zarr; the full-stack time is extrapolated linearly, and labelled so.
@@ -216,7 +218,7 @@ def child(method: str, stack_frames: int, frames: int, out: str, scheduler: str,
 
     if method == "ours":
         from napari_kmeans_filter import quantize
-    else:
+    elif method == "dask-ml":
         from dask_ml.cluster import KMeans
     dask.config.set(scheduler=scheduler)
 
@@ -242,6 +244,15 @@ def child(method: str, stack_frames: int, frames: int, out: str, scheduler: str,
         info["n_input_colors"] = int(res.n_input_colors)
         mse = res.mse
         info["mse"] = float(mse.compute() if hasattr(mse, "compute") else mse)
+    elif method == "zarr-io":
+        # The I/O floor of any two-pass method: read every chunk once (the fit's
+        # pass), then read every chunk again and write one uint8 per pixel.
+        sampler.set_stage("read")
+        x.max().compute()
+        t1 = time.perf_counter()
+        sampler.set_stage("write labels (da.to_zarr)")
+        da.to_zarr(x[..., 0], out, overwrite=True)
+        info["mse"] = None
     else:
         pixels = x.reshape(-1, x.shape[-1])
         km = KMeans(n_clusters=N_COLORS, random_state=0)
@@ -271,8 +282,9 @@ def child(method: str, stack_frames: int, frames: int, out: str, scheduler: str,
 
     z = zarr.open_array(out, mode="r")
     assert tuple(z.shape) == tuple(x.shape[:-1]), (z.shape, x.shape)
-    assert int(np.asarray(z[0]).max()) < N_COLORS
-    if method != "ours":
+    if method != "zarr-io":
+        assert int(np.asarray(z[0]).max()) < N_COLORS
+    if method == "dask-ml":
         # MSE of its centres, computed from the written labels after the measurement
         # (dask-ml's inertia_ sums unsquared distances, so it cannot be used)
         err = 0.0
@@ -398,7 +410,7 @@ def main(argv=None):
     print(f"run {run_id}; core {info['core_version']} from {info['git'].get('package_dir')}")
     frames = args.frames
     # Rows of chunkings / methods not measured now are kept (a partial rerun merges).
-    measured = {("ours", chunk_tag(c)) for c in chunkings}
+    measured = {(m, chunk_tag(c)) for c in chunkings for m in ("ours", "zarr-io")}
     if args.dask_ml:
         measured.add(("dask-ml", chunk_tag(FULL_FRAME)))
     kept = [r for r in load_rows(csv_path) if (r["method"], r.get("chunks", "")) not in measured]
@@ -455,6 +467,15 @@ def main(argv=None):
             )
             if row.get("status") != "ok" or (rep == 0 and row["wall_s"] > args.slow_seconds):
                 break
+        # The same reads and writes with nothing computed, right after ours.
+        record(
+            "zarr-io",
+            chunks,
+            scope,
+            frames,
+            run_child("zarr-io", frames, frames, args.scheduler, chunks, args.timeout),
+            "I/O floor: a pass reading every chunk, then reading again and writing uint8 labels",
+        )
     if args.dask_ml:
         n = args.dask_ml_frames
         full_mp = frames * SIZE * SIZE / 1e6

@@ -497,6 +497,27 @@ def dask_targets(drows):
                 "PASS" if rss <= T_DASK_RSS_MB else "FAIL",
             )
         )
+    for chunks in groups:
+        floor = [
+            float(r["wall_s"])
+            for r in drows
+            if r.get("method") == "zarr-io"
+            and (r.get("chunks") or "") == chunks
+            and r.get("status") == "ok"
+            and r.get("scope") == ("small" if small else "full")
+        ]
+        if floor and chunks in medians:
+            out.append(
+                (
+                    g,
+                    f"chunks ({chunks.replace('x', ', ')}): time / zarr I/O floor in the same run",
+                    "(information)",
+                    f"{medians[chunks] / statistics.median(floor):.2f}x "
+                    f"({medians[chunks]:.1f} s vs {statistics.median(floor):.1f} s reading twice "
+                    "and writing uint8 labels with nothing computed)",
+                    "INFO",
+                )
+            )
     if len(medians) >= 2:
         best = min(medians, key=medians.get)
         worst = max(medians, key=medians.get)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,7 @@ from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
 from ._metrics import MeanDeltaE, psnr
+from ._paint import n_workers as _n_workers
 
 DEFAULT_SPEED = 4
 
@@ -65,6 +67,12 @@ _MAX_GRID_BITS_TOTAL = 21
 # beyond this many it searches all centres for the rare point that needs it
 # (k = 4096 would otherwise hold a 4096 x 4095 table).
 _MAX_NEIGHBOURS = 256
+# Rows a Lloyd pass sums at a time; sets of _PARALLEL_POINTS or more use one
+# thread per core (the kernels release the GIL): on the 12 MP mosaic's 1.6 M
+# colours each pass is ~25 ms on one core.
+_PASS_ROWS = 2**16
+_PARALLEL_POINTS = 2**18
+_WORKERS = min(_n_workers(), 8)
 # Relative slack on the sort-means stopping rule: a centre is skipped only when
 # it is provably (up to rounding of square roots) not nearer.
 _SLACK = 1e-9
@@ -670,6 +678,10 @@ def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None
     every point is searched.  Returns ``(sums, totals, inertia, n_changed)``:
     the weighted sum and weight of the points of each centre, and the
     weighted squared error.
+
+    Points are visited in blocks of ``_PASS_ROWS`` rows, each summed on its
+    own and the blocks added in order, so the result does not depend on
+    slicing or threads; large point sets use one thread per core.
     """
     if neighbours is None:
         neighbours = _Neighbours(centres)
@@ -677,27 +689,47 @@ def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None
         lower = np.zeros(points.size)
         drift = 0.0
     k, n_dims = centres.shape
-    sums = np.zeros((k, n_dims))
-    totals = np.zeros(k)
-    inertia, changed = 0.0, 0
-    for start, stop, block, weights in points:
-        part_changed, part_inertia = _assign(
-            block,
-            weights,
+    jobs = [
+        (start + offset, min(start + offset + _PASS_ROWS, stop), block, weights, offset)
+        for start, stop, block, weights in points
+        for offset in range(0, stop - start, _PASS_ROWS)
+    ]
+    sums = np.zeros((len(jobs), k, n_dims))
+    totals = np.zeros((len(jobs), k))
+    counts = np.zeros((len(jobs), 2))
+
+    def run(index):
+        first, last, block, weights, offset = jobs[index]
+        rows = slice(offset, offset + last - first)
+        changed, inertia = _assign(
+            block[rows],
+            weights[rows],
             centres,
             neighbours.order,
             neighbours.gaps,
             neighbours.unlisted,
-            labels[start:stop],
-            lower[start:stop],
+            labels[first:last],
+            lower[first:last],
             drift,
-            sums,
-            totals,
-            _NO_SQUARED if squared is None else squared[start:stop],
+            sums[index],
+            totals[index],
+            _NO_SQUARED if squared is None else squared[first:last],
         )
-        changed += part_changed
-        inertia += part_inertia
-    return sums, totals, inertia, changed
+        counts[index] = changed, inertia
+
+    if points.size >= _PARALLEL_POINTS and len(jobs) > 1 and _WORKERS > 1:
+        with ThreadPoolExecutor(_WORKERS) as pool:
+            list(pool.map(run, range(len(jobs))))
+    else:
+        for index in range(len(jobs)):
+            run(index)
+    # Added in block order, whatever ran where.
+    return (
+        np.add.reduce(sums, axis=0),
+        np.add.reduce(totals, axis=0),
+        float(np.add.reduce(counts[:, 1])),
+        int(counts[:, 0].sum()),
+    )
 
 
 def lloyd(

@@ -26,7 +26,8 @@ from ._jit import kernel
 _PARALLEL_PIXELS = 2**21
 
 
-def _n_workers() -> int:
+def n_workers() -> int:
+    """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -150,7 +151,7 @@ class Painter:
                     return
                 _paint_labels(labels[part], pixels[part], n_color, self.colors, image[part])
 
-        n_parts = min(_n_workers(), max(1, pixels.shape[0] // _PARALLEL_PIXELS))
+        n_parts = min(n_workers(), max(1, pixels.shape[0] // _PARALLEL_PIXELS))
         bounds = np.linspace(0, pixels.shape[0], n_parts + 1).astype(int)
         parts = [slice(a, b) for a, b in itertools.pairwise(bounds)]
         if n_parts == 1:
