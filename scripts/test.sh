@@ -21,10 +21,7 @@ fi
 python -m pip install --quiet --disable-pip-version-check -e ".[testing]"
 
 # Lint first (ruff is pinned in the testing extra, the same version as pre-commit).
-# Off unless NKF_LINT=1 until the tree has been formatted once.
-if [ "${NKF_LINT:-0}" = "1" ]; then
-  python -m ruff check .
-  python -m ruff format --check .
-fi
+python -m ruff check .
+python -m ruff format --check .
 
 python -m pytest "$@"

@@ -109,12 +109,7 @@ def _markdown_targets(text: str) -> list[str]:
     [
         ".napari-hub/DESCRIPTION.md",
         # The README is the long description on PyPI and the page napari hub shows today.
-        pytest.param(
-            "README.md",
-            marks=pytest.mark.xfail(
-                strict=True, reason="README links are still relative; drop this mark once fixed"
-            ),
-        ),
+        "README.md",
     ],
 )
 def test_hub_page_links_are_absolute_and_point_at_files_that_exist(page):
