@@ -28,9 +28,9 @@ sliced histograms, given ``init``, fixed colours, auto k):
 6. **refinement** -- the best converges on the fine level, then Lloyd
    iterations on the exact colours, each starting from its cell's cluster;
 7. **palette** -- the centres back in the image's units, rounded to its dtype,
-   and every histogram row assigned to its nearest palette colour.  (Moving
-   rounded colours to their other integer neighbour was tried: at most
-   0.008 % less error on the sample photos, so it is not done.)
+   moved to their other integer neighbour where that lowers the error (small
+   histograms only), and every histogram row assigned to its nearest palette
+   colour.
 
 The hot loops are compiled with numba (:mod:`._jit`).  ``speed`` (1 = most
 thorough ... 10 = fastest, pngquant's convention) chooses how many cells,
@@ -60,8 +60,8 @@ DEFAULT_SPEED = 4
 # stack has 3.6 M colours, 8-bit RGB at most 16.7 M).
 MAX_WHOLE_POINTS = 2**22
 _SLICE_ROWS = 2**20
-# The finest grid of the reduction has at most this many cells (a dense table
-# of 2**21 bytes per level; 7 bits per RGB channel).
+# The finest grid of the reduction has at most 2**this many cells (a dense table
+# of 2 MB per level tried; 128 bins per RGB channel).
 _MAX_GRID_BITS_TOTAL = 21
 # Sort-means keeps, for every centre, the other centres in order of distance;
 # beyond this many it searches all centres for the rare point that needs it
@@ -73,6 +73,10 @@ _MAX_NEIGHBOURS = 256
 _PASS_ROWS = 2**16
 _PARALLEL_POINTS = 2**18
 _WORKERS = min(_n_workers(), 8)
+# Point visits the refinement on the exact colours may spend (~9 ns each
+# here): 100 iterations on 1.6 M colours took 1.1 s of CPU, 3x the rest of a
+# 12 MP fit, for 0.13 % less error than 21.
+_REFINE_WORK = 2**25
 # Relative slack on the sort-means stopping rule: a centre is skipped only when
 # it is provably (up to rounding of square roots) not nearer.
 _SLACK = 1e-9
@@ -99,14 +103,14 @@ class FitSettings:
 # fit from 0.55 to 0.16 s at the same error; 10 exact refinement iterations
 # on the 12 MP noisy mosaic (1.6 M colours) give 0.3 % less error than 1.
 _SPEEDS = {
-    1: (2**17, 2**15, 16, 32, 16, 50),
-    2: (2**16, 2**14, 12, 16, 8, 30),
-    3: (2**16, 2**13, 10, 12, 6, 20),
-    4: (2**15, 2**13, 8, 8, 4, 10),
-    5: (2**15, 2**12, 6, 6, 2, 6),
-    6: (2**14, 2**12, 4, 4, 0, 4),
-    7: (2**14, 2**11, 3, 2, 0, 3),
-    8: (2**13, 2**11, 2, 1, 0, 2),
+    1: (2**17, 2**15, 16, 32, 16, 300),
+    2: (2**16, 2**14, 12, 16, 8, 100),
+    3: (2**16, 2**14, 10, 12, 6, 100),
+    4: (2**15, 2**14, 12, 8, 4, 100),
+    5: (2**15, 2**12, 6, 6, 2, 30),
+    6: (2**14, 2**12, 4, 4, 0, 10),
+    7: (2**14, 2**11, 3, 2, 0, 5),
+    8: (2**13, 2**11, 2, 1, 0, 3),
     9: (2**13, 2**10, 1, 0, 0, 2),
     10: (2**12, 2**10, 1, 2, 0, 1),
 }
@@ -187,6 +191,12 @@ class PointSet:
         values = self.values(start, stop)
         return np.ascontiguousarray(to_fit_space(values, self.color_space, self.encoding.dtype))
 
+    def bounds(self):
+        """The ``(start, stop)`` rows of the slices iteration yields."""
+        if self._whole is not None:
+            return [(0, self.size)]
+        return [(s, min(s + _SLICE_ROWS, self.size)) for s in range(0, self.size, _SLICE_ROWS)]
+
     def __iter__(self):
         if self._whole is not None:
             yield 0, self.size, self._whole, self.weights
@@ -204,6 +214,9 @@ class _Array:
         self.weights = np.ascontiguousarray(weights, dtype=np.float64)
         self.size, self.n_dims = self.points.shape
         self.whole = True
+
+    def bounds(self):
+        return [(0, self.size)]
 
     def __iter__(self):
         yield 0, self.size, self.points, self.weights
@@ -336,6 +349,113 @@ def _assign(
         if keep_squared:
             squared[i] = best_squared
     return changed, inertia
+
+
+@kernel
+def _reassign(
+    points,
+    weights,
+    centres,
+    order,
+    gaps,
+    unlisted,
+    labels,
+    upper,
+    lower,
+    drift,
+    max_drift,
+    sums,
+    totals,
+):
+    """One Lloyd assignment pass that touches only the points whose bounds fail.
+
+    Hamerly's algorithm (SDM 2010): ``upper[i]`` bounds the distance from
+    point i to its centre and grows by that centre's ``drift``; ``lower[i]``
+    bounds its distance to every other centre and shrinks by ``max_drift``.
+    While the first is below the second (or below half the distance from the
+    centre to its nearest other centre) the point cannot change cluster and
+    is not looked at; otherwise its distance is recomputed and, if needed,
+    searched as in :func:`_assign`.  A point that changes cluster moves its
+    weight and weighted coordinates from one centre to the other in ``sums`` /
+    ``totals`` (which therefore hold changes).  Returns the number of points
+    that changed cluster.
+    """
+    n, n_dims = points.shape
+    k = centres.shape[0]
+    n_neighbours = order.shape[1]
+    changed = 0
+    for i in range(n):
+        home = labels[i]
+        bound = lower[i] - max_drift
+        near = gaps[home, 0] * 0.5 if n_neighbours > 0 else np.inf
+        if near > bound:
+            bound = near
+        reach_home = upper[i] + drift[home]
+        lower[i] = lower[i] - max_drift
+        if reach_home * (1.0 + _SLACK) < bound:
+            upper[i] = reach_home
+            continue
+        home_squared = 0.0
+        for c in range(n_dims):
+            step = points[i, c] - centres[home, c]
+            home_squared += step * step
+        home_distance = math.sqrt(home_squared)
+        if home_distance * (1.0 + _SLACK) < bound:
+            upper[i] = home_distance
+            continue
+        best = home
+        best_squared = home_squared
+        reach = 2.0 * home_distance * (1.0 + _SLACK) + 1e-300
+        second = np.inf
+        exhausted = True
+        for m in range(n_neighbours):
+            if gaps[home, m] > reach:
+                second = min(second, gaps[home, m] - home_distance)
+                exhausted = False
+                break
+            j = order[home, m]
+            candidate = 0.0
+            for c in range(n_dims):
+                step = points[i, c] - centres[j, c]
+                candidate += step * step
+            if candidate < best_squared or (candidate == best_squared and j < best):
+                second = min(second, math.sqrt(best_squared))
+                best = j
+                best_squared = candidate
+                reach = (home_distance + math.sqrt(candidate)) * (1.0 + _SLACK) + 1e-300
+            else:
+                second = min(second, math.sqrt(candidate))
+        if n_neighbours < k - 1 and (exhausted or reach >= unlisted[home]):
+            best = home
+            best_squared = home_squared
+            second = np.inf
+            for j in range(k):
+                if j == best:
+                    continue
+                candidate = 0.0
+                for c in range(n_dims):
+                    step = points[i, c] - centres[j, c]
+                    candidate += step * step
+                if candidate < best_squared or (candidate == best_squared and j < best):
+                    second = min(second, math.sqrt(best_squared))
+                    best = j
+                    best_squared = candidate
+                else:
+                    second = min(second, math.sqrt(candidate))
+        elif n_neighbours < k - 1:
+            second = min(second, unlisted[home] - home_distance)
+        upper[i] = math.sqrt(best_squared)
+        lower[i] = second * (1.0 - _SLACK)
+        if best != home:
+            changed += 1
+            labels[i] = best
+            weight = weights[i]
+            totals[home] -= weight
+            totals[best] += weight
+            for c in range(n_dims):
+                sums[home, c] -= weight * points[i, c]
+                sums[best, c] += weight * points[i, c]
+    return changed
 
 
 @kernel
@@ -506,16 +626,15 @@ def _widen_bounds(points, low, high):
 
 
 @kernel
-def _grid_mark(points, low, scale, bits, table):
-    """Mark the grid cells (``bits`` per dimension) holding ``points``; returns new marks."""
+def _grid_mark(points, low, scale, bins, table):
+    """Mark the grid cells (``bins`` per dimension) holding ``points``; returns new marks."""
     n, n_dims = points.shape
-    top = (1 << bits) - 1
     marked = 0
     for i in range(n):
         cell = 0
         for c in range(n_dims):
-            position = int((points[i, c] - low[c]) * scale[c] * (top + 1))
-            cell = (cell << bits) | min(max(position, 0), top)
+            position = int((points[i, c] - low[c]) * scale[c] * bins)
+            cell = cell * bins + min(max(position, 0), bins - 1)
         if table[cell] == 0:
             table[cell] = 1
             marked += 1
@@ -523,15 +642,14 @@ def _grid_mark(points, low, scale, bits, table):
 
 
 @kernel
-def _grid_sums(points, weights, low, scale, bits, cell_ids, sums, totals, cell_of_point):
+def _grid_sums(points, weights, low, scale, bins, cell_ids, sums, totals, cell_of_point):
     """Weighted sums per grid cell; ``cell_ids`` maps a cell to its compact index."""
     n, n_dims = points.shape
-    top = (1 << bits) - 1
     for i in range(n):
         cell = 0
         for c in range(n_dims):
-            position = int((points[i, c] - low[c]) * scale[c] * (top + 1))
-            cell = (cell << bits) | min(max(position, 0), top)
+            position = int((points[i, c] - low[c]) * scale[c] * bins)
+            cell = cell * bins + min(max(position, 0), bins - 1)
         index = cell_ids[cell]
         cell_of_point[i] = index
         totals[index] += weights[i]
@@ -545,13 +663,16 @@ def _grid_sums(points, weights, low, scale, bits, cell_ids, sums, totals, cell_o
 def grid_cells(points, max_cells: int):
     """Reduce ``points`` to the weighted centroids of the cells of a regular grid.
 
-    The grid has the same power-of-two number of bins along every dimension
-    over the points' bounding box, as fine as it can be with at most
-    ``max_cells`` occupied cells.  A centroid is the weighted mean of its
-    cell's points, so the reduction loses only the spread inside cells.
+    The grid has the same number of bins along every dimension over the
+    points' bounding box, as many as it can with at most ``max_cells``
+    occupied cells (tried in steps of 2**(1/3), so the number of cells grows
+    by about 2 a step).  A centroid is the weighted mean of its cell's points,
+    so the reduction loses only the spread inside cells.  With power-of-two
+    bins only, the 2 MP noisy mosaic (775 k colours) got 7.9 k cells for a
+    budget of 32 k, and its exact refinement needed 100+ Lloyd iterations.
 
-    Returns ``(cells, cell_weights, cell_of_point)``: an :class:`_Array` of the
-    centroids and, for every point, the index of its cell.
+    Returns ``(cells, cell_of_point)``: an :class:`_Array` of the centroids
+    and, for every point, the index of its cell.
     """
     low = np.full(points.n_dims, np.inf)
     high = np.full(points.n_dims, -np.inf)
@@ -559,17 +680,18 @@ def grid_cells(points, max_cells: int):
         _widen_bounds(block, low, high)
     span = high - low
     scale = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0) * (1 - 1e-12)
-    finest = max(1, _MAX_GRID_BITS_TOTAL // points.n_dims)
-    # Levels with at most max_cells cells in all fit whatever the data; try finer ones.
-    bits = max(1, min(finest, int(math.log2(max_cells)) // points.n_dims))
+    finest = max(2, round(2 ** (_MAX_GRID_BITS_TOTAL / points.n_dims)))
+    # A grid with at most max_cells cells fits whatever the data; try finer ones.
+    bins = max(2, min(finest, int(max_cells ** (1 / points.n_dims))))
     marks = None
-    for level in range(bits + 1, finest + 1):
-        table = _mark_level(points, low, scale, level)
+    while bins < finest:
+        finer = min(finest, max(bins + 1, round(bins * 2 ** (1 / 3))))
+        table = _mark_grid(points, low, scale, finer)
         if int(table.sum()) > max_cells:
             break
-        bits, marks = level, table
+        bins, marks = finer, table
     if marks is None:
-        marks = _mark_level(points, low, scale, bits)
+        marks = _mark_grid(points, low, scale, bins)
     cell_ids = np.cumsum(marks, dtype=np.int64) - 1
     n_cells = int(cell_ids[-1]) + 1
     sums = np.zeros((n_cells, points.n_dims))
@@ -577,15 +699,15 @@ def grid_cells(points, max_cells: int):
     cell_of_point = np.empty(points.size, dtype=np.int32)
     for start, stop, block, weights in points:
         _grid_sums(
-            block, weights, low, scale, bits, cell_ids, sums, totals, cell_of_point[start:stop]
+            block, weights, low, scale, bins, cell_ids, sums, totals, cell_of_point[start:stop]
         )
     return _Array(sums / totals[:, np.newaxis], totals), cell_of_point
 
 
-def _mark_level(points, low, scale, bits):
-    table = np.zeros(2 ** (bits * points.n_dims), dtype=np.uint8)
+def _mark_grid(points, low, scale, bins):
+    table = np.zeros(bins**points.n_dims, dtype=np.uint8)
     for _, _, block, _ in points:
-        _grid_mark(block, low, scale, bits, table)
+        _grid_mark(block, low, scale, bins, table)
     return table
 
 
@@ -670,6 +792,36 @@ def neighbour_table(centres: np.ndarray):
 _NO_SQUARED = np.zeros(0)
 
 
+def _in_blocks(points, run):
+    """Call ``run(index, first, last, rows, block, weights)`` for every block of
+    ``_PASS_ROWS`` points, slice after slice (``rows`` indexes the slice's
+    ``block``), with one thread per core for large point sets; ``index``
+    numbers the blocks in the order their results must be added."""
+    parallel = points.size >= _PARALLEL_POINTS and _WORKERS > 1
+    index = 0
+    for start, stop, block, weights in points:
+        jobs = [
+            (index + number, start + offset, min(start + offset + _PASS_ROWS, stop), offset)
+            for number, offset in enumerate(range(0, stop - start, _PASS_ROWS))
+        ]
+        index += len(jobs)
+
+        def job(spec, block=block, weights=weights):
+            number, first, last, offset = spec
+            run(number, first, last, slice(offset, offset + last - first), block, weights)
+
+        if parallel and len(jobs) > 1:
+            with ThreadPoolExecutor(_WORKERS) as pool:
+                list(pool.map(job, jobs))
+        else:
+            for spec in jobs:
+                job(spec)
+
+
+def _n_blocks(points) -> int:
+    return sum(-(-(stop - start) // _PASS_ROWS) for start, stop in points.bounds())
+
+
 def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None, drift=0.0):
     """Nearest centre of every point (``labels`` updated in place from its guesses).
 
@@ -689,19 +841,13 @@ def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None
         lower = np.zeros(points.size)
         drift = 0.0
     k, n_dims = centres.shape
-    jobs = [
-        (start + offset, min(start + offset + _PASS_ROWS, stop), block, weights, offset)
-        for start, stop, block, weights in points
-        for offset in range(0, stop - start, _PASS_ROWS)
-    ]
-    sums = np.zeros((len(jobs), k, n_dims))
-    totals = np.zeros((len(jobs), k))
-    counts = np.zeros((len(jobs), 2))
+    n_blocks = _n_blocks(points)
+    sums = np.zeros((n_blocks, k, n_dims))
+    totals = np.zeros((n_blocks, k))
+    counts = np.zeros((n_blocks, 2))
 
-    def run(index):
-        first, last, block, weights, offset = jobs[index]
-        rows = slice(offset, offset + last - first)
-        changed, inertia = _assign(
+    def run(index, first, last, rows, block, weights):
+        counts[index] = _assign(
             block[rows],
             weights[rows],
             centres,
@@ -715,14 +861,8 @@ def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None
             totals[index],
             _NO_SQUARED if squared is None else squared[first:last],
         )
-        counts[index] = changed, inertia
 
-    if points.size >= _PARALLEL_POINTS and len(jobs) > 1 and _WORKERS > 1:
-        with ThreadPoolExecutor(_WORKERS) as pool:
-            list(pool.map(run, range(len(jobs))))
-    else:
-        for index in range(len(jobs)):
-            run(index)
+    _in_blocks(points, run)
     # Added in block order, whatever ran where.
     return (
         np.add.reduce(sums, axis=0),
@@ -730,6 +870,40 @@ def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None
         float(np.add.reduce(counts[:, 1])),
         int(counts[:, 0].sum()),
     )
+
+
+def reassign(points, centres, labels, upper, lower, neighbours, drift):
+    """A Hamerly pass (:func:`_reassign`) after the centres moved by ``drift`` (k,).
+
+    Returns ``(delta_sums, delta_totals, n_changed)``: what moved between
+    clusters, added in block order.
+    """
+    k, n_dims = centres.shape
+    n_blocks = _n_blocks(points)
+    sums = np.zeros((n_blocks, k, n_dims))
+    totals = np.zeros((n_blocks, k))
+    changed = np.zeros(n_blocks, dtype=np.int64)
+    max_drift = float(drift.max()) if drift.size else 0.0
+
+    def run(index, first, last, rows, block, weights):
+        changed[index] = _reassign(
+            block[rows],
+            weights[rows],
+            centres,
+            neighbours.order,
+            neighbours.gaps,
+            neighbours.unlisted,
+            labels[first:last],
+            upper[first:last],
+            lower[first:last],
+            drift,
+            max_drift,
+            sums[index],
+            totals[index],
+        )
+
+    _in_blocks(points, run)
+    return np.add.reduce(sums, axis=0), np.add.reduce(totals, axis=0), int(changed.sum())
 
 
 def lloyd(
@@ -766,31 +940,41 @@ def lloyd(
         neighbours.update(centres, moved)
     if lower is None:
         lower = np.zeros(points.size)
-    drift = 0.0
-    for iteration in range(1, max_iter + 1):
-        sums, totals, inertia, changed = assign(
-            points, centres, labels, neighbours=neighbours, lower=lower, drift=drift
-        )
-        if changed == 0 and iteration > 1:
-            return centres, inertia, iteration, True
+    # The first pass looks at every point: exact sums, distances and bounds.
+    squared = np.empty(points.size)
+    sums, totals, inertia, _ = assign(
+        points, centres, labels, squared, neighbours=neighbours, lower=lower, drift=0.0
+    )
+    upper = np.sqrt(squared, out=squared)
+    stable = False
+    iteration = 1
+    while True:
         filled = totals > 0
         updated = centres.copy()
         # An emptied cluster keeps its centre; the swap search moves it if useful.
         updated[filled] = sums[filled] / totals[filled, np.newaxis]
         updated[:fixed] = centres[:fixed]
-        moves = np.sqrt(((updated - centres) ** 2).sum(axis=1))
-        drift = float(moves.max())
+        drift = np.sqrt(((updated - centres) ** 2).sum(axis=1))
         centres = updated
-        neighbours.update(centres, drift)
-        if float((moves**2).sum()) <= tol:
+        neighbours.update(centres, float(drift.max()))
+        if float((drift**2).sum()) <= tol or iteration >= max_iter:
+            break
+        iteration += 1
+        delta_sums, delta_totals, changed = reassign(
+            points, centres, labels, upper, lower, neighbours, drift
+        )
+        sums += delta_sums
+        totals += delta_totals
+        if changed == 0:
+            stable = True  # the centres are the means of their clusters
             break
     if not final:
-        return centres, inertia, iteration, False
-    # One more pass: labels, bounds and inertia of the returned centres.
+        return centres, math.nan, iteration, stable
+    # One more full pass: the exact inertia and bounds of the returned centres.
     _, _, inertia, changed = assign(
-        points, centres, labels, neighbours=neighbours, lower=lower, drift=drift
+        points, centres, labels, neighbours=neighbours, lower=lower, drift=float(drift.max())
     )
-    return centres, inertia, iteration, changed == 0
+    return centres, inertia, iteration, stable or changed == 0
 
 
 def _kmeans_pp(points: _Array, k: int, given: np.ndarray, rng: np.random.RandomState):
@@ -987,11 +1171,14 @@ def fit_centres(
         # Each exact colour starts from its cell's cluster: a cell is smaller
         # than the clusters, so few points move.
         labels = labels[cell_of_point]
+        # Iterations over millions of colours add up: at most _REFINE_WORK
+        # point visits (the 12 MP noisy mosaic's 1.6 M colours get 21).
+        budget = max(1, _REFINE_WORK // points.size)
         centres, _, iterations, _ = lloyd(
             points,
             centres,
             labels,
-            max_iter=min(max_iter, settings.refine_iter),
+            max_iter=min(max_iter, settings.refine_iter, budget),
             tol=0.0,
             fixed=n_fixed,
             final=False,  # the labels only start the palette's assignment
@@ -1145,6 +1332,62 @@ def as_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return colors
 
 
+# Work budget (points x colours) of the integer palette search below: it runs
+# only on small histograms, where it is cheap. Its gain is small (at most
+# 0.008 % less error on the sample photos) but it decides near ties with
+# peers that round differently (the cat at k=2: 492.145 with it, 492.165
+# without, scikit-learn on every pixel 492.156).
+_INTEGER_SEARCH_BUDGET = 2**18
+
+
+def best_integer_colors(colors, colors_float, points: PointSet):
+    """Move palette coordinates to their other integer neighbour where that lowers the error.
+
+    Rounding each centre to the nearest integer is optimal only while no pixel
+    changes colour; pixels on cluster borders do, so the other neighbour
+    (floor instead of ceil, or back) is sometimes better. Each trial changes one
+    coordinate of one colour, so only that colour's distances are recomputed.
+    Skipped when the histogram is too large for the budget.
+    """
+    n_points, n_colors = points.size, colors.shape[0]
+    if n_points * n_colors > _INTEGER_SEARCH_BUDGET or n_colors < 2 or not points.whole:
+        return colors
+    if colors.dtype.itemsize > 4:
+        return colors  # float64 cannot step by 1 near the ends of 64-bit integers
+    ((_, _, values, weights),) = list(points)
+    trial = colors.astype(np.float64)
+    distances = ((values[:, np.newaxis, :] - trial[np.newaxis]) ** 2).sum(axis=2)
+    rows = np.arange(n_points)
+
+    def split(distances):
+        two = np.argpartition(distances, 1, axis=1)[:, :2]
+        first, second = distances[rows, two[:, 0]], distances[rows, two[:, 1]]
+        swap = second < first
+        nearest = np.where(swap, two[:, 1], two[:, 0])
+        return nearest, np.minimum(first, second), np.maximum(first, second)
+
+    nearest, best, second = split(distances)
+    error = float(weights @ best)
+    info = np.iinfo(colors.dtype)
+    for colour in range(n_colors):
+        for channel in range(colors.shape[1]):
+            value = trial[colour, channel]
+            other = value + (1.0 if colors_float[colour, channel] > value else -1.0)
+            if not info.min <= other <= info.max:
+                continue
+            moved = trial[colour].copy()
+            moved[channel] = other
+            moved_distance = ((values - moved) ** 2).sum(axis=1)
+            others_best = np.where(nearest == colour, second, best)
+            moved_error = float(weights @ np.minimum(others_best, moved_distance))
+            if moved_error < error:
+                trial[colour] = moved
+                distances[:, colour] = moved_distance
+                nearest, best, second = split(distances)
+                error = moved_error
+    return trial.astype(colors.dtype)
+
+
 # --------------------------------------------------------------------------- histogram -> palette
 
 
@@ -1224,7 +1467,11 @@ def fit_histogram(
             report=report,
         )
         n_iter = fit.n_iter
-        colors = as_dtype(from_fit_space(fit.centres, color_space, dtype), dtype)[n_fixed:]
+        colors_float = from_fit_space(fit.centres, color_space, dtype)
+        colors = as_dtype(colors_float, dtype)
+        if init is None and color_space == "rgb" and dtype.kind in "ui" and n_fixed == 0:
+            colors = best_integer_colors(colors, colors_float, points)
+        colors = colors[n_fixed:]
     colors, where = np.unique(colors, axis=0, return_inverse=True)
     ranks = np.argsort(luminance_order(colors))
     colors = colors[np.argsort(ranks)]
