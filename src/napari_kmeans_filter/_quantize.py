@@ -23,7 +23,7 @@ from ._fit import DEFAULT_SPEED, assign_rows, fit_fewest, fit_histogram
 from ._histogram import image_histogram, release_freed_memory
 from ._layout import layout_of
 from ._metrics import psnr
-from ._paint import Ditherer, Painter
+from ._paint import paint_image
 
 ProgressCallback = Callable[[float, str], Any]
 
@@ -36,7 +36,8 @@ class Palette:
     ----------
     colors : ndarray, shape (n, C)
         The palette colours in the image's own units and dtype (``C`` excludes
-        alpha), sorted by luminance: row 0 is the darkest.
+        alpha): any fixed colours first, then sorted by luminance (darkest
+        first).
     counts : ndarray of int64, shape (n,)
         Number of pixels of the fitted (or repainted) image with each colour.
     color_space : str
@@ -184,6 +185,15 @@ class QuantizeResult:
     _color_sums: np.ndarray = field(default=None, repr=False)
     _squared_errors: np.ndarray = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        # Short, as Palette's: typing `result` in a console must not print every pixel.
+        lazy = " (lazy)" if check.is_dask_array(self.labels) else ""
+        return (
+            f"QuantizeResult(labels={self.labels.dtype}{tuple(self.labels.shape)}{lazy}, "
+            f"image={self.image.dtype}{tuple(self.image.shape)}, palette={self.palette!r}, "
+            f"n_input_colors={self.n_input_colors}, psnr={self.psnr:.2f})"
+        )
+
     def cluster_stats(self, frame_axis: int | None = None) -> dict[str, np.ndarray]:
         """Per-cluster statistics, one row per palette entry in label order.
 
@@ -268,80 +278,6 @@ def _reporter(progress: ProgressCallback | None, start: float, stop: float, mess
         progress(start + (stop - start) * min(max(fraction, 0.0), 1.0), message)
 
     return report
-
-
-def _outputs(layout, histogram, index, assignment, colors, dither):
-    """Labels, repainted image and, when dithering, the per-label statistics.
-
-    Without dithering the statistics come from the histogram (None here);
-    with it they are counted pixel by pixel: ``(counts, sums, squared)``.
-    Numpy now, dask lazily (a dithered dask image computes its statistics now,
-    and its labels and image again when they are computed).
-    """
-    painter = Painter(histogram, layout.encoding, assignment.row_labels, colors)
-    if dither:
-        ditherer = Ditherer(painter, dither, layout.has_alpha, assignment.extremes)
-    if not layout.is_dask:
-        if dither:
-            labels, image, *stats = ditherer.paint(layout.data)
-            return labels, layout.restore(image), stats
-        pixels = layout.data.reshape(-1, layout.data.shape[-1])
-        kind, rows = index
-        labels, image = painter.paint(pixels, rows if kind == "rows" else None)
-        labels = labels.reshape(layout.spatial_shape)
-        return labels, layout.restore(image.reshape(layout.data.shape)), None
-
-    import dask
-    import dask.array as da
-
-    # One graph key holds the painter (its lookup table can be 32 MB): every
-    # task refers to it instead of carrying a copy.
-    worker = dask.delayed(ditherer if dither else painter, pure=True)
-    data = layout.data
-    labels = da.map_blocks(
-        _labels_of_block,
-        data,
-        worker,
-        drop_axis=data.ndim - 1,
-        dtype=painter.label_dtype,
-        meta=np.empty((0,) * (data.ndim - 1), painter.label_dtype),
-    )
-    image = da.map_blocks(
-        _image_of_block, data, worker, dtype=data.dtype, meta=np.empty((0,) * data.ndim, data.dtype)
-    )
-    stats = None
-    if dither:
-        spatial = data.ndim - 1
-        per_block = da.map_blocks(
-            _stats_of_block,
-            data,
-            worker,
-            drop_axis=spatial,
-            chunks=tuple((1,) * len(sizes) for sizes in data.chunks[:spatial]),
-            dtype=object,
-            meta=np.empty((0,) * spatial, dtype=object),
-        )
-        cells = per_block.compute().ravel()
-        stats = [sum(cell[i] for cell in cells) for i in range(3)]
-    return labels, layout.restore(image), stats
-
-
-def _labels_of_block(block, worker):
-    if isinstance(worker, Ditherer):
-        return worker.paint(block)[0]
-    return worker.labels_of_block(block)
-
-
-def _image_of_block(block, worker):
-    if isinstance(worker, Ditherer):
-        return worker.paint(block)[1]
-    return worker.image_of_block(block)
-
-
-def _stats_of_block(block, ditherer):
-    cell = np.empty((1,) * (block.ndim - 1), dtype=object)
-    cell.flat[0] = ditherer.paint(block)[2:]
-    return cell
 
 
 def _fit_options(
@@ -466,7 +402,7 @@ def _result(
     layout, histogram, index, colors, counts, assignment, n_iter, color_space, params, curve=None
 ):
     dither = params.get("dither", 0.0)
-    labels, image, stats = _outputs(layout, histogram, index, assignment, colors, dither)
+    labels, image, stats = paint_image(layout, histogram, index, assignment, colors, dither)
     color_sums, squared_errors = assignment.color_sums, assignment.squared_errors
     if stats is not None:
         counts, color_sums, squared_errors = stats
@@ -556,8 +492,9 @@ def quantize(
         and alpha by multiplication.
     fixed_colors : array_like, shape (m, C), optional
         Colours in the image's units that appear in the palette exactly, as its
-        first ``m`` entries in the given order, and never move; the other
-        ``n_colors - m`` colours are fitted around them. ``m <= n_colors``.
+        first ``m`` entries in the given order, and never move (even with no
+        pixel); they count towards ``n_colors``: the other ``n_colors - m``
+        colours are fitted around them. ``m <= n_colors``.
     dither : bool or float, optional
         Floyd-Steinberg error diffusion (serpentine) when repainting: False
         (default), True (full strength) or a level in [0, 1], the share of

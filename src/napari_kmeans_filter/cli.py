@@ -258,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out-dir",
         type=Path,
         metavar="DIR",
-        help="directory for the outputs, named <stem>_k<K>.<ext> (created if needed); "
-        "default: beside each input",
+        help="directory for the outputs, named <stem>_k<K>.<ext> (<stem>_auto.<ext> with "
+        "-k auto; created if needed); default: beside each input",
     )
     parser.add_argument(
         "--format",
@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="COLOR",
         help="a colour the palette must contain exactly, as its first entries (repeatable): "
-        "'#rrggbb' (8-bit; scaled to 16 bits for 16-bit images), '#rrrrggggbbbb' (16-bit), "
+        "'#rgb' or '#rrggbb' (8-bit; scaled to 16 bits for 16-bit images), '#rrrrggggbbbb' "
+        "(16-bit), "
         "or numbers in the image's units, e.g. '255,255,255' or '65535,0,0' ('128' for "
         "greyscale)",
     )
@@ -671,6 +672,12 @@ def _check_combinations(args: argparse.Namespace, palette: Any | None) -> None:
             f"{targets[0]} needs -k auto (the fewest colours reaching it); "
             f"with -k {args.n_colors} leave it out"
         )
+    for option, value, high in (
+        ("--target-psnr", args.target_psnr, 200),
+        ("--target-delta-e", args.target_delta_e, 100),
+    ):
+        if value is not None and not 0 < value <= high:
+            raise CliError(f"{option} must be a number in the range (0, {high}]. Got {value:g}.")
 
 
 def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
@@ -794,10 +801,12 @@ def _parse_color(text: str, source: _io.InputImage, n_channels: int) -> list[flo
     where = f"--fixed-color {text!r}"
     if stripped.startswith("#"):
         digits = stripped[1:]
+        if len(digits) == 3:  # CSS's short form: '#fff' is '#ffffff'
+            digits = "".join(c * 2 for c in digits)
         if len(digits) not in (6, 12) or any(c not in "0123456789abcdefABCDEF" for c in digits):
             raise CliError(
-                f"{where}: write '#rrggbb' (8-bit), '#rrrrggggbbbb' (16-bit) or numbers "
-                "separated by commas, e.g. '255,0,0'"
+                f"{where}: write '#rgb' or '#rrggbb' (8-bit), '#rrrrggggbbbb' (16-bit) or "
+                "numbers separated by commas, e.g. '255,0,0'"
             )
         if n_channels != 3:
             raise CliError(
@@ -1054,7 +1063,11 @@ def load_palette(path: Path):
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CliError(f"no such palette file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise CliError(
+            f"bad palette file {path}: not a palette JSON written by --palette (it is not text)"
+        ) from None
+    except OSError as exc:
         raise CliError(f"cannot read palette file {path}: {_one_line(exc)}") from None
     try:
         data = json.loads(text)
