@@ -350,8 +350,8 @@ def _dither_rgb(
         errors[later, :] = 0.0
         for index in range(width):
             x = index if step == 1 else width - 1 - index
-            home = guess[y, x]
             if alpha_channel >= 0 and pixels[y, x, alpha_channel] == 0:
+                home = guess[y, x]
                 labels[y, x] = home
                 for c in range(3):
                     image[y, x, c] = palette[home, c]
@@ -365,21 +365,26 @@ def _dither_rgb(
             v0 = min(max(o0 + errors[now, here], low[0]), high[0])
             v1 = min(max(o1 + errors[now, here + 1], low[1]), high[1])
             v2 = min(max(o2 + errors[now, here + 2], low[2]), high[2])
-            d0 = v0 - colors[home, 0]
-            d1 = v1 - colors[home, 1]
-            d2 = v2 - colors[home, 2]
-            best = home
-            best_squared = d0 * d0 + d1 * d1 + d2 * d2
             if k <= brute_force_k:
+                # In index order with a strict comparison: ties go to the
+                # lowest index, as in the walk below, and ``guess`` is unread.
+                best = 0
+                best_squared = np.inf
                 for j in range(k):
                     d0 = v0 - colors[j, 0]
                     d1 = v1 - colors[j, 1]
                     d2 = v2 - colors[j, 2]
                     candidate = d0 * d0 + d1 * d1 + d2 * d2
-                    if candidate < best_squared or (candidate == best_squared and j < best):
+                    if candidate < best_squared:
                         best = j
                         best_squared = candidate
             else:
+                home = guess[y, x]
+                d0 = v0 - colors[home, 0]
+                d1 = v1 - colors[home, 1]
+                d2 = v2 - colors[home, 2]
+                best = home
+                best_squared = d0 * d0 + d1 * d1 + d2 * d2
                 home_distance = math.sqrt(best_squared)
                 reach = 2.0 * home_distance * (1.0 + 1e-9) + 1e-300
                 exhausted = True
@@ -482,8 +487,13 @@ class Ditherer:
         """
         n_color = self.painter.encoding.n_channels
         k = self.colors.shape[0]
-        guess = self.painter.labels(block.reshape(-1, block.shape[-1]))
-        guess = guess.reshape(block.shape[:-1])
+        if n_color == 3 and k <= _BRUTE_FORCE_K and not self.has_alpha:
+            # The RGB kernel compares every colour and reads no guess: 0.1 s
+            # of lookups saved at 12 MP.
+            guess = np.zeros(block.shape[:-1], dtype=self.painter.label_dtype)
+        else:
+            guess = self.painter.labels(block.reshape(-1, block.shape[-1]))
+            guess = guess.reshape(block.shape[:-1])
         labels = np.empty(block.shape[:-1], dtype=self.painter.label_dtype)
         image = np.empty(block.shape, dtype=block.dtype)
         counts = np.zeros(k, dtype=np.int64)
