@@ -1434,7 +1434,73 @@ def fit_histogram(
     fixed colours come first in the palette, in the given order, exactly.
     ``points``, the histogram's voting colours from an earlier fit, saves
     building them again.
+
+    A speed below the default also runs the default's search and keeps the
+    better of the two fits (lower weighted squared error in the fit space):
+    each search finds its own local optima, and speed=1 alone ended above the
+    default on 11 of 43 benchmark cells (by up to 0.5 %, coffee at k = 64).
+    So searching harder never does worse, for 15-50 % more time at speed=1.
     """
+    common = dict(
+        color_space=color_space,
+        init=init,
+        fixed_colors=fixed_colors,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        seed=seed,
+    )
+    if speed >= DEFAULT_SPEED or init is not None or n_init is not None:
+        return _fit_histogram(histogram, encoding, n_colors, speed, report, points, **common)
+    if points is None and np.any(histogram.weights > 0):
+        voters = histogram.weights > 0
+        rows = None if np.all(voters) else np.flatnonzero(voters)
+        points = PointSet(histogram, encoding, color_space, rows)
+
+    def first_part(fraction):
+        report(0.85 * fraction)
+
+    def second_part(fraction):
+        report(0.85 + 0.15 * fraction)
+
+    thorough = _fit_histogram(histogram, encoding, n_colors, speed, first_part, points, **common)
+    if thorough.n_iter == 0:  # every colour kept exactly: nothing to search
+        return thorough
+    default = _fit_histogram(
+        histogram, encoding, n_colors, DEFAULT_SPEED, second_part, points, **common
+    )
+    errors = [_fit_error(fit, points, encoding.dtype, color_space) for fit in (thorough, default)]
+    return thorough if errors[0] <= errors[1] else default
+
+
+def _fit_error(fit: PaletteFit, points: PointSet, dtype, color_space: str) -> float:
+    """Weighted squared error of ``fit`` over the voting ``points``, in the fit space."""
+    centres = _to_fit(fit.colors.astype(np.float64), color_space, dtype)
+    row_labels = fit.assignment.row_labels
+    labels = row_labels if points.rows is None else row_labels[points.rows]
+    total = 0.0
+    for start, stop, values, weights in points:
+        gaps = values - centres[labels[start:stop]]
+        total += float(np.einsum("ij,ij,i->", gaps, gaps, weights))
+    return total
+
+
+def _fit_histogram(
+    histogram,
+    encoding,
+    n_colors,
+    speed,
+    report,
+    points,
+    *,
+    color_space,
+    init,
+    fixed_colors,
+    n_init,
+    max_iter,
+    tol,
+    seed,
+):
     dtype = encoding.dtype
     weights = histogram.weights
     voters = weights > 0
