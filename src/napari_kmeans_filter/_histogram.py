@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._jit import kernel
+from ._jit import helper, kernel
 
 # Codes up to this many bits are counted by the radix pass.
 DENSE_CODE_BITS = 24
@@ -206,6 +206,38 @@ _scratch = _Scratch()
 _NO_MASK = np.zeros(0, dtype=np.bool_)
 
 
+@helper
+def _sort_low_bits(values, spare, found, low_bits, tally):
+    """``values[:found]`` (distinct, below ``2**low_bits``) sorted; returns the
+    array holding them, ``values`` or ``spare``.
+
+    Byte-wise counting passes, least significant first; an insertion sort
+    when there are few.  ``tally`` has 257 entries.
+    """
+    if found < 64:
+        for j in range(1, found):
+            key = values[j]
+            slot = j
+            while slot > 0 and values[slot - 1] > key:
+                values[slot] = values[slot - 1]
+                slot -= 1
+            values[slot] = key
+        return values
+    source, target = values, spare
+    for shift in range(0, low_bits, 8):
+        tally[:] = 0
+        for j in range(found):
+            tally[((source[j] >> shift) & 255) + 1] += 1
+        for b in range(256):
+            tally[b + 1] += tally[b]
+        for j in range(found):
+            key = (source[j] >> shift) & 255
+            target[tally[key]] = source[j]
+            tally[key] += 1
+        source, target = target, source
+    return source
+
+
 @kernel
 def _count_dense(pixels, n_color, alpha_channel, mask, offset, bits, low_bits, buffer, counts):
     """Sorted histogram of the packed codes of ``pixels`` (n, channels).
@@ -285,19 +317,7 @@ def _count_dense(pixels, n_color, alpha_channel, mask, offset, bits, low_bits, b
                 table[1, low] += 1
             if has_mask and value & vote_flag:
                 table[2, low] += 1
-        # Sort the bucket's distinct low bits: least significant byte first.
-        source, target = distinct, spare
-        for shift in range(0, low_bits, 8):
-            tally[:] = 0
-            for j in range(found):
-                tally[((source[j] >> shift) & 255) + 1] += 1
-            for b in range(256):
-                tally[b + 1] += tally[b]
-            for j in range(found):
-                key = (source[j] >> shift) & 255
-                target[tally[key]] = source[j]
-                tally[key] += 1
-            source, target = target, source
+        source = _sort_low_bits(distinct, spare, found, low_bits, tally)
         # The bucket's entries are read: its codes go where they were.
         for j in range(found):
             low = source[j]
@@ -361,27 +381,7 @@ def _merge_sorted(codes, columns, bounds, low_bits, merged_codes, merged):
                     table[c, low] += columns[c, head]
                 head += 1
             heads[p] = head
-        source, target = distinct, spare
-        if found < 64:
-            for j in range(1, found):  # few: insertion sort
-                key = source[j]
-                slot = j
-                while slot > 0 and source[slot - 1] > key:
-                    source[slot] = source[slot - 1]
-                    slot -= 1
-                source[slot] = key
-        else:
-            for shift in range(0, low_bits, 8):
-                tally[:] = 0
-                for j in range(found):
-                    tally[((source[j] >> shift) & 255) + 1] += 1
-                for b in range(256):
-                    tally[b + 1] += tally[b]
-                for j in range(found):
-                    key = (source[j] >> shift) & 255
-                    target[tally[key]] = source[j]
-                    tally[key] += 1
-                source, target = target, source
+        source = _sort_low_bits(distinct, spare, found, low_bits, tally)
         base = bucket << low_bits
         for j in range(found):
             low = source[j]

@@ -9,8 +9,9 @@ from numba's on-disk cache) the first time it is called, and
 background thread when it opens).
 
 Kernels release the GIL (``nogil``), so dask's threaded scheduler runs them on
-every core.  They are self-contained: a kernel cannot call another lazily
-compiled kernel, so small helpers are written inline.
+every core.  A loop that several kernels share is a :func:`helper`: plain
+Python until the first kernel compiles, then compiled too and called (and
+inlined by LLVM) from the kernels.
 """
 
 from __future__ import annotations
@@ -20,6 +21,27 @@ import threading
 
 _lock = threading.Lock()
 _KERNELS = []
+_HELPERS = []
+_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+def helper(func):
+    """Mark ``func`` as called from kernels: compiled with them, in its module.
+
+    Kernels resolve the names they call when they compile, so before the
+    first kernel compiles every helper's module-level name is rebound to its
+    compiled version.  Helpers must be defined in the module of the kernels
+    that call them (numba's cache checks that file's timestamp).
+    """
+    _HELPERS.append(func)
+    return func
+
+
+def _compile_helpers(numba) -> None:
+    for func in _HELPERS:
+        if func.__globals__.get(func.__name__) is func:
+            # Inlined at numba's IR level: a helper in a hot loop costs no call.
+            func.__globals__[func.__name__] = numba.njit(inline="always", **_OPTIONS)(func)
 
 
 def kernel(func):
@@ -34,7 +56,8 @@ def kernel(func):
                 if compiled is None:
                     import numba
 
-                    compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(func)
+                    _compile_helpers(numba)
+                    compiled = numba.njit(**_OPTIONS)(func)
         return compiled(*args)
 
     call.py_func = func
