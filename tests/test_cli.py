@@ -522,7 +522,7 @@ IN_PROCESS_ERROR_CASES = {
     "auto-without-target": (["chelsea.png", "-k", "auto"], ["-k auto", "--target-psnr"]),
     "target-psnr-range": (
         ["chelsea.png", "-k", "auto", "--target-psnr", "300"],
-        ["--target-psnr", "(0, 200]", "300"],
+        ["--target-psnr", "above 0 and at most 200", "300"],
     ),
     "target-psnr-not-a-number": (
         ["chelsea.png", "-k", "auto", "--target-psnr", "high"],

@@ -677,7 +677,7 @@ def _check_combinations(args: argparse.Namespace, palette: Any | None) -> None:
         ("--target-delta-e", args.target_delta_e, 100),
     ):
         if value is not None and not 0 < value <= high:
-            raise CliError(f"{option} must be a number in the range (0, {high}]. Got {value:g}.")
+            raise CliError(f"{option} must be above 0 and at most {high}, got {value:g}")
 
 
 def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
