@@ -1,7 +1,4 @@
-"""The issue-11 options in the widget: fixed colors, dithering, auto k (a real viewer).
-
-Options the installed core does not have are hidden in the widget; their tests skip.
-"""
+"""The issue-11 options in the widget: fixed colors, dithering, auto k (a real viewer)."""
 
 from __future__ import annotations
 
@@ -9,7 +6,6 @@ import numpy as np
 import pytest
 
 from napari_kmeans_filter import quantize
-from napari_kmeans_filter._layers import CORE_PARAMETERS
 from test_widget import (
     cat_crop,
     click_run_and_wait,
@@ -21,11 +17,6 @@ from test_widget import (
 pytestmark = pytest.mark.viewer
 
 
-def needs(option):
-    return pytest.mark.skipif(option not in CORE_PARAMETERS, reason=f"core has no {option}")
-
-
-@needs("fixed_colors")
 def test_fixed_colors_from_the_text_field_and_from_a_swatch(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     data = cat_crop()
@@ -53,7 +44,6 @@ def test_fixed_colors_from_the_text_field_and_from_a_swatch(make_napari_viewer, 
     assert widget.fixed_colors_input.value == f"#ff0000; #ffffff; {fourth}"
 
 
-@needs("fixed_colors")
 def test_bad_fixed_colors_are_refused_with_the_reason(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(cat_crop()[..., 0].astype(np.uint16) * 16, name="grey")
@@ -73,7 +63,6 @@ def test_bad_fixed_colors_are_refused_with_the_reason(make_napari_viewer, qtbot)
     assert len(viewer.layers) == 1
 
 
-@needs("dither")
 def test_dither_level_reaches_the_core(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     data = cat_crop()
@@ -87,7 +76,6 @@ def test_dither_level_reaches_the_core(make_napari_viewer, qtbot):
     np.testing.assert_array_equal(image.data, quantize(data, 4, dither=0.5).image)
 
 
-@needs("target_psnr")
 def test_auto_k_finds_the_fewest_colors_for_the_target(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     data = cat_crop()

@@ -8,7 +8,6 @@ import pytest
 import skimage.data
 
 from napari_kmeans_filter import quantize
-from napari_kmeans_filter._layers import CORE_PARAMETERS
 from test_widget import (
     cat_crop,
     click_run_and_wait,
@@ -18,7 +17,6 @@ from test_widget import (
 )
 
 pytestmark = pytest.mark.viewer
-needs_mask = pytest.mark.skipif("mask" not in CORE_PARAMETERS, reason="core has no mask")
 
 
 def movie() -> np.ndarray:
@@ -94,7 +92,6 @@ def test_region_masks_are_made_with_napari_and_line_up_through_world_coordinates
     assert all((mask[t] == (painted[:40, :60] > 0)).all() for t in range(3))
 
 
-@needs_mask
 def test_only_the_region_votes_for_the_palette(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     data = cat_crop()

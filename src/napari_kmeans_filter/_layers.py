@@ -53,8 +53,8 @@ CLUSTERS = "clusters"
 IMAGE = "image"
 BOTH = (CLUSTERS, IMAGE)
 
-#: Keyword parameters of the core's ``quantize`` in the installed version; options the
-#: core does not have yet (``speed``, ``mask``, ``dither``...) are left out, not faked.
+#: Keyword parameters of the core's ``quantize``: console keywords are checked against
+#: them before any work (a misspelt option would otherwise fail after the NaN check).
 CORE_PARAMETERS = frozenset(inspect.signature(quantize).parameters)
 
 
@@ -587,7 +587,7 @@ def quantize_source(
     ------
     ValueError
         For a layer whose values are all NaN, a color space on a greyscale layer, an
-        option this version of the core does not have, or any parameter the core refuses.
+        option the core does not have, or any parameter the core refuses.
     """
     color_space = kwargs.get("color_space", "rgb")
     if not source.rgb and color_space != "rgb":
@@ -601,7 +601,6 @@ def quantize_source(
     _reject_all_nan(source.name, levels[fit_level])
     keywords = {**source.core_keywords(), **kwargs}
     if source.mask_factory is not None:
-        _check_core_has({"mask": None})
         keywords["mask"] = (
             _resample_nearest(source.mask, source.spatial_shape(fit_level))
             if fit_level
@@ -678,8 +677,8 @@ def _check_core_has(kwargs: dict[str, Any], function: Callable = quantize) -> No
     missing = sorted(k for k in kwargs if k not in known)
     if missing:
         raise ValueError(
-            f"This version of napari-kmeans-filter has no {', '.join(missing)} option "
-            f"for {function.__name__}()."
+            f"{function.__name__}() has no {', '.join(missing)} option; see "
+            f"help(napari_kmeans_filter.{function.__name__})."
         )
 
 
@@ -904,7 +903,7 @@ def prepare_result(
     return prepared
 
 
-def _features_table(result: Any, source: LayerSource) -> dict | None:
+def _features_table(result: QuantizeResult, source: LayerSource) -> dict:
     """The clusters layer's ``features``: the core's per-cluster statistics, one row per label.
 
     The core numbers clusters from 0 (palette order); the layer shows them as labels from
@@ -917,19 +916,12 @@ def _features_table(result: Any, source: LayerSource) -> dict | None:
     the area of each color class over time. Dask-backed stacks get no per-frame counts,
     which would compute the whole stack.
     """
-    cluster_stats = getattr(result, "cluster_stats", None)
-    if cluster_stats is None:
-        return None
-    keywords = {}
     shape = source.spatial_shape()
-    if (
-        len(shape) > 2
-        and shape[0] > 1
-        and not _is_dask(result.labels)
-        and "frame_axis" in inspect.signature(cluster_stats).parameters
-    ):
-        keywords["frame_axis"] = 0
-    table = {name: np.asarray(column) for name, column in cluster_stats(**keywords).items()}
+    frame_axis = None
+    if len(shape) > 2 and shape[0] > 1 and not _is_dask(result.labels):
+        frame_axis = 0
+    stats = result.cluster_stats(frame_axis=frame_axis)
+    table = {name: np.asarray(column) for name, column in stats.items()}
     labels = np.asarray(table.pop("label"), dtype=np.int64) + 1
     frame_counts = table.pop("frame_counts", None)
     if source.joint:

@@ -59,7 +59,6 @@ from napari_kmeans_filter._jit import warm_up
 from napari_kmeans_filter._layers import (
     BOTH,
     CLUSTERS,
-    CORE_PARAMETERS,
     IMAGE,
     LayerSource,
     PreparedResult,
@@ -485,10 +484,10 @@ class KMeansColourWidget(QWidget):
         row("outputs", self.outputs_choice)
         heading("Colors")
         row("colors (k)", self.n_colors_input, self.auto_k_check)
-        self._target_label = row("target PSNR", self.target_psnr_input)
+        row("target PSNR", self.target_psnr_input)
         row("color space", self.color_space_choice)
-        self._dither_label = row("dither", self.dither_input)
-        self._fixed_label = row("fixed colors", self.fixed_colors_input, self.pick_color_button)
+        row("dither", self.dither_input)
+        row("fixed colors", self.fixed_colors_input, self.pick_color_button)
         row("random seed", self.seed_input)
         row("preview", self.preview_check)
         buttons = QWidget()
@@ -509,26 +508,6 @@ class KMeansColourWidget(QWidget):
         line.addWidget(self.load_button.native)
         form.addRow(palette_buttons)
         row("apply from", self.palette_source_choice, self.apply_button)
-
-        # Options the installed core does not have yet stay hidden rather than pretend.
-        hidden_rows = []
-        if "target_psnr" not in CORE_PARAMETERS:
-            hidden_rows.append(self._target_label)
-            self.auto_k_check.native.hide()
-        if "dither" not in CORE_PARAMETERS:
-            hidden_rows.append(self._dither_label)
-        if "fixed_colors" not in CORE_PARAMETERS:
-            hidden_rows.append(self._fixed_label)
-            self.fix_color_button.native.hide()
-        for label in hidden_rows:
-            if hasattr(form, "setRowVisible"):  # Qt >= 6.4
-                form.setRowVisible(label, False)
-            else:
-                field = form.itemAt(
-                    form.getWidgetPosition(label)[0], QFormLayout.ItemRole.FieldRole
-                )
-                label.hide()
-                field.widget().hide()
 
         inner = QWidget()
         inner.setLayout(form)
@@ -738,11 +717,6 @@ class KMeansColourWidget(QWidget):
                     "Scope 'region' needs a Shapes or Labels layer: draw one and choose it "
                     "under 'region'."
                 )
-            if "mask" not in CORE_PARAMETERS:
-                raise ValueError(
-                    "This version of napari-kmeans-filter cannot restrict the fit to a "
-                    "region (its quantize has no 'mask' option)."
-                )
         current_slice = SliceRequest.of(self._viewer) if preview or scope == SCOPE_SLICE else None
         source = read_layer_source(
             layers or None,
@@ -761,7 +735,7 @@ class KMeansColourWidget(QWidget):
         )
 
     def _n_colors(self) -> int | str:
-        if self.auto_k_check.value and "target_psnr" in CORE_PARAMETERS:
+        if self.auto_k_check.value:
             return "auto"
         return int(self.n_colors_input.value)
 
@@ -770,7 +744,7 @@ class KMeansColourWidget(QWidget):
     ) -> dict[str, Any]:
         keywords: dict[str, Any] = {}
         dither = float(self.dither_input.value)
-        if "dither" in CORE_PARAMETERS and dither > 0:
+        if dither > 0:
             keywords["dither"] = True if dither >= 1 else dither
         if palette is not None:
             return keywords
@@ -781,13 +755,13 @@ class KMeansColourWidget(QWidget):
         fixed = self._fixed_colors(source)
         if fixed is not None:
             keywords["fixed_colors"] = fixed
-        if preview and "speed" in CORE_PARAMETERS:
+        if preview:
             keywords["speed"] = PREVIEW_SPEED
         return keywords
 
     def _fixed_colors(self, source: LayerSource) -> np.ndarray | None:
         text = str(self.fixed_colors_input.value).strip()
-        if not text or "fixed_colors" not in CORE_PARAMETERS:
+        if not text:
             return None
         rows = []
         for entry in (part.strip() for part in text.split(";")):
