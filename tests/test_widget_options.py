@@ -92,3 +92,13 @@ def test_auto_k_finds_the_fewest_colors_for_the_target(make_napari_viewer, qtbot
     k = len(expected.palette)
     assert widget.status_label.value.startswith(f"{expected.n_input_colors} → {k} colors")
     assert widget.status_label.value.endswith("(fewest for 32 dB)")
+
+
+def test_auto_k_with_dithering_says_the_target_is_judged_before_dithering():
+    """Dithering lowers the PSNR below the target the fit reached: the status line must not
+    claim the dithered result reaches it."""
+    from napari_kmeans_filter._layers import describe_result
+
+    result = quantize(cat_crop(), "auto", target_psnr=32.0, dither=True)
+    assert result.psnr < 32.0  # what made the old wording untrue
+    assert describe_result(result).endswith("(fewest for 32 dB before dithering)")

@@ -76,6 +76,37 @@ def test_preview_follows_the_settings_and_run_makes_the_full_result(make_napari_
     assert [lyr.name for lyr in viewer.layers] == ["cat", "cat k=3", "cat clusters"]
 
 
+def test_a_preview_after_run_leaves_the_run_result_alone(make_napari_viewer, qtbot):
+    """A preview turned on after Run goes to its own layer; turning it off removes only it.
+    (It used to take over the Run's image layer, and turning it off deleted that.)"""
+    viewer = make_napari_viewer()
+    data = cat_crop()
+    viewer.add_image(data, rgb=True, name="cat")
+    widget = open_widget(viewer)
+    widget.n_colors_input.value = 4
+    click_run_and_wait(qtbot, widget)
+    run_image = viewer.layers["cat k=4"]
+    kept = run_image.data.copy()
+
+    widget.n_colors_input.value = 6
+    widget.preview_check.value = True
+    wait_for_preview(qtbot, widget, 0.0)
+    assert preview_layer(viewer) is not run_image
+    assert run_image.name == "cat k=4"
+    np.testing.assert_array_equal(run_image.data, kept)
+
+    widget.preview_check.value = False
+    assert [lyr.name for lyr in viewer.layers] == ["cat", "cat k=4", "cat clusters"]
+    np.testing.assert_array_equal(run_image.data, kept)
+
+    # Run again: the earlier result is updated and no preview is left behind.
+    widget.preview_check.value = True
+    wait_for_preview(qtbot, widget, widget.preview_shown_at)
+    click_run_and_wait(qtbot, widget)
+    assert [lyr.name for lyr in viewer.layers] == ["cat", "cat k=6", "cat clusters"]
+    assert viewer.layers["cat k=6"] is run_image
+
+
 def test_turning_preview_off_removes_a_preview_not_followed_by_run(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(cat_crop(), rgb=True, name="cat")

@@ -992,8 +992,8 @@ def show_result_steps(
         for channel in range(len(source_layers)):
             image_layers.append(_show_image(viewer, prepared, channel))
             yield
-    else:
-        _remove_previews(viewer, prepared.group)
+    if not prepared.preview:
+        _remove_previews(viewer, prepared.group)  # what a Run did not take over
     clusters_layer = None
     if CLUSTERS in prepared.outputs:
         clusters_layer = _show_clusters(viewer, prepared)
@@ -1031,7 +1031,12 @@ def _show_clusters(viewer: napari.viewer.Viewer, prepared: PreparedResult) -> La
 
 
 def _show_image(viewer: napari.viewer.Viewer, prepared: PreparedResult, channel: int) -> Image:
-    layer = _find_result_layer(viewer, prepared.image_bookkeeping(channel), Image)
+    # A preview only ever updates a preview layer: a Run's result is the user's, kept
+    # until the next Run. A Run updates its earlier result, else takes over the preview.
+    wanted = prepared.image_bookkeeping(channel)
+    layer = _find_result_layer(viewer, wanted, Image, preview=prepared.preview)
+    if layer is None and not prepared.preview:
+        layer = _find_result_layer(viewer, wanted, Image, preview=True)
     placement = prepared.source.placement
     if layer is not None and (
         bool(layer.multiscale) != prepared.source.multiscale
@@ -1220,6 +1225,8 @@ def describe_result(result: LayerResult) -> str:
         if fitted.params.get("target_delta_e") is not None:
             targets.append(f"ΔE {fitted.params['target_delta_e']:g}")
         target = " and ".join(targets)
+        if fitted.params.get("dither"):
+            target += " before dithering"  # the target is judged on the undithered fit
         text += f" (fewest for {target})" if curve.get("reached") else f" ({target} not reached)"
     return text
 
@@ -1491,12 +1498,17 @@ def _check_result_fits_source(level_results: list[QuantizeResult], source: Layer
             )
 
 
-def _find_result_layer(viewer: napari.viewer.Viewer, wanted: dict, layer_type: type) -> Any:
+def _find_result_layer(
+    viewer: napari.viewer.Viewer, wanted: dict, layer_type: type, preview: bool | None = None
+) -> Any:
+    """The result layer with ``wanted`` bookkeeping (and, unless None, that preview flag)."""
     for layer in viewer.layers:
         if not isinstance(layer, layer_type):
             continue
         info = layer.metadata.get(METADATA_KEY)
         if info is None:
+            continue
+        if preview is not None and bool(info.get("preview", False)) != preview:
             continue
         if {key: info.get(key) for key in ("role", "source_id", "channel")} == {
             "channel": None,

@@ -507,7 +507,9 @@ def quantize(
         With ``n_colors='auto'``: the PSNR (dB, see ``QuantizeResult.psnr``)
         the result must reach, in (0, 200] -- pngquant's ``--quality`` in
         other units. About 30 dB is a visible but faithful posterisation,
-        40 dB hard to tell from the original.
+        40 dB hard to tell from the original. With ``dither``, targets are
+        judged on the undithered repaint: dithering lowers the PSNR by design
+        (it trades per-pixel error for smooth gradients).
     target_delta_e : float, optional
         With ``n_colors='auto'``, RGB images only: the mean CIEDE2000 colour
         difference over the visible pixels the result may have at most, in
