@@ -62,6 +62,24 @@ def test_dithering_a_ramp_keeps_its_average():
     assert np.abs(column_means - target)[inside.any(0)].mean() < 6
 
 
+@pytest.mark.parametrize("k", [64, 256])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_dithering_picks_the_exact_nearest_colour_at_any_k(k, dtype, monkeypatch):
+    """Above a few colours the RGB kernel searches per-cell candidate lists (or walks
+    the neighbour table): its labels equal comparing every colour (ties: lowest index)."""
+    from napari_kmeans_filter import _paint
+
+    rng = np.random.default_rng(k)
+    image = data.astronaut()[::2, ::2].astype(np.float64)
+    image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255)
+    image = image.astype(dtype) / (255 if dtype == np.float32 else 1)
+    palette = quantize(image, k, random_state=0, speed=10).palette
+    fast = apply_palette(image, palette, dither=True)
+    monkeypatch.setattr(_paint, "_BRUTE_FORCE_K", 10**6)
+    every = apply_palette(image, palette, dither=True)
+    np.testing.assert_array_equal(fast.labels, every.labels)
+
+
 def test_stacks_dither_plane_by_plane_and_dask_chunk_by_chunk():
     frames = np.stack([data.chelsea()[:100, :120]] * 3)
     whole = quantize(frames, 5, dither=True)

@@ -187,10 +187,16 @@ class Painter:
 # --------------------------------------------------------------------------- dithering
 
 # Up to this many colours every pixel's nearest colour is found by comparing
-# them all; above it, by walking the distance table from the undithered
-# colour.  Whole dithered repaint of a 12 MP noisy photo, ns a pixel (compare
-# all / walk table): k=8 64/83, 16 89/95, 32 132/112, 64 198/143, 128 325/159.
-_BRUTE_FORCE_K = 24
+# them all; above it, among a per-cell candidate list (RGB) or by walking the
+# distance table from the undithered colour (other channel counts).  Whole
+# dithered apply_palette of a 12 MP noisy photo, ns a pixel (compare all /
+# candidate lists): k=8 59/108, 16 66/105, 32 102/118, 64 146/133, 256 438/177.
+_BRUTE_FORCE_K = 48
+
+# The RGB kernel's grid of nearest-colour candidate lists: cells an axis, and the
+# longest list kept (a longer one falls back to walking the neighbour table).
+_GRID = 64
+_CELL_LIST = 15
 
 
 @kernel
@@ -335,13 +341,29 @@ def _dither_rgb(
     sums,
     squared,
     brute_force_k,
+    cells,
+    cell_sizes,
 ):
     """:func:`_dither_plane` for three colour channels, the common case, with the
     values in scalars: 3-4x faster than the general loop over channels (whose
-    values live in an array the compiler must reload after every store)."""
+    values live in an array the compiler must reload after every store).
+
+    Above ``brute_force_k`` colours, the value range is cut into a grid of
+    ``_GRID`` cells an axis, and each cell a pixel falls in gets, on first use,
+    the list of the only colours that can be nearest to a point in it
+    (Heckbert's locally sorted search, 1982): those within the distance from
+    the cell's centre to its nearest colour plus the cell's diagonal.
+    ``cells`` (n cells, 1 + _CELL_LIST) holds the list's length (-1: not made
+    yet; more than _CELL_LIST: too long, the neighbour table is walked as in
+    :func:`_dither_plane`) and the colours in index order.
+    """
     height, width, n_channels = pixels.shape
     k = colors.shape[0]
     n_neighbours = order.shape[1]
+    grid = _GRID
+    room = cells.shape[1] - 1
+    s0, s1, s2 = cell_sizes[0], cell_sizes[1], cell_sizes[2]
+    diagonal = math.sqrt(s0 * s0 + s1 * s1 + s2 * s2) * (1.0 + 1e-9)
     errors = np.zeros((2, 3 * (width + 2)))  # (row, 3 * column + channel)
     now = 0
     for y in range(height):
@@ -365,6 +387,8 @@ def _dither_rgb(
             v0 = min(max(o0 + errors[now, here], low[0]), high[0])
             v1 = min(max(o1 + errors[now, here + 1], low[1]), high[1])
             v2 = min(max(o2 + errors[now, here + 2], low[2]), high[2])
+            cell = 0
+            listed = room + 1  # no list: compare all, or walk
             if k <= brute_force_k:
                 # In index order with a strict comparison: ties go to the
                 # lowest index, as in the walk below, and ``guess`` is unread.
@@ -379,12 +403,52 @@ def _dither_rgb(
                         best = j
                         best_squared = candidate
             else:
+                a0 = min(max(int((v0 - low[0]) / s0), 0), grid - 1)
+                a1 = min(max(int((v1 - low[1]) / s1), 0), grid - 1)
+                a2 = min(max(int((v2 - low[2]) / s2), 0), grid - 1)
+                cell = (a0 * grid + a1) * grid + a2
+                listed = cells[cell, 0]
+                if listed < 0:
+                    c0 = low[0] + (a0 + 0.5) * s0
+                    c1 = low[1] + (a1 + 0.5) * s1
+                    c2 = low[2] + (a2 + 0.5) * s2
+                    nearest = np.inf
+                    for j in range(k):
+                        d0 = c0 - colors[j, 0]
+                        d1 = c1 - colors[j, 1]
+                        d2 = c2 - colors[j, 2]
+                        nearest = min(nearest, d0 * d0 + d1 * d1 + d2 * d2)
+                    limit = math.sqrt(nearest) + diagonal
+                    limit *= limit
+                    listed = 0
+                    for j in range(k):
+                        d0 = c0 - colors[j, 0]
+                        d1 = c1 - colors[j, 1]
+                        d2 = c2 - colors[j, 2]
+                        if d0 * d0 + d1 * d1 + d2 * d2 <= limit:
+                            listed += 1
+                            if listed <= room:
+                                cells[cell, listed] = j
+                    cells[cell, 0] = listed
                 home = guess[y, x]
+                if listed <= room:
+                    home = cells[cell, 1]
                 d0 = v0 - colors[home, 0]
                 d1 = v1 - colors[home, 1]
                 d2 = v2 - colors[home, 2]
                 best = home
                 best_squared = d0 * d0 + d1 * d1 + d2 * d2
+            if k > brute_force_k and listed <= room:
+                for t in range(2, listed + 1):
+                    j = cells[cell, t]
+                    d0 = v0 - colors[j, 0]
+                    d1 = v1 - colors[j, 1]
+                    d2 = v2 - colors[j, 2]
+                    candidate = d0 * d0 + d1 * d1 + d2 * d2
+                    if candidate < best_squared:
+                        best = j
+                        best_squared = candidate
+            elif k > brute_force_k:
                 home_distance = math.sqrt(best_squared)
                 reach = 2.0 * home_distance * (1.0 + 1e-9) + 1e-300
                 exhausted = True
@@ -508,12 +572,21 @@ class Ditherer:
         half = planes.dtype == np.float16
         pixels = planes.astype(np.float32) if half else planes
         palette = self.painter.colors.astype(np.float32) if half else self.painter.colors
+        if n_color == 3 and k > _BRUTE_FORCE_K:
+            # Candidate lists are per call: a dask chunk's thread has its own.
+            cells = np.full((_GRID**3, 1 + _CELL_LIST), -1, dtype=np.int16)
+            cell_sizes = np.maximum(self.high - self.low, 1e-300) / _GRID
+        else:
+            cells = np.zeros((1, 1 + _CELL_LIST), dtype=np.int16)
+            cell_sizes = np.ones(3)
         for p in range(planes.shape[0]):
             out = np.empty(pixels[p].shape, np.float32) if half else plane_image[p]
             common = (self.colors, self.order, self.gaps, plane_guess[p], self.level)
             common += (self.low, self.high, palette, plane_labels[p], out, counts, sums)
             if n_color == 3:
-                _dither_rgb(pixels[p], alpha_channel, *common, squared, _BRUTE_FORCE_K)
+                _dither_rgb(
+                    pixels[p], alpha_channel, *common, squared, _BRUTE_FORCE_K, cells, cell_sizes
+                )
             else:
                 _dither_plane(pixels[p], n_color, alpha_channel, *common, squared, _BRUTE_FORCE_K)
             if half:
