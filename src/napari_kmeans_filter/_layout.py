@@ -67,10 +67,6 @@ class Layout:
             array = array.astype(self.original_dtype)
         return array
 
-    def restore_labels(self, labels):
-        """Labels have the image's spatial shape in its axis order: nothing to undo."""
-        return labels
-
 
 def _moveaxis(array, source, destination, is_dask):
     if is_dask:
@@ -91,12 +87,7 @@ def layout_of(image, channel_axis, alpha, mask=None, sample_weight=None) -> Layo
     else:
         data = image if axis == image.ndim - 1 else _moveaxis(image, axis, -1, is_dask)
     n_channels = data.shape[-1]
-    if n_channels > check.MAX_CHANNELS:
-        raise ValueError(
-            f"The 'channel_axis' parameter ({channel_axis}) selects an axis with {n_channels} "
-            f"entries; at most {check.MAX_CHANNELS} channels are supported. For a greyscale "
-            "stack or volume pass channel_axis=None."
-        )
+    check.check_n_channels(n_channels, channel_axis)
     has_alpha = check.check_alpha(alpha, n_channels, axis, image.ndim)
     spatial = data.shape[:-1]
     mask = check.check_mask(mask, spatial)

@@ -11,21 +11,23 @@ The work is done by one pipeline, the same for numpy and dask input:
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from . import _contract as contract
 from . import _validation as check
-from ._fit import DEFAULT_SPEED, assign_rows, fit_fewest, fit_histogram
+from ._contract import default
+from ._fit import assign_rows, fit_fewest, fit_histogram
 from ._histogram import image_histogram, release_freed_memory
 from ._layout import layout_of
 from ._metrics import psnr
+from ._options import FitOptions, fit_options
 from ._paint import paint_image
-
-ProgressCallback = Callable[[float, str], Any]
+from ._progress import ProgressCallback, stage
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,6 +186,9 @@ class QuantizeResult:
     error_curve: dict | None = None
     _color_sums: np.ndarray = field(default=None, repr=False)
     _squared_errors: np.ndarray = field(default=None, repr=False)
+    # Where alpha is in ``image`` (an axis and index), or None: what cluster_stats needs to
+    # count visible pixels, kept here rather than read back from ``params``.
+    _alpha_axis: int | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         # Short, as Palette's: typing `result` in a console must not print every pixel.
@@ -241,14 +246,23 @@ class QuantizeResult:
 
     def _frame_counts(self, frame_axis) -> np.ndarray:
         ndim = self.labels.ndim
-        if isinstance(frame_axis, bool) or not isinstance(frame_axis, int | np.integer):
-            raise ValueError(f"The 'frame_axis' parameter must be an int. Got {frame_axis!r}.")
-        if not -ndim <= frame_axis < ndim:
-            raise ValueError(
-                f"The 'frame_axis' parameter must be in the range [{-ndim}, {ndim - 1}] for "
-                f"labels of shape {self.labels.shape}. Got {frame_axis}."
+        contract.validate("frame_axis", frame_axis)
+        if frame_axis is None or not -ndim <= frame_axis < ndim:
+            raise contract.invalid(
+                "frame_axis",
+                f"be an int in the range [{-ndim}, {ndim - 1}] for labels of shape "
+                f"{self.labels.shape}",
+                frame_axis,
             )
         lazy = check.is_dask_array(self.labels)
+        if lazy and any(math.isnan(size) for size in self.labels.shape):
+            raise contract.invalid(
+                "frame_axis",
+                "be used on labels of known shape",
+                frame_axis,
+                "The result's dask arrays have unknown chunk sizes: call "
+                "compute_chunk_sizes() on the input first.",
+            )
         xp = __import__("dask.array", fromlist=["array"]) if lazy else np
         k = len(self.palette)
         n_frames = self.labels.shape[frame_axis]
@@ -257,11 +271,8 @@ class QuantizeResult:
         )
         index = (self.labels.astype(np.int64) + frame * k).ravel()
         weights = None
-        if self.params.get("alpha"):
-            axis = self.params["channel_axis"]
-            alpha = (
-                self.image[..., -1] if axis in (None, -1) else xp.take(self.image, -1, axis=axis)
-            )
+        if self._alpha_axis is not None:
+            alpha = xp.take(self.image, -1, axis=self._alpha_axis)
             weights = (alpha > 0).ravel()
         counts = xp.bincount(index, weights=weights, minlength=n_frames * k)
         if lazy:
@@ -269,100 +280,39 @@ class QuantizeResult:
         return np.asarray(counts).astype(np.int64).reshape(n_frames, k).T
 
 
-def _reporter(progress: ProgressCallback | None, start: float, stop: float, message: str):
-    """A ``fraction -> None`` callback mapping a stage's progress into [start, stop]."""
-    if progress is None:
-        return lambda fraction: None
-
-    def report(fraction: float) -> None:
-        progress(start + (stop - start) * min(max(fraction, 0.0), 1.0), message)
-
-    return report
+def _visible_range(histogram, encoding) -> tuple[float, float]:
+    """Smallest and largest colour value of the visible pixels (float images only)."""
+    rows = np.flatnonzero(histogram.pixel_counts > 0)
+    if not rows.size:
+        return math.nan, math.nan
+    colors = encoding.decode(histogram.codes[rows])
+    return float(colors.min()), float(colors.max())
 
 
-def _fit_options(
-    n_colors,
-    color_space,
-    speed,
-    init,
-    fixed_colors,
-    n_init,
-    max_iter,
-    tol,
-    random_state,
-    layout,
-    dither=False,
-    target_psnr=None,
-    target_delta_e=None,
-):
-    n_colors = check.check_n_colors(n_colors, allow_auto=True)
-    n_channels = layout.n_color_channels
-    target_psnr, target_delta_e = check.check_targets(
-        n_colors, target_psnr, target_delta_e, n_channels, init
-    )
-    size = check.MAX_N_COLORS if n_colors == "auto" else n_colors
-    return {
-        "n_colors": n_colors,
-        "target_psnr": target_psnr,
-        "target_delta_e": target_delta_e,
-        "color_space": check.check_color_space(color_space, n_channels),
-        "speed": check.check_speed(speed),
-        "init": check.check_init(init, size, n_channels),
-        "fixed_colors": check.check_fixed_colors(fixed_colors, size, n_channels, layout.dtype),
-        "n_init": check.check_n_init(n_init),
-        "max_iter": check.check_max_iter(max_iter),
-        "tol": check.check_tol(tol),
-        "seed": check.check_random_state(random_state),
-        "dither": check.check_dither(dither),
-    }
-
-
-def _params(options, layout):
-    """The parameters used, as plain JSON types; ``random_state`` is the seed drawn."""
-    init, fixed = options["init"], options["fixed_colors"]
-    params = {
-        "n_colors": options["n_colors"],
-        "channel_axis": layout.channel_axis,
-        "color_space": options["color_space"],
-        "alpha": bool(layout.has_alpha),
-        "speed": options["speed"],
-        "fixed_colors": None if fixed is None else fixed.tolist(),
-        "n_init": "auto" if options["n_init"] is None else options["n_init"],
-        "init": init if isinstance(init, str) else init.tolist(),
-        "max_iter": options["max_iter"],
-        "tol": options["tol"],
-        "random_state": options["seed"],
-        "dither": options["dither"],
-    }
-    for target in ("target_psnr", "target_delta_e"):
-        if options[target] is not None:
-            params[target] = options[target]
-    return params
-
-
-def _fit(layout, options, progress):
+def _fit(layout, options: FitOptions, progress):
     """Histogram and palette: everything quantize and fit_palette need."""
-    check.check_progress(progress)
-    histogram, index = image_histogram(layout, _reporter(progress, 0.0, 0.3, "counting colors"))
-    init = options["init"]
+    histogram, index = image_histogram(layout, stage(progress, 0.0, 0.3, "counting colors"))
+    if layout.dtype.kind == "f":
+        # Colours and targets in other units than the data's are refused before the fit.
+        options.check_units(layout.dtype, *_visible_range(histogram, layout.encoding))
     common = {
-        "color_space": options["color_space"],
-        "speed": options["speed"],
-        "fixed_colors": options["fixed_colors"],
-        "n_init": options["n_init"],
-        "max_iter": options["max_iter"],
-        "tol": options["tol"],
-        "seed": options["seed"],
+        "color_space": options.color_space,
+        "speed": options.speed,
+        "fixed_colors": options.fixed_colors,
+        "n_init": options.n_init,
+        "max_iter": options.max_iter,
+        "tol": options.tol,
+        "seed": options.seed,
     }
     curve = None
-    if options["n_colors"] == "auto":
+    if options.n_colors == "auto":
         fewest = fit_fewest(
             histogram,
             layout.encoding,
-            target_psnr=options["target_psnr"],
-            target_delta_e=options["target_delta_e"],
-            max_colors=check.MAX_N_COLORS,
-            report=_reporter(progress, 0.3, 0.9, "finding the fewest colors"),
+            target_psnr=options.target_psnr,
+            target_delta_e=options.target_delta_e,
+            max_colors=contract.MAX_N_COLORS,
+            report=stage(progress, 0.3, 0.9, "finding the fewest colors"),
             **common,
         )
         fitted, curve = fewest.fit, fewest.curve
@@ -379,9 +329,9 @@ def _fit(layout, options, progress):
         fitted = fit_histogram(
             histogram,
             layout.encoding,
-            options["n_colors"],
-            init=None if isinstance(init, str) else init,
-            report=_reporter(progress, 0.3, 0.9, "fitting k-means"),
+            options.n_colors,
+            init=options.init_colors,
+            report=stage(progress, 0.3, 0.9, "fitting k-means"),
             **common,
         )
     if layout.is_dask:
@@ -389,25 +339,38 @@ def _fit(layout, options, progress):
     return histogram, index, fitted, curve
 
 
-def _targets_text(options):
+def _targets_text(options: FitOptions) -> str:
     parts = []
-    if options["target_psnr"] is not None:
-        parts.append(f"target_psnr={options['target_psnr']:g} dB")
-    if options["target_delta_e"] is not None:
-        parts.append(f"target_delta_e={options['target_delta_e']:g}")
+    if options.target_psnr is not None:
+        parts.append(f"target_psnr={options.target_psnr:g} dB")
+    if options.target_delta_e is not None:
+        parts.append(f"target_delta_e={options.target_delta_e:g}")
     return ", ".join(parts)
 
 
 def _result(
-    layout, histogram, index, colors, counts, assignment, n_iter, color_space, params, curve=None
+    layout,
+    histogram,
+    index,
+    colors,
+    counts,
+    assignment,
+    n_iter,
+    color_space,
+    dither,
+    params,
+    curve=None,
 ):
-    dither = params.get("dither", 0.0)
     labels, image, stats = paint_image(layout, histogram, index, assignment, colors, dither)
     color_sums, squared_errors = assignment.color_sums, assignment.squared_errors
     if stats is not None:
         counts, color_sums, squared_errors = stats
     n_visible = int(histogram.pixel_counts.sum())
     mse = float(squared_errors.sum()) / max(n_visible * layout.n_color_channels, 1)
+    alpha_axis = None
+    if layout.has_alpha:
+        ndim = len(layout.original_shape)
+        alpha_axis = ndim - 1 if layout.channel_axis is None else layout.channel_axis
     return QuantizeResult(
         labels=labels,
         image=image,
@@ -420,29 +383,30 @@ def _result(
         error_curve=curve,
         _color_sums=color_sums,
         _squared_errors=squared_errors,
+        _alpha_axis=alpha_axis,
     )
 
 
 def quantize(
     image,
-    n_colors: int | str = 8,
+    n_colors: int | str = default("n_colors"),
     *,
-    channel_axis: int | None = -1,
-    color_space: str = "rgb",
-    alpha: bool | None = None,
-    speed: int = DEFAULT_SPEED,
+    channel_axis: int | None = default("channel_axis"),
+    color_space: str = default("color_space"),
+    alpha: bool | None = default("alpha"),
+    speed: int = default("speed"),
     mask=None,
     sample_weight=None,
     fixed_colors=None,
-    dither: bool | float = False,
+    dither: bool | float = default("dither"),
     target_psnr: float | None = None,
     target_delta_e: float | None = None,
-    n_init: int | str = "auto",
-    init="k-means++",
-    max_iter: int = 300,
-    tol: float = 1e-4,
-    random_state=0,
-    progress: ProgressCallback | None = None,
+    n_init: int | str = default("n_init"),
+    init=default("init"),
+    max_iter: int = default("max_iter"),
+    tol: float = default("tol"),
+    random_state=default("random_state"),
+    progress: ProgressCallback | None = default("progress"),
 ) -> QuantizeResult:
     """Recreate an image with at most ``n_colors`` colours by k-means clustering.
 
@@ -582,21 +546,22 @@ def quantize(
     >>> int(result.labels.max()) < len(result.palette)
     True
     """
+    contract.validate("progress", progress)
     layout = layout_of(image, channel_axis, alpha, mask, sample_weight)
-    options = _fit_options(
-        n_colors,
-        color_space,
-        speed,
-        init,
-        fixed_colors,
-        n_init,
-        max_iter,
-        tol,
-        random_state,
+    options = fit_options(
         layout,
-        dither,
-        target_psnr,
-        target_delta_e,
+        n_colors=n_colors,
+        color_space=color_space,
+        speed=speed,
+        init=init,
+        fixed_colors=fixed_colors,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
+        dither=dither,
+        target_psnr=target_psnr,
+        target_delta_e=target_delta_e,
     )
     histogram, index, fitted, curve = _fit(layout, options, progress)
     result = _result(
@@ -607,8 +572,9 @@ def quantize(
         fitted.counts,
         fitted.assignment,
         fitted.n_iter,
-        options["color_space"],
-        _params(options, layout),
+        options.color_space,
+        options.dither,
+        options.params(layout.channel_axis, layout.has_alpha),
         curve,
     )
     if progress is not None:
@@ -618,23 +584,23 @@ def quantize(
 
 def fit_palette(
     image,
-    n_colors: int | str = 8,
+    n_colors: int | str = default("n_colors"),
     *,
-    channel_axis: int | None = -1,
-    color_space: str = "rgb",
-    alpha: bool | None = None,
-    speed: int = DEFAULT_SPEED,
+    channel_axis: int | None = default("channel_axis"),
+    color_space: str = default("color_space"),
+    alpha: bool | None = default("alpha"),
+    speed: int = default("speed"),
     mask=None,
     sample_weight=None,
     fixed_colors=None,
     target_psnr: float | None = None,
     target_delta_e: float | None = None,
-    n_init: int | str = "auto",
-    init="k-means++",
-    max_iter: int = 300,
-    tol: float = 1e-4,
-    random_state=0,
-    progress: ProgressCallback | None = None,
+    n_init: int | str = default("n_init"),
+    init=default("init"),
+    max_iter: int = default("max_iter"),
+    tol: float = default("tol"),
+    random_state=default("random_state"),
+    progress: ProgressCallback | None = default("progress"),
 ) -> Palette:
     """Find the ``n_colors`` colours that best describe an image.
 
@@ -657,35 +623,36 @@ def fit_palette(
     >>> len(recoloured.palette) == len(palette)
     True
     """
+    contract.validate("progress", progress)
     layout = layout_of(image, channel_axis, alpha, mask, sample_weight)
-    options = _fit_options(
-        n_colors,
-        color_space,
-        speed,
-        init,
-        fixed_colors,
-        n_init,
-        max_iter,
-        tol,
-        random_state,
+    options = fit_options(
         layout,
+        n_colors=n_colors,
+        color_space=color_space,
+        speed=speed,
+        init=init,
+        fixed_colors=fixed_colors,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
         target_psnr=target_psnr,
         target_delta_e=target_delta_e,
     )
     _, _, fitted, _ = _fit(layout, options, progress)
     if progress is not None:
         progress(1.0, "done")
-    return Palette(fitted.colors, fitted.counts, options["color_space"])
+    return Palette(fitted.colors, fitted.counts, options.color_space)
 
 
 def apply_palette(
     image,
     palette: Palette,
     *,
-    channel_axis: int | None = -1,
-    alpha: bool | None = None,
-    dither: bool | float = False,
-    progress: ProgressCallback | None = None,
+    channel_axis: int | None = default("channel_axis"),
+    alpha: bool | None = default("alpha"),
+    dither: bool | float = default("dither"),
+    progress: ProgressCallback | None = default("progress"),
 ) -> QuantizeResult:
     """Repaint an image with the nearest colours of a given palette.
 
@@ -725,15 +692,17 @@ def apply_palette(
     >>> apply_palette(image, bw).labels.tolist()
     [[0, 1]]
     """
-    if not isinstance(palette, Palette):
-        raise TypeError(
-            f"The 'palette' parameter must be a Palette. Got {type(palette).__name__} instead."
-        )
-    check.check_progress(progress)
-    dither = check.check_dither(dither)
+    contract.validate("palette", palette)
+    contract.validate("progress", progress)
+    level = contract.dither_level(dither)
     layout = layout_of(image, channel_axis, alpha)
     colors = check.check_palette_for_image(palette.colors, layout.n_color_channels, layout.dtype)
-    histogram, index = image_histogram(layout, _reporter(progress, 0.0, 0.8, "counting colors"))
+    histogram, index = image_histogram(layout, stage(progress, 0.0, 0.8, "counting colors"))
+    if layout.dtype.kind == "f":
+        low, high = _visible_range(histogram, layout.encoding)
+        check.check_colors_in_data_range(colors, "palette", layout.dtype, low, high)
+        if palette.color_space != "rgb":
+            check.check_rgb_unit_range("palette", palette.color_space, layout.dtype, low, high)
     assignment = assign_rows(histogram, layout.encoding, colors, palette.color_space)
     counts = np.bincount(
         assignment.row_labels, weights=histogram.pixel_counts, minlength=len(colors)
@@ -742,10 +711,19 @@ def apply_palette(
         "palette": palette.to_dict(),
         "channel_axis": layout.channel_axis,
         "alpha": bool(layout.has_alpha),
-        "dither": dither,
+        "dither": level if level > 0 else False,
     }
     result = _result(
-        layout, histogram, index, colors, counts, assignment, 0, palette.color_space, params
+        layout,
+        histogram,
+        index,
+        colors,
+        counts,
+        assignment,
+        0,
+        palette.color_space,
+        level,
+        params,
     )
     if progress is not None:
         progress(1.0, "done")

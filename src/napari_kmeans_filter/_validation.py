@@ -1,387 +1,411 @@
-"""Up-front checks of every public parameter, with messages that name the parameter."""
+"""Checks of parameters against the image: shapes, axes, and colours in the image's units.
+
+The rules that need no image (types, ranges, options) are declared in :mod:`._contract`; the
+checks here need the image (its dimensions, channels, dtype or values) and raise the contract's
+:class:`~._contract.InvalidParameterError`, so every message has the contract's one shape.
+"""
 
 from __future__ import annotations
 
-import numbers
+import math
 
 import numpy as np
 
-from ._colorspace import COLOR_SPACES
+from ._contract import MAX_CHANNELS, MAX_N_COLORS, invalid, validate
 
-MAX_N_COLORS = 4096
-# More entries than this on the channel axis is almost always a spatial axis
-# of a greyscale stack passed without channel_axis=None.
-MAX_CHANNELS = 16
+__all__ = [
+    "MAX_CHANNELS",
+    "MAX_N_COLORS",
+    "check_alpha",
+    "check_channel_axis",
+    "check_color_space",
+    "check_colors_in_data_range",
+    "check_image",
+    "check_init",
+    "check_lazy_per_pixel",
+    "check_mask",
+    "check_palette_for_image",
+    "check_sample_weight",
+    "check_targets",
+    "colors_array",
+    "is_dask_array",
+]
 
 
 def is_dask_array(obj) -> bool:
+    """Whether ``obj`` is a dask array (without importing dask)."""
     return type(obj).__module__.split(".")[0] == "dask" and hasattr(obj, "chunks")
 
 
-def _range_error(name, kind, low, high, value):
-    high_text = "inf" if high is None else str(high)
-    return ValueError(
-        f"The '{name}' parameter must be {kind} in the range [{low}, {high_text}]. "
-        f"Got {value!r} instead."
-    )
-
-
-def check_int(value, name, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"The '{name}' parameter must be an int in the range "
-            f"[{low}, {'inf' if high is None else high}]. Got {value!r} of type "
-            f"{type(value).__name__} instead."
-        )
-    if value < low or (high is not None and value > high):
-        raise _range_error(name, "an int", low, high, value)
-    return int(value)
-
-
-def check_n_colors(n_colors, *, allow_auto=False):
-    if allow_auto and isinstance(n_colors, str) and n_colors == "auto":
-        return "auto"
-    if isinstance(n_colors, str):
-        raise ValueError(
-            f"The 'n_colors' parameter must be an int in the range [1, {MAX_N_COLORS}]"
-            + (" or 'auto'" if allow_auto else "")
-            + f". Got {n_colors!r} instead."
-        )
-    return check_int(n_colors, "n_colors", 1, MAX_N_COLORS)
-
-
-def check_targets(n_colors, target_psnr, target_delta_e, n_color_channels, init):
-    """``(target_psnr, target_delta_e)``: required with n_colors='auto', refused without."""
-    given = [
-        name
-        for name, value in (("target_psnr", target_psnr), ("target_delta_e", target_delta_e))
-        if value is not None
-    ]
-    if n_colors != "auto":
-        if given:
-            raise ValueError(
-                f"The '{given[0]}' parameter needs n_colors='auto' (the fewest colours that "
-                f"reach it); with n_colors={n_colors!r} leave it out."
-            )
-        return None, None
-    if not given:
-        raise ValueError(
-            "n_colors='auto' needs a target: 'target_psnr' (dB) and/or 'target_delta_e' "
-            "(mean CIEDE2000)."
-        )
-    if not isinstance(init, str):
-        raise ValueError("The 'init' parameter cannot be an array with n_colors='auto'.")
-    checked = []
-    for name, value, low, high in (
-        ("target_psnr", target_psnr, 0.0, 200.0),
-        ("target_delta_e", target_delta_e, 0.0, 100.0),
-    ):
-        if value is None:
-            checked.append(None)
-            continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not low < value <= high
-        ):
-            raise ValueError(
-                f"The '{name}' parameter must be a number in the range ({low:g}, {high:g}]. "
-                f"Got {value!r} instead."
-            )
-        checked.append(float(value))
-    if target_delta_e is not None and n_color_channels != 3:
-        raise ValueError(
-            "The 'target_delta_e' parameter needs 3 colour channels (RGB); the image has "
-            f"{n_color_channels}. Use target_psnr."
-        )
-    return tuple(checked)
-
-
 def check_image(image):
-    """Return ``image`` as a numpy or dask array with a supported dtype and shape."""
+    """``image`` as a numpy or dask array of a supported dtype and shape."""
+    validate("image", image)
     if not is_dask_array(image):
-        if image is None:
-            raise TypeError("The 'image' parameter must be an array. Got None instead.")
-        image = np.asarray(image)
+        try:
+            image = np.asarray(image)
+        except (TypeError, ValueError) as error:
+            raise invalid("image", "be an array", image, str(error)) from error
     dtype = image.dtype
+    requirement = "have an integer or floating-point dtype"
     if dtype.kind == "b":
-        raise TypeError(
-            "The 'image' parameter must have an integer or floating-point dtype. Got a "
-            "boolean image; convert it first, e.g. image.astype(np.uint8)."
+        raise invalid(
+            "image",
+            requirement,
+            None,
+            "Convert it first, e.g. image.astype(np.uint8).",
+            got="a boolean image",
         )
     if dtype.kind not in "uif":
-        raise TypeError(
-            "The 'image' parameter must have an integer or floating-point dtype. "
-            f"Got dtype {dtype} instead."
-        )
+        raise invalid("image", requirement, None, got=f"dtype {dtype}")
     if image.ndim < 2:
-        raise ValueError(
-            "The 'image' parameter must have at least 2 dimensions (an image). "
-            f"Got an array of shape {image.shape} instead."
+        raise invalid(
+            "image",
+            "have at least 2 dimensions (an image)",
+            None,
+            got=f"an array of shape {tuple(image.shape)}",
         )
     if image.size == 0:
-        raise ValueError(
-            f"The 'image' parameter must not be empty. Got an array of shape {image.shape}."
-        )
+        raise invalid("image", "not be empty", None, got=f"an array of shape {image.shape}")
     return image
 
 
 def check_channel_axis(channel_axis, ndim):
     """Normalise ``channel_axis`` to a non-negative int or None (2-D is greyscale)."""
+    validate("channel_axis", channel_axis)
     if channel_axis is None:
         return None
-    if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
-        raise TypeError(
-            f"The 'channel_axis' parameter must be an int or None. Got {channel_axis!r} instead."
-        )
     if not -ndim <= channel_axis < ndim:
-        raise ValueError(
-            f"The 'channel_axis' parameter must be None or an int in the range "
-            f"[{-ndim}, {ndim - 1}] for an image with {ndim} dimensions. "
-            f"Got {channel_axis} instead."
+        raise invalid(
+            "channel_axis",
+            f"be None or an int in the range [{-ndim}, {ndim - 1}] for an image with "
+            f"{ndim} dimensions",
+            channel_axis,
         )
     if ndim == 2:
         return None
     return int(channel_axis) % ndim
 
 
-def check_color_space(color_space, n_color_channels):
-    if not isinstance(color_space, str) or color_space.lower() not in COLOR_SPACES:
-        raise ValueError(
-            f"The 'color_space' parameter must be one of {', '.join(map(repr, COLOR_SPACES))}. "
-            f"Got {color_space!r} instead."
+def check_n_channels(n_channels: int, channel_axis) -> None:
+    if n_channels > MAX_CHANNELS:
+        raise invalid(
+            "channel_axis",
+            f"select an axis with at most {MAX_CHANNELS} entries (colour channels)",
+            None,
+            "For a greyscale stack or volume pass channel_axis=None.",
+            got=f"axis {channel_axis} with {n_channels} entries",
         )
+
+
+def check_color_space(color_space, n_color_channels):
+    """``color_space`` in lower case; a perceptual space needs 3 colour channels."""
+    validate("color_space", color_space)
     color_space = color_space.lower()
     if color_space != "rgb" and n_color_channels != 3:
-        raise ValueError(
-            f"The 'color_space' parameter {color_space!r} needs 3 colour channels (RGB); "
-            f"the image has {n_color_channels}. Use color_space='rgb'."
+        raise invalid(
+            "color_space",
+            "be 'rgb' for an image without 3 colour channels",
+            color_space,
+            f"The image has {n_color_channels}; 'lab' and 'oklab' are for RGB images.",
         )
     return color_space
 
 
 def check_alpha(alpha, n_channels, channel_axis, ndim):
     """Whether the last channel is alpha; None means: 4 channels on the last axis."""
+    validate("alpha", alpha)
     if alpha is None:
         return channel_axis is not None and channel_axis == ndim - 1 and n_channels == 4
-    if not isinstance(alpha, (bool, np.bool_)):
-        raise TypeError(f"The 'alpha' parameter must be True, False or None. Got {alpha!r}.")
     if alpha and n_channels < 2:
-        raise ValueError(
-            "The 'alpha' parameter is True but the image has no channel besides alpha "
-            f"({n_channels} channel(s)); pass channel_axis and at least 2 channels."
+        raise invalid(
+            "alpha",
+            "be False for an image with no channel besides alpha",
+            alpha,
+            f"The image has {n_channels} channel(s); pass channel_axis and at least 2 channels.",
         )
     return bool(alpha)
 
 
-def check_dither(dither):
-    """False, or the dithering level in (0, 1] (True means 1)."""
-    if isinstance(dither, (bool, np.bool_)):
-        return 1.0 if dither else False
-    if not isinstance(dither, numbers.Real) or not 0 <= dither <= 1:
-        raise ValueError(
-            "The 'dither' parameter must be True, False or a level in the range [0, 1]. "
-            f"Got {dither!r} instead."
+def check_targets(n_colors, target_psnr, target_delta_e, n_color_channels, init):
+    """``(target_psnr, target_delta_e)`` as floats: required with ``n_colors='auto'`` only."""
+    validate("target_psnr", target_psnr)
+    validate("target_delta_e", target_delta_e)
+    given = [
+        (name, value)
+        for name, value in (("target_psnr", target_psnr), ("target_delta_e", target_delta_e))
+        if value is not None
+    ]
+    if n_colors != "auto":
+        if given:
+            name, value = given[0]
+            raise invalid(
+                name,
+                "be None unless n_colors='auto' (the fewest colours that reach it)",
+                value,
+                f"With n_colors={n_colors!r} leave it out.",
+            )
+        return None, None
+    if not given:
+        raise invalid(
+            "n_colors",
+            "be a number of colours unless a target is given",
+            "auto",
+            "n_colors='auto' needs 'target_psnr' (dB) and/or 'target_delta_e' (mean CIEDE2000).",
         )
-    return float(dither) if dither > 0 else False
+    if not isinstance(init, str):
+        raise invalid("init", "be 'k-means++' with n_colors='auto'", init)
+    if target_delta_e is not None and n_color_channels != 3:
+        raise invalid(
+            "target_delta_e",
+            "be None for an image without 3 colour channels",
+            target_delta_e,
+            f"The image has {n_color_channels}; use target_psnr.",
+        )
+    return (
+        None if target_psnr is None else float(target_psnr),
+        None if target_delta_e is None else float(target_delta_e),
+    )
 
 
-def check_speed(speed):
-    return check_int(speed, "speed", 1, 10)
-
-
-def _check_spatial(array, name, spatial_shape):
+def _spatial(array, name, spatial_shape):
     if is_dask_array(array):
         shape = tuple(array.shape)
     else:
         try:
             array = np.asarray(array)
         except (TypeError, ValueError) as error:
-            raise TypeError(f"The '{name}' parameter must be an array. {error}") from error
+            raise invalid(name, "be an array", array, str(error)) from error
         shape = array.shape
+    if any(isinstance(size, float) and math.isnan(size) for size in shape):
+        raise invalid(
+            name,
+            "have known chunk sizes",
+            None,
+            f"Call {name}.compute_chunk_sizes() first.",
+            got=f"a dask array of shape {shape}",
+        )
     if shape != tuple(spatial_shape):
-        raise ValueError(
-            f"The '{name}' parameter must have the image's spatial shape {tuple(spatial_shape)} "
-            f"(the image without its channel axis). Got shape {shape} instead."
+        raise invalid(
+            name,
+            f"have the image's spatial shape {tuple(spatial_shape)} (the image without its "
+            "channel axis)",
+            None,
+            got=f"shape {shape}",
         )
     return array
 
 
 def check_mask(mask, spatial_shape):
     """A boolean array of the spatial shape, or None."""
+    validate("mask", mask)
     if mask is None:
         return None
-    mask = _check_spatial(mask, "mask", spatial_shape)
+    mask = _spatial(mask, "mask", spatial_shape)
     if mask.dtype.kind != "b":
-        raise TypeError(
-            f"The 'mask' parameter must be a boolean array (True where pixels vote). "
-            f"Got dtype {mask.dtype}; use e.g. labels > 0."
+        raise invalid(
+            "mask",
+            "be a boolean array (True where pixels vote)",
+            None,
+            "Use e.g. labels > 0.",
+            got=f"dtype {mask.dtype}",
         )
     if not is_dask_array(mask) and not mask.any():
-        raise ValueError("The 'mask' parameter is False everywhere: no pixel is left to fit.")
+        raise invalid("mask", "be True somewhere", None, got="False everywhere (no pixel to fit)")
     return mask
 
 
+_WEIGHT_RULE = "hold finite values in the range [0, inf), not all 0"
+
+
 def check_sample_weight(sample_weight, spatial_shape):
-    """Non-negative finite float64 weights of the spatial shape, or None."""
+    """Non-negative finite float64 weights of the spatial shape, or None.
+
+    Dask weights are checked as they are computed (see :func:`check_lazy_per_pixel`).
+    """
+    validate("sample_weight", sample_weight)
     if sample_weight is None:
         return None
-    weights = _check_spatial(sample_weight, "sample_weight", spatial_shape)
+    weights = _spatial(sample_weight, "sample_weight", spatial_shape)
     if weights.dtype.kind not in "uifb":
-        raise TypeError(
-            f"The 'sample_weight' parameter must be numeric. Got dtype {weights.dtype} instead."
-        )
+        raise invalid("sample_weight", "be numeric", None, got=f"dtype {weights.dtype}")
     weights = weights.astype(np.float64)
     if not is_dask_array(weights):
-        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-            raise ValueError(
-                "The 'sample_weight' parameter must hold finite values in the range [0, inf)."
-            )
-        if not np.any(weights > 0):
-            raise ValueError("The 'sample_weight' parameter is 0 everywhere: nothing to fit.")
+        _check_weights(weights)
     return weights
 
 
-def check_n_init(n_init):
-    if isinstance(n_init, str) and n_init == "auto":
-        return None
-    return check_int(n_init, "n_init", 1, None)
-
-
-def check_max_iter(max_iter):
-    return check_int(max_iter, "max_iter", 1, None)
-
-
-def check_tol(tol):
-    if (
-        isinstance(tol, bool)
-        or not isinstance(tol, numbers.Real)
-        or not np.isfinite(tol)
-        or tol < 0
-    ):
-        raise ValueError(f"The 'tol' parameter must be a float in the range [0, inf). Got {tol!r}.")
-    return float(tol)
-
-
-def check_random_state(random_state) -> int:
-    """The integer seed to use: recorded in ``params`` so that any result can be redone."""
-    if random_state is None:
-        return int(np.random.default_rng().integers(2**31 - 1))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if not 0 <= random_state <= 2**32 - 1:
-            raise ValueError(
-                "The 'random_state' parameter must be an int in the range [0, 4294967295], "
-                f"a numpy RandomState or Generator, or None. Got {random_state!r} instead."
-            )
-        return int(random_state)
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(2**31 - 1))
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2**31 - 1))
-    raise ValueError(
-        "The 'random_state' parameter must be an int in the range [0, 4294967295], a numpy "
-        f"RandomState or Generator, or None. Got {random_state!r} instead."
-    )
-
-
-def check_init(init, n_colors, n_color_channels):
-    if isinstance(init, str):
-        if init != "k-means++":
-            raise ValueError(
-                "The 'init' parameter must be 'k-means++' or an array of starting colours. "
-                f"Got {init!r} instead."
-            )
-        return init
-    try:
-        centres = np.array(init, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            "The 'init' parameter must be 'k-means++' or a numeric array of starting colours."
-        ) from error
-    if centres.ndim == 1 and n_color_channels == 1:
-        centres = centres[:, np.newaxis]
-    if centres.shape != (n_colors, n_color_channels):
-        raise ValueError(
-            f"The 'init' parameter must have shape (n_colors, channels) = "
-            f"({n_colors}, {n_color_channels}). Got shape {centres.shape} instead."
+def _check_weights(weights: np.ndarray) -> None:
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        finite = weights[np.isfinite(weights)]
+        got = "values in [{}, {}]{}".format(
+            f"{finite.min():g}" if finite.size else "nan",
+            f"{finite.max():g}" if finite.size else "nan",
+            " with NaN or inf" if finite.size < weights.size else "",
         )
-    if not np.all(np.isfinite(centres)):
-        raise ValueError("The 'init' parameter must contain only finite values.")
+        raise invalid("sample_weight", _WEIGHT_RULE, None, got=got)
+    if not np.any(weights > 0):
+        raise invalid("sample_weight", _WEIGHT_RULE, None, got="0 everywhere (nothing to fit)")
+
+
+def check_lazy_per_pixel(name: str, block: np.ndarray) -> None:
+    """The eager checks of ``mask``/``sample_weight``, for one computed block of a dask array."""
+    if name == "sample_weight" and block.size:
+        if not np.all(np.isfinite(block)) or np.any(block < 0):
+            _check_weights(block)
+
+
+def colors_array(values, name: str, n_channels: int) -> np.ndarray:
+    """``values`` as a float64 ``(m, n_channels)`` array of finite colours (m >= 1)."""
+    try:
+        colors = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise invalid(name, f"be a numeric (m, {n_channels}) array of colours", values) from error
+    if colors.ndim == 1 and n_channels == 1:
+        colors = colors[:, np.newaxis]
+    if colors.ndim != 2 or colors.shape[1] != n_channels or colors.shape[0] == 0:
+        raise invalid(
+            name,
+            f"have shape (m, {n_channels}): one row per colour, one column per colour channel "
+            "of the image",
+            None,
+            got=f"shape {colors.shape}",
+        )
+    if not np.all(np.isfinite(colors)):
+        raise invalid(name, "contain only finite values", None, got="NaN or inf")
+    return colors
+
+
+def check_init(init, n_colors, n_color_channels, dtype):
+    """'k-means++', or the ``(n_colors, C)`` starting colours in the image's units."""
+    validate("init", init)
+    if isinstance(init, str):
+        if init.lower() != "k-means++":
+            raise invalid("init", "be 'k-means++' or an array of starting colours", init)
+        return "k-means++"
+    centres = colors_array(init, "init", n_color_channels)
+    if centres.shape[0] != n_colors:
+        raise invalid(
+            "init",
+            f"have shape (n_colors, channels) = ({n_colors}, {n_color_channels})",
+            None,
+            got=f"shape {centres.shape}",
+        )
+    _check_integer_units(centres, np.dtype(dtype), "init")
     return centres
 
 
 def check_fixed_colors(fixed_colors, n_colors, n_color_channels, dtype):
-    """An (m, C) array of colours exactly representable in ``dtype``, m <= n_colors, or None."""
+    """An ``(m, C)`` array of colours exactly representable in ``dtype``, m <= n_colors, or None."""
+    validate("fixed_colors", fixed_colors)
     if fixed_colors is None:
         return None
-    try:
-        colors = np.array(fixed_colors, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            "The 'fixed_colors' parameter must be a numeric (m, channels) array of colours."
-        ) from error
-    if colors.ndim == 1 and n_color_channels == 1:
-        colors = colors[:, np.newaxis]
-    if colors.ndim != 2 or colors.shape[1] != n_color_channels or colors.shape[0] == 0:
-        raise ValueError(
-            f"The 'fixed_colors' parameter must have shape (m, {n_color_channels}) with "
-            f"1 <= m <= n_colors. Got shape {colors.shape} instead."
-        )
+    colors = colors_array(fixed_colors, "fixed_colors", n_color_channels)
     if colors.shape[0] > n_colors:
-        raise ValueError(
-            f"The 'fixed_colors' parameter holds {colors.shape[0]} colours, more than "
-            f"n_colors={n_colors}; it must hold between 1 and n_colors colours."
+        raise invalid(
+            "fixed_colors",
+            f"hold between 1 and n_colors={n_colors} colours",
+            None,
+            got=f"{colors.shape[0]} colours",
         )
-    _check_in_units(colors, np.dtype(dtype), "fixed_colors")
+    _check_integer_units(colors, np.dtype(dtype), "fixed_colors")
     if len(np.unique(colors, axis=0)) != len(colors):
-        raise ValueError("The 'fixed_colors' parameter must not repeat a colour.")
+        raise invalid("fixed_colors", "not repeat a colour", None, got="a repeated colour")
     return colors
 
 
-def _check_in_units(values, dtype, name):
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"The '{name}' parameter must contain only finite values.")
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        if values.min() < info.min or values.max() > info.max:
-            raise ValueError(
-                f"The '{name}' parameter must hold values in [{info.min}, {info.max}] for a "
-                f"{dtype} image. Got values in [{values.min():g}, {values.max():g}]."
-            )
-        if not np.array_equal(values, np.round(values)):
-            raise ValueError(f"The '{name}' parameter must hold integers for a {dtype} image.")
+def _check_integer_units(values: np.ndarray, dtype: np.dtype, name: str) -> None:
+    """Colours for an integer image lie in its dtype's range and are whole numbers."""
+    if dtype.kind not in "ui":
+        return
+    info = np.iinfo(dtype)
+    if values.min() < info.min or values.max() > info.max:
+        raise invalid(
+            name,
+            f"hold colours in the image's units: [{info.min}, {info.max}] for a {dtype} image",
+            None,
+            got=f"values in [{values.min():g}, {values.max():g}]",
+        )
+    if not np.array_equal(values, np.round(values)):
+        raise invalid(
+            name, f"hold whole numbers for a {dtype} image", None, got="fractional values"
+        )
+
+
+def float_units_span(low: float, high: float) -> tuple[float, float]:
+    """The colours a float image with values in ``[low, high]`` can be meant to hold.
+
+    A colour within one data span (at least 1: the [0, 1] convention) of the data's own range is
+    in its units; 0-255 colours for data in [0, 1], or 16-bit values for data in [0, 255], are not.
+    """
+    span = max(high - low, abs(low), abs(high), 1.0)
+    return low - span, high + span
+
+
+def check_colors_in_data_range(colors, name: str, dtype, low: float, high: float) -> None:
+    """Refuse float colours far outside a float image's own values (wrong units).
+
+    ``low``/``high`` are the visible colour values' minimum and maximum, read from the colour
+    histogram (no extra pass over the pixels).
+    """
+    if colors is None or isinstance(colors, str) or np.dtype(dtype).kind != "f":
+        return
+    values = np.asarray(colors, dtype=np.float64)
+    if not values.size or not (math.isfinite(low) and math.isfinite(high)):
+        return
+    lowest, highest = float_units_span(low, high)
+    if values.min() < lowest or values.max() > highest:
+        scale = " (e.g. colours / 255)" if high <= 1.0 and values.max() > 1.0 else ""
+        raise invalid(
+            name,
+            f"hold colours in the image's units: its values lie in [{low:g}, {high:g}]",
+            None,
+            f"Scale the colours to the image's units{scale}.",
+            got=f"colours in [{values.min():g}, {values.max():g}]",
+        )
+
+
+def check_rgb_unit_range(name: str, value, dtype, low: float, high: float) -> None:
+    """Perceptual spaces and CIEDE2000 read float RGB as [0, 1]: refuse other float data.
+
+    Clipping would silently merge every brighter colour into white (a 1-colour result).
+    """
+    if np.dtype(dtype).kind != "f" or (low >= 0 and high <= 1.0 + 1e-6):
+        return
+    raise invalid(
+        name,
+        "be used with float RGB values in [0, 1] (sRGB at full intensity 1.0)",
+        value,
+        f"This image has values in [{low:g}, {high:g}]: scale it to [0, 1] first, or use "
+        "target_psnr / color_space='rgb'.",
+    )
 
 
 def check_palette_for_image(colors, n_color_channels, dtype):
     """The palette's colours in the image's dtype, or an error when their units differ."""
     dtype = np.dtype(dtype)
     if colors.shape[1] != n_color_channels:
-        raise ValueError(
-            f"The 'palette' parameter has {colors.shape[1]} channel(s) but the image "
-            f"has {n_color_channels} colour channel(s)."
+        raise invalid(
+            "palette",
+            f"have as many colour channels as the image ({n_color_channels})",
+            None,
+            got=f"a palette of {colors.shape[1]} channel(s)",
         )
     palette_dtype = colors.dtype.newbyteorder("=")
     hint = ""
     if dtype.kind == "f" and palette_dtype.kind != "f":
-        hint = "scale the palette to the image's float units (e.g. colors / 255)"
+        hint = "Scale the palette to the image's float units (e.g. colors / 255)."
     elif dtype.kind in "ui" and palette_dtype.kind == "f":
-        hint = "fit the palette on an integer image of the same dtype, or scale the image"
+        hint = "Fit the palette on an integer image of the same dtype, or scale the image."
     elif dtype.kind in "ui" and palette_dtype.itemsize < dtype.itemsize:
         # A uint8 palette on a uint16 image would paint everything near black.
-        hint = "fit the palette on an image of the same dtype (its colours are in other units)"
+        hint = "Fit the palette on an image of the same dtype (its colours are in other units)."
     if hint:
-        raise ValueError(
-            f"The 'palette' parameter has dtype {palette_dtype} but the image has dtype "
-            f"{dtype}; {hint}."
+        raise invalid(
+            "palette",
+            f"hold colours in the image's units ({dtype})",
+            None,
+            hint,
+            got=f"a palette of dtype {palette_dtype}",
         )
-    if dtype.kind in "ui":
-        _check_in_units(colors.astype(np.float64), dtype, "palette")
+    _check_integer_units(colors.astype(np.float64), dtype, "palette")
     return colors.astype(dtype)
-
-
-def check_progress(progress):
-    if progress is not None and not callable(progress):
-        raise TypeError(
-            f"The 'progress' parameter must be a callable or None. Got {progress!r} instead."
-        )
-    return progress
