@@ -195,3 +195,36 @@ def test_errors_on_dask_input_compute_nothing(kwargs):
     # The same lazy image with valid parameters does read its chunks (the probe works).
     quantize(lazy, 4)
     assert reads
+
+
+def test_greyscale_stack_without_channel_axis_none_is_refused_with_advice():
+    stack = np.zeros((5, 64, 64), dtype=np.uint8)
+    with pytest.raises(ValueError, match="channel_axis=None"):
+        quantize(stack, 4)
+    assert quantize(stack, 4, channel_axis=None).labels.shape == stack.shape
+
+
+@pytest.mark.parametrize(
+    "description, message",
+    [
+        ({"colors": [[300, 0, 0], [0, 0, 0]], "dtype": "uint8"}, r"\[0, 255\]"),
+        ({"colors": [[0.5, 0, 0], [0, 0, 0]], "dtype": "uint8"}, "integers"),
+        ({"colors": [[float("nan"), 0, 0], [0, 0, 0]], "dtype": "float64"}, "finite"),
+        ({"colors": [[0, 0, 0]], "counts": [-1], "dtype": "uint8"}, "negative"),
+        ({"colors": [[0, 0, 0]], "dtype": "str"}, "dtype"),
+    ],
+)
+def test_palette_from_dict_rejects_bad_descriptions(description, message):
+    with pytest.raises(ValueError, match=message):
+        Palette.from_dict(description)
+
+
+def test_cluster_stats_on_unknown_chunk_sizes_names_the_fix():
+    image = np.random.default_rng(0).integers(0, 255, (6, 20, 20, 3)).astype(np.uint8)
+    lazy = da.from_array(image, chunks=(2, 20, 20, 3))
+    frames = lazy[lazy[:, 0, 0, 0] >= 0]  # boolean indexing: unknown (nan) chunk sizes
+    result = quantize(frames, 4)
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        result.cluster_stats(frame_axis=0)
+    known = quantize(frames.compute_chunk_sizes(), 4)
+    assert known.cluster_stats(frame_axis=0)["frame_counts"].shape == (4, 6)

@@ -554,3 +554,18 @@ def test_memory_layout_does_not_change_the_result(variant):
         res = quantize(img.tolist(), 5)
     np.testing.assert_array_equal(res.palette.colors, ref.palette.colors)
     np.testing.assert_array_equal(res.labels, ref.labels[flip, flip])
+
+
+def test_many_channels_do_not_allocate_a_dense_grid():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 120, 12)).astype(np.uint8)
+    result = quantize(image, 6)
+    assert result.palette.colors.shape == (6, 12)
+
+
+def test_large_k_swap_search_stays_bounded():
+    # k x k x C temporaries made k=4096 take over 1 GB; above 512 the swap is skipped.
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (64, 64, 3)).astype(np.uint8)
+    result = quantize(image, 600, n_init=1)
+    assert len(result.palette) <= 600

@@ -4,9 +4,8 @@ The functions importable from here never import napari or Qt, so they work in
 scripts, notebooks, napari's console and on dask workers alike.
 """
 
-from ._colorspace import COLOR_SPACES
+from ._contract import COLOR_SPACES, MAX_N_COLORS
 from ._quantize import Palette, QuantizeResult, apply_palette, fit_palette, quantize
-from ._validation import MAX_N_COLORS
 from ._version import __version__
 
 __all__ = [

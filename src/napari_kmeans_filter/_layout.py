@@ -90,6 +90,7 @@ def layout_of(image, channel_axis, alpha, mask=None, sample_weight=None) -> Layo
     check.check_n_channels(n_channels, channel_axis)
     has_alpha = check.check_alpha(alpha, n_channels, axis, image.ndim)
     spatial = data.shape[:-1]
+    spatial_ndim = len(spatial)
     mask = check.check_mask(mask, spatial)
     sample_weight = check.check_sample_weight(sample_weight, spatial)
     if not original_dtype.isnative:
@@ -99,6 +100,12 @@ def layout_of(image, channel_axis, alpha, mask=None, sample_weight=None) -> Layo
         data = data.rechunk({data.ndim - 1: -1})
         mask = _as_dask_like(mask, data)
         sample_weight = _as_dask_like(sample_weight, data)
+        if sample_weight is not None:
+            # numpy weights are checked above; lazy ones as each block is computed, with the
+            # same error (before any output: the histogram computes them first).
+            sample_weight = sample_weight.map_blocks(
+                check.checked_weights, dtype=np.float64, meta=np.empty((0,) * spatial_ndim)
+            )
     else:
         mask = None if mask is None else np.asarray(mask)
         sample_weight = None if sample_weight is None else np.asarray(sample_weight)

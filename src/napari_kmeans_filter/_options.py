@@ -64,6 +64,16 @@ class FitOptions:
         """The starting colours, or None for k-means++."""
         return None if isinstance(self.init, str) else self.init
 
+    @property
+    def carries_units(self) -> bool:
+        """Whether a value of this call is in the image's units (or reads RGB as [0, 1])."""
+        return (
+            self.init_colors is not None
+            or self.fixed_colors is not None
+            or self.target_delta_e is not None
+            or self.color_space != "rgb"
+        )
+
     def check_units(self, dtype, low: float, high: float) -> None:
         """Refuse colours and targets in other units than a float image's values.
 

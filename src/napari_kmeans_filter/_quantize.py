@@ -281,20 +281,50 @@ class QuantizeResult:
 
 
 def _visible_range(histogram, encoding) -> tuple[float, float]:
-    """Smallest and largest colour value of the visible pixels (float images only)."""
-    rows = np.flatnonzero(histogram.pixel_counts > 0)
-    if not rows.size:
+    """Smallest and largest colour value of the visible pixels (float images only).
+
+    Also refuses NaN and infinity anywhere, for dask input too (whose histogram is merged from
+    chunks: this is the first place all its colours are seen).
+    """
+    colors = encoding.decode(histogram.codes)
+    if not np.all(np.isfinite(colors)):
+        raise contract.invalid(
+            "image",
+            "hold finite values",
+            None,
+            "Replace them first (e.g. np.nan_to_num): they have no colour to quantise.",
+            got="NaN or infinite values",
+        )
+    visible = colors[histogram.pixel_counts > 0]
+    if not visible.size:
         return math.nan, math.nan
-    colors = encoding.decode(histogram.codes[rows])
-    return float(colors.min()), float(colors.max())
+    return float(visible.min()), float(visible.max())
+
+
+def _check_palette_units(palette, colors, layout, low, high) -> None:
+    low, high = float(low), float(high)
+    check.check_colors_in_data_range(colors, "palette", layout.dtype, low, high)
+    if palette.color_space != "rgb":
+        check.check_rgb_unit_range("palette", palette.color_space, layout.dtype, low, high)
 
 
 def _fit(layout, options: FitOptions, progress):
     """Histogram and palette: everything quantize and fit_palette need."""
+    # Colours and targets in other units than a float image's values are refused before any
+    # work for numpy input (one min/max pass, only when such a value is given), and for dask
+    # input as soon as the histogram has seen every chunk (before the fit and any output).
+    check_units = layout.dtype.kind == "f" and options.carries_units
+    if check_units and not layout.is_dask:
+        colors = layout.data[..., : layout.n_color_channels]
+        options.check_units(layout.dtype, float(np.nanmin(colors)), float(np.nanmax(colors)))
     histogram, index = image_histogram(layout, stage(progress, 0.0, 0.3, "counting colors"))
+    check.check_votes(
+        float(np.sum(histogram.weights)), layout.mask is not None, layout.sample_weight is not None
+    )
     if layout.dtype.kind == "f":
-        # Colours and targets in other units than the data's are refused before the fit.
-        options.check_units(layout.dtype, *_visible_range(histogram, layout.encoding))
+        low, high = _visible_range(histogram, layout.encoding)
+        if check_units and layout.is_dask:
+            options.check_units(layout.dtype, low, high)
     common = {
         "color_space": options.color_space,
         "speed": options.speed,
@@ -697,12 +727,14 @@ def apply_palette(
     level = contract.dither_level(dither)
     layout = layout_of(image, channel_axis, alpha)
     colors = check.check_palette_for_image(palette.colors, layout.n_color_channels, layout.dtype)
+    if layout.dtype.kind == "f" and not layout.is_dask:
+        values = layout.data[..., : layout.n_color_channels]
+        _check_palette_units(palette, colors, layout, np.nanmin(values), np.nanmax(values))
     histogram, index = image_histogram(layout, stage(progress, 0.0, 0.8, "counting colors"))
     if layout.dtype.kind == "f":
         low, high = _visible_range(histogram, layout.encoding)
-        check.check_colors_in_data_range(colors, "palette", layout.dtype, low, high)
-        if palette.color_space != "rgb":
-            check.check_rgb_unit_range("palette", palette.color_space, layout.dtype, low, high)
+        if layout.is_dask:
+            _check_palette_units(palette, colors, layout, low, high)
     assignment = assign_rows(histogram, layout.encoding, colors, palette.color_space)
     counts = np.bincount(
         assignment.row_labels, weights=histogram.pixel_counts, minlength=len(colors)

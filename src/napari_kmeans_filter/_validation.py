@@ -22,11 +22,12 @@ __all__ = [
     "check_colors_in_data_range",
     "check_image",
     "check_init",
-    "check_lazy_per_pixel",
     "check_mask",
     "check_palette_for_image",
     "check_sample_weight",
     "check_targets",
+    "check_votes",
+    "checked_weights",
     "colors_array",
     "is_dask_array",
 ]
@@ -237,21 +238,36 @@ def check_sample_weight(sample_weight, spatial_shape):
 def _check_weights(weights: np.ndarray) -> None:
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
         finite = weights[np.isfinite(weights)]
-        got = "values in [{}, {}]{}".format(
-            f"{finite.min():g}" if finite.size else "nan",
-            f"{finite.max():g}" if finite.size else "nan",
-            " with NaN or inf" if finite.size < weights.size else "",
-        )
+        if not finite.size:
+            got = "only NaN or infinite values"
+        else:
+            got = f"values in [{finite.min():g}, {finite.max():g}]"
+            if finite.size < weights.size:
+                got += " and NaN or infinite ones"
         raise invalid("sample_weight", _WEIGHT_RULE, None, got=got)
     if not np.any(weights > 0):
         raise invalid("sample_weight", _WEIGHT_RULE, None, got="0 everywhere (nothing to fit)")
 
 
-def check_lazy_per_pixel(name: str, block: np.ndarray) -> None:
-    """The eager checks of ``mask``/``sample_weight``, for one computed block of a dask array."""
-    if name == "sample_weight" and block.size:
-        if not np.all(np.isfinite(block)) or np.any(block < 0):
-            _check_weights(block)
+def checked_weights(block: np.ndarray) -> np.ndarray:
+    """One computed block of lazy ``sample_weight``: refused as numpy weights would be.
+
+    Whether any weight is positive is a property of the whole array; the fit checks it on the
+    histogram's total votes.
+    """
+    if block.size and (not np.all(np.isfinite(block)) or np.any(block < 0)):
+        _check_weights(block)
+    return block
+
+
+def check_votes(total_votes: float, has_mask: bool, has_weights: bool) -> None:
+    """Refuse a fit with no vote left (all masked out, weighted 0 or transparent)."""
+    if total_votes > 0:
+        return
+    if has_weights:
+        raise invalid("sample_weight", _WEIGHT_RULE, None, got="0 on every visible pixel")
+    if has_mask:
+        raise invalid("mask", "be True somewhere", None, got="no visible pixel inside the mask")
 
 
 def colors_array(values, name: str, n_channels: int) -> np.ndarray:
