@@ -20,6 +20,29 @@ def _section(name: str, obj) -> str:
     return f"## `{name}`\n\n```python\n{signature}\n```\n\n```text\n{doc}\n```\n"
 
 
+def _contract_table() -> str:
+    """Every public parameter as the contract declares it (the one place its rule lives)."""
+    from napari_kmeans_filter._contract import PARAMETERS
+
+    rows = [
+        "## The parameter contract\n",
+        "Declared once in `napari_kmeans_filter/_contract.py`; the functions validate from it,",
+        "and the command line's options and the widget's controls take their ranges from it. A",
+        "bad value raises `ValueError`/`TypeError` (both: `InvalidParameterError`) before any",
+        "work, in one shape: `The 'name' parameter must <rule>. Got <value> instead.`\n",
+        "| parameter | accepted | default | widget offers |",
+        "|---|---|---|---|",
+    ]
+    for parameter in PARAMETERS.values():
+        default = "" if parameter.default is None else f"`{parameter.default!r}`"
+        ui = parameter.ui.bounds_text() if parameter.ui is not None else ""
+        if ui:
+            ui += f" ({parameter.ui_reason})"
+        accepted = parameter.describe().replace("|", "\\|")
+        rows.append(f"| `{parameter.name}` | {accepted} | {default} | {ui} |")
+    return "\n".join(rows) + "\n"
+
+
 def render() -> str:
     """The text of docs/api.md."""
     parts = [
@@ -30,6 +53,7 @@ def render() -> str:
         f"`MAX_N_COLORS = {nkf.MAX_N_COLORS}`, `COLOR_SPACES = {nkf.COLOR_SPACES}`.\n",
     ]
     parts += [_section(name, getattr(nkf, name)) for name in PUBLIC]
+    parts.append(_contract_table())
     parts.append("# napari helpers\n")
     parts += [_section(name, getattr(nkf, name)) for name in HELPERS]
     return "\n".join(parts)

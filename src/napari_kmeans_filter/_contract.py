@@ -156,6 +156,8 @@ class Interval(Constraint):
 
     def describe(self) -> str:
         noun = "an int" if self.kind == "int" else "a float"
+        if self.low is None and self.high is None:
+            return noun
         return f"{noun} in the range {self.bounds_text()}"
 
     def from_text(self, text: str) -> Any:
