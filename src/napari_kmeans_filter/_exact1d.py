@@ -1,0 +1,474 @@
+"""Exact one-dimensional k-means: the global optimum on a weighted histogram.
+
+On one channel (greyscale photos, a fluorescence channel, a CT slice) k-means
+is a 1-D problem, and 1-D k-means has an exact global optimum: the clusters
+of an optimal solution are contiguous runs of the sorted values, so a dynamic
+programme over the ``L`` distinct values finds it (Wang & Song, "Ckmeans.1d.dp:
+optimal k-means clustering in one dimension by dynamic programming", The R
+Journal 3(2), 2011)::
+
+    D[q, j] = min_{i < j} D[q - 1, i] + cost(i, j)
+
+where ``cost(i, j)`` is the weighted squared error of values ``i .. j-1``
+around their centre, computed in O(1) from prefix sums.  The plain programme
+is O(k L^2).  The cost matrix satisfies the quadrangle inequality, so the
+argmin ``i`` is monotone in ``j`` and each row of the programme is found by
+divide and conquer in O(L log L) (Grønlund, Larsen, Mathiasen, Nielsen,
+Schneider & Song, "Fast exact k-means, k-medians and Bregman divergence
+clustering in 1D", arXiv:1701.07204, 2017): O(k L log L) in all.
+
+Integer centres (the palette of an integer image) are a different problem:
+the best integer centre of a run is the integer nearest its mean (the cost is
+a convex quadratic in the centre), but the best *partition* for integer
+centres can differ from the real-valued one, so the programme's run cost is
+that of the rounded centre, ``S2 - 2 c S1 + c^2 W``.  This cost satisfies the
+quadrangle inequality too, so divide and conquer stays exact.  Sketch: for runs
+``A < B < C`` let ``c1`` be optimal for ``ABC`` and ``c2`` for ``B``, say
+``c1 <= c2``; ``d(x) = (x - c2)^2 - (x - c1)^2`` decreases in ``x`` and
+``sum_B w d <= 0``, so ``sum_C w d <= 0`` and giving ``c1`` to ``AB`` and
+``c2`` to ``BC`` costs at most ``f(ABC) + f(B)`` (symmetric when ``c1 > c2``).
+The argument holds for centres restricted to any set, fixed ones included.
+
+Sums are kept exact where the data allow: integer values with integer weights
+use int64 prefix sums (sum of x^2 over 12 MP of uint16 is ~5e16, past the 2^53
+that float64 holds exactly) and each run's cost is formed in integers about an
+integer pivot; other data use double-double (compensated) prefix sums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._jit import helper, kernel
+
+# At or below this many distinct values the plain O(k L^2) programme runs: it
+# is as fast as divide and conquer there (uint8, any k: ~1 ms) and is the
+# reference the faster one is tested against.
+FULL_MAX_LEVELS = 512
+# Integer sums are used when sum(w) * range^2 stays below 2^61: the run cost
+# S2 - 2 c S1 + c^2 W then never leaves int64 (each term is at most 2^62).
+_INT_LIMIT = 2.0**61
+
+# Modes of the run cost (which sums, which centres).
+_INT_REAL, _INT_INT, _FLOAT_REAL, _FLOAT_INT = 0, 1, 2, 3
+_FREE, _FIXED = 0, 1
+
+
+@dataclass(frozen=True)
+class Exact1D:
+    """The optimal 1-D clustering of a weighted histogram.
+
+    Attributes
+    ----------
+    centres : ndarray of float64, shape (n,)
+        The centres in increasing order of their classes; ``n = min(k, L + m)``
+        for ``L`` distinct values and ``m`` fixed values (fewer distinct
+        values than free centres leave those centres out).
+    fixed : ndarray of bool, shape (n,)
+        Which centres are the given fixed values.
+    labels : ndarray of intp, shape (L,)
+        The class of each distinct value (an index into ``centres``).
+    thresholds : ndarray of float64, shape (n - 1,)
+        ``thresholds[i]`` is the largest value in classes ``0 .. i`` (as
+        :func:`skimage.filters.threshold_multiotsu` returns them: the last
+        value of the lower class).  A value equal to a threshold belongs to the
+        *lower* class: ``np.searchsorted(thresholds, x, side="left")`` (or
+        ``np.digitize(x, thresholds, right=True)``) gives the class of ``x``.
+        Empty classes (a fixed value no value is nearest to) repeat the
+        previous threshold; ``-inf`` before any value.
+    cost : float
+        The weighted sum of squared distances to the centres: the global
+        minimum over ``k`` centres (integers when ``integer_centres``).
+    """
+
+    centres: np.ndarray
+    fixed: np.ndarray
+    labels: np.ndarray
+    thresholds: np.ndarray
+    cost: float
+
+
+# --------------------------------------------------------------------------- sums
+
+
+@helper
+def _dd_diff(hi, lo, j, i):
+    # (hi[j] + lo[j]) - (hi[i] + lo[i]) with the rounding error of the hi part
+    # recovered (Knuth's TwoSum): the run's sum stays accurate to its own size,
+    # not the size of the whole prefix.
+    a = hi[j]
+    b = -hi[i]
+    s = a + b
+    bb = s - a
+    err = (a - (s - bb)) + (b - bb)
+    return s + (err + (lo[j] - lo[i]))
+
+
+@kernel
+def _dd_prefix(terms, out_hi, out_lo):
+    # Compensated running sums (Neumaier): hi + lo carries ~106 bits.
+    for row in range(terms.shape[0]):
+        hi = 0.0
+        lo = 0.0
+        out_hi[row, 0] = 0.0
+        out_lo[row, 0] = 0.0
+        for t in range(terms.shape[1]):
+            x = terms[row, t]
+            s = hi + x
+            if abs(hi) >= abs(x):
+                lo += (hi - s) + x
+            else:
+                lo += (x - s) + hi
+            hi = s
+            out_hi[row, t + 1] = hi
+            out_lo[row, t + 1] = lo
+
+
+@helper
+def _run_cost(isums, hi, lo, mode, i, j):
+    """Weighted squared error of values ``i .. j-1`` around their best centre."""
+    if mode == 0 or mode == 1:
+        w = isums[0, j] - isums[0, i]
+        s1 = isums[1, j] - isums[1, i]
+        s2 = isums[2, j] - isums[2, i]
+        if mode == 1:
+            # Nearest integer to s1 / w (values are shifted to be >= 0); a tie
+            # costs the same either side.
+            c = (2 * s1 + w) // (2 * w)
+            return float(s2 - 2 * c * s1 + c * c * w)
+        # About the integer pivot c = floor(mean): exact integer part, then the
+        # fractional remainder r / w (0 <= r < w) in float.
+        c = s1 // w
+        r = s1 - c * w
+        return float(s2 - 2 * c * s1 + c * c * w) - float(r) * float(r) / float(w)
+    w = _dd_diff(hi[0], lo[0], j, i)
+    s1 = _dd_diff(hi[1], lo[1], j, i)
+    s2 = _dd_diff(hi[2], lo[2], j, i)
+    if mode == 3:
+        c = np.floor(s1 / w + 0.5)
+        value = s2 - 2.0 * c * s1 + c * c * w
+    else:
+        value = s2 - s1 * s1 / w
+    return max(value, 0.0)
+
+
+# ------------------------------------------------------------------------ programme
+
+
+@kernel
+def _free_layer_full(prev, out, arg, isums, hi, lo, mode, j_low, j_high):
+    # out[j] = min over i < j of prev[i] + cost(i, j), every i tried.
+    first = 0
+    while first < prev.shape[0] and prev[first] == np.inf:
+        first += 1
+    for j in range(max(j_low, first + 1), j_high + 1):
+        best = np.inf
+        best_i = -1
+        for i in range(first, j):
+            if prev[i] == np.inf:
+                continue
+            value = prev[i] + _run_cost(isums, hi, lo, mode, i, j)
+            if value < best:
+                best = value
+                best_i = i
+        out[j] = best
+        arg[j] = best_i
+
+
+@kernel
+def _free_layer_dc(prev, out, arg, isums, hi, lo, mode, j_low, j_high):
+    # The same row by divide and conquer: the leftmost argmin is monotone in j
+    # (quadrangle inequality), so the middle j's argmin splits the i range of
+    # the two halves.  An explicit stack instead of recursion.
+    first = 0
+    while first < prev.shape[0] and prev[first] == np.inf:
+        first += 1
+    j_low = max(j_low, first + 1)
+    if j_low > j_high:
+        return
+    stack = np.empty((64, 4), np.int64)
+    top = 0
+    stack[0, 0] = j_low
+    stack[0, 1] = j_high
+    stack[0, 2] = first
+    stack[0, 3] = j_high - 1
+    top = 1
+    while top > 0:
+        top -= 1
+        lo_j = stack[top, 0]
+        hi_j = stack[top, 1]
+        lo_i = stack[top, 2]
+        hi_i = stack[top, 3]
+        mid = (lo_j + hi_j) // 2
+        best = np.inf
+        best_i = lo_i
+        for i in range(lo_i, min(hi_i, mid - 1) + 1):
+            if prev[i] == np.inf:
+                continue
+            value = prev[i] + _run_cost(isums, hi, lo, mode, i, mid)
+            if value < best:
+                best = value
+                best_i = i
+        out[mid] = best
+        arg[mid] = best_i
+        if mid + 1 <= hi_j:
+            stack[top, 0] = mid + 1
+            stack[top, 1] = hi_j
+            stack[top, 2] = best_i
+            stack[top, 3] = hi_i
+            top += 1
+        if lo_j <= mid - 1:
+            stack[top, 0] = lo_j
+            stack[top, 1] = mid - 1
+            stack[top, 2] = lo_i
+            stack[top, 3] = best_i
+            top += 1
+
+
+@kernel
+def _fixed_layer(prev, out, arg, kind, values, weights, fixed_value):
+    # The last run's centre is a given value f, and the run may be empty (no
+    # value nearest to f): T[j] = min(prev[j], T[j-1] + w (x - f)^2) is the
+    # best over every start, accumulated with no prefix-sum cancellation.
+    run = np.inf
+    start = -1
+    for j in range(prev.shape[0]):
+        if j > 0 and run < np.inf:
+            d = values[j - 1] - fixed_value
+            run += weights[j - 1] * d * d
+        if prev[j] <= run:
+            run = prev[j]
+            start = j
+        if run < out[j]:
+            out[j] = run
+            arg[j] = start
+            kind[j] = 1
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _is_integral(a: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(a)) and np.all(a == np.round(a)))
+
+
+def _check(values, weights, k, fixed):
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.asarray(weights)
+    if values.ndim != 1 or weights.shape != values.shape:
+        raise ValueError("values and weights must be 1-D arrays of the same length")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("values must be finite")
+    if values.size > 1 and not np.all(np.diff(values) > 0):
+        raise ValueError("values must be sorted and distinct")
+    if weights.dtype.kind not in "uif" or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError("weights must be finite and non-negative")
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    fixed = np.unique(np.asarray([] if fixed is None else fixed, dtype=np.float64).ravel())
+    if not np.all(np.isfinite(fixed)):
+        raise ValueError("fixed values must be finite")
+    if fixed.size > k:
+        raise ValueError(f"{fixed.size} fixed values but only k={k} centres")
+    keep = weights > 0
+    return values[keep], weights[keep], int(k), fixed
+
+
+def _sums(values, weights, integer_centres):
+    """Prefix sums and the run-cost mode; values are shifted by an integer pivot."""
+    n = values.size
+    dummy_int = np.zeros((3, 1), np.int64)
+    integral = _is_integral(values) and _is_integral(weights) and np.abs(values).max() < 2.0**52
+    if integral:
+        shift = float(values[0])
+        span = float(values[-1] - values[0])
+        if float(weights.sum()) * max(span, 1.0) ** 2 < _INT_LIMIT:
+            x = (values - shift).astype(np.int64)
+            w = weights.astype(np.int64)
+            isums = np.zeros((3, n + 1), np.int64)
+            np.cumsum(w, out=isums[0, 1:])
+            np.cumsum(w * x, out=isums[1, 1:])
+            np.cumsum(w * x * x, out=isums[2, 1:])
+            empty = np.zeros((3, 1))
+            mode = _INT_INT if integer_centres else _INT_REAL
+            return mode, shift, isums, empty, empty
+    # A pivot near the middle keeps the shifted values small (less cancellation
+    # in s2 - s1^2 / w); an integer pivot keeps integer centres integers.
+    shift = float(np.round(values[n // 2])) if integer_centres else float(values[n // 2])
+    x = values - shift
+    w = weights.astype(np.float64)
+    terms = np.stack([w, w * x, w * x * x])
+    hi = np.empty((3, n + 1))
+    lo = np.empty((3, n + 1))
+    _dd_prefix(terms, hi, lo)
+    mode = _FLOAT_INT if integer_centres else _FLOAT_REAL
+    return mode, shift, dummy_int, hi, lo
+
+
+def _centre(values, weights, integer_centres, exact=None):
+    """The best centre of one run: its mean, or the integer nearest it (ties to even).
+
+    ``exact`` is the run's integer ``(sum w (x - shift), sum w, shift)`` when
+    the sums are integers: the mean is then the exact rational ``p / q``.
+    """
+    if exact is not None:
+        s1, q, shift = (int(v) for v in exact)
+        p = s1 + shift * q
+        if not integer_centres:
+            return p / q
+        low, rest = divmod(p, q)
+        if 2 * rest > q or (2 * rest == q and low % 2 == 1):
+            low += 1
+        return float(low)
+    mean = float(np.average(values, weights=weights))
+    return float(np.rint(mean)) if integer_centres else mean
+
+
+def fit(
+    values,
+    weights,
+    k: int,
+    *,
+    fixed=None,
+    integer_centres: bool = False,
+    method: str = "auto",
+) -> Exact1D:
+    """Globally optimal k-means of a weighted 1-D histogram.
+
+    Parameters
+    ----------
+    values : array_like of float, shape (L,)
+        The distinct values, strictly increasing (a histogram's occupied bins).
+    weights : array_like, shape (L,)
+        Non-negative weights of the values: pixel counts (integers: the sums are
+        then exact) or sample weights.  Values of weight zero are ignored.
+    k : int
+        Number of centres, fixed ones included.
+    fixed : array_like of float, optional
+        Values that must be centres (fixed palette colours).  Each is a centre
+        whatever it costs; the other ``k - len(fixed)`` centres are placed
+        optimally around them.
+    integer_centres : bool
+        Minimise over integer centres (the palette of an integer image): not
+        the rounded real optimum, which can be up to ~1 % worse.
+    method : {"auto", "full", "dc"}
+        ``"full"``: the O(k L^2) programme; ``"dc"``: divide and conquer,
+        O(k L log L); ``"auto"``: full up to ``FULL_MAX_LEVELS`` values.  Both
+        are exact.
+
+    Returns
+    -------
+    Exact1D
+        Centres, classes, thresholds and the optimal cost.
+
+    Notes
+    -----
+    The result is the global optimum (up to float rounding of the total, and
+    exactly in the run costs for integer data), not a local one: the
+    programme looks at every partition of the sorted values into contiguous
+    runs, and an optimal clustering is one (Wang & Song 2011).
+
+    References
+    ----------
+    .. [1] H. Wang and M. Song, "Ckmeans.1d.dp: Optimal k-means clustering in
+       one dimension by dynamic programming", The R Journal 3(2):29-33, 2011.
+    .. [2] A. Grønlund, K. G. Larsen, A. Mathiasen, J. S. Nielsen, S. Schneider
+       and M. Song, "Fast exact k-means, k-medians and Bregman divergence
+       clustering in 1D", arXiv:1701.07204, 2017.
+    """
+    values, weights, k, fixed = _check(values, weights, k, fixed)
+    if method not in ("auto", "full", "dc"):
+        raise ValueError(f"method must be 'auto', 'full' or 'dc', got {method!r}")
+    if integer_centres and not _is_integral(fixed):
+        raise ValueError("fixed values must be integers when integer_centres is set")
+    n_levels = values.size
+    n_fixed = fixed.size
+    if n_levels == 0:
+        if n_fixed == 0:
+            raise ValueError("no values of positive weight")
+        return Exact1D(
+            fixed,
+            np.ones(n_fixed, bool),
+            np.zeros(0, np.intp),
+            _thresholds([], fixed.size, values),
+            0.0,
+        )
+    n_free = min(k - n_fixed, n_levels)
+    full = method == "full" or (method == "auto" and n_levels <= FULL_MAX_LEVELS)
+    layer = _free_layer_full if full else _free_layer_dc
+    mode, shift, isums, hi, lo = _sums(values, weights, integer_centres)
+    weights_f = weights.astype(np.float64)
+
+    size = n_levels + 1
+    arg = np.full((n_free + 1, n_fixed + 1, size), -1, np.int32)
+    kind = np.zeros((n_free + 1, n_fixed + 1, size), np.int8)
+    previous = None
+    for q in range(n_free + 1):
+        current = np.full((n_fixed + 1, size), np.inf)
+        # Runs still to come need one value each: j <= L - (n_free - q).
+        j_high = n_levels - (n_free - q)
+        for f in range(n_fixed + 1):
+            if q == 0 and f == 0:
+                current[0, 0] = 0.0
+                continue
+            if q > 0:
+                layer(previous[f], current[f], arg[q, f], isums, hi, lo, mode, q, j_high)
+                # j outside [q, j_high] is never read: keep it unreachable.
+                current[f, j_high + 1 :] = np.inf
+            if f > 0:
+                _fixed_layer(
+                    current[f - 1],
+                    current[f],
+                    arg[q, f],
+                    kind[q, f],
+                    values,
+                    weights_f,
+                    fixed[f - 1],
+                )
+        previous = current
+
+    # Walk the choices back from (all runs, all values).
+    runs = []
+    q, f, j = n_free, n_fixed, n_levels
+    cost = float(previous[n_fixed, n_levels])
+    while q > 0 or f > 0:
+        i = int(arg[q, f, j])
+        if kind[q, f, j] == _FIXED:
+            runs.append((i, j, float(fixed[f - 1])))
+            f -= 1
+        else:
+            runs.append((i, j, None))
+            q -= 1
+        j = i
+    runs.reverse()
+    centres = np.empty(len(runs))
+    for index, (i, j, value) in enumerate(runs):
+        if value is None:
+            exact = None
+            if mode in (_INT_REAL, _INT_INT):
+                exact = (isums[1, j] - isums[1, i], isums[0, j] - isums[0, i], shift)
+            value = _centre(values[i:j], weights[i:j], integer_centres, exact)
+        centres[index] = value
+    # An empty fixed run costs nothing wherever the programme put it: list the
+    # classes in increasing order of centre (the runs that hold values already
+    # are; a stable sort keeps them so).
+    order = np.argsort(centres, kind="stable")
+    runs = [runs[index] for index in order]
+    labels = np.empty(n_levels, np.intp)
+    for index, (i, j, _) in enumerate(runs):
+        labels[i:j] = index
+    is_fixed = np.array([value is not None for _, _, value in runs], bool)
+    return Exact1D(centres[order], is_fixed, labels, _thresholds(runs, len(runs), values), cost)
+
+
+def _thresholds(runs, n, values):
+    """The largest value of classes 0 .. i, for i < n - 1 (-inf before any value)."""
+    out = np.full(max(n - 1, 0), -np.inf)
+    last = -np.inf
+    for index, (i, j, _) in enumerate(runs[:-1]):
+        if j > i:
+            last = values[j - 1]
+        out[index] = last
+    return out

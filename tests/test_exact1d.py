@@ -1,0 +1,210 @@
+"""The exact 1-D k-means (_exact1d.py): global optimum, thresholds, exact sums."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from skimage import data
+from skimage.filters import threshold_multiotsu
+
+from napari_kmeans_filter._exact1d import fit
+
+
+def _exhaustive(values, weights, k, fixed=(), integer=False):
+    """Minimum over every labelling of the values (not only contiguous runs)."""
+    fixed = list(fixed)
+    n_free = k - len(fixed)
+    best = np.inf
+    for labels in itertools.product(range(k), repeat=len(values)):
+        labels = np.array(labels)
+        cost = 0.0
+        for label in range(k):
+            member = labels == label
+            if not member.any():
+                continue
+            x, w = values[member], weights[member]
+            if label < n_free:
+                centre = np.average(x, weights=w)
+                if integer:
+                    centre = np.floor(centre + 0.5)  # either neighbour of a tie costs the same
+            else:
+                centre = fixed[label - n_free]
+            cost += float(np.sum(w * (x - centre) ** 2))
+        best = min(best, cost)
+    return best
+
+
+def _histogram(rng, n_levels, float_weights):
+    values = np.sort(rng.choice(40, n_levels, replace=False)).astype(np.float64)
+    weights = rng.integers(1, 30, n_levels)
+    if float_weights:
+        weights = weights * rng.uniform(0.1, 3.0, n_levels)
+    return values, weights
+
+
+def _cost_of(result, values, weights):
+    return float(np.sum(weights * (values - result.centres[result.labels]) ** 2))
+
+
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("method", ["full", "dc"])
+def test_equals_exhaustive_search(integer, method):
+    """On small random histograms the programme's cost is the minimum over all
+    k^L labellings, for real and integer centres, both programmes, with and
+    without fixed values (one or two, possibly outside the data)."""
+    rng = np.random.default_rng(7 + integer)
+    for trial in range(60):
+        n_levels = int(rng.integers(1, 7))
+        values, weights = _histogram(rng, n_levels, float_weights=trial % 3 == 0)
+        k = int(rng.integers(1, 5))
+        n_fixed = int(rng.integers(0, min(k, 2) + 1)) if trial % 2 else 0
+        fixed = np.sort(rng.choice(np.arange(-5, 46), n_fixed, replace=False)).astype(float)
+        result = fit(values, weights, k, fixed=fixed, integer_centres=integer, method=method)
+        expected = _exhaustive(values, weights, min(k, n_levels + n_fixed), fixed, integer)
+        assert result.cost == pytest.approx(expected, rel=1e-12, abs=1e-9)
+        assert _cost_of(result, values, weights) == pytest.approx(expected, rel=1e-12, abs=1e-9)
+        assert set(fixed) <= set(result.centres[result.fixed])
+        if integer:
+            assert np.all(result.centres == np.round(result.centres))
+
+
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("float_weights", [False, True])
+def test_divide_and_conquer_equals_the_full_programme(integer, float_weights):
+    """The monotone-argmin speed-up is exact for real and integer centres (the
+    integer cost satisfies the quadrangle inequality too; see the module notes)."""
+    rng = np.random.default_rng(3)
+    for n_levels, k in [(300, 2), (300, 7), (600, 40), (200, 150)]:
+        values = np.sort(rng.choice(5000, n_levels, replace=False)).astype(np.float64)
+        weights = rng.integers(1, 1000, n_levels) ** 2
+        if float_weights:
+            weights = weights * rng.uniform(0.5, 2.0, n_levels)
+        full = fit(values, weights, k, integer_centres=integer, method="full")
+        fast = fit(values, weights, k, integer_centres=integer, method="dc")
+        assert fast.cost == pytest.approx(full.cost, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["camera", "moon", "coins"])
+@pytest.mark.parametrize("classes", [2, 3, 4, 5])
+def test_thresholds_equal_threshold_multiotsu(name, classes):
+    """Multi-Otsu maximises the between-class variance of the 256-bin histogram,
+    i.e. minimises the within-class squared error with real centres: same classes,
+    same thresholds (the last value of each lower class)."""
+    image = getattr(data, name)()
+    values, counts = np.unique(image, return_counts=True)
+    result = fit(values, counts, classes)
+    np.testing.assert_array_equal(result.thresholds, threshold_multiotsu(image, classes))
+
+
+def test_thresholds_classify_ties_to_the_lower_class():
+    rng = np.random.default_rng(0)
+    values, weights = _histogram(rng, 30, float_weights=False)
+    result = fit(values, weights, 5, fixed=[100.0])  # the fixed class is empty, last
+    np.testing.assert_array_equal(
+        np.searchsorted(result.thresholds, values, side="left"), result.labels
+    )
+    assert result.thresholds[-1] == values[-1]
+
+
+def _lloyd(values, weights, centres, integer, n_iter=100):
+    for _ in range(n_iter):
+        labels = np.argmin(np.abs(values[:, None] - centres[None, :]), axis=1)
+        new = centres.copy()
+        for label in range(len(centres)):
+            member = labels == label
+            if member.any():
+                new[label] = np.average(values[member], weights=weights[member])
+        if integer:
+            new = np.floor(new + 0.5)
+        if np.array_equal(new, centres):
+            break
+        centres = new
+    labels = np.argmin(np.abs(values[:, None] - centres[None, :]), axis=1)
+    return float(np.sum(weights * (values - centres[labels]) ** 2))
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_never_above_lloyd_from_any_start(integer):
+    """Lloyd from random starts (and from the optimum's own centres) never ends
+    below the programme's cost."""
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        values = np.sort(rng.choice(256, 120, replace=False)).astype(np.float64)
+        weights = rng.integers(1, 500, 120)
+        k = int(rng.integers(2, 12))
+        result = fit(values, weights, k, integer_centres=integer)
+        for _ in range(10):
+            start = np.sort(rng.choice(values, k, replace=False))
+            assert _lloyd(values, weights, start, integer) >= result.cost * (1 - 1e-12)
+        assert _lloyd(values, weights, result.centres, integer) == pytest.approx(
+            result.cost, rel=1e-12
+        )
+
+
+def test_integer_optimum_can_differ_from_the_rounded_real_one():
+    """Rounding the real-valued optimum's centres is not the integer optimum."""
+    rng = np.random.default_rng(5)
+    found = 0
+    for _ in range(200):
+        values, weights = _histogram(rng, 12, float_weights=False)
+        real = fit(values, weights, 4)
+        integer = fit(values, weights, 4, integer_centres=True)
+        assert integer.cost >= real.cost
+        rounded = np.rint(real.centres)
+        labels = np.argmin(np.abs(values[:, None] - rounded[None, :]), axis=1)
+        rounded_cost = float(np.sum(weights * (values - rounded[labels]) ** 2))
+        assert integer.cost <= rounded_cost
+        found += integer.cost < rounded_cost
+    assert found > 0
+
+
+def test_sums_are_exact_on_12_megapixels_of_uint16():
+    """Sum of x^2 over 12 MP of bright uint16 is ~5e16 > 2^53: the costs must still
+    be exact (integer centres: an integer; k=1 real: S2 - S1^2/W to the last bit)."""
+    rng = np.random.default_rng(0)
+    values = np.arange(60000, 65536, dtype=np.float64)
+    counts = rng.multinomial(12_000_000, np.full(values.size, 1 / values.size))
+    keep = counts > 0
+    values, counts = values[keep], counts[keep]
+    x = [int(v) for v in values]
+    w = [int(c) for c in counts]
+
+    one = fit(values, counts, 1)
+    s1 = sum(a * b for a, b in zip(w, x, strict=True))
+    s2 = sum(b * a * a for a, b in zip(x, w, strict=True))
+    assert s2 > 2**53  # float64 prefix sums would round here
+    exact = Fraction(s2) - Fraction(s1 * s1, sum(w))
+    assert one.cost == float(exact)
+
+    result = fit(values, counts, 6, integer_centres=True)
+    centres = [int(c) for c in result.centres]
+    cost = sum(
+        b * (a - centres[label]) ** 2 for a, b, label in zip(x, w, result.labels, strict=True)
+    )
+    assert result.cost == float(cost)
+    assert result.cost == fit(values, counts, 6, integer_centres=True, method="full").cost
+
+
+def test_more_centres_than_values_and_zero_weights():
+    values = np.array([1.0, 2.0, 5.0])
+    result = fit(values, [3, 0, 2], 4)
+    np.testing.assert_array_equal(result.centres, [1.0, 5.0])  # weight 0 is no value
+    assert result.cost == 0.0
+
+
+@pytest.mark.parametrize(
+    ("values", "weights", "k", "message"),
+    [
+        ([2.0, 1.0], [1, 1], 2, "sorted"),
+        ([1.0, np.nan], [1, 1], 2, "finite"),
+        ([1.0, 2.0], [1, -1], 2, "non-negative"),
+        ([1.0, 2.0], [1, 1], 0, "positive integer"),
+        ([1.0, 2.0], [1], 2, "same length"),
+    ],
+)
+def test_bad_input_is_refused(values, weights, k, message):
+    with pytest.raises(ValueError, match=message):
+        fit(values, weights, k)
