@@ -1,0 +1,417 @@
+"""The scikit-learn estimator over the quantisation engine: :class:`KMeansQuantizer`.
+
+A drop-in for ``sklearn.cluster.KMeans`` (and ``dask_ml.cluster.KMeans``) in
+code that treats every pixel as a sample: ``X`` is scikit-learn's
+``(n_samples, n_features)``, each row one pixel of ``n_features`` channels,
+and the fit is the one :func:`~napari_kmeans_filter.quantize` runs (the rows
+are handed to it as an ``(n_samples, 1, n_features)`` image with
+``channel_axis=-1``, no alpha).  Parameters are validated by scikit-learn from
+constraints converted from the project's declared contract
+(:mod:`._contract`), so the estimator accepts exactly what the functions do.
+
+This module imports scikit-learn; ``import napari_kmeans_filter`` does not
+import it (the package loads this module on first access to the class).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from . import _contract
+from ._colorspace import rgb_unit_scale, to_fit_space
+from ._quantize import quantize
+
+# Rows whose distances to every centre are held at once (rows x k x features
+# float64: ~32 MB at k = 256, 16 features).
+_CHUNK_VALUES = 2**22
+
+
+def _to_sklearn(constraint: _contract.Constraint):
+    """One contract constraint as scikit-learn's ``_param_validation`` understands it."""
+    if isinstance(constraint, _contract.Interval):
+        kind = numbers.Integral if constraint.kind == "int" else numbers.Real
+        # scikit-learn wants a missing bound's side open ("both" with no high is "left").
+        left = constraint.low is not None and constraint.closed in ("both", "left")
+        right = constraint.high is not None and constraint.closed in ("both", "right")
+        closed = {(1, 1): "both", (1, 0): "left", (0, 1): "right", (0, 0): "neither"}[left, right]
+        return Interval(kind, constraint.low, constraint.high, closed=closed)
+    if isinstance(constraint, _contract.Options):
+        return StrOptions(set(constraint.values))
+    if isinstance(constraint, _contract.NoneValue):
+        return None
+    if isinstance(constraint, _contract.Boolean):
+        return "boolean"
+    if isinstance(constraint, _contract.ArrayLike):
+        return "array-like"
+    if isinstance(constraint, _contract.RandomStates):
+        return np.random.RandomState  # a type: scikit-learn checks isinstance
+    if isinstance(constraint, _contract.CallableValue):
+        return callable
+    raise TypeError(f"no scikit-learn equivalent for {constraint!r}")
+
+
+def _constraints(name: str, *, without=()) -> list:
+    converted = []
+    for constraint in _contract.parameter(name).constraints:
+        if isinstance(constraint, _contract.Options):
+            values = tuple(v for v in constraint.values if v not in without)
+            if not values:
+                continue
+            constraint = _contract.Options(values)
+        converted.append(_to_sklearn(constraint))
+        if isinstance(constraint, _contract.RandomStates):
+            converted.append(np.random.Generator)
+    return converted
+
+
+def _is_dask(array) -> bool:
+    return type(array).__module__.split(".")[0] == "dask"
+
+
+class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
+    """K-means clustering of pixels (or any rows) by the colour-quantisation engine.
+
+    Same interface as :class:`sklearn.cluster.KMeans`: ``fit``, ``predict``,
+    ``fit_predict``, ``transform`` (distances to the centres), ``score``
+    (negative inertia), and the fitted ``cluster_centers_``, ``labels_``,
+    ``inertia_``, ``n_iter_``, ``n_features_in_``.  The fit is the one of
+    :func:`~napari_kmeans_filter.quantize` on the same data and seed: a
+    weighted k-means on the distinct rows (weighted by how often each occurs),
+    seeded by k-means++ and refined by Lloyd iterations and centre swaps.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters, 1 to 4096 (the engine's limit).
+    color_space : {"rgb", "lab", "oklab"}, default="rgb"
+        Where distances are measured.  ``"rgb"``: in ``X``'s own units (plain
+        k-means).  ``"lab"``/``"oklab"``: ``X`` must be RGB (3 features) in
+        ``[0, 1]`` for floats or the full range of an integer dtype; centres
+        are still reported in ``X``'s units, while ``transform``, ``score`` and
+        ``inertia_`` measure in the perceptual space.
+    speed : int, default=4
+        1 (most thorough) to 10 (fastest), pngquant's convention: how many
+        starts, swaps and refinement iterations the engine spends.
+    random_state : int, RandomState, Generator or None, default=None
+        Seed of the k-means++ starts (None: fresh randomness, as scikit-learn).
+    init : "k-means++" or array of shape (n_clusters, n_features), default="k-means++"
+        How the fit starts.
+    max_iter : int, default=300
+        Most Lloyd iterations per start.
+    tol : float, default=1e-4
+        Lloyd stops when the centres move less than ``tol`` times the data's
+        mean variance (scikit-learn's definition).
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+        The centres, float (float32 for float32 ``X``).  With fewer distinct
+        rows than clusters, the last ones repeat earlier centres and a
+        :class:`~sklearn.exceptions.ConvergenceWarning` says so (as
+        scikit-learn's ``KMeans``).
+    labels_ : ndarray (dask array for dask input) of shape (n_samples,)
+        Index of the nearest centre of each training row (= ``predict(X)``;
+        ties go to the lower index).
+    inertia_ : float
+        Sum of the (sample-weighted) squared distances to the nearest centre.
+    n_iter_ : int
+        Lloyd iterations the engine ran, over all its starts.
+    n_features_in_ : int
+        Number of features (channels) seen in ``fit``, at most 16.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` had them.
+
+    Notes
+    -----
+    ``X`` is converted to float64 (float32 stays float32) before the fit, so
+    centres are the real-valued means as in scikit-learn; an integer image's
+    palette (centres rounded to its dtype) is what
+    :func:`~napari_kmeans_filter.fit_palette` returns.
+
+    Dask arrays are accepted like ``dask_ml.cluster.KMeans``: the engine counts
+    the distinct rows per chunk, ``labels_``, ``predict`` and ``transform``
+    stay lazy, ``inertia_`` and ``score`` are computed.
+
+    Examples
+    --------
+    >>> from skimage import data
+    >>> from napari_kmeans_filter import KMeansQuantizer
+    >>> image = data.chelsea()
+    >>> pixels = image.reshape(-1, 3)
+    >>> km = KMeansQuantizer(n_clusters=5, random_state=0).fit(pixels)
+    >>> km.cluster_centers_[km.labels_].reshape(image.shape).shape
+    (300, 451, 3)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "n_clusters": _constraints("n_colors", without=("auto",)),
+        "color_space": _constraints("color_space"),
+        "speed": _constraints("speed"),
+        "random_state": _constraints("random_state"),
+        "init": _constraints("init"),
+        "max_iter": _constraints("max_iter"),
+        "tol": _constraints("tol"),
+    }
+
+    def __init__(
+        self,
+        n_clusters=8,
+        *,
+        color_space="rgb",
+        speed=4,
+        random_state=None,
+        init="k-means++",
+        max_iter=300,
+        tol=1e-4,
+    ):
+        self.n_clusters = n_clusters
+        self.color_space = color_space
+        self.speed = speed
+        self.random_state = random_state
+        self.init = init
+        self.max_iter = max_iter
+        self.tol = tol
+
+    # ------------------------------------------------------------------ fit
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None):
+        """Cluster the rows of ``X``.
+
+        Parameters
+        ----------
+        X : array-like or dask array of shape (n_samples, n_features)
+            Rows to cluster (pixels: one feature per channel), at most 16
+            features.
+        y : None
+            Ignored.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each row (default 1).
+
+        Returns
+        -------
+        self : KMeansQuantizer
+        """
+        weighted = sample_weight is not None
+        if _is_dask(X):
+            dtype_in = X.dtype
+            X, sample_weight = self._check_dask(X, sample_weight)
+        else:
+            dtype_in = getattr(X, "dtype", None)
+            X = validate_data(self, X, dtype=[np.float64, np.float32], order="C")
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        self._check_shape(X)
+        # The fit space's units: lab/oklab read RGB in [0, scale], the full range of an
+        # integer dtype (a float X is in [0, 1]); X itself is float from here on.
+        self._scale = 1.0
+        if self.color_space.lower() != "rgb":
+            integral = isinstance(dtype_in, np.dtype) and dtype_in.kind in "ui"
+            self._scale = rgb_unit_scale(dtype_in if integral else np.float64)
+        init = self.init
+        if not isinstance(init, str):
+            init = np.asarray(init, dtype=np.float64) / self._scale
+        fitted = X / self._scale if self._scale != 1.0 else X
+        weight = sample_weight if weighted else None
+        if weighted and not _is_dask(X):
+            # Rows of weight 0 take no part in the fit: the fit equals the one
+            # without them (scikit-learn's sample-weight contract).
+            keep = sample_weight > 0
+            if not keep.all():
+                fitted, weight = fitted[keep], sample_weight[keep]
+            if np.all(weight == 1.0):
+                weight = None
+        result = quantize(
+            fitted[:, None, :],
+            self.n_clusters,
+            channel_axis=-1,
+            alpha=False,
+            color_space=self.color_space,
+            speed=self.speed,
+            sample_weight=None if weight is None else weight[:, None],
+            init=init,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            random_state=self.random_state,
+        )
+        centres = np.asarray(result.palette.colors, dtype=np.float64) * self._scale
+        n_found = len(centres)
+        if n_found < self.n_clusters:
+            warnings.warn(
+                f"Number of distinct clusters ({n_found}) found smaller than "
+                f"n_clusters ({self.n_clusters}). Possibly due to duplicate points in X.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+            # As scikit-learn's KMeans: n_clusters centres, some of them duplicates.
+            centres = centres[np.arange(self.n_clusters) % n_found]
+        self.cluster_centers_ = centres.astype(self._float_dtype(X))
+        self.n_iter_ = int(result.n_iter)
+        labels, distances = self._nearest(X)
+        self.labels_ = labels
+        self.inertia_ = float(self._weighted_sum(distances, sample_weight))
+        return self
+
+    def _check_shape(self, X) -> None:
+        n_samples, n_features = X.shape
+        if n_features > _contract.MAX_CHANNELS:
+            raise ValueError(
+                f"{type(self).__name__} clusters at most {_contract.MAX_CHANNELS} features "
+                f"(the engine's channel limit); X has {n_features}."
+            )
+        if n_samples < self.n_clusters:
+            raise ValueError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}.")
+        if not isinstance(self.init, str):
+            init = np.asarray(self.init)
+            if init.shape != (self.n_clusters, n_features):
+                raise ValueError(
+                    f"The shape of the initial centers {init.shape} does not match the number of "
+                    f"clusters {self.n_clusters} and features {n_features}."
+                )
+
+    def _check_dask(self, X, sample_weight):
+        """Validate a dask ``X`` without computing it (shape, dtype, features)."""
+        import dask.array as da
+
+        if X.ndim != 2:
+            raise ValueError(f"Expected a 2-D dask array (n_samples, n_features), got {X.ndim}-D.")
+        if X.dtype.kind not in "uif":
+            raise ValueError(f"X must hold integers or floats, not {X.dtype}.")
+        if np.isnan(X.shape[0]):
+            X = X.compute_chunk_sizes()
+        if X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(
+                f"Found array with shape {X.shape}: at least 1 sample and feature are required."
+            )
+        self.n_features_in_ = int(X.shape[1])
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        # Rows as features: one chunk along the features (the engine reads a pixel whole).
+        X = X.rechunk({1: -1}).astype(np.float32 if X.dtype == np.float32 else np.float64)
+        if sample_weight is None:
+            sample_weight = da.ones(X.shape[0], chunks=(X.chunks[0],))
+        else:
+            sample_weight = da.asarray(sample_weight).astype(np.float64)
+            if sample_weight.shape != (X.shape[0],):
+                raise ValueError(
+                    f"sample_weight.shape == {sample_weight.shape}, expected {(X.shape[0],)}!"
+                )
+            sample_weight = sample_weight.rechunk((X.chunks[0],))
+        return X, sample_weight
+
+    # -------------------------------------------------------------- predict
+
+    def _float_dtype(self, X):
+        return np.float32 if X.dtype == np.float32 else np.float64
+
+    def _validated(self, X):
+        check_is_fitted(self)
+        if _is_dask(X):
+            if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[-1]} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input."
+                )
+            return X.rechunk({1: -1}).astype(np.float32 if X.dtype == np.float32 else np.float64)
+        return validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=False)
+
+    def _fit_space(self, values):
+        if self._scale == 1.0 and self.color_space.lower() == "rgb":
+            return np.asarray(values, dtype=np.float64)
+        return to_fit_space(
+            np.asarray(values, np.float64) / self._scale, self.color_space.lower(), np.float64
+        )
+
+    def _block_distances(self, block):
+        """Squared distances of a block of rows to every centre, in the fit space."""
+        points = self._fit_space(block)
+        centres = self._fit_space(self.cluster_centers_)
+        out = np.empty((len(points), len(centres)))
+        step = max(1, _CHUNK_VALUES // max(1, centres.size))
+        for start in range(0, len(points), step):
+            # Differences, not |x|^2 - 2 x.c + |c|^2: no cancellation, and a row's
+            # result does not depend on the rows around it.
+            diff = points[start : start + step, None, :] - centres[None, :, :]
+            np.einsum("ijk,ijk->ij", diff, diff, out=out[start : start + step])
+        return out
+
+    def _distances(self, X):
+        if _is_dask(X):
+            k = len(self.cluster_centers_)
+            return X.map_blocks(self._block_distances, chunks=(X.chunks[0], (k,)), dtype=np.float64)
+        return self._block_distances(X)
+
+    def _nearest(self, X):
+        distances = self._distances(X)
+        return distances.argmin(axis=1), distances.min(axis=1)
+
+    @staticmethod
+    def _weighted_sum(values, sample_weight):
+        total = (values * sample_weight).sum()
+        return total.compute() if _is_dask(total) else total
+
+    def predict(self, X):
+        """Index of the nearest centre of each row (ties: the lower index).
+
+        Parameters
+        ----------
+        X : array-like or dask array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray (dask array for dask input) of shape (n_samples,)
+        """
+        return self._nearest(self._validated(X))[0]
+
+    def transform(self, X):
+        """Distances of every row to every centre (in the fit space).
+
+        Parameters
+        ----------
+        X : array-like or dask array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        distances : ndarray (dask array for dask input) of shape (n_samples, n_clusters)
+        """
+        X = self._validated(X)
+        return np.sqrt(self._distances(X)).astype(self._float_dtype(X), copy=False)
+
+    def score(self, X, y=None, sample_weight=None):
+        """Opposite of the (sample-weighted) sum of squared distances to the nearest centre.
+
+        Parameters
+        ----------
+        X : array-like or dask array of shape (n_samples, n_features)
+        y : None
+            Ignored.
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        score : float
+        """
+        X = self._validated(X)
+        if _is_dask(X):
+            import dask.array as da
+
+            weight = (
+                da.ones(X.shape[0], chunks=(X.chunks[0],))
+                if sample_weight is None
+                else sample_weight
+            )
+        else:
+            weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        return -float(self._weighted_sum(self._nearest(X)[1], weight))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
