@@ -11,6 +11,12 @@ write.  For each one:
   can hold them;
 * with small k it returns at most k visible colours.
 
+The families of issue 17 are cases of the same suite: every PGM/PPM/PAM depth (plain and
+raw, 1 to 16 bits, with alpha, several images in one file), JPEG 2000 up to 16 bits, TIFF
+``planarconfig`` x photometric x every dtype the writer tags, pages written one at a time
+and as one series, reduced-resolution and thumbnail pages (left out, with a note), ICC
+profiles in PNG, JPEG, TIFF and WebP (kept where they describe the pixels read).
+
 Then one test per row of the table of issue 9, with the value a user expects.
 """
 
@@ -53,6 +59,8 @@ class Case:
     alpha: bool = False  # the last channel is alpha
     frames: int = 1
     tolerance: int = 0  # for oracles that round differently from the library (YCbCr, Lab)
+    icc: bytes | None = None  # the ICC profile the reader must report
+    note: str | None = None  # a word the reader's notes must hold
 
 
 def pattern(n_colours: int, shape=(HEIGHT, WIDTH)) -> np.ndarray:
@@ -292,7 +300,8 @@ def build_cases(folder: Path) -> dict[str, Case]:
     tiff("rgb-striped", np.tile(rgb, (6, 1, 1)), rowsperstrip=2, photometric="rgb")
     for compression in ("zlib", "lzw", "zstd", "packbits", "lzma", "deflate"):
         tiff(f"rgb-{compression}", rgb, photometric="rgb", compression=compression)
-    tiff("rgb-planar", np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
+    # Planar RGB is an RGB picture (as Pillow and viewers show it): samples come last.
+    tiff("rgb-planar", np.moveaxis(rgb, -1, 0), rgb, photometric="rgb", planarconfig="separate")
     tiff("rgba-u8", rgba, alpha_=True, photometric="rgb", extrasamples=["unassalpha"])
     tiff("rgba-u16", rgba16, alpha_=True, photometric="rgb", extrasamples=["unassalpha"])
     tiff("grey-alpha", la, alpha_=True, photometric="minisblack", extrasamples=["unassalpha"])
@@ -324,7 +333,249 @@ def build_cases(folder: Path) -> dict[str, Case]:
     path = folder / "ycbcr_jpeg.tif"
     tifffile.imwrite(path, np.tile(rgb, (2, 2, 1)), photometric="rgb", compression="jpeg")
     add("tiff-ycbcr-jpeg", path, tifffile.imread(path))
+
+    add_netpbm_cases(folder, add, index)
+    add_jpeg2000_cases(folder, add, index)
+    add_tiff_layout_cases(folder, add, index)
+    add_tiff_page_cases(folder, add, index)
+    add_icc_cases(folder, add, index)
     return cases
+
+
+# --- issue 17's families ---------------------------------------------------------------
+
+
+def netpbm_bytes(magic: str, samples: np.ndarray, maxval: int, tupltype: str = "") -> bytes:
+    """A netpbm image written by hand from the spec (netpbm.sourceforge.net/doc)."""
+    height, width = samples.shape[:2]
+    depth = 1 if samples.ndim == 2 else samples.shape[2]
+    if magic == "P7":
+        header = (
+            f"P7\nWIDTH {width}\nHEIGHT {height}\nDEPTH {depth}\nMAXVAL {maxval}\n"
+            f"# a comment\nTUPLTYPE {tupltype}\nENDHDR\n"
+        )
+    else:
+        header = f"{magic}\n# a comment\n{width} {height}\n{maxval}\n"
+    if magic in ("P2", "P3"):
+        rows = [" ".join(map(str, row.ravel())) for row in samples]
+        return header.encode() + "\n".join(rows).encode() + b"\n"
+    dtype = ">u1" if maxval < 256 else ">u2"
+    return header.encode() + samples.astype(dtype).tobytes()
+
+
+def scaled(samples: np.ndarray, maxval: int) -> np.ndarray:
+    """What a netpbm sample shows as: the full range of uint8 or uint16 (Pillow's rule)."""
+    top = 255 if maxval < 256 else 65535
+    values = samples.astype(np.int64) * top // maxval
+    return values.astype(np.uint8 if top == 255 else np.uint16)
+
+
+def add_netpbm_cases(folder: Path, add, index: np.ndarray) -> None:
+    """Every PGM/PPM/PAM depth: maxval 1, 15, 255 (one byte), 1023, 65535 (two), plain
+    and raw, grey, RGB, with alpha; several images in one file are frames."""
+    for maxval in (1, 15, 255, 1023, 65535):
+        levels = np.linspace(0, maxval, 5).round().astype(np.int64)
+        grey = levels[index]
+        rgb = np.dstack([grey, levels[::-1][index], levels[(index + 2) % 5]])
+        for magic, samples in (("P2", grey), ("P5", grey), ("P3", rgb), ("P6", rgb)):
+            path = folder / f"maxval{maxval}.{magic}.{'pgm' if samples.ndim == 2 else 'ppm'}"
+            path.write_bytes(netpbm_bytes(magic, samples, maxval))
+            add(f"netpbm-{magic}-maxval{maxval}", path, scaled(samples, maxval))
+        alpha = np.where(index == 1, 0, maxval)
+        for tupltype, samples in (
+            ("GRAYSCALE", grey),
+            ("GRAYSCALE_ALPHA", np.dstack([grey, alpha])),
+            ("RGB", rgb),
+            ("RGB_ALPHA", np.dstack([rgb, alpha])),
+        ):
+            path = folder / f"maxval{maxval}_{tupltype}.pam"
+            path.write_bytes(netpbm_bytes("P7", samples, maxval, tupltype))
+            has_alpha = tupltype.endswith("ALPHA")
+            add(f"pam-{tupltype}-maxval{maxval}", path, scaled(samples, maxval), alpha=has_alpha)
+    bits = (index % 2).astype(np.int64)
+    path = folder / "blackandwhite.pam"
+    path.write_bytes(netpbm_bytes("P7", bits, 1, "BLACKANDWHITE"))
+    add("pam-BLACKANDWHITE", path, (bits * 255).astype(np.uint8))
+    # PBM (1 = black), read by Pillow.
+    path = folder / "bits.pbm"
+    Image.fromarray(bits.astype(bool)).save(path)
+    add("pbm-P4", path, (bits * 255).astype(np.uint8))
+    # Several images one after another (netpbm's streams): frames.
+    rgb16 = np.dstack([index * 13107, (4 - index) * 13107, index * 1000]).astype(np.int64)
+    for magic, suffix in (("P6", "ppm"), ("P7", "pam")):
+        images = [rgb16, rgb16[::-1], rgb16[:, ::-1]]
+        path = folder / f"three.{suffix}"
+        path.write_bytes(b"".join(netpbm_bytes(magic, one, 65535, "RGB") for one in images))
+        add(f"netpbm-{magic}-3-images", path, np.stack(images).astype(np.uint16), frames=3)
+
+
+def add_jpeg2000_cases(folder: Path, add, index: np.ndarray) -> None:
+    """Lossless JPEG 2000 (JP2 box file and bare J2K codestream) of 8, 12 and 16 bits."""
+    values16 = np.array([0, 1, 256, 40000, 65535], np.uint16)
+    rgb16 = np.dstack([values16[index], values16[::-1][index], values16[(index + 1) % 5]])
+    alpha16 = np.where(index == 2, 0, 65535).astype(np.uint16)
+    rgb8 = (rgb16 >> 8).astype(np.uint8)
+    rgb12 = rgb16 >> 4
+    for name, data, expected, options in (
+        ("RGB8", rgb8, rgb8, {}),
+        ("RGB16", rgb16, rgb16, {}),
+        ("RGBA16", np.dstack([rgb16, alpha16]), np.dstack([rgb16, alpha16]), {}),
+        ("LA16", np.dstack([rgb16[..., 0], alpha16]), np.dstack([rgb16[..., 0], alpha16]), {}),
+        ("L16", rgb16[..., 0], rgb16[..., 0], {}),
+        # 12 bits read shifted to the full 16-bit range, as Pillow reads 12-bit grey.
+        ("RGB12", rgb12, rgb12 << 4, {"bitspersample": 12}),
+        ("RGB16-j2k", rgb16, rgb16, {"codecformat": "j2k"}),
+    ):
+        suffix = ".j2k" if name.endswith("j2k") else ".jp2"
+        path = folder / f"{name}{suffix}"
+        path.write_bytes(imagecodecs.jpeg2k_encode(np.ascontiguousarray(data), level=0, **options))
+        has_alpha = expected.ndim == 3 and expected.shape[-1] in (2, 4)
+        add(f"jpeg2000-{name}", path, expected, alpha=has_alpha)
+
+
+#: Every dtype the TIFF writer tags as RGB (``_io._tiff_layout``).
+TIFF_DTYPES = "uint8 int8 uint16 int16 uint32 int32 uint64 int64 float16 float32 float64".split()
+
+
+def add_tiff_layout_cases(folder: Path, add, index: np.ndarray) -> None:
+    """planarconfig x photometric x dtype: grey+alpha, RGB and RGBA, contiguous and
+    planar, read with samples last."""
+    for dtype in TIFF_DTYPES:
+        if np.dtype(dtype).kind == "f":
+            levels = np.array([-2.5, 0, 0.25, 1, 3e3]).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            levels = np.array(
+                [info.min, 0 if info.min else 1, 7, info.max - 1, info.max], dtype=dtype
+            )
+        rgb = np.dstack([levels[index], levels[::-1][index], levels[(index + 3) % 5]])
+        top = levels[-1]
+        alpha = np.where(index == 4, 0, top).astype(dtype)
+        layouts = [("rgb", rgb, "rgb", False)]
+        if dtype in ("uint8", "uint16", "float32"):
+            layouts += [
+                ("rgba", np.dstack([rgb, alpha]), "rgb", True),
+                ("grey-alpha", np.dstack([rgb[..., 0], alpha]), "minisblack", True),
+            ]
+        for name, data, photometric, has_alpha in layouts:
+            for planar in ("contig", "separate"):
+                stored = data if planar == "contig" else np.moveaxis(data, -1, 0)
+                path = folder / f"layout-{name}-{dtype}-{planar}.tif"
+                extra = ["unassalpha"] if has_alpha else None
+                tifffile.imwrite(
+                    path,
+                    stored,
+                    photometric=photometric,
+                    planarconfig=planar,
+                    extrasamples=extra,
+                )
+                add(f"tiff-{name}-{dtype}-{planar}", path, data, alpha=has_alpha)
+
+
+def add_tiff_page_cases(folder: Path, add, index: np.ndarray) -> None:
+    """Pages written one at a time, and reduced-resolution pages (previews, thumbnails,
+    pyramid levels) beside the full image."""
+    grey = (index * 60).astype(np.uint8)
+    frames = np.stack([grey, grey[::-1], grey[:, ::-1]])
+    rgb16 = (np.dstack([index, 4 - index, index % 2]) * 16000).astype(np.uint16)
+
+    path = folder / "pages_singly.tif"
+    for frame in frames:
+        tifffile.imwrite(path, frame, append=True)
+    add("tiff-pages-singly", path, frames, frames=3)
+    path = folder / "pages_singly_rgb.tif"
+    for frame in (rgb16, rgb16[::-1]):
+        tifffile.imwrite(path, frame, append=True, photometric="rgb")
+    add("tiff-pages-singly-rgb16", path, np.stack([rgb16, rgb16[::-1]]), frames=2)
+    path = folder / "pages_one_series.tif"
+    tifffile.imwrite(path, frames, photometric="minisblack")
+    add("tiff-pages-one-series", path, frames, frames=3)
+
+    preview = np.zeros((2, 3, 3), np.uint8)
+    for name, pages in (
+        ("preview-after", [(rgb16, 0), (preview, 1)]),
+        ("thumbnail-first", [(preview, 1), (rgb16, 0)]),
+        ("preview-between-pages", [(rgb16, 0), (preview, 1), (rgb16[::-1], 0)]),
+    ):
+        path = folder / f"{name}.tif"
+        with tifffile.TiffWriter(path) as tif:
+            for data, subfiletype in pages:
+                tif.write(data, photometric="rgb", subfiletype=subfiletype, metadata=None)
+        full = [data for data, subfiletype in pages if not subfiletype]
+        expected = full[0] if len(full) == 1 else np.stack(full)
+        add(f"tiff-{name}", path, expected, frames=len(full), note="reduced-resolution")
+    path = folder / "pyramid.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(rgb16, photometric="rgb", subifds=1)
+        tif.write(rgb16[::2, ::2], photometric="rgb", subfiletype=1)
+    add("tiff-pyramid-subifd", path, rgb16, note="reduced-resolution")
+    # A CMYK page (read by Pillow) with an RGB thumbnail.
+    cmyk_colours = np.array(
+        [[255, 0, 0, 0], [0, 255, 0, 0], [0, 0, 0, 255], [0, 0, 255, 0], [0, 0, 0, 0]], np.uint8
+    )
+    cmyk_as_rgb = np.array(
+        [[0, 255, 255], [255, 0, 255], [0, 0, 0], [255, 255, 0], [255, 255, 255]], np.uint8
+    )
+    cmyk = cmyk_colours[index]
+    path = folder / "cmyk_thumbnail.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(cmyk, photometric="separated", metadata=None)
+        tif.write(preview, photometric="rgb", subfiletype=1, metadata=None)
+    add("tiff-pillow-cmyk-thumbnail", path, cmyk_as_rgb[index], note="reduced-resolution")
+
+
+def icc_profile(space: str) -> bytes:
+    from PIL import ImageCms
+
+    profile = ImageCms.createProfile("sRGB") if space == "RGB" else ImageCms.createProfile("LAB")
+    if space == "GRAY":  # Pillow builds no grey profile: the sRGB one, relabelled
+        data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+        data[16:20] = b"GRAY"
+        return bytes(data)
+    return ImageCms.ImageCmsProfile(profile).tobytes()
+
+
+def add_icc_cases(folder: Path, add, index: np.ndarray) -> None:
+    """ICC profiles in PNG (plain, indexed, 16-bit), JPEG, WebP and TIFF."""
+    rgb_profile, grey_profile = icc_profile("RGB"), icc_profile("GRAY")
+    rgb = (np.dstack([index * 60, (4 - index) * 50, index % 3 * 100])).astype(np.uint8)
+    grey = (index * 60).astype(np.uint8)
+    image = Image.fromarray(rgb)
+    for name, saved, options in (
+        ("png-RGB", image, {}),
+        ("png-P", image.quantize(5), {}),
+        ("png-L", Image.fromarray(grey), {"grey": True}),
+        ("webp-RGB", image, {"lossless": True, "exact": True}),
+        ("tiff-pillow-RGB", image, {}),
+    ):
+        is_grey = options.pop("grey", False)
+        profile = grey_profile if is_grey else rgb_profile
+        suffix = {"png": ".png", "webp": ".webp", "tiff": ".tif"}[name.split("-")[0]]
+        path = save_pillow(folder, f"icc_{name}{suffix}", saved, icc_profile=profile, **options)
+        expected = grey if is_grey else np.asarray(saved.convert("RGB"))
+        add(f"icc-{name}", path, expected, icc=profile)
+    path = save_pillow(folder, "icc.jpg", image, icc_profile=rgb_profile, quality=95)
+    with Image.open(path) as stored:
+        decoded = np.asarray(stored.convert("RGB"))
+    add("icc-jpeg", path, decoded, icc=rgb_profile)
+    path = folder / "icc_tifffile.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb", iccprofile=rgb_profile)
+    add("icc-tiff-rgb", path, rgb, icc=rgb_profile)
+    rgb16 = rgb.astype(np.uint16) * 257
+    path = folder / "icc_rgb16.png"
+    png = imagecodecs.png_encode(rgb16)
+    data = b"ICC\x00\x00" + zlib.compress(rgb_profile)
+    end_of_ihdr = 8 + 8 + 13 + 4
+    path.write_bytes(png[:end_of_ihdr] + png_chunk(b"iCCP", data) + png[end_of_ihdr:])
+    add("icc-png-RGB16", path, rgb16, icc=rgb_profile)
+    # A CMYK JPEG's CMYK profile does not describe the RGB read: not kept, with a note.
+    cmyk_profile = bytearray(rgb_profile)
+    cmyk_profile[16:20] = b"CMYK"
+    cmyk = Image.fromarray(np.dstack([rgb, grey]), "CMYK")
+    path = save_pillow(folder, "icc_cmyk.jpg", cmyk, icc_profile=bytes(cmyk_profile), quality=95)
+    with Image.open(path) as stored:
+        decoded = np.asarray(stored.convert("RGB"))
+    add("icc-jpeg-cmyk-not-kept", path, decoded, note="not kept")
 
 
 def jfif_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
@@ -423,6 +674,11 @@ def test_reads_what_a_viewer_shows(cases, name):
     assert bool(source.alpha) == case.alpha
     has_channels = case.expected.ndim == 2 + (case.frames > 1) + 1
     assert (source.channel_axis is not None) == has_channels
+    assert source.icc_profile == case.icc
+    if case.note is None:
+        assert source.notes == []
+    else:
+        assert len(source.notes) == 1 and case.note in source.notes[0], source.notes
     if case.tolerance:
         difference = np.abs(image.astype(np.int64) - case.expected.astype(np.int64))
         assert difference.max() <= case.tolerance
@@ -459,6 +715,11 @@ def test_lossless_round_trip(cases, name, suffix, tmp_path, capsys):
     np.testing.assert_array_equal(visible(written, case.alpha), visible(source, case.alpha))
     if suffix == ".tif":  # alpha is tagged, so a viewer shows it as alpha
         assert bool(open_image(output).alpha) == case.alpha
+        # Three colour channels are tagged RGB whatever the dtype (issue 17, row 5).
+        n_colour = source.shape[-1] - case.alpha if source.ndim == 3 + (case.frames > 1) else 1
+        with tifffile.TiffFile(output) as tif:
+            photometric = tif.pages[0].photometric.name
+        assert photometric == ("RGB" if n_colour == 3 else "MINISBLACK")
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -484,6 +745,11 @@ LAZY_CASES = [
     "tiff-grey-float32-be",
     "tiff-rgb-tiled",
     "tiff-pillow-3-pages",
+    "tiff-pages-singly",
+    "tiff-pages-singly-rgb16",
+    "tiff-preview-between-pages",
+    "tiff-rgba-uint16-separate",
+    "tiff-rgb-float64-separate",
 ]
 
 
