@@ -37,10 +37,138 @@ def real_image(name: str) -> np.ndarray:
         return np.ascontiguousarray(getattr(data, name)())
     if name in ("china", "flower"):
         return _sklearn_image(name)
+    if name == "astronaut-small":  # 0.25 MP: the astronaut halved (area-averaged)
+        return _halved(data.astronaut())
+    if name == "hubble":  # Hubble deep field (0.87 MP): a dark sky with galaxies
+        return np.ascontiguousarray(data.hubble_deep_field())
+    if name == "retina":  # fundus photo halved to 0.5 MP: ~60 % near-black background
+        return _halved(data.retina())
+    if name == "ihc":  # immunohistochemistry (0.26 MP): stained tissue on a light background
+        return np.ascontiguousarray(data.immunohistochemistry())
     raise KeyError(f"unknown image {name!r}")
 
 
+def _halved(img: np.ndarray) -> np.ndarray:
+    """Mean of 2 x 2 blocks, rounded, uint8."""
+    h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
+    blocks = img[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).astype(np.float32).mean(axis=(1, 3))
+    return np.ascontiguousarray(np.rint(blocks).astype(np.uint8))
+
+
 REAL_IMAGES = ("chelsea", "astronaut", "coffee", "china")
+# Small photos for the whole-process command-line comparison (all <= 0.5 MP).
+SMALL_PHOTOS = ("chelsea", "astronaut-small", "coffee", "china", "flower")
+# Images dominated by a dark, mostly empty background or by a few large flat regions
+# (issue 21): the real ones ship with scikit-image; the synthetic ones are made here with a
+# fixed seed (scikit-image's cells3d / kidney need a download, which the benchmark avoids).
+DARK_IMAGES = ("hubble", "retina", "fluo", "nightsky", "flat", "ihc")
+
+
+# --------------------------------------------------------------------------- synthetic
+def _gaussian_spots(shape, ys, xs, amps, sigmas, out):
+    """Add Gaussian spots (amplitude, sigma in px) to the 2-D float array `out` in place."""
+    h, w = shape
+    for y, x, a, s in zip(ys, xs, amps, sigmas, strict=True):
+        r = int(np.ceil(4 * s))
+        y0, y1, x0, x1 = (
+            max(0, int(y) - r),
+            min(h, int(y) + r + 1),
+            max(0, int(x) - r),
+            min(w, int(x) + r + 1),
+        )
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        out[y0:y1, x0:x1] += a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * s * s))
+
+
+def fluorescence(height: int = 512, width: int = 512, seed: int = NOISE_SEED) -> np.ndarray:
+    """Two-channel widefield fluorescence as a viewer composites it: nuclei (blue-magenta,
+    filled blobs) and membranes (green, rings around them) on a black background (~70 % of
+    the pixels within a few DN of black), blurred, with camera noise; uint8 RGB."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    n = 40
+    ys, xs = rng.uniform(20, height - 20, n), rng.uniform(20, width - 20, n)
+    radii = rng.uniform(10, 24, n)
+    yy, xx = np.mgrid[:height, :width]
+    nuclei = np.zeros((height, width), np.float32)
+    membrane = np.zeros((height, width), np.float32)
+    for y, x, r, b in zip(ys, xs, radii, rng.uniform(0.4, 1.0, n), strict=True):
+        d = np.hypot(yy - y, xx - x)
+        nuclei += b * (d < 0.55 * r)
+        membrane += rng.uniform(0.3, 1.0) * np.exp(-((d - r) ** 2) / 4.0)
+    nuclei = ndimage.gaussian_filter(nuclei, 2.0) * 180
+    membrane = ndimage.gaussian_filter(membrane, 1.0) * 150
+    clean = np.zeros((height, width, 3), np.float32)
+    clean[..., 0] = 0.75 * nuclei + 2.0
+    clean[..., 1] = membrane + 3.0
+    clean[..., 2] = nuclei + 4.0
+    return add_camera_noise(clean, seed)
+
+
+def night_sky(height: int = 600, width: int = 800, seed: int = NOISE_SEED) -> np.ndarray:
+    """A night sky: a faint glow rising to the horizon, ~3000 stars (power-law brightness,
+    Gaussian PSFs, colours from red to blue), a dark tree line along the bottom, camera noise;
+    ~95 % of the pixels below 30 DN. uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    yy = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    glow = 6 + 22 * yy**3
+    clean = np.empty((height, width, 3), np.float32)
+    clean[..., 0] = 0.7 * glow
+    clean[..., 1] = 0.8 * glow
+    clean[..., 2] = 1.3 * glow + 3
+    n = 3000
+    ys, xs = rng.uniform(0, height, n), rng.uniform(0, width, n)
+    amps = 400 * rng.pareto(1.6, n).astype(np.float32) + 15
+    sigmas = rng.uniform(0.5, 1.2, n)
+    tint = rng.uniform(-1, 1, n)  # -1 red ... +1 blue
+    for c, gain in enumerate(((1.0, 0.35), (1.0, 0.0), (1.0, -0.35))):
+        plane = np.zeros((height, width), np.float32)
+        _gaussian_spots((height, width), ys, xs, amps * (gain[0] - gain[1] * tint), sigmas, plane)
+        clean[..., c] += plane
+    horizon = height - (40 + 25 * np.sin(np.linspace(0, 9, width)) ** 2).astype(int)
+    ground = np.arange(height)[:, None] >= horizon[None, :]
+    clean[ground] = (2.0, 3.0, 2.5)
+    return add_camera_noise(clean, seed)
+
+
+def flat_regions(height: int = 600, width: int = 800, seed: int = NOISE_SEED) -> np.ndarray:
+    """A few large flat regions, as in a chart, diagram or screenshot: a dark background
+    (~50 % of the pixels), 7 flat-coloured shapes with anti-aliased edges (drawn at 4x and
+    averaged) and a small gradient bar; no noise. uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    s = 4
+    hh, ww = height * s, width * s
+    img = np.empty((hh, ww, 3), np.float32)
+    img[:] = (18, 20, 28)
+    yy, xx = np.ogrid[:hh, :ww]
+    colors = [
+        (230, 60, 50),
+        (40, 160, 90),
+        (250, 200, 40),
+        (60, 90, 200),
+        (240, 240, 235),
+        (150, 80, 170),
+        (90, 200, 220),
+    ]
+    for i, c in enumerate(colors):
+        cy, cx = rng.uniform(0.15, 0.85) * hh, rng.uniform(0.1, 0.9) * ww
+        ry, rx = rng.uniform(0.06, 0.14) * hh, rng.uniform(0.05, 0.12) * ww
+        shape = (
+            ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+            if i % 2
+            else ((np.abs(yy - cy) < ry) & (np.abs(xx - cx) < rx))
+        )
+        img[shape] = c
+    bar = np.linspace(0, 255, ww // 2, dtype=np.float32)
+    img[hh - 30 * s : hh - 10 * s, ww // 4 : ww // 4 + ww // 2] = bar[None, :, None]
+    small = img.reshape(height, s, width, s, 3).mean(axis=(1, 3))
+    return np.clip(np.rint(small), 0, 255).astype(np.uint8)
+
+
+SYNTHETIC = {"fluo": fluorescence, "nightsky": night_sky, "flat": flat_regions}
 
 
 def _mosaic_clean(height: int, width: int) -> np.ndarray:
@@ -99,9 +227,20 @@ def mosaic(megapixels: float = 12.0, cache: bool = True) -> np.ndarray:
 
 
 def get_image(name: str) -> np.ndarray:
-    """'chelsea', 'astronaut', 'coffee', 'china', or 'mosaic<MP>' e.g. 'mosaic12', 'mosaic0.5'."""
+    """'chelsea', 'astronaut', 'coffee', 'china', 'flower', 'astronaut-small', a dark-background
+    image (DARK_IMAGES), or 'mosaic<MP>' e.g. 'mosaic12', 'mosaic0.5'."""
     if name.startswith("mosaic"):
         return mosaic(float(name[len("mosaic") :] or 12))
+    if name in SYNTHETIC:
+        path = DATA_DIR / f"{name}_s{NOISE_SEED}.npy"
+        if path.exists():
+            return np.load(path)
+        img = SYNTHETIC[name]()
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, img)
+        tmp.replace(path)
+        return img
     return real_image(name)
 
 
@@ -121,5 +260,5 @@ def megapixels(name: str) -> float:
     if name.startswith("mosaic"):
         h, w = mosaic_shape(float(name[len("mosaic") :] or 12))
         return h * w / 1e6
-    img = real_image(name)
+    img = get_image(name)
     return img.shape[0] * img.shape[1] / 1e6

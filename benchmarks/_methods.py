@@ -191,6 +191,38 @@ def dask_ml(img, k):
     return {"image": out, "centers": centers, "labels": labels, "n_iter": int(km.n_iter_)}
 
 
+# --------------------------------------------------------------------------- faiss
+def _faiss(img, k, sample: bool):
+    import faiss
+
+    h, w, c = img.shape
+    x = np.ascontiguousarray(img.reshape(-1, c), dtype=np.float32)
+    kw = {"niter": 25, "seed": SEED, "verbose": False}
+    if not sample:
+        # faiss trains on at most max_points_per_centroid * k points (256 * k by default):
+        # raising it past n / k makes it fit every pixel.
+        kw["max_points_per_centroid"] = x.shape[0] // k + 1
+    km = faiss.Kmeans(c, k, **kw)
+    km.train(x)
+    _, labels = km.index.search(x, 1)
+    labels = labels.ravel()
+    centers = km.centroids.astype(np.float64)
+    out = _to_uint8(centers)[labels].reshape(h, w, c)
+    return {"image": out, "centers": centers, "labels": labels, "n_iter": kw["niter"]}
+
+
+def faiss_all(img, k):
+    """faiss.Kmeans(3, k, niter=25, seed=0, max_points_per_centroid=n // k + 1) trained on every
+    pixel (float32), then `index.search` for every pixel's nearest centre."""
+    return _faiss(img, k, sample=False)
+
+
+def faiss_sample(img, k):
+    """faiss.Kmeans(3, k, niter=25, seed=0) with its defaults: trained on a random sample of
+    256 * k pixels (max_points_per_centroid), then `index.search` for every pixel."""
+    return _faiss(img, k, sample=True)
+
+
 # --------------------------------------------------------------------------- OpenCV
 def opencv(img, k):
     """cv2.kmeans as in OpenCV's tutorial: float32 pixels, criteria (EPS + MAX_ITER, 10, 1.0),
@@ -271,6 +303,8 @@ METHODS = {
     "pillow-fastoctree": pillow_fastoctree,
     "sklearn-all": sklearn_all,
     "opencv": opencv,
+    "faiss-all": faiss_all,
+    "faiss-sample": faiss_sample,
     # not in the default grid (--methods ...): slow, or another way to call a peer above
     "libimagequant-pil": libimagequant_pil,
     "sklearn-1000": sklearn_1000,
@@ -287,6 +321,8 @@ DEFAULT_METHODS = [
     "pillow-fastoctree",
     "sklearn-all",
     "opencv",
+    "faiss-all",
+    "faiss-sample",
 ]
 OURS = list(OURS_SPEEDS)
 
@@ -302,6 +338,8 @@ LABELS = {
     "libimagequant-pil": "libimagequant via quantize_pil_image",
     "sklearn-1000": "scikit-learn example (fit 1000 px, predict all)",
     "dask-ml": "dask-ml KMeans (seed article)",
+    "faiss-all": "faiss Kmeans, all pixels (25 iter)",
+    "faiss-sample": "faiss Kmeans, 256 px per centre (its default)",
     "kmeans-ref": f"reference: KMeans n_init={REF_N_INIT} on the histogram",
 }
 
@@ -319,6 +357,8 @@ MAX_K = {
 # Ours starts at 0.5 and follows what the run observes (see bench_quantize.predict).
 K_EXPONENT = {
     "sklearn-all": 1.0,
+    "faiss-all": 1.0,
+    "faiss-sample": 1.0,
     "opencv": 1.0,
     "dask-ml": 1.0,
     "sklearn-1000": 1.0,
@@ -328,7 +368,7 @@ K_EXPONENT = {
 }
 
 # Peers that take minutes on 12 MP and more: skipped there by --quick.
-SLOW_PEERS = {"sklearn-all", "dask-ml", "opencv"}
+SLOW_PEERS = {"sklearn-all", "dask-ml", "opencv", "faiss-all"}
 
 
 def available(name: str) -> tuple[str, str] | None:
@@ -342,6 +382,8 @@ def available(name: str) -> tuple[str, str] | None:
         "libimagequant-pil": "imagequant",
         "dask-ml": "dask_ml.cluster",
         "opencv": "cv2",
+        "faiss-all": "faiss",
+        "faiss-sample": "faiss",
         "pillow-mediancut": "PIL",
         "pillow-fastoctree": "PIL",
         "sklearn-all": "sklearn.cluster",

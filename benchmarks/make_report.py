@@ -40,6 +40,8 @@ METHOD_ORDER = [
     "pillow-fastoctree",
     "sklearn-all",
     "opencv",
+    "faiss-all",
+    "faiss-sample",
     "sklearn-1000",
     "dask-ml",
     "kmeans-ref",
@@ -63,6 +65,17 @@ T_DASK_SPREAD = 2.0  # slowest chunking / fastest chunking
 # Earlier targets of the project, still checked
 T_SPEEDUP_VS_SKLEARN = 30.0  # 12 MP, k=16: scikit-learn KMeans on all pixels / ours
 T_MEM_FACTOR, T_MEM_EXTRA_MB = 2.0, 200.0  # peak extra memory < 2 x input + 200 MB
+
+# Issue 21: the command line against pngquant, the dark images, dithering against Pillow.
+T21_SMALL_MP = 0.5  # "photos <= 0.5 MP"
+T21_ABOVE_FLOOR_S = 0.2  # our whole-process time minus the Python + numba floor
+T21_SMALL_VS_PQ = 6.0  # "about 4-6x pngquant" on the small photos (the upper end)
+T21_BIG_MP = 11.0  # "12 MP and larger"
+T21_BIG_VS_PQ = 0.6
+T21_K256_VS_LIQ = 1.25  # in process, k=256, median over the photos <= 2 MP
+T21_BIG_VS_MC16 = 0.2  # 12 MP, k=16: our time / MEDIANCUT's
+T21_DITHER = {16: 1.5, 64: 1.5, 256: 3.0}  # dithered paint / Pillow's Floyd-Steinberg
+DARK_IMAGES = ("hubble", "retina", "fluo", "nightsky", "flat", "ihc")
 
 Q_NUMERIC = (
     "time_median_s",
@@ -115,6 +128,10 @@ def load_all(results=DEFAULT_RESULTS) -> dict:
         "d": _read_csv(results / "dask.csv"),
         "s": _read_csv(results / "startup.csv"),
         "f": _read_csv(results / "features.csv"),
+        "c": _read_csv(results / "cli.csv"),
+        "t": _read_csv(results / "dither.csv"),
+        "cenv": _read_json(results / "cli_env.json"),
+        "tenv": _read_json(results / "dither_env.json"),
         "qenv": _read_json(results / "quantize_env.json"),
         "denv": _read_json(results / "dask_env.json"),
         "senv": _read_json(results / "startup_env.json"),
@@ -684,6 +701,318 @@ def features_summary(frows):
     return out
 
 
+# --------------------------------------------------------------------------- issue 21
+def _cli_index(crows):
+    """{(image, k, case): row} of the ok rows; the floor (no k) is stored under every k."""
+    idx = {}
+    ks = {r["k"] for r in crows if r.get("k")}
+    for r in crows:
+        if r.get("status") != "ok":
+            continue
+        for k in [r["k"]] if r.get("k") else ks:
+            idx[(r["image"], str(k), r["case"])] = r
+    return idx
+
+
+def cli_summary(crows, cenv=None):
+    g = "issue 21, command line"
+    if not crows:
+        return [(g, "whole process vs pngquant", "bench_cli.py", "not run", "NOT MEASURED")]
+    idx = _cli_index(crows)
+    out = []
+    files = sorted({(float(r["megapixels"]), r["image"]) for r in crows})
+    ks = sorted({int(r["k"]) for r in crows if r.get("k")})
+    small_ratio, small_above, mse_rows = [], [], []
+    for mp, image in files:
+        for k in ks:
+            o = idx.get((image, str(k), "ours"))
+            q = idx.get((image, str(k), "pngquant"))
+            fl = idx.get((image, str(k), "floor-numba"))
+            if not o:
+                continue
+            t = float(o["time_median_s"])
+            if q:
+                mse_rows.append((image, k, float(o["mse"]), float(q["mse"])))
+            tag = f"{image} ({mp:.2f} MP), k={k}"
+            if mp <= T21_SMALL_MP:
+                if fl:
+                    above = t - float(fl["time_median_s"])
+                    small_above.append(above)
+                    out.append(
+                        (
+                            g,
+                            f"{tag}: our time above the Python + numba floor",
+                            f"<= {T21_ABOVE_FLOOR_S:g} s",
+                            f"{_fmt_t(above)} ({_fmt_t(t)} - floor "
+                            f"{_fmt_t(float(fl['time_median_s']))})",
+                            "PASS" if above <= T21_ABOVE_FLOOR_S else "FAIL",
+                        )
+                    )
+                if q:
+                    small_ratio.append(t / float(q["time_median_s"]))
+            elif mp >= T21_BIG_MP and q:
+                ratio = t / float(q["time_median_s"])
+                out.append(
+                    (
+                        g,
+                        f"{tag}: ours / pngquant --nofs, whole process",
+                        f"<= {T21_BIG_VS_PQ:g}",
+                        f"{ratio:.2f} ({_fmt_t(t)} / {_fmt_t(float(q['time_median_s']))})",
+                        "PASS" if ratio <= T21_BIG_VS_PQ else "FAIL",
+                    )
+                )
+    if small_ratio:
+        m = statistics.median(small_ratio)
+        out.append(
+            (
+                g,
+                f"photos <= {T21_SMALL_MP:g} MP: median of ours / pngquant --nofs",
+                f"about 4-6x (<= {T21_SMALL_VS_PQ:g})",
+                f"{m:.1f}x over {len(small_ratio)} cells (range {min(small_ratio):.1f}-"
+                f"{max(small_ratio):.1f}x)",
+                "PASS" if m <= T21_SMALL_VS_PQ else "FAIL",
+            )
+        )
+    if mse_rows:
+        fails = [c for c in mse_rows if c[2] >= c[3]]
+        worst = max(mse_rows, key=lambda c: c[2] / c[3])
+        out.append(
+            (
+                g,
+                "MSE below pngquant --nofs on every file and k",
+                "every cell",
+                f"{len(mse_rows) - len(fails)}/{len(mse_rows)} cells; worst {worst[0]} "
+                f"k={worst[1]}: "
+                f"{worst[2]:.2f} vs {worst[3]:.2f} ({100 * (worst[2] / worst[3] - 1):+.1f}%)",
+                "PASS" if not fails else "FAIL",
+            )
+        )
+    cenv = cenv or {}
+    kern = cenv.get("kernels") or {}
+    if kern.get("kernels_loaded") is not None:
+        out.append(
+            (
+                g,
+                "kernels a small-file call (-k 16) loads",
+                "reported (fewer is the work)",
+                f"{kern['kernels_loaded']} kernels, {_fmt_t(kern.get('kernel_seconds'))} "
+                f"(numba cache hits {kern.get('cache_hits')}, misses {kern.get('cache_misses')})",
+                "INFO",
+            )
+        )
+    imp = (cenv.get("importtime_s") or {}).get("packages") or {}
+    if imp:
+        out.append(
+            (
+                g,
+                "imports of a small-file call (python -X importtime, cumulative)",
+                "reported",
+                ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in list(imp.items())[:6]),
+                "INFO",
+            )
+        )
+    return out
+
+
+def dither_summary(trows):
+    g = "issue 21, dithering"
+    if not trows:
+        return [(g, "dithering vs Pillow", "bench_dither.py", "not run", "NOT MEASURED")]
+    by = {(r["image"], int(r["k"]), r["method"], r["step"]): r for r in trows}
+    out = []
+    ratios = defaultdict(list)
+    for (image, k, method, step), r in sorted(by.items()):
+        if method != "ours" or step != "dithered paint" or r["status"] != "ok":
+            continue
+        pil = by.get((image, k, "pillow", "dithered paint"))
+        if not pil:
+            continue
+        ratios[k].append((image, float(r["time_median_s"]) / float(pil["time_median_s"])))
+    for k, rs in sorted(ratios.items()):
+        goal = T21_DITHER.get(k, T21_DITHER[256])
+        worst = max(rs, key=lambda x: x[1])
+        m = statistics.median(x[1] for x in rs)
+        out.append(
+            (
+                g,
+                f"k={k}: ours dithered / Pillow Floyd-Steinberg, same palette",
+                f"<= {goal:g}",
+                f"median {m:.2f} over {len(rs)} images; worst {worst[0]} {worst[1]:.2f}",
+                "PASS" if worst[1] <= goal else "FAIL",
+            )
+        )
+    return out
+
+
+def issue21_quantize(rows):
+    """The in-process targets of issue 21 from quantize.csv."""
+    g = "issue 21, in process"
+    idx = _index(rows)
+    images, mp = _images_by_mp(rows)
+    out = []
+    photos = [i for i in images if mp[i] <= PHOTO_MAX_MP and i not in DARK_IMAGES]
+    ratios = []
+    for image in photos:
+        o, q = idx.get((image, "ours", 256)), idx.get((image, "libimagequant", 256))
+        if _ok(o) and _ok(q):
+            ratios.append(o["time_median_s"] / q["time_median_s"])
+    name = "k=256, benchmark photos: median of ours / libimagequant time"
+    if ratios:
+        m = statistics.median(ratios)
+        out.append(
+            (
+                g,
+                name,
+                f"<= {T21_K256_VS_LIQ:g}",
+                f"{m:.2f} over {len(ratios)} images ({min(ratios):.2f}-{max(ratios):.2f})",
+                "PASS" if m <= T21_K256_VS_LIQ else "FAIL",
+            )
+        )
+    else:
+        out.append((g, name, f"<= {T21_K256_VS_LIQ:g}", "no image with both", "NOT MEASURED"))
+    o, mc = idx.get((BIG, "ours", 16)), idx.get((BIG, "pillow-mediancut", 16))
+    name = f"{BIG} k=16: ours / MEDIANCUT time"
+    if _ok(o) and _ok(mc):
+        ratio = o["time_median_s"] / mc["time_median_s"]
+        out.append(
+            (
+                g,
+                name,
+                f"<= {T21_BIG_VS_MC16:g}",
+                f"{ratio:.3f} ({_fmt_t(o['time_median_s'])} / {_fmt_t(mc['time_median_s'])})",
+                "PASS" if ratio <= T21_BIG_VS_MC16 else "FAIL",
+            )
+        )
+    else:
+        out.append((g, name, f"<= {T21_BIG_VS_MC16:g}", "not in the run", "NOT MEASURED"))
+    cells = mse_cells(rows)
+    for label, sel in (
+        ("dark-background / flat images", [c for c in cells if c["image"] in DARK_IMAGES]),
+        ("every other image", [c for c in cells if c["image"] not in DARK_IMAGES]),
+    ):
+        name = f"MSE at or below the best peer, {label}, every k"
+        if not sel:
+            out.append((g, name, "every cell", "no cell", "NOT MEASURED"))
+            continue
+        fails = [c for c in sel if not c["pass"]]
+        worst = max(sel, key=lambda c: c["excess"])
+        out.append(
+            (
+                g,
+                name,
+                "every cell",
+                f"{len(sel) - len(fails)}/{len(sel)} cells; worst {worst['image']} k={worst['k']}: "
+                f"{100 * worst['excess']:+.2f}% vs "
+                f"{LABELS.get(worst['best_peer'], worst['best_peer'])}",
+                "PASS" if not fails else "FAIL",
+            )
+        )
+    return out
+
+
+def cli_table(crows):
+    idx = _cli_index(crows)
+    files = sorted({(float(r["megapixels"]), r["image"]) for r in crows})
+    ks = sorted({int(r["k"]) for r in crows if r.get("k")})
+    cases = ["ours", "ours-speed10", "pngquant", "pngquant-speed10", "imagemagick"]
+    body = []
+    for mp, image in files:
+        fl = idx.get((image, str(ks[0]), "floor-numba")) if ks else None
+        fp = idx.get((image, str(ks[0]), "floor-python")) if ks else None
+        for k in ks:
+            cells = []
+            for c in cases:
+                r = idx.get((image, str(k), c))
+                cells.append(
+                    f"{_fmt_t(float(r['time_median_s']))} / {float(r['mse']):.1f}"
+                    if r and r.get("mse")
+                    else "-"
+                )
+            o, q = idx.get((image, str(k), "ours")), idx.get((image, str(k), "pngquant"))
+            ratio = (
+                f"{float(o['time_median_s']) / float(q['time_median_s']):.2f}" if o and q else "-"
+            )
+            above = (
+                _fmt_t(float(o["time_median_s"]) - float(fl["time_median_s"])) if o and fl else "-"
+            )
+            load = o.get("loadavg_1min", "") if o else ""
+            body.append(
+                [
+                    f"{image} ({mp:.2f} MP)",
+                    k,
+                    *cells,
+                    ratio,
+                    _fmt_t(float(fp["time_median_s"])) if fp else "-",
+                    _fmt_t(float(fl["time_median_s"])) if fl else "-",
+                    above,
+                    load,
+                ]
+            )
+    return _md_table(
+        [
+            "file",
+            "k",
+            "ours (time / MSE)",
+            "ours --speed 10",
+            "pngquant --nofs",
+            "pngquant --nofs --speed 10",
+            "ImageMagick +dither -colors",
+            "ours / pngquant",
+            "floor: Python + numpy + PIL",
+            "floor: + numba",
+            "ours above the numba floor",
+            "load",
+        ],
+        body,
+    )
+
+
+def dither_table(trows):
+    by = {(r["image"], int(r["k"]), r["method"], r["step"]): r for r in trows}
+    keys = sorted({(r["image"], int(r["k"]), r.get("megapixels")) for r in trows})
+    body = []
+    for image, k, mp in keys:
+
+        def t(m, s, image=image, k=k):
+            r = by.get((image, k, m, s))
+            return float(r["time_median_s"]) if r and r["status"] == "ok" else None
+
+        def e(m, s, image=image, k=k):
+            r = by.get((image, k, m, s))
+            return f"{float(r['mse_uint8']):.1f}" if r and r.get("mse_uint8") else "-"
+
+        od, pd = t("ours", "dithered paint"), t("pillow", "dithered paint")
+        body.append(
+            [
+                f"{image} ({float(mp):.2f} MP)",
+                k,
+                _fmt_t(t("ours", "paint")),
+                _fmt_t(od),
+                e("ours", "dithered paint"),
+                _fmt_t(t("pillow", "paint")),
+                _fmt_t(pd),
+                e("pillow", "dithered paint"),
+                f"{od / pd:.2f}" if od and pd else "-",
+                f"<= {T21_DITHER.get(k, T21_DITHER[256]):g}",
+            ]
+        )
+    return _md_table(
+        [
+            "image",
+            "k",
+            "ours paint",
+            "ours dithered",
+            "ours dithered MSE",
+            "Pillow paint",
+            "Pillow Floyd-Steinberg",
+            "Pillow F-S MSE",
+            "ours / Pillow dithered",
+            "target",
+        ],
+        body,
+    )
+
+
 def targets_summary(results=DEFAULT_RESULTS, only=None):
     """Every target line: [(group, name, goal, measured, status)]."""
     data = load_all(results)
@@ -696,6 +1025,12 @@ def targets_summary(results=DEFAULT_RESULTS, only=None):
         out += startup_summary(data["s"])
     if only in (None, "features"):
         out += features_summary(data["f"])
+    if only in (None, "issue21", "quantize"):
+        out += issue21_quantize(data["q"])
+    if only in (None, "issue21", "cli"):
+        out += cli_summary(data["c"], data["cenv"])
+    if only in (None, "issue21", "dither"):
+        out += dither_summary(data["t"])
     return out
 
 
@@ -789,6 +1124,8 @@ def all_runs(data):
         ("denv", "bench_dask.py"),
         ("senv", "bench_startup.py"),
         ("fenv", "bench_features.py"),
+        ("cenv", "bench_cli.py"),
+        ("tenv", "bench_dither.py"),
     ):
         for rid, r in _runs(data[key]).items():
             out[rid] = {**r, "script": script}
@@ -846,6 +1183,8 @@ STYLE = {
     "pillow-fastoctree": dict(color="tab:orange", marker="<"),
     "dask-ml": dict(color="tab:purple", marker="D"),
     "opencv": dict(color="tab:green", marker="x"),
+    "faiss-all": dict(color="tab:olive", marker="d"),
+    "faiss-sample": dict(color="tab:olive", marker="d", mfc="white", ls="--"),
     "kmeans-ref": dict(color="tab:pink", marker="*", ms=10, ls="none"),
 }
 
@@ -1409,6 +1748,12 @@ METHOD_CALLS = [
         "to uint8, every pixel painted with the nearest",
     ],
     [
+        "faiss, all pixels / sample",
+        "`faiss.Kmeans(3, k, niter=25, seed=0)` trained on float32 pixels: every pixel "
+        "(`max_points_per_centroid=n // k + 1`) or faiss's default sample of 256 pixels per "
+        "centre; then `index.search` for every pixel's nearest centre, rounded",
+    ],
+    [
         "sklearn-1000, dask-ml",
         "not in the default grid (`--methods`): scikit-learn's colour-quantisation example; "
         "dask-ml KMeans as the seed article used it",
@@ -1685,6 +2030,57 @@ def main(argv=None):
         md.append(caption(frows, runs) + "\n")
     else:
         md.append("Not run yet (`python benchmarks/bench_features.py`).\n")
+
+    md.append("## Issue 21: the command line against pngquant and ImageMagick\n")
+    if data["c"]:
+        tools = (data["cenv"] or {}).get("tools") or {}
+        md.append(
+            "Whole processes on PNG files, timed from spawn to exit (`benchmarks/bench_cli.py`): "
+            "round-robin over the tools on each file, median of 5 runs (3 at 12 MP and more) "
+            "after one untimed run each; MSE of the output PNG read back against the input. The "
+            'floors are `python -c "import numpy, PIL.Image; read the PNG; write an 8-bit PNG '
+            'of the same size"` without and with `import numba`: the least any Python (+ '
+            "numba) tool pays on that file. "
+            + "; ".join(f"{k}: {v}" for k, v in tools.items())
+            + ".\n"
+        )
+        md.append(cli_table(data["c"]))
+        md.append("")
+        kern = (data["cenv"] or {}).get("kernels") or {}
+        imp = (data["cenv"] or {}).get("importtime_s") or {}
+        if imp:
+            md.append(
+                "`python -X importtime -m napari_kmeans_filter cat.png -k 16 -o out.png`, "
+                "cumulative: "
+                + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in list(imp["packages"].items())[:10])
+                + "; our modules: "
+                + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in list(imp["ours"].items())[:8])
+                + ".\n"
+            )
+        if kern.get("kernels_loaded") is not None:
+            md.append(
+                f"Compiled kernels that call loads: {kern['kernels_loaded']} "
+                f"({_fmt_t(kern.get('kernel_seconds'))} in numba's `Dispatcher.compile`, cache "
+                f"hits {kern.get('cache_hits')}, misses {kern.get('cache_misses')}; list in "
+                "`results/cli_kernels.json`).\n"
+            )
+        md.append(caption(data["c"], runs) + "\n")
+    else:
+        md.append("Not run yet (`python benchmarks/bench_cli.py`).\n")
+
+    md.append("## Issue 21: dithering against Pillow, the same palette\n")
+    if data["t"]:
+        md.append(
+            "`apply_palette(img, palette, dither=True)` vs Pillow's "
+            "`Image.quantize(palette=p, dither=FLOYDSTEINBERG)` with our `fit_palette(img, k)` "
+            "palette in `p` (`benchmarks/bench_dither.py`); medians, round-robin. Pillow's "
+            "nearest-colour search is approximate (a 5-bit cache), ours exact.\n"
+        )
+        md.append(dither_table(data["t"]))
+        md.append("")
+        md.append(caption(data["t"], runs) + "\n")
+    else:
+        md.append("Not run yet (`python benchmarks/bench_dither.py`).\n")
 
     md.append("## Environment\n")
     for key, script in (
