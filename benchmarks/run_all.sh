@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark, then the report: docs/benchmarks.md, docs/images/bench_*.png and the
-# PASS/FAIL lines of the targets. About 45 minutes on 2 cores the first time (the dask stacks,
+# PASS/FAIL lines of the targets. About 60 minutes on 2 cores the first time (the dask stacks,
 # the large mosaics and the long-search reference are made once and cached in
-# benchmarks/_data/), about 35 minutes after that. Run it on a quiet machine.
+# benchmarks/_data/), about 50 minutes after that. Run it on a quiet machine.
 #
 #   benchmarks/run_all.sh              # measures whatever `import napari_kmeans_filter` loads
 #   PYTHONPATH=$PWD/src benchmarks/run_all.sh   # a checkout that is not the installed one
@@ -18,5 +18,7 @@ run benchmarks/bench_quantize.py --no-report    # the grid: <= 32 min + the last
 run benchmarks/bench_dask.py --no-report        # 4 chunkings x 3 runs: ~3-10 min (+~2 min stacks, once)
 run benchmarks/bench_startup.py --no-report     # ~2-3 min
 run benchmarks/bench_features.py --no-report    # ~3-5 min once auto-k / dither exist
+run benchmarks/bench_cli.py                     # ~10-15 min: needs pngquant, imagemagick (apt)
+run benchmarks/bench_dither.py                  # ~2-4 min
 run benchmarks/make_report.py
 run benchmarks/make_report.py --summary
