@@ -1,0 +1,277 @@
+"""Dask task size decoupled from zarr storage chunking: several storage chunks per task.
+
+``dask.array.from_zarr`` makes one task per storage chunk.  Microscopy stores (OME-Zarr
+writers, microscope software) use 256²-1024² chunks of 0.2-3 MB, and at that size the
+fixed cost of a task (the scheduler's bookkeeping, one zarr call with its own event-loop
+round trip and codec set-up, one call of every kernel downstream) is paid a hundred
+times per frame.  Zarr-python reads and writes many chunks in one call concurrently, so
+a task that covers a block of whole storage chunks costs little more than the bytes it
+moves.  This module picks such blocks (tens of MB, multiples of the storage chunks, so
+that no two tasks ever write the same chunk) and opens, regroups and writes zarr arrays
+with them; the storage chunks of what is written stay the caller's.
+
+The measured effect is in ``benchmarks/bench_dask.py`` (issue 19): on a 0.8 GB RGB stack
+stored in 256² chunks, k=16 with one task per storage chunk vs ~32 MB tasks (see
+``TARGET_TASK_BYTES``).
+
+References
+----------
+dask documentation, "Chunks": "select a good chunk size" (chunks of 10-100 MB, and
+"Loading Chunked Data": "align with the storage chunks, or multiples of them").
+Zarr-python 3 user guide, "Performance": concurrent chunk I/O within one read
+(``async.concurrency``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+# Bytes of input one task reads.  Measured on the issue-19 stacks (2 cores, k=16): the
+# throughput is flat from ~16 to ~64 MB and falls below ~4 MB (per-task costs) - see
+# benchmarks/results/dask_tasks.csv; 32 MB keeps 2 threads x (input + the kernels'
+# per-pixel temporaries) well under the 700 MB budget.
+TARGET_TASK_BYTES = 32 * 2**20
+
+
+def zarr_source(array: Any):
+    """The zarr array a dask array was read from by ``dask.array.from_zarr``, or None.
+
+    Only an array *straight* from ``from_zarr`` (every task a read of the zarr array,
+    same shape) counts: after slicing or arithmetic, regrouping the reads would change
+    what the array means.
+
+    Parameters
+    ----------
+    array : any
+        Typically a dask array.
+
+    Returns
+    -------
+    zarr.Array or None
+    """
+    graph_of = getattr(array, "__dask_graph__", None)
+    if graph_of is None:
+        return None
+    try:
+        import zarr
+    except ImportError:  # pragma: no cover - zarr is what made the array
+        return None
+    graph = graph_of()
+    layers = getattr(graph, "layers", None)
+    if not layers or array.name not in layers:
+        return None
+    # from_zarr (inline_array=False, dask's default) builds two layers: the reads, and
+    # one key holding the zarr array they depend on.  Anything more is a derived array.
+    if len(layers) != 2 or not array.name.startswith("from-zarr"):
+        return None
+    found = None
+    for name, layer in layers.items():
+        if name == array.name:
+            continue
+        for value in dict(layer).values():
+            if isinstance(value, zarr.Array):
+                found = value
+    if found is None or tuple(found.shape) != tuple(array.shape):
+        return None
+    return found
+
+
+def task_chunks(
+    shape: tuple[int, ...],
+    storage_chunks: tuple[int, ...],
+    itemsize: int,
+    target_bytes: int = TARGET_TASK_BYTES,
+) -> tuple[int, ...]:
+    """A task block: whole storage chunks, grown from the last axis to the first.
+
+    Growing the fastest-varying axes first makes each task a contiguous slab (whole rows,
+    then whole planes, then several planes), the order zarr and the OS read best and the
+    one a frame-by-frame reader expects.
+
+    Parameters
+    ----------
+    shape, storage_chunks : tuple of int
+        The array's shape and its storage chunk shape (same length).
+    itemsize : int
+        Bytes per element.
+    target_bytes : int, optional
+        About how many bytes one task should cover; never fewer than one storage chunk.
+
+    Returns
+    -------
+    tuple of int
+        The task block: every entry a multiple of the storage chunk (or the whole axis).
+    """
+    if len(shape) != len(storage_chunks):
+        raise ValueError(f"shape {shape} and chunks {storage_chunks} differ in length")
+    block = [min(c, s) if s else c for c, s in zip(storage_chunks, shape, strict=True)]
+    for axis in reversed(range(len(shape))):
+        size, chunk = shape[axis], block[axis]
+        if chunk >= size or size == 0:
+            continue
+        current = math.prod(block) * itemsize
+        factor = max(1, target_bytes // max(current, 1))
+        if factor <= 1:
+            break
+        block[axis] = min(size, chunk * factor)
+        if block[axis] < size:  # this axis is only partly covered: stop growing here
+            break
+    return tuple(int(b) for b in block)
+
+
+def _open(source, mode: str = "r"):
+    import zarr
+
+    if isinstance(source, zarr.Array):
+        return source
+    if isinstance(source, str | os.PathLike):
+        return zarr.open_array(str(source), mode=mode)
+    raise TypeError(f"expected a zarr array or a path to one, not {type(source).__name__}")
+
+
+def from_zarr(source, *, target_bytes: int = TARGET_TASK_BYTES):
+    """Open a zarr array as a dask array whose tasks each read a block of storage chunks.
+
+    Parameters
+    ----------
+    source : zarr.Array, str or os.PathLike
+        The array, or its path / URL.
+    target_bytes : int, optional
+        About how many bytes one task reads (see :func:`task_chunks`).
+
+    Returns
+    -------
+    dask.array.Array
+        The same values as ``dask.array.from_zarr(source)``, in blocks of
+        :func:`task_chunks` instead of one storage chunk each.
+    """
+    import dask.array as da
+
+    z = _open(source)
+    chunks = task_chunks(tuple(z.shape), tuple(z.chunks), z.dtype.itemsize, target_bytes)
+    return da.from_zarr(z, chunks=chunks)
+
+
+def regroup(array, *, target_bytes: int = TARGET_TASK_BYTES):
+    """``array`` with tasks of several storage chunks if it came straight from ``from_zarr``.
+
+    Anything else (numpy, a derived dask array, or one whose tasks already hold at least
+    half of ``target_bytes``) is returned unchanged: the user's chunks are not second-
+    guessed, and a ``rechunk()`` would not help anyway, since it still runs one read task
+    per storage chunk.
+
+    Parameters
+    ----------
+    array : any
+        Typically ``dask.array.from_zarr(...)``.
+    target_bytes : int, optional
+        About how many bytes one task reads.
+
+    Returns
+    -------
+    array or dask.array.Array
+    """
+    z = zarr_source(array)
+    if z is None:
+        return array
+    largest = math.prod(max(c) if c else 1 for c in array.chunks) * array.dtype.itemsize
+    if largest >= target_bytes // 2:
+        return array
+    return from_zarr(z, target_bytes=target_bytes)
+
+
+def is_aligned(chunks: tuple[tuple[int, ...], ...], storage_chunks: tuple[int, ...]) -> bool:
+    """Whether every task boundary of dask ``chunks`` is a storage chunk boundary.
+
+    Then no two tasks write the same storage chunk, so writes need no lock, and each
+    storage chunk is encoded once.
+    """
+    for sizes, chunk in zip(chunks, storage_chunks, strict=True):
+        edges = np.cumsum(sizes)[:-1]
+        if np.any(edges % chunk):
+            return False
+    return True
+
+
+def align(array, storage_chunks: tuple[int, ...], *, target_bytes: int = TARGET_TASK_BYTES):
+    """``array`` rechunked to blocks of whole storage chunks, if it is not already aligned.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+    storage_chunks : tuple of int
+        The chunk shape of the zarr array it will be stored in.
+    target_bytes : int, optional
+        Task size used when a rechunk is needed.
+
+    Returns
+    -------
+    dask.array.Array
+    """
+    if is_aligned(array.chunks, storage_chunks):
+        return array
+    block = task_chunks(array.shape, storage_chunks, array.dtype.itemsize, target_bytes)
+    return array.rechunk(block)
+
+
+def to_zarr(
+    array,
+    target,
+    *,
+    storage_chunks: tuple[int, ...],
+    zarr_format: int | None = None,
+    overwrite: bool = True,
+    compute: bool = True,
+    **create_kwargs,
+):
+    """Write a dask array to a new zarr array with the given storage chunks.
+
+    Unlike ``dask.array.to_zarr``, whose storage chunks are the dask chunks, the stored
+    array gets ``storage_chunks`` (e.g. the input's), while the tasks stay large: they
+    are aligned to whole storage chunks (rechunked only if they are not), so each task
+    writes several chunks in one zarr call and no two tasks share one.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+    target : str, os.PathLike or zarr store
+        Where the new array goes (replaced if ``overwrite``).
+    storage_chunks : tuple of int
+        Chunk shape of the stored array.
+    zarr_format : {2, 3}, optional
+        Zarr format of the new array; zarr's default (3) if None.
+    overwrite, compute : bool, optional
+        As in ``dask.array.to_zarr``.
+    **create_kwargs
+        Passed to ``zarr.create_array`` (e.g. ``compressors``, ``attributes``).
+
+    Returns
+    -------
+    zarr.Array, or a dask Delayed if ``compute`` is False
+    """
+    import dask.array as da
+    import zarr
+
+    storage_chunks = tuple(
+        min(c, s) if s else c for c, s in zip(storage_chunks, array.shape, strict=True)
+    )
+    store = str(target) if isinstance(target, os.PathLike) else target
+    kwargs = {"zarr_format": zarr_format} if zarr_format else {}
+    if zarr_format == 2:
+        # OME-NGFF 0.4 and most v2 readers expect "/" between chunk indices.
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    z = zarr.create_array(
+        store=store,
+        shape=array.shape,
+        chunks=storage_chunks,
+        dtype=array.dtype,
+        overwrite=overwrite,
+        **kwargs,
+        **create_kwargs,
+    )
+    stored = da.store(align(array, storage_chunks), z, lock=False, compute=compute)
+    return z if compute else stored
