@@ -324,6 +324,9 @@ def main(argv=None):
     p.add_argument("--big-repeats", type=int, default=3, help="timed runs at >= 4 MP")
     p.add_argument("--quick", action="store_true", help="the small photos only")
     p.add_argument("--no-profile", action="store_true", help="no importtime / kernel count")
+    p.add_argument(
+        "--fresh", action="store_true", help="discard the existing CSV (default: merge by cell)"
+    )
     p.add_argument("--results", type=Path, default=_runinfo.DEFAULT_RESULTS)
     args = p.parse_args(argv)
 
@@ -433,12 +436,24 @@ def main(argv=None):
 
     csv_path, env_path = args.results / CSV_NAME, args.results / ENV_NAME
     csv_path.parent.mkdir(parents=True, exist_ok=True)
+    merge = csv_path.exists() and not args.fresh
+    if merge:
+        # keep the earlier rows of every (image, k, case) this run did not measure
+        done = {(r["image"], str(r.get("k") or ""), r["case"]) for r in rows}
+        with open(csv_path, newline="") as f:
+            old = [r for r in csv.DictReader(f) if (r["image"], r["k"], r["case"]) not in done]
+        rows = old + rows
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     info.update(elapsed_s=round(time.perf_counter() - t_start, 1), script="bench_cli.py")
-    _runinfo.save_env(env_path, info, merge=False)
+    if merge and args.no_profile:  # keep the profiles of the run that made them
+        earlier = _runinfo.load_env(env_path)
+        for key in ("importtime_s", "kernels"):
+            if key in earlier:
+                info[key] = earlier[key]
+    _runinfo.save_env(env_path, info, merge=merge)
     print(f"wrote {csv_path}")
     import make_report
 
