@@ -47,7 +47,7 @@ def wait_until(condition, what: str) -> None:
 
 def run_and_wait(widget) -> None:
     """Press Run and keep the event loop going until the layers are shown."""
-    widget.run_button.native.click()
+    widget.runs.run_button.native.click()
     wait_until(lambda: not widget.is_running, "the run")
 
 
@@ -72,8 +72,8 @@ def main() -> None:
     # 1. The cat in 8 colors measured in Lab: the result line, the palette panel.
     (cat,) = viewer.open_sample(PLUGIN_NAME, "cat")
     settle()
-    widget.n_colors_input.value = 8
-    widget.color_space_choice.value = "lab"
+    widget.controls.n_colors_input.value = 8
+    widget.controls.color_space_choice.value = "lab"
     run_and_wait(widget)
     clusters = viewer.layers[f"{cat.name} clusters"]
     viewer.layers.selection.active = clusters
@@ -109,25 +109,25 @@ def main() -> None:
     # 4. The live preview on a larger photo: k changed, no Run pressed yet.
     fresh(viewer)
     (astronaut,) = viewer.open_sample(PLUGIN_NAME, "astronaut")
-    widget.n_colors_input.value = 6
-    widget.color_space_choice.value = "oklab"
-    widget.preview_check.value = True
-    wait_until(lambda: widget.preview_shown_at and not widget.is_previewing, "the preview")
-    shown = widget.preview_shown_at
-    widget.n_colors_input.value = 5
-    wait_until(lambda: widget.preview_shown_at > shown and not widget.is_previewing, "preview")
+    widget.controls.n_colors_input.value = 6
+    widget.controls.color_space_choice.value = "oklab"
+    widget.preview.check.value = True
+    wait_until(lambda: widget.preview.shown_at and not widget.is_previewing, "the preview")
+    shown = widget.preview.shown_at
+    widget.controls.n_colors_input.value = 5
+    wait_until(lambda: widget.preview.shown_at > shown and not widget.is_previewing, "preview")
     astronaut.visible = False
     viewer.reset_view()
     settle()
     save_window(viewer, "widget-preview.png")
-    widget.preview_check.value = False
+    widget.preview.check.value = False
 
     # 5. Two stain channels clustered together: one point (hematoxylin, DAB) per pixel.
     fresh(viewer)
     stains = viewer.open_sample(PLUGIN_NAME, "ihc_stains")
     viewer.layers.selection.update(set(stains))
-    widget.n_colors_input.value = 6
-    widget.color_space_choice.value = "rgb"
+    widget.controls.n_colors_input.value = 6
+    widget.controls.color_space_choice.value = "rgb"
     run_and_wait(widget)
     for layer in viewer.layers:
         layer.visible = layer.name.endswith("clusters")
@@ -139,7 +139,7 @@ def main() -> None:
     # 6. RGBA: transparent pixels stay transparent (label 0) in the clusters.
     fresh(viewer)
     (cutout,) = viewer.open_sample(PLUGIN_NAME, "cat_cutout")
-    widget.n_colors_input.value = 6
+    widget.controls.n_colors_input.value = 6
     run_and_wait(widget)
     for layer in viewer.layers:
         layer.visible = layer.name.endswith("clusters")
@@ -151,7 +151,7 @@ def main() -> None:
     # 7. A greyscale photo: intensity clusters, shown with the source's colormap.
     fresh(viewer)
     (camera,) = viewer.open_sample(PLUGIN_NAME, "camera")
-    widget.n_colors_input.value = 4
+    widget.controls.n_colors_input.value = 4
     run_and_wait(widget)
     viewer.layers.selection.active = viewer.layers[f"{camera.name} clusters"]
     viewer.reset_view()

@@ -54,7 +54,7 @@ def test_widget_contribution(manifest):
     (widget,) = manifest.contributions.widgets
     assert widget.display_name == "K-means color filter"
     command = next(c for c in manifest.contributions.commands if c.id == widget.command)
-    assert command.python_name == "napari_kmeans_filter._widget:KMeansColourWidget"
+    assert command.python_name == "napari_kmeans_filter._napari._widget:KMeansColourWidget"
 
 
 def test_layers_menu_opens_the_widget(manifest):

@@ -8,34 +8,28 @@ import pytest
 import skimage.data
 
 from napari_kmeans_filter import quantize
-from test_widget import (
-    PLUGIN_NAME,
-    click_run_and_wait,
-    collect_notifications,
-    open_widget,
-)
 
 pytestmark = pytest.mark.viewer
 
 
 def open_stains(viewer):
-    hematoxylin, dab = viewer.open_sample(PLUGIN_NAME, "ihc_stains")
+    hematoxylin, dab = viewer.open_sample("napari-kmeans-filter", "ihc_stains")
     return hematoxylin, dab
 
 
 def test_two_channel_layers_are_clustered_as_one_two_value_point_per_pixel(
-    make_napari_viewer, qtbot
+    make_napari_viewer, qtbot, open_widget, run_and_wait
 ):
     viewer = make_napari_viewer()
     hematoxylin, dab = open_stains(viewer)
     originals = (hematoxylin.data.copy(), dab.data.copy())
     widget = open_widget(viewer)
     viewer.layers.selection.update({hematoxylin, dab})
-    assert set(widget.image_layers.value) == {hematoxylin, dab}
-    widget.n_colors_input.value = 6
-    widget.seed_input.value = 2
+    assert set(widget.controls.image_layers.value) == {hematoxylin, dab}
+    widget.controls.n_colors_input.value = 6
+    widget.controls.seed_input.value = 2
 
-    click_run_and_wait(qtbot, widget)
+    run_and_wait(widget)
 
     expected = quantize(
         np.stack(originals, axis=-1), 6, channel_axis=-1, alpha=False, random_state=2
@@ -64,8 +58,8 @@ def test_two_channel_layers_are_clustered_as_one_two_value_point_per_pixel(
         np.testing.assert_array_equal(layer.data, original)
 
     # Run again: the same layers are updated, not duplicated.
-    widget.n_colors_input.value = 4
-    click_run_and_wait(qtbot, widget)
+    widget.controls.n_colors_input.value = 4
+    run_and_wait(widget)
     assert [layer.name for layer in viewer.layers].count("hematoxylin + DAB clusters") == 1
     assert len(viewer.layers) == 5
 
@@ -75,7 +69,9 @@ def blue_fraction(shot: np.ndarray) -> float:
     return float(((rgb[..., 2] > 60) & (rgb[..., 2] > rgb[..., 1] + 30)).mean())
 
 
-def test_the_result_of_one_additive_channel_does_not_hide_the_other(make_napari_viewer, qtbot):
+def test_the_result_of_one_additive_channel_does_not_hide_the_other(
+    make_napari_viewer, qtbot, open_widget, run_and_wait
+):
     # The case: DAPI (blue) and GFP (green) opened with channel_axis, additive.
     viewer = make_napari_viewer(show=True)
     nuclei = skimage.data.coins()[:256, :256]
@@ -95,9 +91,9 @@ def test_the_result_of_one_additive_channel_does_not_hide_the_other(make_napari_
 
     widget = open_widget(viewer)
     viewer.layers.selection.active = gfp
-    assert widget.image_layers.value == [gfp]
-    widget.n_colors_input.value = 4
-    click_run_and_wait(qtbot, widget)
+    assert widget.controls.image_layers.value == [gfp]
+    widget.controls.n_colors_input.value = 4
+    run_and_wait(widget)
     gfp.visible = False  # compare the GFP result with DAPI, as a user does
     viewer.layers["GFP clusters"].visible = False
     qtbot.wait(50)
@@ -123,7 +119,7 @@ def test_the_result_of_one_additive_channel_does_not_hide_the_other(make_napari_
     ],
 )
 def test_layers_that_cannot_be_channels_of_one_image_are_refused(
-    make_napari_viewer, second, message
+    make_napari_viewer, second, message, collect_notifications, open_widget
 ):
     viewer = make_napari_viewer()
     first = viewer.add_image(np.arange(32 * 32, dtype=np.uint16).reshape(32, 32), name="a")

@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_readme import run_console_examples
-
 DOC = Path(__file__).resolve().parents[1] / "docs" / "napari.md"
 
 
 @pytest.mark.viewer
-def test_napari_doc_console_examples_run_in_order(make_napari_viewer):
+def test_napari_doc_console_examples_run_in_order(make_napari_viewer, run_console_examples):
     examples = list(enumerate(re.findall(r"```python\n(.*?)```", DOC.read_text("utf-8"), re.S)))
     assert len(examples) >= 3
     viewer = make_napari_viewer()

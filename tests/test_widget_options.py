@@ -6,27 +6,22 @@ import numpy as np
 import pytest
 
 from napari_kmeans_filter import quantize
-from test_widget import (
-    cat_crop,
-    click_run_and_wait,
-    collect_notifications,
-    open_widget,
-    result_layers,
-)
 
 pytestmark = pytest.mark.viewer
 
 
-def test_fixed_colors_from_the_text_field_and_from_a_swatch(make_napari_viewer, qtbot):
+def test_fixed_colors_from_the_text_field_and_from_a_swatch(
+    make_napari_viewer, qtbot, cat_crop, open_widget, run_and_wait, result_layers
+):
     viewer = make_napari_viewer()
     data = cat_crop()
     viewer.add_image(data, rgb=True, name="cat")
     widget = open_widget(viewer)
-    assert widget.fixed_colors_input.native.isVisibleTo(widget)
-    widget.n_colors_input.value = 5
-    widget.fixed_colors_input.value = "#ff0000; #ffffff"
+    assert widget.controls.fixed_colors_input.native.isVisibleTo(widget)
+    widget.controls.n_colors_input.value = 5
+    widget.controls.fixed_colors_input.value = "#ff0000; #ffffff"
 
-    click_run_and_wait(qtbot, widget)
+    run_and_wait(widget)
 
     expected = quantize(data, 5, fixed_colors=[[255, 0, 0], [255, 255, 255]])
     clusters, image = result_layers(viewer, "cat")
@@ -38,66 +33,72 @@ def test_fixed_colors_from_the_text_field_and_from_a_swatch(make_napari_viewer, 
     # Fix a color found by the fit: select its swatch, press "fix color".
     swatches = widget.palette_panel.swatches
     swatches.setCurrentRow(3)
-    assert widget.fix_color_button.enabled
-    widget.fix_color_button.native.click()
+    assert widget.palette_panel.fix_color_button.enabled
+    widget.palette_panel.fix_color_button.native.click()
     fourth = ", ".join(str(v) for v in palette[3])
-    assert widget.fixed_colors_input.value == f"#ff0000; #ffffff; {fourth}"
+    assert widget.controls.fixed_colors_input.value == f"#ff0000; #ffffff; {fourth}"
 
 
-def test_bad_fixed_colors_are_refused_with_the_reason(make_napari_viewer, qtbot):
+def test_bad_fixed_colors_are_refused_with_the_reason(
+    make_napari_viewer, qtbot, cat_crop, collect_notifications, open_widget, wait_until_idle
+):
     viewer = make_napari_viewer()
     viewer.add_image(cat_crop()[..., 0].astype(np.uint16) * 16, name="grey")
     widget = open_widget(viewer)
     for text, reason in (
-        ("#ff0000", "8-bit RGB"),
-        ("1, 2", "shape"),
+        ("#ff0000", "'fixed colors' must be 1 number(s)"),
+        ("1, 2", "'fixed colors' must have 1 value(s)"),
         ("70000", "[0, 65535]"),
-        ("red", "'#rrggbb' or numbers"),
+        ("red", "'fixed colors' must be 1 number(s)"),
     ):
-        widget.fixed_colors_input.value = text
+        widget.controls.fixed_colors_input.value = text
         with collect_notifications() as notifications:
             widget.run()
-            qtbot.waitUntil(lambda: not widget.is_running, timeout=30_000)
+            wait_until_idle(widget)
         errors = [message for severity, message in notifications if severity == "error"]
         assert errors and reason in errors[-1], (text, notifications)
     assert len(viewer.layers) == 1
 
 
-def test_dither_level_reaches_the_core(make_napari_viewer, qtbot):
+def test_dither_level_reaches_the_core(
+    make_napari_viewer, qtbot, cat_crop, open_widget, run_and_wait, result_layers
+):
     viewer = make_napari_viewer()
     data = cat_crop()
     viewer.add_image(data, rgb=True, name="cat")
     widget = open_widget(viewer)
-    assert widget.dither_input.native.isVisibleTo(widget)
-    widget.n_colors_input.value = 4
-    widget.dither_input.value = 0.5
-    click_run_and_wait(qtbot, widget)
+    assert widget.controls.dither_input.native.isVisibleTo(widget)
+    widget.controls.n_colors_input.value = 4
+    widget.controls.dither_input.value = 0.5
+    run_and_wait(widget)
     _clusters, image = result_layers(viewer, "cat")
     np.testing.assert_array_equal(image.data, quantize(data, 4, dither=0.5).image)
 
 
-def test_auto_k_finds_the_fewest_colors_for_the_target(make_napari_viewer, qtbot):
+def test_auto_k_finds_the_fewest_colors_for_the_target(
+    make_napari_viewer, qtbot, cat_crop, open_widget, run_and_wait, result_layers
+):
     viewer = make_napari_viewer()
     data = cat_crop()
     viewer.add_image(data, rgb=True, name="cat")
     widget = open_widget(viewer)
-    widget.auto_k_check.value = True
-    assert not widget.n_colors_input.enabled and widget.target_psnr_input.enabled
-    widget.target_psnr_input.value = 32.0
-    click_run_and_wait(qtbot, widget)
+    widget.controls.auto_k_check.value = True
+    assert not widget.controls.n_colors_input.enabled and widget.controls.target_psnr_input.enabled
+    widget.controls.target_psnr_input.value = 32.0
+    run_and_wait(widget)
     clusters, _image = result_layers(viewer, "cat")
     expected = quantize(data, "auto", target_psnr=32.0)
     assert clusters.metadata["palette"] == expected.palette.to_dict()
     assert clusters.metadata["psnr"] >= 32.0
     k = len(expected.palette)
-    assert widget.status_label.value.startswith(f"{expected.n_input_colors} → {k} colors")
-    assert widget.status_label.value.endswith("(fewest for 32 dB)")
+    assert widget.runs.status_label.value.startswith(f"{expected.n_input_colors} → {k} colors")
+    assert widget.runs.status_label.value.endswith("(fewest for 32 dB)")
 
 
-def test_auto_k_with_dithering_says_the_target_is_judged_before_dithering():
+def test_auto_k_with_dithering_says_the_target_is_judged_before_dithering(cat_crop):
     """Dithering lowers the PSNR below the target the fit reached: the status line must not
     claim the dithered result reaches it."""
-    from napari_kmeans_filter._layers import describe_result
+    from napari_kmeans_filter._napari._console import describe_result
 
     result = quantize(cat_crop(), "auto", target_psnr=32.0, dither=True)
     assert result.psnr < 32.0  # what made the old wording untrue

@@ -14,24 +14,23 @@ import skimage.data
 from qtpy.QtCore import Qt
 
 from napari_kmeans_filter import Palette, QuantizeResult, apply_palette, quantize
-from napari_kmeans_filter.cli import palette_json
-from test_widget import (
-    cat_crop,
-    click_run_and_wait,
-    collect_notifications,
-    open_widget,
-    result_layers,
-)
+from napari_kmeans_filter._palette_files import palette_json
 
 pytestmark = pytest.mark.viewer
 
 
-def run_on_cat(viewer, qtbot, k=5):
-    cat = viewer.add_image(cat_crop(), rgb=True, name="cat")
-    widget = open_widget(viewer)
-    widget.n_colors_input.value = k
-    click_run_and_wait(qtbot, widget)
-    return cat, widget
+@pytest.fixture
+def run_on_cat(cat_crop, open_widget, run_and_wait):
+    """``run_on_cat(viewer, k=5)``: the cat crop quantized by the dock; (layer, widget)."""
+
+    def run(viewer, k=5):
+        cat = viewer.add_image(cat_crop(), rgb=True, name="cat")
+        widget = open_widget(viewer)
+        widget.controls.n_colors_input.value = k
+        run_and_wait(widget)
+        return cat, widget
+
+    return run
 
 
 # pytest-xvfb's display has 16-bit color (5-6-5 bits): widget colors come back rounded
@@ -45,9 +44,14 @@ def swatch_color(item) -> np.ndarray:
     return np.array([color.red(), color.green(), color.blue()])
 
 
-def test_palette_panel_shows_the_colors_in_label_order_with_their_share(make_napari_viewer, qtbot):
+def test_palette_panel_shows_the_colors_in_label_order_with_their_share(
+    make_napari_viewer,
+    qtbot,
+    result_layers,
+    run_on_cat,
+):
     viewer = make_napari_viewer()
-    _cat, widget = run_on_cat(viewer, qtbot, k=5)
+    _cat, widget = run_on_cat(viewer, k=5)
     clusters, _ = result_layers(viewer, "cat")
     palette = Palette.from_dict(clusters.metadata["palette"])
     swatches = widget.palette_panel.swatches
@@ -61,12 +65,17 @@ def test_palette_panel_shows_the_colors_in_label_order_with_their_share(make_nap
         np.testing.assert_allclose(swatch_color(item), expected, atol=WIDGET_COLOR_TOLERANCE)
         assert item.text() == f"{100 * shares[row]:.1f}%"
         assert f"label {label}:" in item.toolTip()
-    assert widget.export_button.enabled
+    assert widget.palette_panel.export_button.enabled
 
 
-def test_clicking_a_swatch_selects_its_label_in_the_clusters_layer(make_napari_viewer, qtbot):
+def test_clicking_a_swatch_selects_its_label_in_the_clusters_layer(
+    make_napari_viewer,
+    qtbot,
+    result_layers,
+    run_on_cat,
+):
     viewer = make_napari_viewer(show=True)
-    _cat, widget = run_on_cat(viewer, qtbot, k=5)
+    _cat, widget = run_on_cat(viewer, k=5)
     clusters, _ = result_layers(viewer, "cat")
     swatches = widget.palette_panel.swatches
     qtbot.wait(50)
@@ -76,9 +85,14 @@ def test_clicking_a_swatch_selects_its_label_in_the_clusters_layer(make_napari_v
     assert clusters.selected_label == 4
 
 
-def test_palette_panel_screenshot_shows_every_palette_color(make_napari_viewer, qtbot):
+def test_palette_panel_screenshot_shows_every_palette_color(
+    make_napari_viewer,
+    qtbot,
+    result_layers,
+    run_on_cat,
+):
     viewer = make_napari_viewer(show=True)
-    _cat, widget = run_on_cat(viewer, qtbot, k=6)
+    _cat, widget = run_on_cat(viewer, k=6)
     clusters, _ = result_layers(viewer, "cat")
     qtbot.wait(50)
     shot = widget.palette_panel.swatches.viewport().grab().toImage()
@@ -96,9 +110,15 @@ def test_palette_panel_screenshot_shows_every_palette_color(make_napari_viewer, 
         assert (distance <= WIDGET_COLOR_TOLERANCE).sum() >= 100, (label, expected)  # a swatch
 
 
-def test_export_writes_the_command_lines_palette_file(make_napari_viewer, qtbot, tmp_path):
+def test_export_writes_the_command_lines_palette_file(
+    make_napari_viewer,
+    qtbot,
+    tmp_path,
+    result_layers,
+    run_on_cat,
+):
     viewer = make_napari_viewer()
-    _cat, widget = run_on_cat(viewer, qtbot, k=4)
+    _cat, widget = run_on_cat(viewer, k=4)
     clusters, _ = result_layers(viewer, "cat")
     path = widget.export_palette(tmp_path / "cat.json")
     palette = Palette.from_dict(clusters.metadata["palette"])
@@ -129,18 +149,24 @@ def test_export_writes_the_command_lines_palette_file(make_napari_viewer, qtbot,
     np.testing.assert_array_equal(repainted, expected)
 
 
-def test_apply_the_palette_of_one_result_to_another_layer(make_napari_viewer, qtbot):
+def test_apply_the_palette_of_one_result_to_another_layer(
+    make_napari_viewer,
+    qtbot,
+    wait_until_idle,
+    result_layers,
+    run_on_cat,
+):
     viewer = make_napari_viewer()
-    _cat, widget = run_on_cat(viewer, qtbot, k=5)
+    _cat, widget = run_on_cat(viewer, k=5)
     cat_clusters, _ = result_layers(viewer, "cat")
     astronaut = viewer.add_image(skimage.data.astronaut()[:80, :100], rgb=True, name="astro")
     viewer.layers.selection.active = astronaut
-    assert widget.image_layers.value == [astronaut]
-    assert cat_clusters in widget.palette_source_choice.choices
-    widget.palette_source_choice.value = cat_clusters
+    assert widget.controls.image_layers.value == [astronaut]
+    assert cat_clusters in widget.palette_panel.palette_source_choice.choices
+    widget.palette_panel.palette_source_choice.value = cat_clusters
 
-    widget.apply_button.native.click()
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+    widget.palette_panel.apply_button.native.click()
+    wait_until_idle(widget)
 
     palette = Palette.from_dict(cat_clusters.metadata["palette"])
     expected = apply_palette(astronaut.data, palette)
@@ -151,7 +177,16 @@ def test_apply_the_palette_of_one_result_to_another_layer(make_napari_viewer, qt
     assert image.metadata["params"]["palette"]["colors"] == palette.to_dict()["colors"]
 
 
-def test_apply_a_palette_file_and_refuse_one_of_the_wrong_kind(make_napari_viewer, qtbot, tmp_path):
+def test_apply_a_palette_file_and_refuse_one_of_the_wrong_kind(
+    make_napari_viewer,
+    qtbot,
+    tmp_path,
+    cat_crop,
+    collect_notifications,
+    open_widget,
+    wait_until_idle,
+    result_layers,
+):
     viewer = make_napari_viewer()
     layer = viewer.add_image(cat_crop(), rgb=True, name="cat")
     widget = open_widget(viewer)
@@ -160,7 +195,7 @@ def test_apply_a_palette_file_and_refuse_one_of_the_wrong_kind(make_napari_viewe
     good.write_text(palette_json(palette), encoding="utf-8")
 
     widget.apply_palette_file(good)
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+    wait_until_idle(widget)
     _clusters, image = result_layers(viewer, "cat")
     np.testing.assert_array_equal(image.data, apply_palette(layer.data, palette).image)
     assert widget.palette_panel.swatches.count() == 3
@@ -172,21 +207,23 @@ def test_apply_a_palette_file_and_refuse_one_of_the_wrong_kind(make_napari_viewe
     for path, message in ((grey, "channel"), (broken, "JSON")):
         with collect_notifications() as notifications:
             widget.apply_palette_file(path)
-            qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+            wait_until_idle(widget)
         errors = [text for severity, text in notifications if severity == "error"]
         assert errors and message in errors[-1], notifications
     assert len(viewer.layers) == 3
     np.testing.assert_array_equal(image.data, apply_palette(layer.data, palette).image)
 
 
-def test_clusters_features_hold_one_row_per_label(make_napari_viewer, qtbot):
+def test_clusters_features_hold_one_row_per_label(
+    make_napari_viewer, qtbot, cat_crop, open_widget, run_and_wait, result_layers
+):
     viewer = make_napari_viewer()
     rgba = np.dstack([cat_crop(), np.full(cat_crop().shape[:2], 255, np.uint8)])
     rgba[:20, :, 3] = 0  # transparent pixels are in no cluster
     layer = viewer.add_image(rgba, rgb=True, name="cat")
     widget = open_widget(viewer)
-    widget.n_colors_input.value = 5
-    click_run_and_wait(qtbot, widget)
+    widget.controls.n_colors_input.value = 5
+    run_and_wait(widget)
     clusters, _ = result_layers(viewer, "cat")
     features = clusters.features
     expected = quantize(rgba, 5).cluster_stats()
@@ -222,13 +259,15 @@ def core_counts_frames() -> bool:
 @pytest.mark.skipif(
     not core_counts_frames(), reason="the core's cluster_stats has no frame_axis yet"
 )
-def test_stack_features_count_every_frame(make_napari_viewer, qtbot):
+def test_stack_features_count_every_frame(
+    make_napari_viewer, qtbot, open_widget, run_and_wait, result_layers
+):
     viewer = make_napari_viewer()
     frames = np.stack([skimage.data.camera()[:32, :48] // (t + 1) for t in range(3)])
     viewer.add_image(frames, name="movie")
     widget = open_widget(viewer)
-    widget.n_colors_input.value = 4
-    click_run_and_wait(qtbot, widget)
+    widget.controls.n_colors_input.value = 4
+    run_and_wait(widget)
     clusters, _ = result_layers(viewer, "movie")
     base = {"index", "label", "count", "fraction", "mean", "rms_error"}
     per_frame = [name for name in clusters.features.columns if name not in base]

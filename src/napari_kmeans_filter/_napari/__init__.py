@@ -1,0 +1,10 @@
+"""The napari shell: the dock widget and the layer helpers (imports napari and Qt).
+
+Reading layers (:mod:`._read`) → running the core off the GUI thread (:mod:`._run`) →
+layer data made on the worker (:mod:`._prepare`) → layers shown on the GUI thread
+(:mod:`._show`); the console API (:mod:`._console`); the dock widget (:mod:`._widget`) made of
+its settings (:mod:`._controls`), the live preview (:mod:`._preview`), the run controller
+(:mod:`._run_controller`) and the palette panel (:mod:`._palette_panel`).
+
+Nothing is imported here, so that importing one piece does not load the others.
+"""

@@ -1,0 +1,310 @@
+"""The "K-means color filter" dock widget: its pieces put together and connected to the viewer.
+
+The pieces, one per file: the settings (:mod:`._controls`), the live preview
+(:mod:`._preview`), Run/Cancel with the progress and status (:mod:`._run_controller`) and the
+palette panel (:mod:`._palette_panel`). The dock follows the viewer's layers and stops
+everything when it is closed. It holds no algorithm: the core does the work, the layer
+modules (:mod:`._read`, :mod:`._run`, :mod:`._prepare`, :mod:`._show`) translate.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QSize, Qt, Signal
+from qtpy.QtWidgets import (
+    QDockWidget,
+    QFrame,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_kmeans_filter import Palette
+from napari_kmeans_filter._warmup import warm_up
+
+from ._console import describe_result
+from ._controls import Controls, user_message
+from ._palette_panel import PalettePanel
+from ._preview import Preview
+from ._run_controller import Lifetime, RunController, shorten
+from ._show import find_clusters_layer
+
+if TYPE_CHECKING:
+    import napari
+    from napari.qt.threading import FunctionWorker
+
+    from ._prepare import PreparedResult
+    from ._run import Job
+
+
+class KMeansColourWidget(QWidget):
+    """Dock widget: quantize the colors of image layers with k-means.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose image layers are offered and where results are shown.
+    """
+
+    #: Emitted with every new text of the status line (the phase, then the result).
+    status_changed = Signal(str)
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        # napari hands plugins a proxy of the viewer; layers taken from it are proxies too,
+        # and proxies compare unequal to the real layers inside Qt models.
+        self._viewer = getattr(viewer, "__wrapped__", viewer)
+        self._life = Lifetime()
+        self._docked = False
+        #: The source layers of the palette shown in the panel (for selecting labels).
+        self._panel_layers: tuple[Any, ...] = ()
+
+        self.controls = Controls(self._viewer)
+        self.runs = RunController(self._viewer, self._life)
+        self.preview = Preview(
+            self._viewer, self._life, self.controls, lambda: self.is_running, self
+        )
+        self.palette_panel = PalettePanel(self._viewer)
+        self._lay_out()
+        self._connect()
+        self.controls.refresh_choices()
+        self.controls.follow_layer_selection()
+        self._update_enabled()
+        # Load numba and the compiled kernels while the user looks at the dock, so the
+        # first Run or preview does not pay for them (~1 s from numba's cache; the very
+        # first time after installing, the kernels are compiled: several seconds).
+        threading.Thread(target=warm_up, name="napari-kmeans-filter warm-up", daemon=True).start()
+
+    def _lay_out(self) -> None:
+        inner = QWidget()
+        column = QVBoxLayout(inner)
+        column.addWidget(self.controls)
+        column.addWidget(self.preview.check.native)
+        column.addWidget(self.runs)
+        column.addWidget(self.palette_panel)
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(inner)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+
+    def sizeHint(self) -> QSize:
+        # Wide enough for every control and for the dock's whole title; the content never
+        # asks for more (long names are shortened), so the dock keeps this width.
+        hint = QSize(340, 640)
+        dock = self.parentWidget()
+        title_bar = dock.titleBarWidget() if isinstance(dock, QDockWidget) else None
+        if title_bar is not None and title_bar.layout() is not None:
+            hint.setWidth(max(hint.width(), title_bar.layout().sizeHint().width()))
+        return hint
+
+    def _connect(self) -> None:
+        self.runs.run_button.changed.connect(self.run)
+        self.runs.status_changed.connect(self.status_changed)
+        self.runs.running_changed.connect(self._on_running_changed)
+        self.runs.result_shown.connect(self._show_palette)
+        self.preview.shown.connect(self._on_preview_shown)
+        self.preview.failed.connect(self.runs.set_status)
+        self.controls.inputs_changed.connect(self._on_inputs_changed)
+        self.controls.settings_changed.connect(self.preview.schedule)
+        self.palette_panel.label_selected.connect(self._select_label)
+        self.palette_panel.fixed_color_chosen.connect(self.controls.add_fixed_color)
+        self.palette_panel.palette_chosen.connect(self.apply_palette)
+
+        layer_events = self._viewer.layers.events
+        layer_events.inserted.connect(self._on_layers_changed)
+        layer_events.removed.connect(self._on_layers_changed)
+        layer_events.moved.connect(self._on_layers_changed)
+        self._viewer.layers.selection.events.changed.connect(self._follow_layer_selection)
+        self._viewer.dims.events.current_step.connect(self._on_dims_changed)
+        for layer in self._viewer.layers:
+            layer.events.name.connect(self._refresh_choices)
+
+    def _disconnect(self) -> None:
+        layer_events = self._viewer.layers.events
+        for emitter in (layer_events.inserted, layer_events.removed, layer_events.moved):
+            emitter.disconnect(self._on_layers_changed)
+        self._viewer.layers.selection.events.changed.disconnect(self._follow_layer_selection)
+        self._viewer.dims.events.current_step.disconnect(self._on_dims_changed)
+        for layer in self._viewer.layers:
+            layer.events.name.disconnect(self._refresh_choices)
+
+    # ----------------------------------------------------------------------------------
+    # Closing the dock
+    # ----------------------------------------------------------------------------------
+
+    def event(self, event: QEvent) -> bool:
+        # napari takes a closed plugin dock's widget out with setParent(None): that is the
+        # moment to stop, so a run of a closed dock adds no layers afterwards.
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.shut_down()
+        return super().event(event)
+
+    def shut_down(self) -> None:
+        """Cancel any run or preview and stop following the viewer (the dock was closed)."""
+        if self._life.closed:
+            return
+        self._life.closed = True
+        self._life.cancel.set()
+        self.preview.stop()
+        self._disconnect()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._life.closed
+
+    # ----------------------------------------------------------------------------------
+    # Running
+    # ----------------------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """Whether a run is going on (then Run is disabled and Cancel enabled)."""
+        return self.runs.is_running
+
+    @property
+    def is_previewing(self) -> bool:
+        """Whether a preview is waiting or being computed."""
+        return self.preview.is_busy
+
+    @property
+    def worker(self) -> FunctionWorker | None:
+        """The worker of the current run, or None when nothing runs."""
+        return self.runs.worker
+
+    def run(self) -> FunctionWorker | None:
+        """Quantize the selected layer(s) on a worker thread with the chosen settings.
+
+        Returns
+        -------
+        FunctionWorker or None
+            The started worker, or None if nothing was started (a run is already going on,
+            or the input is not usable: then an error notification says why).
+        """
+        return self._start(None, "")
+
+    def apply_palette(self, palette: Palette, palette_name: str = "palette") -> Any:
+        """Repaint the selected image layer(s) with ``palette`` on a worker thread.
+
+        Parameters
+        ----------
+        palette : Palette
+            The colors to use (nearest color in ``palette.color_space``; no fit).
+        palette_name : str
+            Where the palette came from, for the status line.
+
+        Returns
+        -------
+        FunctionWorker or None
+            As :meth:`run`.
+        """
+        return self._start(palette, palette_name)
+
+    def apply_palette_file(self, path: str | Path) -> Any:
+        """Read a palette JSON (as written by Export or the CLI's --palette) and apply it."""
+        if not self.palette_panel.load_palette_file(path):
+            return None
+        return self.runs.worker
+
+    def export_palette(self, path: str | Path) -> Path:
+        """Write the palette shown in the panel as JSON (the CLI's ``--palette`` format)."""
+        return self.palette_panel.export_palette(path)
+
+    def cancel(self) -> None:
+        """Ask the running quantization to stop; it adds no layer."""
+        self.runs.cancel()
+
+    def _start(self, palette: Palette | None, palette_name: str) -> FunctionWorker | None:
+        if self.is_running or self._life.closed:
+            return None
+        try:
+            job = self.controls.make_job(preview=False, palette=palette)
+        except (TypeError, ValueError) as exc:
+            show_error(user_message(exc))
+            return None
+        self.preview.supersede()  # a running preview stops and is dropped
+        name = shorten(job.source.name)
+        if palette is None:
+            message = f"quantizing {name!r}…"
+        else:
+            message = f"repainting {name!r} with {shorten(palette_name)}…"
+        return self.runs.start(job, message)
+
+    def _on_running_changed(self, running: bool) -> None:
+        self._update_enabled()
+        if not running:
+            self.preview.run_ended()
+
+    # ----------------------------------------------------------------------------------
+    # Preview and palette panel
+    # ----------------------------------------------------------------------------------
+
+    def _on_preview_shown(self, prepared: PreparedResult, job: Job) -> None:
+        self.runs.set_status("preview: " + describe_result(prepared.result))
+        self._show_palette(prepared, job)
+
+    def _show_palette(self, prepared: PreparedResult, job: Job) -> None:
+        kind = "preview of " if job.preview else ""
+        title = f"{kind}{shorten(job.source.name)}: {prepared.n_colors} colors"
+        self.palette_panel.show_palette(prepared.palette, prepared.swatches, title)
+        self._panel_layers = job.layers
+        self._update_enabled()
+
+    def _select_label(self, label: int) -> None:
+        layers = self._panel_layers
+        clusters = find_clusters_layer(self._viewer, layers) if layers else None
+        if clusters is None:
+            show_info("K-means color filter: there is no clusters layer for this palette yet.")
+            return
+        clusters.selected_label = label
+
+    # ----------------------------------------------------------------------------------
+    # Following the viewer
+    # ----------------------------------------------------------------------------------
+
+    def _refresh_choices(self, _event: Any = None) -> None:
+        if self._life.closed:
+            return
+        self.controls.refresh_choices()
+        self.palette_panel.refresh_choices()
+        self._update_enabled()
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        if event is not None and getattr(event, "type", None) == "inserted":
+            event.value.events.name.connect(self._refresh_choices)
+        self._refresh_choices()
+
+    def _follow_layer_selection(self, _event: Any = None) -> None:
+        if self._life.closed:
+            return
+        self.controls.follow_layer_selection()
+
+    def _on_inputs_changed(self) -> None:
+        self._update_enabled()
+        self.preview.schedule()
+
+    def _on_dims_changed(self, _event: Any = None) -> None:
+        layers = self.controls.layers
+        if not layers:
+            return
+        # Only a stack's preview depends on the slice shown.
+        ndim = max(layer.ndim for layer in layers)
+        if ndim > len(self._viewer.dims.displayed):
+            self.preview.schedule()
+
+    def _update_enabled(self) -> None:
+        ready = bool(self.controls.layers) and not self.is_running
+        self.runs.set_input_ready(ready)
+        self.palette_panel.set_input_ready(ready)
+        self.controls.update_enabled()

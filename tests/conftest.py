@@ -1,0 +1,171 @@
+"""Shared fixtures: test images, napari notifications, and helpers for the dock in a real viewer.
+
+Helpers are fixtures that return a function (pytest's "factory as fixture"), so test files
+never import each other. Viewer tests get their viewer from napari's ``make_napari_viewer``
+and pytest-qt's ``qtbot``; pytest-xvfb provides the display.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+import pytest
+
+PLUGIN_NAME = "napari-kmeans-filter"
+WIDGET_NAME = "K-means color filter"
+#: Longest wait for one run of the dock (the images in these tests are small).
+RUN_TIMEOUT_MS = 60_000
+
+
+def _cat_crop(rows: slice = slice(90, 150), cols: slice = slice(170, 250)) -> np.ndarray:
+    import skimage.data
+
+    return np.ascontiguousarray(skimage.data.chelsea()[rows, cols])
+
+
+@pytest.fixture
+def cat_crop():
+    """``cat_crop(rows=..., cols=...)``: a small RGB crop of the cat (60 x 80 by default)."""
+    return _cat_crop
+
+
+@contextlib.contextmanager
+def _collect_notifications():
+    from napari.utils.notifications import notification_manager
+
+    received: list[tuple[str, str]] = []
+
+    def collect(notification):
+        received.append((str(notification.severity), str(notification.message)))
+
+    notification_manager.notification_ready.connect(collect)
+    try:
+        yield received
+    finally:
+        notification_manager.notification_ready.disconnect(collect)
+
+
+@pytest.fixture
+def collect_notifications():
+    """``with collect_notifications() as received``: napari notifications shown meanwhile,
+    as (severity, message) pairs."""
+    return _collect_notifications
+
+
+@pytest.fixture
+def notifications():
+    """Every napari notification shown during the test, as (severity, message) pairs."""
+    with _collect_notifications() as received:
+        yield received
+
+
+@pytest.fixture
+def open_widget():
+    """``open_widget(viewer)``: the dock opened through napari's plugin menu; the widget."""
+
+    def open_(viewer):
+        _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, WIDGET_NAME)
+        return widget
+
+    return open_
+
+
+@pytest.fixture
+def wait_until_idle(qtbot):
+    """``wait_until_idle(widget)``: wait until the dock's run has ended."""
+
+    def wait(widget, timeout: int = RUN_TIMEOUT_MS) -> None:
+        qtbot.waitUntil(lambda: not widget.is_running, timeout=timeout)
+
+    return wait
+
+
+@pytest.fixture
+def run_and_wait(wait_until_idle):
+    """``run_and_wait(widget)``: press Run and wait until the run has ended."""
+
+    def run(widget) -> None:
+        widget.runs.run_button.native.click()
+        wait_until_idle(widget)
+
+    return run
+
+
+@pytest.fixture
+def result_layers():
+    """``result_layers(viewer, source_name)``: the (clusters, image) result layers of a source."""
+    from napari.layers import Image
+
+    def find(viewer, source_name: str):
+        (labels,) = [layer for layer in viewer.layers if layer.name == f"{source_name} clusters"]
+        (image,) = [
+            layer
+            for layer in viewer.layers
+            if isinstance(layer, Image) and layer.name.startswith(f"{source_name} k=")
+        ]
+        return labels, image
+
+    return find
+
+
+@pytest.fixture
+def distinct_colors():
+    """``distinct_colors(rgb)``: the distinct RGB colors of an image or screenshot."""
+
+    def colors(screenshot: np.ndarray) -> np.ndarray:
+        return np.unique(np.asarray(screenshot)[..., :3].reshape(-1, 3), axis=0)
+
+    return colors
+
+
+class Heartbeat:
+    """A 10 ms QTimer on the GUI thread: the longest gap between its ticks is the longest
+    time the event loop was blocked (the GUI frozen) while it ran."""
+
+    def __init__(self, interval_ms: int = 10):
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.stop()
+        self.stopped = time.perf_counter()
+
+    def longest_gap(self, start: float | None = None, stop: float | None = None) -> float:
+        start = self.started if start is None else start
+        stop = self.stopped if stop is None else stop
+        inside = [t for t in self.ticks if start <= t <= stop]
+        return float(np.diff([start, *inside, stop]).max())
+
+
+@pytest.fixture
+def heartbeat():
+    """``with heartbeat() as beat``: measures the longest GUI freeze (``beat.longest_gap()``)."""
+    return Heartbeat
+
+
+@pytest.fixture
+def run_console_examples():
+    """``run_console_examples(examples, viewer, source)``: run napari console examples one
+    after the other in one namespace, as typed (napari's console defines ``viewer`` and
+    ``napari``; every example sees what the ones before it left)."""
+
+    def run(examples: list[tuple[int, str]], viewer, source: str) -> dict:
+        import napari
+
+        namespace = {"__name__": "__console__", "viewer": viewer, "napari": napari}
+        for index, code in examples:
+            exec(compile(code, f"{source} console example {index}", "exec"), namespace)
+        return namespace
+
+    return run
