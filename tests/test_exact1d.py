@@ -74,8 +74,9 @@ def test_equals_exhaustive_search(integer, method):
 @pytest.mark.parametrize("integer", [False, True])
 @pytest.mark.parametrize("float_weights", [False, True])
 def test_divide_and_conquer_equals_the_full_programme(integer, float_weights):
-    """The monotone-argmin speed-up is exact for real and integer centres (the
-    integer cost satisfies the quadrangle inequality too; see the module notes)."""
+    """The monotone-argmin speed-up (and Knuth's bound between rows) is exact for
+    real and integer centres (the integer cost satisfies the quadrangle inequality
+    too; see the module notes)."""
     rng = np.random.default_rng(3)
     for n_levels, k in [(300, 2), (300, 7), (600, 40), (200, 150)]:
         values = np.sort(rng.choice(5000, n_levels, replace=False)).astype(np.float64)
@@ -85,6 +86,10 @@ def test_divide_and_conquer_equals_the_full_programme(integer, float_weights):
         full = fit(values, weights, k, integer_centres=integer, method="full")
         fast = fit(values, weights, k, integer_centres=integer, method="dc")
         assert fast.cost == pytest.approx(full.cost, rel=1e-12)
+        # A flat histogram of consecutive levels: ties everywhere.
+        flat = np.arange(n_levels, dtype=np.float64), np.ones(n_levels)
+        full = fit(*flat, k, integer_centres=integer, method="full")
+        assert fit(*flat, k, integer_centres=integer, method="dc").cost == full.cost
 
 
 @pytest.mark.parametrize("name", ["camera", "moon", "coins"])
