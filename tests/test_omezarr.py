@@ -1,0 +1,263 @@
+"""OME-Zarr round trips: images in (0.4 on zarr v2, 0.5 on zarr v3), OME-NGFF label images out.
+
+Inputs are written by ome-zarr-py (the reference implementation, as a microscopist's
+tools would); the label metadata is validated by ome-zarr-models (pydantic models of the
+OME-NGFF 0.4 / 0.5 JSON schemas) and read back by ome-zarr-py's reader, the one
+napari-ome-zarr uses.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+zarr = pytest.importorskip("zarr")
+pytest.importorskip("dask.array")
+ome_writer = pytest.importorskip("ome_zarr.writer")
+ome_format = pytest.importorskip("ome_zarr.format")
+
+from napari_kmeans_filter import _omezarr, quantize  # noqa: E402
+
+VERSIONS = [
+    pytest.param(2, "0.4", id="ngff0.4-zarr2"),
+    pytest.param(3, "0.5", id="ngff0.5-zarr3"),
+]
+
+
+def _noisy(shape, seed=0):
+    """Smooth ramps plus noise along the last two axes: many distinct colours."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).sum(axis=0) * 7 % 256
+    return np.clip(grid + rng.normal(0, 9, shape), 0, 255).astype(np.uint8)
+
+
+def _write_ome(path, data, axes, zarr_format, chunks, scale_factors=(2, 4)):
+    fmt = ome_format.FormatV04() if zarr_format == 2 else ome_format.FormatV05()
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    ome_writer.write_image(
+        data,
+        group,
+        axes=axes,
+        fmt=fmt,
+        scale_factors=scale_factors,
+        storage_options={"chunks": chunks},
+    )
+    return str(path)
+
+
+def _validate(image_path, zarr_format):
+    """ome-zarr-models' checks of the whole image group: the image, the labels group
+    (every listed label image, its dtype) and each label image's multiscale."""
+    models = pytest.importorskip(
+        "ome_zarr_models.v04" if zarr_format == 2 else "ome_zarr_models.v05"
+    )
+    group = zarr.open_group(image_path, mode="r")
+    models.Image.from_zarr(group)
+    models.Labels.from_zarr(group["labels"])
+    for name in _omezarr._ome_attrs(dict(group["labels"].attrs))[0]["labels"]:
+        label = models.ImageLabel.from_zarr(group["labels"][name])
+        assert label.attributes is not None
+
+
+def _label_attrs(path):
+    return _omezarr._ome_attrs(dict(zarr.open_group(path, mode="r").attrs))[0]
+
+
+@pytest.mark.parametrize(("zarr_format", "version"), VERSIONS)
+def test_rgb_round_trip(tmp_path, zarr_format, version):
+    rgb = _noisy((3, 64, 48))
+    path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", zarr_format, (3, 16, 16))
+    assert _omezarr.is_ome_zarr(path)
+    image = _omezarr.read_image(path)
+    assert (image.version, image.zarr_format) == (version, zarr_format)
+    assert image.axis_names == ("c", "y", "x") and image.channel_axis == 0
+    assert [lv.shape for lv in image.levels] == [(3, 64, 48), (3, 32, 24), (3, 16, 12)]
+    np.testing.assert_array_equal(image.data.compute(), rgb)
+
+    result = quantize(image.data, 8, channel_axis=image.channel_axis, random_state=0)
+    expected = quantize(rgb, 8, channel_axis=0, random_state=0)
+    out = _omezarr.write_result_labels(image, result)
+    assert out == f"{path}/labels/kmeans"
+
+    group = zarr.open_group(out, mode="r")
+    full = group["0"][...]
+    # the napari clusters layer's values: palette index + 1, bit for bit
+    np.testing.assert_array_equal(full, expected.labels.astype(np.uint8) + 1)
+    assert full.dtype == np.uint8
+    assert group["0"].metadata.zarr_format == zarr_format
+    assert group["0"].chunks == (16, 16)  # the image's storage chunks less the channel axis
+    # levels: nearest-neighbour picks of the full-resolution labels, the image's shapes
+    np.testing.assert_array_equal(group["1"][...], full[::2, ::2])
+    np.testing.assert_array_equal(group["2"][...], full[::4, ::4])
+
+    attrs = _label_attrs(out)
+    label = attrs["image-label"]
+    palette = np.asarray(expected.palette.colors)
+    assert [c["label-value"] for c in label["colors"]] == list(range(1, len(palette) + 1))
+    np.testing.assert_array_equal([c["rgba"][:3] for c in label["colors"]], palette)
+    assert [p["label-value"] for p in label["properties"]] == list(range(1, len(palette) + 1))
+    assert [p["count"] for p in label["properties"]] == expected.palette.counts.tolist()
+    assert label["source"] == {"image": "../../"}
+    multiscale = attrs["multiscales"][0]
+    assert [a["name"] for a in multiscale["axes"]] == ["y", "x"]
+    image_scales = [ds["coordinateTransformations"][0]["scale"] for ds in image.datasets]
+    label_scales = [ds["coordinateTransformations"][0]["scale"] for ds in multiscale["datasets"]]
+    assert label_scales == [s[1:] for s in image_scales]
+    assert _label_attrs(f"{path}/labels")["labels"] == ["kmeans"]
+    if zarr_format == 2:
+        meta = json.loads((tmp_path / "rgb.zarr" / "labels" / "kmeans" / ".zattrs").read_text())
+        assert meta["image-label"]["version"] == "0.4"
+        assert (
+            json.loads((tmp_path / "rgb.zarr/labels/kmeans/0/.zarray").read_text())[
+                "dimension_separator"
+            ]
+            == "/"
+        )
+    else:
+        meta = json.loads((tmp_path / "rgb.zarr/labels/kmeans/zarr.json").read_text())
+        assert meta["attributes"]["ome"]["version"] == "0.5"
+        assert group["0"].metadata.dimension_names == ("y", "x")
+    _validate(path, zarr_format)
+
+
+@pytest.mark.parametrize(("zarr_format", "version"), VERSIONS)
+def test_tczyx_round_trip(tmp_path, zarr_format, version):
+    data = _noisy((2, 3, 2, 32, 24), seed=1)
+    path = _write_ome(tmp_path / "t.zarr", data, "tczyx", zarr_format, (1, 3, 1, 16, 16), (2,))
+    image = _omezarr.read_image(path)
+    assert image.axis_names == ("t", "c", "z", "y", "x") and image.channel_axis == 1
+    # t and z stay leading axes: one palette over every time point and plane
+    result = quantize(image.data, 6, channel_axis=image.channel_axis, random_state=0)
+    expected = quantize(data, 6, channel_axis=1, random_state=0)
+    out = _omezarr.write_result_labels(image, result, name="clusters")
+    group = zarr.open_group(out, mode="r")
+    np.testing.assert_array_equal(group["0"][...], expected.labels + 1)
+    assert group["0"].shape == (2, 2, 32, 24) and group["0"].chunks == (1, 1, 16, 16)
+    np.testing.assert_array_equal(group["1"][...], group["0"][:, :, ::2, ::2])
+    axes = _label_attrs(out)["multiscales"][0]["axes"]
+    assert [a["name"] for a in axes] == ["t", "z", "y", "x"]
+    _validate(path, zarr_format)
+
+
+def test_labels_list_keeps_other_label_images(tmp_path):
+    rgb = _noisy((3, 32, 32))
+    path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", 3, (3, 16, 16), (2,))
+    image = _omezarr.read_image(path)
+    result = quantize(image.data, 4, channel_axis=0, random_state=0)
+    _omezarr.write_result_labels(image, result, name="other")
+    _omezarr.write_result_labels(image, result)
+    _omezarr.write_result_labels(image, result)  # rewritten, not listed twice
+    assert _label_attrs(f"{path}/labels")["labels"] == ["other", "kmeans"]
+    with pytest.raises(_omezarr.OmeZarrError, match="exists"):
+        _omezarr.write_result_labels(image, result, overwrite=False)
+    _validate(path, 3)
+
+
+def test_transparent_pixels_are_background(tmp_path):
+    rgb = _noisy((3, 32, 32))
+    path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", 2, (3, 16, 16), (2,))
+    image = _omezarr.read_image(path)
+    result = quantize(rgb, 4, channel_axis=0, random_state=0)
+    transparent = np.zeros((32, 32), bool)
+    transparent[:5] = True
+    out = _omezarr.write_labels(
+        image,
+        result.labels,
+        _omezarr.label_colors(result.palette.colors, np.uint8),
+        transparent=transparent,
+    )
+    full = zarr.open_group(out)["0"][...]
+    assert (full[:5] == 0).all()
+    np.testing.assert_array_equal(full[5:], result.labels[5:] + 1)
+
+
+def test_napari_ome_zarr_reader_finds_the_labels_and_colours(tmp_path):
+    reader = pytest.importorskip("ome_zarr.reader")
+    io = pytest.importorskip("ome_zarr.io")
+    rgb = _noisy((3, 32, 32))
+    path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", 2, (3, 16, 16), (2,))
+    image = _omezarr.read_image(path)
+    result = quantize(image.data, 4, channel_axis=0, random_state=0)
+    _omezarr.write_result_labels(image, result)
+    nodes = list(reader.Reader(io.parse_url(f"{path}/labels/kmeans"))())
+    label_nodes = [n for n in nodes if n.load(reader.Label)]
+    assert label_nodes
+    colors = label_nodes[0].metadata["color"]
+    palette = np.asarray(result.palette.colors) / 255
+    for index, rgb_value in enumerate(palette):
+        np.testing.assert_allclose(colors[index + 1][:3], rgb_value, atol=1e-6)
+    # its properties, keyed by label value, are the cluster statistics
+    assert label_nodes[0].metadata["properties"][1]["count"] == int(result.palette.counts[0])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_quantised_image_as_a_new_ome_zarr_image(tmp_path, zarr_format):
+    rgb = _noisy((3, 64, 48))
+    path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", zarr_format, (3, 16, 16))
+    image = _omezarr.read_image(path)
+    result = quantize(image.data, 8, channel_axis=0, random_state=0)
+    out = _omezarr.write_image(tmp_path / "q.zarr", result.image, like=image)
+    copy = _omezarr.read_image(out)
+    assert (copy.zarr_format, copy.axis_names) == (zarr_format, image.axis_names)
+    assert copy.storage_chunks == image.storage_chunks
+    full = copy.data.compute()
+    np.testing.assert_array_equal(full, result.image.compute())
+    # every level holds palette colours only: picks, not averages
+    np.testing.assert_array_equal(copy.levels[1].compute(), full[:, ::2, ::2])
+    models = pytest.importorskip(
+        "ome_zarr_models.v04" if zarr_format == 2 else "ome_zarr_models.v05"
+    )
+    models.Image.from_zarr(zarr.open_group(out, mode="r"))
+
+
+def test_write_image_without_a_template(tmp_path):
+    data = _noisy((2, 3, 40, 30))
+    out = _omezarr.write_image(tmp_path / "n.zarr", data, axes="tcyx", zarr_format=2)
+    image = _omezarr.read_image(out)
+    assert image.version == "0.4" and image.channel_axis == 1
+    np.testing.assert_array_equal(image.data.compute(), data)
+    pytest.importorskip("ome_zarr_models.v04").Image.from_zarr(zarr.open_group(out, mode="r"))
+
+
+def test_label_colors():
+    palette = np.array([[0, 128, 255], [10, 20, 30]])
+    np.testing.assert_array_equal(
+        _omezarr.label_colors(palette, np.uint8), [[0, 128, 255, 255], [10, 20, 30, 255]]
+    )
+    # 12-bit data in uint16 through its omero window; one channel with its colour
+    omero = {"channels": [{"color": "00FF00", "window": {"start": 0, "end": 4095}}]}
+    np.testing.assert_array_equal(
+        _omezarr.label_colors([[4095], [0]], np.uint16, omero=omero),
+        [[0, 255, 0, 255], [0, 0, 0, 255]],
+    )
+    # grey without metadata; floats in [0, 1]
+    np.testing.assert_array_equal(_omezarr.label_colors([0.5], np.float32), [[128, 128, 128, 255]])
+
+
+def test_properties_are_json_with_label_values_from_one():
+    rows = _omezarr.label_properties(
+        {"label": [0, 1], "count": np.array([3, 0]), "mean_0": np.array([1.5, np.nan])}, 2
+    )
+    assert rows == [
+        {"label-value": 1, "count": 3, "mean_0": 1.5},
+        {"label-value": 2, "count": 0, "mean_0": None},
+    ]
+    json.dumps(rows)
+
+
+def test_not_ome_zarr(tmp_path):
+    zarr.create_array(store=str(tmp_path / "a.zarr"), shape=(4, 4), dtype="uint8")
+    zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    (tmp_path / "x.png").write_bytes(b"\x89PNG")
+    for name in ("a.zarr", "g.zarr", "x.png", "missing"):
+        assert not _omezarr.is_ome_zarr(tmp_path / name)
+    with pytest.raises(_omezarr.OmeZarrError):
+        _omezarr.read_image(tmp_path / "g.zarr")
+
+
+def test_labels_of_the_wrong_shape_are_refused(tmp_path):
+    path = _write_ome(tmp_path / "rgb.zarr", _noisy((3, 32, 32)), "cyx", 3, (3, 16, 16), (2,))
+    with pytest.raises(_omezarr.OmeZarrError, match="expected"):
+        _omezarr.write_labels(path, np.zeros((3, 32, 32), np.uint8), np.zeros((2, 4), np.uint8))
