@@ -49,6 +49,7 @@ def test_fit_equals_quantize_on_the_same_data_and_seed(cat_pixels):
     )
     np.testing.assert_array_equal(km.cluster_centers_, result.palette.colors)
     np.testing.assert_array_equal(km.labels_, result.labels.ravel())
+    np.testing.assert_array_equal(km.predict(cat_pixels), km.labels_)
     assert km.inertia_ == pytest.approx(result.mse * cat_pixels.size, rel=1e-9)
     assert km.n_iter_ == result.n_iter
     assert km.cluster_centers_.dtype == np.float64

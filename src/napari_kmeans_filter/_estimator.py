@@ -220,11 +220,14 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
             init = np.asarray(init, dtype=np.float64) / self._scale
         fitted = X / self._scale if self._scale != 1.0 else X
         weight = sample_weight if weighted else None
+        keep = None
         if weighted and not _is_dask(X):
             # Rows of weight 0 take no part in the fit: the fit equals the one
             # without them (scikit-learn's sample-weight contract).
             keep = sample_weight > 0
-            if not keep.all():
+            if keep.all():
+                keep = None
+            else:
                 fitted, weight = fitted[keep], sample_weight[keep]
             if np.all(weight == 1.0):
                 weight = None
@@ -254,7 +257,20 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
             centres = centres[np.arange(self.n_clusters) % n_found]
         self.cluster_centers_ = centres.astype(self._float_dtype(X))
         self.n_iter_ = int(result.n_iter)
-        labels, distances = self._nearest(X)
+        if _is_dask(X):
+            labels, distances = self._nearest(X)
+        else:
+            # The engine's labels are the nearest centres already (ties: the lower
+            # index, as argmin); only rows left out of the fit are searched here.
+            labels = np.empty(len(X), np.intp)
+            engine = np.asarray(result.labels).reshape(-1)
+            if keep is None:
+                labels[:] = engine
+            else:
+                labels[keep] = engine
+                labels[~keep] = self._nearest(X[~keep])[0]
+            offsets = self._fit_space(X) - self._fit_space(self.cluster_centers_)[labels]
+            distances = np.einsum("ij,ij->i", offsets, offsets)
         self.labels_ = labels
         self.inertia_ = float(self._weighted_sum(distances, sample_weight))
         return self
