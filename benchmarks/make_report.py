@@ -936,6 +936,11 @@ def cli_table(crows):
                 _fmt_t(float(o["time_median_s"]) - float(fl["time_median_s"])) if o and fl else "-"
             )
             load = o.get("loadavg_1min", "") if o else ""
+            cpu = (
+                f"{_fmt_t(float(o['cpu_median_s']))} / {_fmt_t(float(q['cpu_median_s']))}"
+                if o and q and o.get("cpu_median_s") and q.get("cpu_median_s")
+                else "-"
+            )
             body.append(
                 [
                     f"{image} ({mp:.2f} MP)",
@@ -945,6 +950,7 @@ def cli_table(crows):
                     _fmt_t(float(fp["time_median_s"])) if fp else "-",
                     _fmt_t(float(fl["time_median_s"])) if fl else "-",
                     above,
+                    cpu,
                     load,
                 ]
             )
@@ -961,6 +967,7 @@ def cli_table(crows):
             "floor: Python + numpy + PIL",
             "floor: + numba",
             "ours above the numba floor",
+            "CPU: ours / pngquant",
             "load",
         ],
         body,
