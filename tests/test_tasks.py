@@ -65,6 +65,8 @@ def test_zarr_source_only_for_arrays_straight_from_from_zarr(tmp_path, stack):
     assert _tasks.zarr_source(x + 1) is None
     assert _tasks.zarr_source(np.asarray(stack)) is None
     assert _tasks.zarr_source(da.from_array(stack)) is None
+    z = zarr.open_array(path, mode="r")
+    assert _tasks.zarr_source(da.from_array(z, chunks=z.chunks)) is not None
 
 
 def test_regroup_reads_several_storage_chunks_per_task(tmp_path, stack):

@@ -11,7 +11,7 @@ that no two tasks ever write the same chunk) and opens, regroups and writes zarr
 with them; the storage chunks of what is written stay the caller's.
 
 The measured effect is in ``benchmarks/bench_dask.py`` (issue 19): on a 0.8 GB RGB stack
-stored in 256² chunks, k=16 with one task per storage chunk vs ~32 MB tasks (see
+stored in 256² chunks, k=16 with one task per storage chunk vs 16 MiB tasks (see
 ``TARGET_TASK_BYTES``).
 
 References
@@ -30,15 +30,20 @@ from typing import Any
 
 import numpy as np
 
-# Bytes of input one task reads.  Measured on the issue-19 stacks (2 cores, k=16): the
-# throughput is flat from ~16 to ~64 MB and falls below ~4 MB (per-task costs) - see
-# benchmarks/results/dask_tasks.csv; 32 MB keeps 2 threads x (input + the kernels'
-# per-pixel temporaries) well under the 700 MB budget.
-TARGET_TASK_BYTES = 32 * 2**20
+# Bytes of input one task reads: 16 MiB is one 2048 x 2048 RGB uint8 frame, 64 storage
+# chunks of 256 x 256.  Measured on a 0.8 GB RGB stack (64 frames of 2048 x 2048, k=16, 2
+# threads; benchmarks/results/dask_issue19.csv): tasks of two such frames (25 MB) peaked
+# at 571-704 MB RSS over the four chunkings, at the 700 MB budget; one frame per task
+# keeps two threads' inputs and the kernels' per-pixel temporaries well under it, and
+# still reads 64 storage chunks per zarr call at 256 x 256.
+TARGET_TASK_BYTES = 16 * 2**20
 
 
 def zarr_source(array: Any):
     """The zarr array a dask array was read from by ``dask.array.from_zarr``, or None.
+
+    ``dask.array.from_array`` of a zarr array counts too (napari-ome-zarr and other
+    readers use either).
 
     Only an array *straight* from ``from_zarr`` (every task a read of the zarr array,
     same shape) counts: after slicing or arithmetic, regrouping the reads would change
@@ -64,9 +69,10 @@ def zarr_source(array: Any):
     layers = getattr(graph, "layers", None)
     if not layers or array.name not in layers:
         return None
-    # from_zarr (inline_array=False, dask's default) builds two layers: the reads, and
-    # one key holding the zarr array they depend on.  Anything more is a derived array.
-    if len(layers) != 2 or not array.name.startswith("from-zarr"):
+    # from_zarr and from_array (inline_array=False, dask's default) build two layers: the
+    # reads, and one key holding the zarr array they depend on.  Anything more is a
+    # derived array; with inline_array=True the array hides in every task (not regrouped).
+    if len(layers) != 2 or not array.name.startswith(("from-zarr-", "array-")):
         return None
     found = None
     for name, layer in layers.items():
