@@ -4,6 +4,7 @@
     python benchmarks/bench_dask.py                    # all four chunkings, 3 runs each
     python benchmarks/bench_dask.py --chunks 1,256,256,3 --repeats 1
     python benchmarks/bench_dask.py --dask-ml          # also dask-ml on a 2-frame subset
+    python benchmarks/bench_dask.py --methods ours-grouped zarr-io-grouped --clusters 1 2
 
 The stack: 80 frames of 2048x2048x3 uint8 (0.94 GiB) of noisy photos: random crops of the
 real sample images, resized (Pillow bilinear) to 2048x2048, with the same camera noise as the
@@ -17,6 +18,14 @@ untimed process on one frame (it fills the on-disk cache of JIT-compiled kernels
   ours:    quantize(da.from_zarr(store), 16, random_state=0); da.to_zarr(result.labels, ...)
   zarr-io: the I/O floor of any two-pass method, right after ours at each chunking:
            da.from_zarr(store).max().compute(); da.to_zarr(x[..., 0], ...)
+  ours-grouped / zarr-io-grouped (issue 19): the same, with tasks of several storage
+           chunks each (``_tasks.regroup``: ~32 MB of whole storage chunks per task) and the
+           labels written with the input's storage chunks from tasks aligned to them
+           (``_tasks.to_zarr``): the grouped floor is zarr-python's own read-twice-write-once
+           I/O with tasks of the same size as ours, the honest floor.
+  --clusters 1 2: each grouped method also on a dask.distributed LocalCluster of 1 worker
+           process (2 threads) and of 2 worker processes (1 thread each); each worker's
+           peak RSS (VmHWM) is recorded, the client process's too.
   dask-ml: (--dask-ml) the seed article's usage on the first --dask-ml-frames frames of the
            (1, 2048, 2048, 3) store: dask_ml.cluster.KMeans(n_clusters=16).fit(pixels),
            labels_ to zarr; the full-stack time is extrapolated linearly, and labelled so.
@@ -25,7 +34,9 @@ VmHWM (whole process, imports included), cross-checked by a psutil thread sampli
 10 ms. A first run slower than --slow-seconds is not repeated; a run is stopped after
 --timeout seconds. Results: <results>/dask.csv (+ dask_env.json); the report is regenerated.
 Targets (issue 8): >= 40 MP/s and <= 700 MB at every chunking, and no chunking more than 2x
-slower than the best.
+slower than the best.  Issue 19: the same with no chunking more than 1.5x slower than the best,
+or <= 1.25x the grouped floor where that floor is itself below 40 MP/s.
+--data-dir / --csv-name measure other stores (e.g. a /tmp stack) without touching dask.csv.
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ SOURCES = ("chelsea", "astronaut", "coffee", "china", "flower")
 RECIPE = 2  # bump when the frame recipe changes, to regenerate the cache
 N_COLORS = 16
 CHUNKINGS = [(1, 1024, 345, 3), (1, 512, 512, 3), (1, 256, 256, 3), (1, 2048, 2048, 3)]
+METHODS = ("ours", "zarr-io", "ours-grouped", "zarr-io-grouped")
 FULL_FRAME = (1, SIZE, SIZE, 3)
 
 FIELDS = [
@@ -80,6 +92,9 @@ FIELDS = [
     "mse",
     "extrapolated_full_s",
     "scheduler",
+    "tasks",
+    "n_tasks",
+    "worker_peak_rss_mb",
     "core_version",
     "loadavg_1min",
     "stage_peak_rss_mb",
@@ -100,8 +115,20 @@ def parse_chunks(text: str) -> tuple[int, ...]:
     return parts
 
 
+_DATA_DIR = [DATA_DIR]  # --data-dir replaces it (the child gets the same option)
+TASK_MB = [16.0]  # --task-mb: bytes per task of the grouped methods (the core's default)
+
+
 def store_path(chunks, n_frames: int = N_FRAMES) -> Path:
-    return DATA_DIR / f"stack_r{RECIPE}_f{n_frames}_c{chunk_tag(chunks)}.zarr"
+    return _DATA_DIR[0] / f"stack_r{RECIPE}_f{n_frames}_c{chunk_tag(chunks)}.zarr"
+
+
+def _shown_path(path: Path) -> str:
+    """A store's path relative to the checkout when it is inside it (as the CSVs show it)."""
+    try:
+        return str(path.relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
 
 
 # --------------------------------------------------------------------------- the stack
@@ -147,7 +174,7 @@ def ensure_stacks(chunkings, n_frames: int = N_FRAMES, workers: int = 2) -> dict
     missing = {c: p for c, p in paths.items() if not _complete(p, n_frames, c)}
     if not missing:
         return paths
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    _DATA_DIR[0].mkdir(parents=True, exist_ok=True)
     arrays = {}
     for c, p in missing.items():
         if p.exists():
@@ -212,46 +239,87 @@ def _stage_name(msg) -> str:
     return " ".join(words) or str(msg)
 
 
-def child(method: str, stack_frames: int, frames: int, out: str, scheduler: str, chunks) -> None:
+def _worker_peak_mb() -> float:
+    return _status_mb("VmHWM")
+
+
+def child(
+    method: str, stack_frames: int, frames: int, out: str, scheduler: str, chunks, cluster: int = 0
+) -> None:
     import dask
     import dask.array as da
 
-    if method == "ours":
+    grouped = method.endswith("-grouped")
+    base = method.removesuffix("-grouped")
+    if base == "ours":
         from napari_kmeans_filter import quantize
-    elif method == "dask-ml":
+    elif base == "dask-ml":
         from dask_ml.cluster import KMeans
-    dask.config.set(scheduler=scheduler)
+    if grouped:
+        from napari_kmeans_filter import _tasks
+    client = None
+    if cluster:
+        from dask.distributed import Client, LocalCluster
+
+        # 2 cores: 1 process x 2 threads, or 2 processes x 1 thread
+        client = Client(
+            LocalCluster(
+                n_workers=cluster,
+                threads_per_worker=max(1, (os.cpu_count() or 2) // cluster),
+                processes=True,
+                dashboard_address=None,
+                memory_limit=0,
+            )
+        )
+    else:
+        dask.config.set(scheduler=scheduler)
 
     x = da.from_zarr(str(store_path(chunks, stack_frames)))
+    storage_chunks = tuple(x.chunksize)
+    if grouped:
+        # what the core and the CLI will do once wired: tasks of several storage chunks
+        x = _tasks.regroup(x, target_bytes=int(TASK_MB[0] * 2**20))
     if frames < x.shape[0]:
         x = x[:frames]
     n_px = int(np.prod(x.shape[:-1]))
     baseline = _status_mb("VmRSS")
     sampler = RssSampler()
     sampler.start()
-    info = {"core_version": _runinfo.core_version() if method == "ours" else ""}
-    info["n_chunks"] = int(np.prod(x.numblocks))
+    info = {"core_version": _runinfo.core_version() if base == "ours" else ""}
+    info["n_chunks"] = int(
+        np.prod([-(-s // c) for s, c in zip(x.shape, storage_chunks, strict=True)])
+    )
+    info["n_tasks"] = int(np.prod(x.numblocks))
+    info["tasks"] = chunk_tag(x.chunksize)
+
+    def write(labels):
+        if grouped:
+            # labels keep the input's storage chunks (less the channel axis); tasks stay large
+            _tasks.to_zarr(labels, out, storage_chunks=storage_chunks[:-1])
+        else:
+            da.to_zarr(labels, out, overwrite=True)
+
     t0 = time.perf_counter()
-    if method == "ours":
+    if base == "ours":
         # the core's progress messages name its stages: peak RSS is attributed to them
         res = quantize(
             x, N_COLORS, random_state=0, progress=lambda f, msg: sampler.set_stage(_stage_name(msg))
         )
         t1 = time.perf_counter()
-        sampler.set_stage("write labels (da.to_zarr)")
-        da.to_zarr(res.labels, out, overwrite=True)
+        sampler.set_stage("write labels")
+        write(res.labels)
         info["n_colors"] = len(res.palette)
         info["n_input_colors"] = int(res.n_input_colors)
         mse = res.mse
         info["mse"] = float(mse.compute() if hasattr(mse, "compute") else mse)
-    elif method == "zarr-io":
+    elif base == "zarr-io":
         # The I/O floor of any two-pass method: read every chunk once (the fit's
         # pass), then read every chunk again and write one uint8 per pixel.
         sampler.set_stage("read")
         x.max().compute()
         t1 = time.perf_counter()
-        sampler.set_stage("write labels (da.to_zarr)")
-        da.to_zarr(x[..., 0], out, overwrite=True)
+        sampler.set_stage("write labels")
+        write(x[..., 0])
         info["mse"] = None
     else:
         pixels = x.reshape(-1, x.shape[-1])
@@ -259,7 +327,7 @@ def child(method: str, stack_frames: int, frames: int, out: str, scheduler: str,
         sampler.set_stage("fit")
         km.fit(pixels)
         t1 = time.perf_counter()
-        sampler.set_stage("write labels (da.to_zarr)")
+        sampler.set_stage("write labels")
         labels = km.labels_.reshape(x.shape[:-1])
         da.to_zarr(labels, out, overwrite=True)
         info["n_colors"] = int(km.cluster_centers_.shape[0])
@@ -267,6 +335,10 @@ def child(method: str, stack_frames: int, frames: int, out: str, scheduler: str,
     t2 = time.perf_counter()
     sampler.stop.set()
     sampler.join()
+    if client is not None:
+        peaks = client.run(_worker_peak_mb)
+        info["worker_peak_rss_mb"] = "; ".join(f"{v:.0f}" for v in peaks.values())
+        client.close()
     info.update(
         wall_s=t2 - t0,
         fit_s=t1 - t0,
@@ -282,9 +354,11 @@ def child(method: str, stack_frames: int, frames: int, out: str, scheduler: str,
 
     z = zarr.open_array(out, mode="r")
     assert tuple(z.shape) == tuple(x.shape[:-1]), (z.shape, x.shape)
-    if method != "zarr-io":
+    if grouped:
+        assert tuple(z.chunks) == storage_chunks[:-1], (z.chunks, storage_chunks)
+    if base != "zarr-io":
         assert int(np.asarray(z[0]).max()) < N_COLORS
-    if method == "dask-ml":
+    if base == "dask-ml":
         # MSE of its centres, computed from the written labels after the measurement
         # (dask-ml's inertia_ sums unsquared distances, so it cannot be used)
         err = 0.0
@@ -296,7 +370,7 @@ def child(method: str, stack_frames: int, frames: int, out: str, scheduler: str,
     print(json.dumps(info))
 
 
-def run_child(method, stack_frames, frames, scheduler, chunks, timeout):
+def run_child(method, stack_frames, frames, scheduler, chunks, timeout, cluster=0):
     out = OUT_DIR / f"labels_{method}_c{chunk_tag(chunks)}.zarr"
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -311,6 +385,12 @@ def run_child(method, stack_frames, frames, scheduler, chunks, timeout):
         scheduler,
         "--chunks",
         ",".join(str(c) for c in chunks),
+        "--data-dir",
+        str(_DATA_DIR[0]),
+        "--clusters",
+        str(cluster),
+        "--task-mb",
+        str(TASK_MB[0]),
     ]
     load1 = os.getloadavg()[0]
     try:
@@ -388,6 +468,30 @@ def main(argv=None):
     p.add_argument(
         "--scheduler", default="threads", choices=["threads", "processes", "synchronous"]
     )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(METHODS),
+        help="what to time at each chunking (default: all four)",
+    )
+    p.add_argument(
+        "--clusters",
+        nargs="+",
+        type=int,
+        default=[],
+        help="also run the grouped methods on a LocalCluster of N worker processes, e.g. 1 2",
+    )
+    p.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="where the stacks are (or are made)"
+    )
+    p.add_argument(
+        "--task-mb",
+        type=float,
+        default=None,
+        help="MiB read per task by the grouped methods (default: _tasks.TARGET_TASK_BYTES)",
+    )
+    p.add_argument("--csv-name", default=CSV_NAME, help=f"results file (default {CSV_NAME})")
     p.add_argument("--results", type=Path, default=_runinfo.DEFAULT_RESULTS)
     p.add_argument("--no-report", action="store_true")
     p.add_argument(
@@ -395,12 +499,20 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
     chunkings = [tuple(c) for c in (args.chunks or CHUNKINGS)]
+    _DATA_DIR[0] = args.data_dir
+    if args.task_mb is None:
+        from napari_kmeans_filter import _tasks
+
+        args.task_mb = _tasks.TARGET_TASK_BYTES / 2**20
+    TASK_MB[0] = args.task_mb
     if args.child:
         m, stack_frames, frames, out = args.child
-        child(m, int(stack_frames), int(frames), out, args.scheduler, chunkings[0])
+        cluster = args.clusters[0] if args.clusters else 0
+        child(m, int(stack_frames), int(frames), out, args.scheduler, chunkings[0], cluster)
         return 0
 
-    csv_path, env_path = args.results / CSV_NAME, args.results / ENV_NAME
+    csv_path = args.results / args.csv_name
+    env_path = csv_path.with_name(csv_path.stem + "_env.json")
     needed = list(chunkings) + (
         [FULL_FRAME] if args.dask_ml and FULL_FRAME not in chunkings else []
     )
@@ -410,19 +522,19 @@ def main(argv=None):
     print(f"run {run_id}; core {info['core_version']} from {info['git'].get('package_dir')}")
     frames = args.frames
     # Rows of chunkings / methods not measured now are kept (a partial rerun merges).
-    measured = {(m, chunk_tag(c)) for c in chunkings for m in ("ours", "zarr-io")}
+    measured = {(m, chunk_tag(c)) for c in chunkings for m in args.methods}
     if args.dask_ml:
         measured.add(("dask-ml", chunk_tag(FULL_FRAME)))
     kept = [r for r in load_rows(csv_path) if (r["method"], r.get("chunks", "")) not in measured]
     rows = []
 
-    def record(method, chunks, scope, n_frames, res, note=""):
+    def record(method, chunks, scope, n_frames, res, note="", cluster=0):
         row = {
             "method": method,
             "chunks": chunk_tag(chunks),
             "scope": scope,
             "frames": n_frames,
-            "scheduler": args.scheduler,
+            "scheduler": f"LocalCluster({cluster} processes)" if cluster else args.scheduler,
             "run_id": run_id,
             "timestamp": _runinfo.utc_stamp(),
             **res,
@@ -430,12 +542,15 @@ def main(argv=None):
         if res.get("status") == "ok":
             row["mp_per_s"] = res["megapixels"] / res["wall_s"]
             row["note"] = note
+            workers = res.get("worker_peak_rss_mb")
             print(
-                f"  {method:8s} chunks {chunk_tag(chunks):15s} {n_frames:3d} frames "
+                f"  {method:15s} {row['scheduler'][:24]:24s} chunks {chunk_tag(chunks):15s} "
+                f"tasks {res.get('tasks', '')} ({res.get('n_tasks', '')}) {n_frames:3d} frames "
                 f"{res['megapixels']:6.1f} MP {res['wall_s']:8.2f} s (fit {res['fit_s']:.2f} + "
                 f"write {res['write_s']:.2f})  {row['mp_per_s']:6.1f} MP/s  peak RSS "
                 f"{res['peak_rss_mb']:.0f} MB (sampled {res['peak_rss_sampled_mb']:.0f}, "
-                f"baseline {res['baseline_rss_mb']:.0f})",
+                f"baseline {res['baseline_rss_mb']:.0f})"
+                + (f", workers {workers} MB" if workers else ""),
                 flush=True,
             )
         else:
@@ -457,25 +572,32 @@ def main(argv=None):
         print(
             f"chunks {chunks}: {n_chunks} chunks of {np.prod(chunks) / 2**20:.2f} MiB", flush=True
         )
-        for rep in range(args.repeats):
-            row = record(
-                "ours",
-                chunks,
-                scope,
-                frames,
-                run_child("ours", frames, frames, args.scheduler, chunks, args.timeout),
-            )
-            if row.get("status") != "ok" or (rep == 0 and row["wall_s"] > args.slow_seconds):
-                break
-        # The same reads and writes with nothing computed, right after ours.
-        record(
-            "zarr-io",
-            chunks,
-            scope,
-            frames,
-            run_child("zarr-io", frames, frames, args.scheduler, chunks, args.timeout),
-            "I/O floor: a pass reading every chunk, then reading again and writing uint8 labels",
-        )
+        # Round-robin over the methods, so that load from elsewhere hits them alike; each
+        # floor right beside its method.
+        runs = [(m, 0) for m in args.methods] + [
+            (m, n) for n in args.clusters for m in args.methods if m.endswith("-grouped")
+        ]
+        slow = set()
+        for _ in range(args.repeats):
+            for method, cluster in runs:
+                if (method, cluster) in slow:
+                    continue
+                row = record(
+                    method,
+                    chunks,
+                    scope,
+                    frames,
+                    run_child(
+                        method, frames, frames, args.scheduler, chunks, args.timeout, cluster
+                    ),
+                    "I/O floor: a pass reading every chunk, then reading again and writing "
+                    "uint8 labels"
+                    if method.startswith("zarr-io")
+                    else "",
+                    cluster,
+                )
+                if row.get("status") != "ok" or row["wall_s"] > args.slow_seconds:
+                    slow.add((method, cluster))
     if args.dask_ml:
         n = args.dask_ml_frames
         full_mp = frames * SIZE * SIZE / 1e6
@@ -507,9 +629,7 @@ def main(argv=None):
             "frame_size": f"{SIZE}x{SIZE}",
             "nbytes": frames * SIZE * SIZE * 3,
             "recipe": RECIPE,
-            "stores": {
-                chunk_tag(c): str(store_path(c, frames).relative_to(HERE.parent)) for c in needed
-            },
+            "stores": {chunk_tag(c): _shown_path(store_path(c, frames)) for c in needed},
         },
         scheduler=f"dask '{args.scheduler}' scheduler, default workers ({os.cpu_count()} cores)",
     )
@@ -517,6 +637,8 @@ def main(argv=None):
     print(f"wrote {csv_path} in {info['elapsed_s']:.0f} s")
     import make_report
 
+    if args.csv_name != CSV_NAME:
+        return 0  # the report reads dask.csv only
     print(make_report.format_summary(make_report.targets_summary(args.results, only="dask")))
     if not args.no_report:
         make_report.main(["--results", str(args.results)])
