@@ -35,11 +35,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import logging
 import math
 import os
 import re
 import shutil
 import struct
+import sys
+import tempfile
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -123,17 +127,25 @@ class InputImage:
     _closers: list[Any] = field(default_factory=list, repr=False)
 
     def load(self):
-        """Return the pixels: a numpy array, or a dask array when :attr:`lazy`."""
+        """Return the pixels: a numpy array, or a dask array when :attr:`lazy`.
+
+        What the decoding libraries report on the way is appended to :attr:`notes`
+        (the reading of a lazy input happens later, chunk by chunk, and reports errors
+        only).
+        """
         try:
-            array = self.read(self)
-        except ImageIOError:
-            raise
+            with _library_messages() as messages:
+                array = self.read(self)
+        except ImageIOError as exc:
+            raise ImageIOError(_with_messages(str(exc), messages)) from exc
         except MemoryError:
             raise ImageIOError(
                 f"not enough memory to read {self.path}; try --chunked (TIFF) or a .zarr input"
             ) from None
         except Exception as exc:  # readers raise many types for corrupt data
-            raise ImageIOError(f"cannot read image {self.path}: {_describe(exc)}") from exc
+            message = f"cannot read image {self.path}: {_describe(exc)}"
+            raise ImageIOError(_with_messages(message, messages)) from exc
+        self.notes.extend(note for note in _as_notes(messages) if note not in self.notes)
         if not array.dtype.isnative:  # Pillow's I;16B, big-endian TIFF and zarr data
             array = array.astype(array.dtype.newbyteorder("="))
         return array
@@ -175,6 +187,16 @@ def open_image(path: str | os.PathLike, *, chunked: bool = False) -> InputImage:
     path = Path(path)
     if not path.exists():
         raise ImageIOError(_missing(path))
+    try:
+        with _library_messages() as messages:
+            source = _open(path, chunked)
+    except ImageIOError as exc:
+        raise ImageIOError(_with_messages(str(exc), messages)) from exc
+    source.notes.extend(_as_notes(messages))
+    return source
+
+
+def _open(path: Path, chunked: bool) -> InputImage:
     if path.is_dir():
         if path.suffix.lower() == ".zarr" or any(
             (path / name).exists() for name in ("zarr.json", ".zarray")
@@ -194,6 +216,81 @@ def open_image(path: str | os.PathLike, *, chunked: bool = False) -> InputImage:
     if _NETPBM_MAGIC.match(magic):
         return _open_netpbm(path)
     return _open_pillow(path)
+
+
+@contextlib.contextmanager
+def _library_messages() -> Iterator[list[str]]:
+    """Collect what the decoders say while a file is read, instead of printing it.
+
+    libtiff (under Pillow) and other C libraries write warnings and errors straight to
+    the process's stderr, tifffile logs them, Pillow warns: on a damaged file the user
+    saw several lines of the libraries' talk before the one error line.  Here the
+    stderr file descriptor is pointed at a temporary file for the duration (the
+    command line reads its inputs in one thread), the "tifffile" logger and Python
+    warnings are recorded, and all of it is returned as lines.
+    """
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("tifffile")
+    handler, propagate = Collect(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    with contextlib.ExitStack() as stack:
+        caught = stack.enter_context(warnings.catch_warnings(record=True))
+        warnings.simplefilter("always")
+        sink = stack.enter_context(tempfile.TemporaryFile())
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (a GUI process): nothing to collect
+            saved = None
+        else:
+            os.dup2(sink.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            messages.extend(line.strip() for line in text.splitlines() if line.strip())
+            # Warnings about the file (Pillow's UserWarnings, DecompressionBombWarning);
+            # deprecations speak to developers, not about the file.
+            about_the_file = [w for w in caught if issubclass(w.category, _FILE_WARNINGS)]
+            messages.extend(str(warning.message) for warning in about_the_file)
+
+
+#: Warning categories that speak about a file being read (not DeprecationWarning,
+#: FutureWarning and the like, which speak to developers).
+_FILE_WARNINGS = (UserWarning, RuntimeWarning)
+
+
+def _as_notes(messages: list[str]) -> list[str]:
+    """The decoders' messages as at most one note (the first, and how many more)."""
+    if not messages:
+        return []
+    more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+    return [f"the decoder reported: {_shorten(messages[0])}{more}; the file may be damaged"]
+
+
+def _with_messages(message: str, messages: list[str]) -> str:
+    """An error message with the decoder's first message, which often says more."""
+    if not messages or messages[0] in message:
+        return message
+    return f"{message} (decoder: {_shorten(messages[0])})"
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _missing(path: Path) -> str:
@@ -620,7 +717,8 @@ def _open_tiff(path: Path, *, chunked: bool) -> InputImage:
                     else:
                         images.append(level)
             if not images:
-                raise ImageIOError(f"cannot read {path}: it holds only reduced-resolution pages")
+                what = "only reduced-resolution pages" if reduced else "no image"
+                raise ImageIOError(f"cannot read image {path}: it holds {what} (damaged?)")
             if reduced:
                 notes.append(_reduced_note(reduced))
             if len({_tiff_kind(image) for image in images}) > 1:
@@ -721,12 +819,13 @@ def _read_tiff(source: InputImage, series: list[int], order: list[int], names: s
     if source.lazy:
         import dask.array as xp
 
-        _require_zarr("reading a TIFF chunk by chunk")
+        zarr = _require_zarr("reading a TIFF chunk by chunk")
         arrays = []
         for index in series:
             store = tifffile.imread(source.path, aszarr=True, series=index, level=0)
             source._closers.append(store)
-            arrays.append(xp.from_zarr(store))
+            stored = zarr.open_array(store, mode="r")
+            arrays.append(_lazy_array(stored, source.path, f"series {index}"))
     else:
         xp = np
         arrays = [tifffile.imread(source.path, series=index, level=0) for index in series]
@@ -763,11 +862,9 @@ def _open_zarr(path: Path) -> InputImage:
     shape = tuple(node.shape)
 
     def read(source: InputImage):
-        import dask.array as da
-
         # The store's own chunks: the outputs get them, and memory stays that of the
         # Python API on the same array.
-        return da.from_zarr(str(source.path))
+        return _lazy_array(zarr.open_array(str(source.path), mode="r"), source.path, "")
 
     return InputImage(
         path,
@@ -778,6 +875,41 @@ def _open_zarr(path: Path) -> InputImage:
         channel_axis=-1 if len(shape) >= 3 and shape[-1] in (3, 4) else None,
         alpha=None,
         read=read,
+    )
+
+
+class _NamedErrors:
+    """A zarr array whose read errors name the file they come from.
+
+    A lazy input is read chunk by chunk while dask computes, long after
+    :func:`open_image`; a corrupt chunk would surface there as the codec's bare
+    exception (a ``ValueError`` from zlib, say) that names no file.
+    """
+
+    def __init__(self, array, path: Path) -> None:
+        self.array, self.path = array, path
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key):
+        try:
+            return self.array[key]
+        except Exception as exc:
+            raise ImageIOError(f"cannot read image {self.path}: {_describe(exc)}") from exc
+
+
+def _lazy_array(array, path: Path, part: str):
+    """A dask array over a zarr array, in its own chunks, read errors naming ``path``."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    stat = os.stat(path)  # a name that changes when the file does
+    return da.from_array(
+        _NamedErrors(array, path),
+        chunks=array.chunks,
+        name="read-" + tokenize(str(path), part, stat.st_mtime_ns, stat.st_size),
+        asarray=True,
+        fancy=False,
+        meta=np.empty((0,) * array.ndim, array.dtype),
     )
 
 
