@@ -4,7 +4,7 @@
     python benchmarks/bench_dask.py                    # all four chunkings, 3 runs each
     python benchmarks/bench_dask.py --chunks 1,256,256,3 --repeats 1
     python benchmarks/bench_dask.py --dask-ml          # also dask-ml on a 2-frame subset
-    python benchmarks/bench_dask.py --methods ours-grouped zarr-io-grouped --clusters 1 2
+    python benchmarks/bench_dask.py --methods ours-grouped zarr-io-grouped --clusters 0 1 2
 
 The stack: 80 frames of 2048x2048x3 uint8 (0.94 GiB) of noisy photos: random crops of the
 real sample images, resized (Pillow bilinear) to 2048x2048, with the same camera noise as the
@@ -23,7 +23,7 @@ untimed process on one frame (it fills the on-disk cache of JIT-compiled kernels
            labels written with the input's storage chunks from tasks aligned to them
            (``_tasks.to_zarr``): the grouped floor is zarr-python's own read-twice-write-once
            I/O with tasks of the same size as ours, the honest floor.
-  --clusters 1 2: each grouped method also on a dask.distributed LocalCluster of 1 worker
+  --clusters 0 1 2: each grouped method also on a dask.distributed LocalCluster of 1 worker
            process (2 threads) and of 2 worker processes (1 thread each); each worker's
            peak RSS (VmHWM) is recorded, the client process's too.
   dask-ml: (--dask-ml) the seed article's usage on the first --dask-ml-frames frames of the
@@ -436,6 +436,10 @@ def save(rows, path):
     tmp.replace(path)
 
 
+def _scheduler_name(cluster: int, scheduler: str) -> str:
+    return f"LocalCluster({cluster} processes)" if cluster else scheduler
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(
@@ -479,8 +483,9 @@ def main(argv=None):
         "--clusters",
         nargs="+",
         type=int,
-        default=[],
-        help="also run the grouped methods on a LocalCluster of N worker processes, e.g. 1 2",
+        default=[0],
+        help="0: the threaded scheduler (every method); N > 0: the grouped methods on a "
+        "LocalCluster of N worker processes; e.g. --clusters 0 1 2 (default 0)",
     )
     p.add_argument(
         "--data-dir", type=Path, default=DATA_DIR, help="where the stacks are (or are made)"
@@ -507,7 +512,7 @@ def main(argv=None):
     TASK_MB[0] = args.task_mb
     if args.child:
         m, stack_frames, frames, out = args.child
-        cluster = args.clusters[0] if args.clusters else 0
+        cluster = args.clusters[0]
         child(m, int(stack_frames), int(frames), out, args.scheduler, chunkings[0], cluster)
         return 0
 
@@ -522,10 +527,19 @@ def main(argv=None):
     print(f"run {run_id}; core {info['core_version']} from {info['git'].get('package_dir')}")
     frames = args.frames
     # Rows of chunkings / methods not measured now are kept (a partial rerun merges).
-    measured = {(m, chunk_tag(c)) for c in chunkings for m in args.methods}
+    measured = {
+        (m, chunk_tag(c), _scheduler_name(n, args.scheduler))
+        for c in chunkings
+        for m in args.methods
+        for n in args.clusters
+    }
     if args.dask_ml:
-        measured.add(("dask-ml", chunk_tag(FULL_FRAME)))
-    kept = [r for r in load_rows(csv_path) if (r["method"], r.get("chunks", "")) not in measured]
+        measured.add(("dask-ml", chunk_tag(FULL_FRAME), args.scheduler))
+    kept = [
+        r
+        for r in load_rows(csv_path)
+        if (r["method"], r.get("chunks", ""), r.get("scheduler", "threads")) not in measured
+    ]
     rows = []
 
     def record(method, chunks, scope, n_frames, res, note="", cluster=0):
@@ -534,7 +548,7 @@ def main(argv=None):
             "chunks": chunk_tag(chunks),
             "scope": scope,
             "frames": n_frames,
-            "scheduler": f"LocalCluster({cluster} processes)" if cluster else args.scheduler,
+            "scheduler": _scheduler_name(cluster, args.scheduler),
             "run_id": run_id,
             "timestamp": _runinfo.utc_stamp(),
             **res,
@@ -574,8 +588,8 @@ def main(argv=None):
         )
         # Round-robin over the methods, so that load from elsewhere hits them alike; each
         # floor right beside its method.
-        runs = [(m, 0) for m in args.methods] + [
-            (m, n) for n in args.clusters for m in args.methods if m.endswith("-grouped")
+        runs = [
+            (m, n) for n in args.clusters for m in args.methods if n == 0 or m.endswith("-grouped")
         ]
         slow = set()
         for _ in range(args.repeats):
