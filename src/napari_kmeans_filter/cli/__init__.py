@@ -1,0 +1,176 @@
+"""Command-line entry point: ``napari-kmeans-filter`` / ``python -m napari_kmeans_filter``.
+
+Two commands share the program name:
+
+* ``napari-kmeans-filter INPUT... -k K [-o OUTPUT | --out-dir DIR]`` quantises images
+  (or repaints them with ``--apply-palette``);
+* ``napari-kmeans-filter demo [--out-dir DIR]`` writes the k-means gallery of the cat.
+
+This module holds :func:`main`: the exit statuses, the stop signals and the one error line.
+Everything that can be checked before work starts (files exist, outputs can be written,
+nothing would be overwritten, the core accepts every parameter for every input) is checked for
+the whole batch first. Every problem ends the run with one line
+``napari-kmeans-filter: error: ...`` on stderr and exit status 2; set
+``NAPARI_KMEANS_FILTER_DEBUG=1`` to see the traceback instead. Ctrl-C (exit 130), SIGTERM (143)
+and SIGHUP (129) stop a run the same way: the file being written is removed and nothing is left
+half-written.
+
+The submodules, one topic each: :mod:`.parse` (options, from the parameter contract),
+:mod:`.plan` (the batch checked before any work), :mod:`.run` (the core on each input, outputs
+written), :mod:`.demo` (the gallery), :mod:`.progress` (what is shown on stderr) and
+:mod:`.errors` (the core's errors in the shell's words). They are imported only when needed,
+so that ``--help`` costs little.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from .errors import PROG, CliError, one_line
+
+#: Environment variable that makes errors show their traceback (for bug reports).
+DEBUG_VARIABLE = "NAPARI_KMEANS_FILTER_DEBUG"
+DEMO_COMMAND = "demo"
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+#: Signals that stop a run like Ctrl-C does (SIGHUP: the terminal was closed).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+#: Names kept importable from ``napari_kmeans_filter.cli`` (docs/make_gallery.py and the tests
+#: use them), each loaded from its submodule on first use.
+_LAZY = {
+    "build_parser": "parse",
+    "build_demo_parser": "parse",
+    "DEMO_K_VALUES": "parse",
+    "DEMO_DITHER_K_VALUES": "parse",
+    "DEMO_TARGETS_PSNR": "parse",
+    "Job": "plan",
+    "plan_jobs": "plan",
+    "run": "run",
+    "DemoImage": "demo",
+    "demo_images": "demo",
+    "demo_header": "demo",
+    "demo_line": "demo",
+    "run_demo": "demo",
+    "write_demo_image": "demo",
+    "contact_sheet": "demo",
+    "contact_sheet_boxes": "demo",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by a stop signal; unwinds like KeyboardInterrupt, so
+    every ``finally`` runs and the temporary outputs are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status: 0 success, 2 error, 130 Ctrl-C,
+    128 + the signal number for SIGTERM (143) and SIGHUP (129).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with _stop_signals_raise():
+            # 'demo' is a command only as the first word, so a file called 'demo' can
+            # still be quantised as './demo'.
+            if argv[:1] == [DEMO_COMMAND]:
+                from .demo import run_demo
+                from .parse import parse_demo_args
+
+                return run_demo(parse_demo_args(argv[1:]))
+            from .parse import parse_args
+            from .run import run
+
+            return run(parse_args(argv))
+    except KeyboardInterrupt:
+        _clear_display()
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _Stopped as stopped:
+        _clear_display()
+        print(f"{PROG}: stopped by {signal.Signals(stopped.signum).name}", file=sys.stderr)
+        return 128 + stopped.signum  # the shell's status for a process ended by a signal
+    except Exception as exc:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        _clear_display()
+        print(f"{PROG}: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _error_line(exc: Exception) -> str:
+    """The one line of an error: its own words for the problems the program names (files,
+    options, the core's parameters); a pointer to the traceback for anything else."""
+    from .._io import ImageIOError
+    from .._palette_files import PaletteFileError
+
+    # ValueError/TypeError come from the core's checks, whose messages name the problem;
+    # OSError from the file system (permissions, full disk).
+    known = (CliError, ImageIOError, PaletteFileError, ValueError, TypeError, OSError, MemoryError)
+    if isinstance(exc, known):
+        return one_line(exc)
+    # Lazy (.zarr, chunked TIFF) inputs are only read while quantising, so a corrupt chunk
+    # surfaces here, from the codec, as any exception type.
+    return (
+        f"{type(exc).__name__}: {one_line(exc)} "
+        f"(a corrupt or unreadable input?; {DEBUG_VARIABLE}=1 shows the traceback)"
+    )
+
+
+def _clear_display() -> None:
+    progress = sys.modules.get(f"{__name__}.progress")
+    if progress is not None:
+        progress.DISPLAY.clear()
+
+
+@contextlib.contextmanager
+def _stop_signals_raise():
+    """Turn SIGTERM and SIGHUP into :class:`_Stopped` while the run lasts.
+
+    Their default action kills the process at once, leaving the temporary file being
+    written beside its destination.  Raised as an exception instead, they unwind
+    through :func:`napari_kmeans_filter._io.atomic_output`, which removes it.  Only the
+    main thread can install handlers; elsewhere (a caller's worker thread) nothing
+    changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        for number in STOP_SIGNALS:  # a second signal must not interrupt the cleanup
+            signal.signal(number, signal.SIG_IGN)
+        raise _Stopped(signum)
+
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+__all__ = ["DEBUG_VARIABLE", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "CliError", "main"]

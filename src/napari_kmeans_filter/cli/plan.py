@@ -1,0 +1,448 @@
+"""Command-line planning: every input opened, every output named and every check that needs no
+pixels made for the whole batch, before any work.
+
+The parameters are checked by the core itself, on each input's header (shape and dtype, no
+pixels): :func:`~napari_kmeans_filter._layout.layout_of` on a zero-stride stand-in of the image
+checks the channel axis, alpha and mask, :func:`~napari_kmeans_filter._options.fit_options` every
+fit parameter, :func:`~napari_kmeans_filter._validation.check_palette_for_image` a palette. Their
+errors are said once in the shell's words (:func:`~.errors.in_shell_words`). What is checked
+here is the command line's own business: files, names, patterns and option combinations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _io
+from .._contract import InvalidParameterError, default
+from .._io import ImageIOError
+from .errors import CliError, in_shell_words, one_line
+from .progress import DISPLAY
+
+#: Formats that keep every label exactly (JPEG would blur them).
+LABEL_FORMATS = ("png", "tiff", "zarr", "npy")
+
+#: Options that only matter when a palette is fitted (not with --apply-palette).
+_FIT_OPTIONS = (
+    ("target_psnr", "--target-psnr"),
+    ("target_delta_e", "--target-delta-e"),
+    ("speed", "--speed"),
+    ("fixed_color", "--fixed-color"),
+    ("fixed_colors_from", "--fixed-colors-from"),
+    ("mask", "--mask"),
+    ("color_space", "--color-space"),
+)
+
+
+@dataclass
+class Job:
+    """One input and the files written for it."""
+
+    source: _io.InputImage
+    #: The colour axis as the core normalised it (non-negative), or None.
+    channel_axis: int | None
+    #: Whether the last colour channel is alpha (None: the core's rule).
+    alpha: bool | None
+    output: Path
+    labels: Path | None
+    palette: Path | None
+    stats: Path | None = None
+    #: The --mask as the core's ``mask``: boolean, of the input's spatial shape.
+    mask: Any = None
+    #: The --fixed-color and --fixed-colors-from colours in the input's units, (m, C).
+    fixed_colors: np.ndarray | None = None
+    #: The input's shape without its channel axis (the labels' shape).
+    spatial_shape: tuple[int, ...] = ()
+
+
+def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
+    """Open every input, name every output and check the whole batch before any work.
+
+    Raises
+    ------
+    CliError, ImageIOError
+        Bad option combination, unreadable input, a parameter the core refuses for an input,
+        an output that would replace an input or an existing file (without ``--overwrite``),
+        or a format that cannot hold the result.
+    """
+    _check_combinations(args, palette)
+    k = len(palette) if palette is not None else args.n_colors
+    fixed_from = _fixed_colors_file(args.fixed_colors_from)
+    masks: dict[Path, Any] = {}
+
+    jobs = []
+    for path in args.inputs:
+        source = _io.open_image(path, chunked=args.chunked)
+        fields = {"stem": _stem(path), "k": k}
+        mask_path = _expand(args.mask, fields, "--mask")
+        mask = None
+        if mask_path is not None:
+            if mask_path not in masks:
+                masks[mask_path] = _read_mask(mask_path)
+            mask = masks[mask_path]
+        layout, mask = _header_layout(source, args.channel_axis, mask, mask_path)
+        job = Job(
+            source,
+            layout.channel_axis,
+            _alpha(source, args.channel_axis, layout),
+            args.output or _default_output(path, source, args, k),
+            labels=_expand(args.labels, fields, "--labels"),
+            palette=_expand(args.palette, fields, "--palette"),
+            stats=_expand(args.stats, fields, "--stats"),
+            mask=mask,
+            spatial_shape=layout.spatial_shape,
+        )
+        if palette is not None:
+            _check_palette(
+                palette.colors,
+                layout,
+                source.path,
+                "--apply-palette",
+                palette_path=args.apply_palette,
+            )
+        else:
+            job.fixed_colors = _fixed_colors(args.fixed_color, fixed_from, args, layout, source)
+            _check_fit(args, layout, job, source.path)
+        jobs.append(job)
+
+    _check_outputs(jobs, args, k)
+    return jobs
+
+
+# --------------------------------------------------------------------------------------
+# The core's checks on each input's header
+# --------------------------------------------------------------------------------------
+
+
+def _stand_in(source: _io.InputImage) -> np.ndarray:
+    """An array of the input's shape and dtype that holds no pixels (every stride 0)."""
+    return np.broadcast_to(np.zeros((), np.dtype(source.dtype).newbyteorder("=")), source.shape)
+
+
+def _header_layout(source: _io.InputImage, channel_axis, mask, mask_path):
+    """The core's view of the input (channel axis, alpha, spatial shape), checked by the core.
+
+    A mask of one frame's shape is given to every frame of a stack (the command line's own
+    convenience); any other shape is the core's to refuse.
+    """
+    axis = source.channel_axis if channel_axis == "auto" else channel_axis
+    alpha = source.alpha if channel_axis == "auto" else None
+    try:
+        layout = _layout(source, axis, alpha, None)
+        if mask is not None:
+            spatial = layout.spatial_shape
+            if len(spatial) > mask.ndim >= 2 and mask.shape == spatial[-mask.ndim :]:
+                mask = np.broadcast_to(mask, spatial)  # the same region in every frame
+            layout = _layout(source, axis, alpha, mask)
+    except InvalidParameterError as error:
+        value = mask_path if error.parameter == "mask" else axis if channel_axis != "auto" else None
+        raise CliError(in_shell_words(error, where=source.path, value=value)) from None
+    return layout, mask
+
+
+def _layout(source, axis, alpha, mask):
+    from .._layout import layout_of
+
+    return layout_of(_stand_in(source), axis, alpha, mask=mask)
+
+
+def _alpha(source: _io.InputImage, channel_axis, layout) -> bool | None:
+    """The file's word on alpha, for its own channel axis; None (the core's rule) otherwise."""
+    if channel_axis == "auto":
+        return source.alpha
+    from .._validation import check_channel_axis
+
+    files_axis = check_channel_axis(source.channel_axis, len(source.shape))
+    return source.alpha if files_axis == layout.channel_axis else None
+
+
+def _check_fit(args, layout, job: Job, path: Path) -> None:
+    """Every fit parameter checked by the core against this input, as ``quantize`` will."""
+    from .._options import fit_options
+
+    try:
+        fit_options(
+            layout,
+            n_colors=args.n_colors,
+            color_space=args.color_space or default("color_space"),
+            speed=default("speed") if args.speed is None else args.speed,
+            init=default("init"),
+            fixed_colors=job.fixed_colors,
+            n_init=default("n_init"),
+            max_iter=default("max_iter"),
+            tol=default("tol"),
+            random_state=args.seed,
+            dither=args.dither or default("dither"),
+            target_psnr=args.target_psnr,
+            target_delta_e=args.target_delta_e,
+        )
+    except InvalidParameterError as error:
+        raise CliError(in_shell_words(error, args, where=path)) from None
+
+
+def _check_palette(colors, layout, where, option: str, *, palette_path) -> np.ndarray:
+    """A palette's colours for this input, checked by the core (channels, units)."""
+    from .._validation import check_palette_for_image
+
+    try:
+        return check_palette_for_image(colors, layout.n_color_channels, layout.dtype)
+    except InvalidParameterError as error:
+        raise CliError(
+            in_shell_words(error, where=where, option=option, value=palette_path)
+        ) from None
+
+
+# --------------------------------------------------------------------------------------
+# Fixed colours and masks: files and texts read into the core's parameters
+# --------------------------------------------------------------------------------------
+
+
+def _fixed_colors_file(path: Path | None):
+    """The colours of the --fixed-colors-from palette file, or None."""
+    if path is None:
+        return None
+    from .._palette_files import PaletteFileError, read_palette
+
+    try:
+        return read_palette(path).colors
+    except PaletteFileError as exc:
+        raise CliError(f"--fixed-colors-from: {exc}") from None
+
+
+def _fixed_colors(texts, from_file, args, layout, source) -> np.ndarray | None:
+    """The fixed colours of one input in its units: the palette file's colours first, then
+    each --fixed-color in the given order (the palette's first entries, in that order).
+
+    Their count, range and repeats are the core's to check (:func:`_check_fit`).
+    """
+    from .._color_text import parse_color
+
+    rows = []
+    if from_file is not None:
+        colors = _check_palette(
+            from_file,
+            layout,
+            source.path,
+            "--fixed-colors-from",
+            palette_path=args.fixed_colors_from,
+        )
+        rows.extend(colors.astype(np.float64).tolist())
+    for text in texts or ():
+        try:
+            rows.append(parse_color(text, layout.dtype, layout.n_color_channels))
+        except InvalidParameterError as error:
+            raise CliError(
+                in_shell_words(error, where=source.path, option="--fixed-color", value=text)
+            ) from None
+    return np.array(rows, dtype=np.float64) if rows else None
+
+
+def _read_mask(path: Path):
+    try:
+        return _io.read_mask(path)
+    except ImageIOError as exc:
+        raise CliError(f"--mask: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------
+# Options that contradict each other
+# --------------------------------------------------------------------------------------
+
+
+def _check_combinations(args: argparse.Namespace, palette: Any | None) -> None:
+    """Refuse options that contradict each other, naming the option (no pixels needed)."""
+    several = len(args.inputs) > 1
+    if args.output is not None and several:
+        raise CliError(
+            f"-o/--output names one file but there are {len(args.inputs)} inputs; "
+            "use --out-dir DIR instead"
+        )
+    if args.output is not None and args.format is not None:
+        raise CliError("--format names the outputs of --out-dir; with -o the suffix decides")
+    patterns = (("--labels", args.labels), ("--palette", args.palette), ("--stats", args.stats))
+    for option, pattern in patterns:
+        if pattern is not None and several and "{stem}" not in pattern:
+            raise CliError(
+                f"{option} {pattern!r} would be written once per input; with several inputs "
+                "give a pattern containing {stem}, e.g. 'out/{stem}_labels.png'"
+            )
+    if palette is not None:
+        for attribute, option in _FIT_OPTIONS:
+            if getattr(args, attribute) is not None:
+                extra = ""
+                if option == "--color-space":
+                    extra = f": the palette's own colour space ({palette.color_space}) is used"
+                raise CliError(
+                    f"{option} has no effect with --apply-palette (nothing is fitted){extra}"
+                )
+
+
+# --------------------------------------------------------------------------------------
+# Naming the outputs
+# --------------------------------------------------------------------------------------
+
+
+def _zarr_store_root(path: Path) -> Path | None:
+    """The outermost zarr directory that contains ``path`` (itself included), if any."""
+    root = None
+    for candidate in (path, *path.parents):
+        if any((candidate / name).exists() for name in ("zarr.json", ".zgroup", ".zarray")):
+            root = candidate
+        elif root is not None:
+            break
+    return root
+
+
+def input_name(path: Path) -> str:
+    """How an input is named in messages and outputs: an array inside a zarr group is
+    ``group.zarr/0``, not just ``0``."""
+    root = _zarr_store_root(path)
+    if root is not None and root != path:
+        return path.relative_to(root.parent).as_posix()
+    return path.name
+
+
+def _stem(path: Path) -> str:
+    name = input_name(path)
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    if "/" in name:  # group.zarr/0 -> group_0
+        first, _, rest = name.partition("/")
+        return f"{Path(first).stem}_{rest.replace('/', '_')}"
+    return Path(name).stem
+
+
+def _default_output(path: Path, source: _io.InputImage, args, k) -> Path:
+    if args.format is not None:
+        suffix = "." + args.format
+    elif source.kind == "pillow" and source.n_frames > 1:
+        suffix = ".tif"  # keeps every frame (PNG and JPEG hold one)
+    elif source.kind == "pillow" and source.path.suffix.lower() not in (".tif", ".tiff"):
+        suffix = ".png"  # lossless and indexed: JPEG would undo the quantisation
+    elif source.kind == "zarr":
+        suffix = ".zarr"
+    else:
+        suffix = path.suffix.lower() or ".tif"
+    if args.out_dir is not None:
+        directory = args.out_dir
+    else:  # beside the input, and outside a zarr group holding it
+        root = _zarr_store_root(path)
+        directory = (root if root is not None else path).parent
+    name = f"{_stem(path)}_auto" if k == "auto" else f"{_stem(path)}_k{k}"
+    return directory / f"{name}{suffix}"
+
+
+def _expand(pattern: str | None, fields: dict, option: str) -> Path | None:
+    if pattern is None:
+        return None
+    try:
+        return Path(pattern.format(**fields))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise CliError(
+            f"{option} {pattern!r}: only {{stem}} and {{k}} can be used in the pattern ({exc})"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------
+# Checking the outputs
+# --------------------------------------------------------------------------------------
+
+
+def _check_outputs(jobs: list[Job], args, k) -> None:
+    # A zarr array is protected with the whole store (group) around it.
+    inputs = [(_zarr_store_root(job.source.path) or job.source.path).resolve() for job in jobs]
+    seen: dict[Path, str] = {}
+    warned_jpeg = False
+    for job in jobs:
+        outputs = [
+            ("output", job.output),
+            ("labels", job.labels),
+            ("palette", job.palette),
+            ("stats", job.stats),
+        ]
+        for role, path in outputs:
+            if path is None:
+                continue
+            resolved = path.resolve()
+            for input_path in inputs:
+                if _same_or_nested(resolved, input_path):
+                    raise CliError(
+                        f"refusing to write {role} {path}: that would change the input "
+                        f"{input_path} (choose another name)"
+                    )
+            described = f"the {role} of {job.source.path}"
+            if resolved in seen:
+                raise CliError(
+                    f"{seen[resolved]} and {described} would both be written to {path}; "
+                    "choose other names"
+                )
+            seen[resolved] = described
+            if path.exists() and not args.overwrite:
+                raise CliError(f"{path} already exists (use --overwrite to replace it)")
+            if role == "palette":
+                if path.suffix.lower() != ".json":
+                    raise CliError(f"--palette {path}: the palette is written as .json")
+                continue
+            if role == "stats":
+                if path.suffix.lower() != ".csv":
+                    raise CliError(f"--stats {path}: the statistics are written as .csv")
+                continue
+            if role == "labels" and _io.output_format(path) not in LABEL_FORMATS:
+                raise CliError(
+                    f"--labels {path}: labels must be stored exactly; use .png, .tif, .zarr or .npy"
+                )
+        _check_formats(job, k)
+        if _io.output_format(job.output) == "jpeg" and not warned_jpeg:
+            warned_jpeg = True
+            DISPLAY.warn(
+                "JPEG compression re-introduces colours: the JPEG will have many more "
+                "than the quantised colours (write .png for an exact result)"
+            )
+
+
+def _check_formats(job: Job, k) -> None:
+    """Whether the output (and label) formats can hold this job's results."""
+    from .._contract import MAX_N_COLORS
+    from .._paint import label_dtype
+
+    _io.check_writable(job.output, job.source.shape, job.source.dtype, job.channel_axis, job.alpha)
+    if job.labels is not None:
+        # -k auto may choose up to the most colours there are: the labels' dtype for those.
+        dtype = label_dtype(MAX_N_COLORS if k == "auto" else k)
+        _io.check_writable(job.labels, job.spatial_shape, dtype, None)
+
+
+def _same_or_nested(output: Path, input_path: Path) -> bool:
+    """Whether writing ``output`` could touch ``input_path`` (same file, or inside a
+    .zarr directory being replaced, or the output placed inside an input directory)."""
+    if output == input_path:
+        return True
+    if output.is_relative_to(input_path) and input_path.is_dir():
+        return True
+    if input_path.is_relative_to(output):
+        return True
+    try:
+        return output.exists() and os.path.samefile(output, input_path)  # hard links
+    except OSError:
+        return False
+
+
+def prepare_directories(paths: Sequence[Path | None]) -> None:
+    """Create the directories of the output ``paths`` and check that they are writable."""
+    for directory in sorted({path.parent for path in paths if path is not None}):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CliError(f"cannot create output directory {directory}: {one_line(exc)}") from None
+        if not directory.is_dir():
+            raise CliError(f"output directory {directory} is not a directory")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise CliError(f"cannot write to output directory {directory}: permission denied")

@@ -1,0 +1,251 @@
+"""Command-line running: each planned input through the core, then its outputs written whole.
+
+:func:`run` reads the palette of ``--apply-palette``, plans the batch (:mod:`.plan`), then for
+each input calls :func:`~napari_kmeans_filter.quantize` or
+:func:`~napari_kmeans_filter.apply_palette` and writes the image, labels, palette and statistics
+together: all of them or none (each under a temporary name until complete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import time
+import warnings
+from typing import Any
+
+from .. import _io
+from .._contract import InvalidParameterError
+from .errors import CliError, in_shell_words, shell_words
+from .plan import Job, input_name, plan_jobs, prepare_directories
+from .progress import DISPLAY, FIT_SHARE
+
+EXIT_OK = 0
+
+
+def load_palette(path):
+    """The palette of ``--apply-palette``; a bad file is one error line."""
+    from .._palette_files import PaletteFileError, read_palette
+
+    try:
+        return read_palette(path)
+    except PaletteFileError as exc:
+        raise CliError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Quantise (or repaint) every input as the parsed ``args`` say."""
+    palette = load_palette(args.apply_palette) if args.apply_palette is not None else None
+    display = DISPLAY.configure(enabled=not args.quiet)
+    jobs = plan_jobs(args, palette)
+    prepare_directories(
+        [path for job in jobs for path in (job.output, job.labels, job.palette, job.stats)]
+    )
+    started = time.perf_counter()
+    arrow = display.arrow
+    for number, job in enumerate(jobs, start=1):
+        name = input_name(job.source.path)
+        display.begin(number, len(jobs), name)
+        for note in getattr(job.source, "notes", ()):
+            display.warn(f"{job.source.path}: {note}")
+        job_started = time.perf_counter()
+        with job.source:
+            result = _process(job, args, palette, display.core_progress())
+            display.show(FIT_SHARE, "writing")
+            _write_outputs(job, result, args)
+        elapsed = time.perf_counter() - job_started
+        display.finish(
+            f"[{number}/{len(jobs)}] {name} {arrow} {job.output.name}  "
+            f"{result.n_input_colors}{arrow}{_colours(len(result.palette))}"
+            f"{' (auto)' if args.n_colors == 'auto' else ''}  "
+            f"{_quality_text(result, args)}  {elapsed:.2f} s"
+        )
+    if len(jobs) > 1:
+        display.finish(f"{len(jobs)} images in {time.perf_counter() - started:.1f} s")
+    display.clear()
+    return EXIT_OK
+
+
+def _process(job: Job, args, palette, progress):
+    """Run the core on one input; its warnings become warning lines naming the input."""
+    from .. import apply_palette, quantize
+
+    image = job.source.load()
+    # Options left out keep the core's own defaults.
+    optional = {
+        name: value
+        for name, value in (
+            ("dither", args.dither),
+            ("speed", getattr(args, "speed", None)),
+            ("color_space", getattr(args, "color_space", None)),
+        )
+        if value is not None
+    }
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            if palette is not None:
+                result = apply_palette(
+                    image,
+                    palette,
+                    channel_axis=job.channel_axis,
+                    alpha=job.alpha,
+                    progress=progress,
+                    **optional,
+                )
+            else:
+                result = quantize(
+                    image,
+                    args.n_colors,
+                    channel_axis=job.channel_axis,
+                    alpha=job.alpha,
+                    mask=job.mask,
+                    fixed_colors=job.fixed_colors,
+                    target_psnr=args.target_psnr,
+                    target_delta_e=args.target_delta_e,
+                    random_state=args.seed,
+                    progress=progress,
+                    **optional,
+                )
+    except InvalidParameterError as error:
+        # Checks that need the pixels (colours in a float image's units) come from the core
+        # only now; said as the plan's are.
+        raise CliError(in_shell_words(error, args, where=job.source.path)) from None
+    for warning in caught:
+        DISPLAY.warn(f"{job.source.path}: {shell_words(' '.join(str(warning.message).split()))}")
+    return result
+
+
+def _quality_text(result, args) -> str:
+    """PSNR of the written image; with -k auto and --target-delta-e also the mean
+    CIEDE2000, and with --dither the figures of the fit before dithering it reached."""
+    text = format_psnr(result.psnr)
+    curve = result.error_curve
+    if curve is None:
+        return text
+    chosen = curve["n_colors"].index(len(result.palette))
+    dithered = bool(args.dither)
+    if dithered:
+        text += f" ({curve['psnr'][chosen]:.1f} dB before dithering)"
+    if "delta_e" in curve:
+        text += f"  CIEDE2000 {curve['delta_e'][chosen]:.2f}"
+        if dithered:
+            text += " before dithering"
+    return text
+
+
+def _write_outputs(job: Job, result, args) -> None:
+    """Write image, labels, palette and statistics of one job: all of them or none."""
+    from .._palette_files import palette_json, stats_csv
+
+    icc_profile = getattr(job.source, "icc_profile", None)
+    outputs = {"image": (job.output, result.image, job.channel_axis, job.alpha)}
+    if job.labels is not None:
+        outputs["labels"] = (job.labels, result.labels, None, None)
+    indexed = args.indexed_png and _io.output_format(job.output) == "png"
+    note = _io.icc_profile_note(job.output, icc_profile) if icc_profile else None
+    if note:
+        DISPLAY.warn(note)
+    with contextlib.ExitStack() as stack:
+        temporaries = {
+            role: stack.enter_context(_io.atomic_output(path, overwrite=args.overwrite))
+            for role, (path, *_) in outputs.items()
+        }
+        in_memory = _store_or_compute(
+            outputs, temporaries, result.labels if indexed else None, icc_profile
+        )
+        for role, (path, _, channel_axis, alpha) in outputs.items():
+            if role not in in_memory:
+                continue  # already stored chunk by chunk
+            is_image = role == "image"
+            extra = {"icc_profile": icc_profile} if is_image and icc_profile else {}
+            _io.write_array(
+                temporaries[role],
+                in_memory[role],
+                fmt=_io.output_format(path),
+                channel_axis=channel_axis,
+                alpha=alpha,
+                # The labels turn the image into an indexed PNG without a colour search;
+                # the label image itself stays plain greyscale, never indexed.
+                labels=in_memory.get("index") if is_image else None,
+                colors=result.palette.colors if is_image else None,
+                indexed=indexed and is_image,
+                optimize=args.optimize,
+                **extra,
+            )
+        if job.palette is not None:
+            temporary = stack.enter_context(
+                _io.atomic_output(job.palette, overwrite=args.overwrite)
+            )
+            temporary.write_text(palette_json(result.palette), encoding="utf-8")
+        if job.stats is not None:
+            temporary = stack.enter_context(_io.atomic_output(job.stats, overwrite=args.overwrite))
+            temporary.write_text(stats_csv(result), encoding="utf-8", newline="")
+
+
+def _store_or_compute(outputs: dict, temporaries: dict, index_labels, icc_profile) -> dict:
+    """Store lazy results chunk by chunk; return in-memory arrays for everything else.
+
+    Dask results going to zarr or TIFF are written without ever holding the whole image
+    and are left out of the returned dict.  The other outputs (PNG, JPEG and npy need
+    the whole array) are returned as numpy arrays, plus ``"index"``: ``index_labels``
+    for an indexed PNG of the image.  The zarr stores and the in-memory arrays are
+    computed in one ``dask.compute`` so that work they share is done once; TIFFs are
+    then written band by band (tiles must reach the file in order).
+    """
+    from .._validation import is_dask_array
+
+    wanted: dict[str, Any] = {}
+    sources, targets, streamed = [], [], []
+    for role, (path, array, channel_axis, alpha) in outputs.items():
+        fmt = _io.output_format(path)
+        if not is_dask_array(array) or fmt not in ("tiff", "zarr"):
+            wanted[role] = array
+        elif fmt == "tiff" and _io.can_stream_tiff(array.ndim, channel_axis):
+            streamed.append((role, temporaries[role], array, channel_axis, alpha))
+        else:
+            # The result keeps the input's chunks (a zarr input's own): the output is
+            # chunked like the input.  Regular chunks, so that no two dask chunks write
+            # into one zarr chunk.
+            chunks = tuple(max(sizes) for sizes in array.chunks)
+            sources.append(array.rechunk(chunks))
+            targets.append(
+                _io.create_lazy_target(
+                    temporaries[role], fmt, array.shape, array.dtype, chunks, channel_axis, alpha
+                )
+            )
+    if index_labels is not None and "image" in wanted:
+        wanted["index"] = index_labels
+    if not sources and not any(is_dask_array(array) for array in wanted.values()):
+        values = list(wanted.values())
+    else:
+        import dask
+        import dask.array as da
+
+        store = da.store(sources, targets, compute=False, lock=False) if sources else None
+        with DISPLAY.dask_writing("writing"):
+            _, *values = dask.compute(store, *wanted.values())
+        for target in targets:
+            if hasattr(target, "flush"):  # TIFF memory map: push the pages to the file
+                target.flush()
+    for role, temporary, array, channel_axis, alpha in streamed:
+        extra = {"icc_profile": icc_profile} if role == "image" and icc_profile else {}
+        _io.write_tiff_from_dask(
+            temporary,
+            array,
+            channel_axis,
+            alpha,
+            progress=DISPLAY.writing("writing TIFF"),
+            **extra,
+        )
+    return dict(zip(wanted, values, strict=True))
+
+
+def _colours(count: int) -> str:
+    return f"{count} colour" if count == 1 else f"{count} colours"
+
+
+def format_psnr(psnr: float) -> str:
+    """``PSNR 31.0 dB``, or ``lossless``."""
+    return "lossless" if math.isinf(psnr) else f"PSNR {psnr:.1f} dB"
