@@ -10,7 +10,7 @@ import pytest
 from skimage import data
 from skimage.filters import threshold_multiotsu
 
-from napari_kmeans_filter._exact1d import fit
+from napari_kmeans_filter._exact1d import fit, table_bytes
 
 
 def _exhaustive(values, weights, k, fixed=(), integer=False):
@@ -213,3 +213,8 @@ def test_more_centres_than_values_and_zero_weights():
 def test_bad_input_is_refused(values, weights, k, message):
     with pytest.raises(ValueError, match=message):
         fit(values, weights, k)
+
+
+def test_table_bytes_is_what_the_programme_allocates():
+    assert table_bytes(65536, 256) == 5 * 257 * 65537  # uint16, k = 256: 84 MB
+    assert table_bytes(3, 8, n_fixed=2) == 5 * 4 * 3 * 4  # free runs capped at L
