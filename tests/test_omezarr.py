@@ -261,3 +261,22 @@ def test_labels_of_the_wrong_shape_are_refused(tmp_path):
     path = _write_ome(tmp_path / "rgb.zarr", _noisy((3, 32, 32)), "cyx", 3, (3, 16, 16), (2,))
     with pytest.raises(_omezarr.OmeZarrError, match="expected"):
         _omezarr.write_labels(path, np.zeros((3, 32, 32), np.uint8), np.zeros((2, 4), np.uint8))
+
+
+@pytest.mark.viewer
+def test_napari_ome_zarr_opens_image_and_clusters_with_the_palette(tmp_path, make_napari_viewer):
+    pytest.importorskip("napari_ome_zarr")
+    rgb = _noisy((3, 64, 48))
+    path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", 3, (3, 16, 16), (2,))
+    image = _omezarr.read_image(path)
+    result = quantize(image.data, 6, channel_axis=0, random_state=0)
+    _omezarr.write_result_labels(image, result)
+
+    viewer = make_napari_viewer()
+    layers = viewer.open(path, plugin="napari-ome-zarr")
+    (labels,) = [layer for layer in layers if layer.__class__.__name__ == "Labels"]
+    assert labels.multiscale and len(labels.data) == 2
+    np.testing.assert_array_equal(np.asarray(labels.data[0]), result.labels.compute() + 1)
+    palette = np.asarray(result.palette.colors) / 255
+    for index, colour in enumerate(palette):
+        np.testing.assert_allclose(labels.get_color(index + 1)[:3], colour, atol=1 / 255)
