@@ -43,7 +43,7 @@ OPTION_OF_PARAMETER: dict[str, tuple[str, str | None]] = {
 
 _NAMES = "|".join(sorted(OPTION_OF_PARAMETER, key=len, reverse=True))
 # n_colors='auto', n_colors=8, channel_axis=None: the option with its value.
-_ASSIGNMENT = re.compile(rf"\b({_NAMES})=('[^']*'|[\w.+-]+)")
+_ASSIGNMENT = re.compile(rf"\b({_NAMES})=('[^']*'|[\w+-]+(?:\.\d+)?)")
 # 'target_psnr', or a bare target_psnr in a sentence, is the option; a bare "image" or "palette"
 # is an English word.
 _SNAKE_NAMES = "|".join(name for name in _NAMES.split("|") if "_" in name)
@@ -61,8 +61,8 @@ def _short(parameter: str) -> str:
 
 
 def _value_text(value: Any) -> str:
-    if value is None:
-        return "none"
+    if value is None or value == "None":
+        return "none"  # how --channel-axis spells Python's None
     if isinstance(value, float):
         return f"{value:g}"
     return str(value).strip("'")

@@ -1,6 +1,6 @@
 """Command-line progress: a tqdm bar on a terminal, one line per finished file, warnings.
 
-The bar (``[2/5] |######    | 41%  cat.png  counting colors``) is drawn by tqdm, and only when
+The bar (``[2/5] cat.png |######    |  41%, counting colors``) is drawn by tqdm, and only when
 stderr is a terminal, so that logs and pipes get just the finished lines. The core reports its
 own progress through its ``progress(fraction, message)`` callback; the share of a file's bar
 given to each stage is mapped by the core's :func:`~napari_kmeans_filter._progress.stage`, and
@@ -62,7 +62,7 @@ class Display:
                 file=sys.stderr,
                 leave=False,
                 dynamic_ncols=True,
-                bar_format="{desc} |{bar:24}| {percentage:3.0f}%  {postfix}",
+                bar_format="{desc} |{bar:24}| {percentage:3.0f}%{postfix}",
             )
         self.show(0.0, "reading")
 
@@ -71,8 +71,8 @@ class Display:
         if self._bar is None:
             return
         self._message = message or self._message
-        self._bar.set_description_str(f"[{self._number}/{self._total}]", refresh=False)
-        self._bar.set_postfix_str(f"{self._name}  {self._message}", refresh=False)
+        self._bar.set_description_str(f"[{self._number}/{self._total}] {self._name}", refresh=False)
+        self._bar.set_postfix_str(self._message, refresh=False)
         self._bar.update(self._number - 1 + fraction - self._bar.n)
 
     def core_progress(self):
