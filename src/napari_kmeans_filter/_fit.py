@@ -40,8 +40,6 @@ starts, swaps and refinement iterations are spent; see :func:`settings_for`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +48,8 @@ from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
 from ._metrics import MeanDeltaE, psnr
-from ._paint import n_workers as _n_workers
+from ._nearest import Neighbours, assign, reassign
+from ._progress import Report
 
 DEFAULT_SPEED = 4
 
@@ -63,23 +62,10 @@ _SLICE_ROWS = 2**20
 # The finest grid of the reduction has at most 2**this many cells (a dense table
 # of 2 MB per level tried; 128 bins per RGB channel).
 _MAX_GRID_BITS_TOTAL = 21
-# Sort-means keeps, for every centre, the other centres in order of distance;
-# beyond this many it searches all centres for the rare point that needs it
-# (k = 4096 would otherwise hold a 4096 x 4095 table).
-_MAX_NEIGHBOURS = 256
-# Rows a Lloyd pass sums at a time; sets of _PARALLEL_POINTS or more use one
-# thread per core (the kernels release the GIL): on the 12 MP mosaic's 1.6 M
-# colours each pass is ~25 ms on one core.
-_PASS_ROWS = 2**16
-_PARALLEL_POINTS = 2**18
-_WORKERS = min(_n_workers(), 8)
 # Point visits the refinement on the exact colours may spend (~9 ns each
 # here): 100 iterations on 1.6 M colours took 1.1 s of CPU, 3x the rest of a
 # 12 MP fit, for 0.13 % less error than 21.
 _REFINE_WORK = 2**25
-# Relative slack on the sort-means stopping rule: a centre is skipped only when
-# it is provably (up to rounding of square roots) not nearer.
-_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -223,241 +209,6 @@ class _Array:
 
 
 # --------------------------------------------------------------------------- kernels
-
-
-@kernel
-def _resort_neighbours(centres, order, gaps):
-    """Recompute the distances along ``order`` and re-sort each row by insertion.
-
-    The rows of successive Lloyd iterations are nearly sorted, so this is
-    linear in their length (a full sort in numba also took ~20 s to compile).
-    """
-    k, n_dims = centres.shape
-    for a in range(k):
-        for m in range(order.shape[1]):
-            j = order[a, m]
-            total = 0.0
-            for c in range(n_dims):
-                step = centres[a, c] - centres[j, c]
-                total += step * step
-            gap = math.sqrt(total)
-            slot = m
-            while slot > 0 and gaps[a, slot - 1] > gap:
-                gaps[a, slot] = gaps[a, slot - 1]
-                order[a, slot] = order[a, slot - 1]
-                slot -= 1
-            gaps[a, slot] = gap
-            order[a, slot] = j
-
-
-@kernel
-def _assign(
-    points, weights, centres, order, gaps, unlisted, labels, lower, drift, sums, totals, squared
-):
-    """One assignment pass: ``labels`` updated to every point's nearest centre.
-
-    ``labels`` holds each point's previous centre (any valid index); the new
-    nearest one is exact, ties going to the lower index.  Two bounds spare
-    most of the search:
-
-    * Hamerly's: ``lower[i]`` bounds the distance from point i to every centre
-      but its own; it shrinks by ``drift`` (the farthest any centre moved
-      since it was set) and a point nearer its centre than that needs no
-      search (G. Hamerly, "Making k-means even faster", SDM 2010);
-    * sort-means: otherwise the other centres are visited by increasing
-      distance from the point's centre, stopping at the first one that
-      cannot be nearer by the triangle inequality (Phillips, 2002).  The
-      lists may hold only the nearest centres: ``unlisted[a]`` bounds the
-      distance from centre a to any centre not in its list, and a point whose
-      search could reach that far searches every centre.
-
-    Adds the weighted points into ``sums``/``totals`` per new label and writes
-    each point's squared distance into ``squared`` (when it is not empty).
-    Returns the number of points that changed label and the weighted squared
-    error.
-    """
-    n, n_dims = points.shape
-    k = centres.shape[0]
-    n_neighbours = order.shape[1]
-    keep_squared = squared.shape[0] > 0
-    changed = 0
-    inertia = 0.0
-    for i in range(n):
-        home = labels[i]
-        home_squared = 0.0
-        for c in range(n_dims):
-            step = points[i, c] - centres[home, c]
-            home_squared += step * step
-        home_distance = math.sqrt(home_squared)
-        best = home
-        best_squared = home_squared
-        bound = lower[i] - drift
-        if n_neighbours > 0 and home_distance * (1.0 + _SLACK) >= bound:
-            # Search, and set the point's bound: the nearest distance among the
-            # other centres visited, or what the stopping rule proves of the rest.
-            reach = 2.0 * home_distance * (1.0 + _SLACK) + 1e-300
-            second = np.inf
-            exhausted = True
-            for m in range(n_neighbours):
-                if gaps[home, m] > reach:
-                    second = min(second, gaps[home, m] - home_distance)
-                    exhausted = False
-                    break
-                j = order[home, m]
-                candidate = 0.0
-                for c in range(n_dims):
-                    step = points[i, c] - centres[j, c]
-                    candidate += step * step
-                if candidate < best_squared or (candidate == best_squared and j < best):
-                    second = min(second, math.sqrt(best_squared))
-                    best = j
-                    best_squared = candidate
-                    reach = (home_distance + math.sqrt(candidate)) * (1.0 + _SLACK) + 1e-300
-                else:
-                    second = min(second, math.sqrt(candidate))
-            if n_neighbours < k - 1 and (exhausted or reach >= unlisted[home]):
-                # A centre missing from the list could be nearer: search them all.
-                best = home
-                best_squared = home_squared
-                second = np.inf
-                for j in range(k):
-                    if j == best:
-                        continue
-                    candidate = 0.0
-                    for c in range(n_dims):
-                        step = points[i, c] - centres[j, c]
-                        candidate += step * step
-                    if candidate < best_squared or (candidate == best_squared and j < best):
-                        second = min(second, math.sqrt(best_squared))
-                        best = j
-                        best_squared = candidate
-                    else:
-                        second = min(second, math.sqrt(candidate))
-            elif n_neighbours < k - 1:
-                second = min(second, unlisted[home] - home_distance)
-            lower[i] = second * (1.0 - _SLACK)
-        else:
-            lower[i] = bound
-        if best != home:
-            changed += 1
-            labels[i] = best
-        weight = weights[i]
-        totals[best] += weight
-        for c in range(n_dims):
-            sums[best, c] += weight * points[i, c]
-        inertia += weight * best_squared
-        if keep_squared:
-            squared[i] = best_squared
-    return changed, inertia
-
-
-@kernel
-def _reassign(
-    points,
-    weights,
-    centres,
-    order,
-    gaps,
-    unlisted,
-    labels,
-    upper,
-    lower,
-    drift,
-    max_drift,
-    sums,
-    totals,
-):
-    """One Lloyd assignment pass that touches only the points whose bounds fail.
-
-    Hamerly's algorithm (SDM 2010): ``upper[i]`` bounds the distance from
-    point i to its centre and grows by that centre's ``drift``; ``lower[i]``
-    bounds its distance to every other centre and shrinks by ``max_drift``.
-    While the first is below the second (or below half the distance from the
-    centre to its nearest other centre) the point cannot change cluster and
-    is not looked at; otherwise its distance is recomputed and, if needed,
-    searched as in :func:`_assign`.  A point that changes cluster moves its
-    weight and weighted coordinates from one centre to the other in ``sums`` /
-    ``totals`` (which therefore hold changes).  Returns the number of points
-    that changed cluster.
-    """
-    n, n_dims = points.shape
-    k = centres.shape[0]
-    n_neighbours = order.shape[1]
-    changed = 0
-    for i in range(n):
-        home = labels[i]
-        bound = lower[i] - max_drift
-        near = gaps[home, 0] * 0.5 if n_neighbours > 0 else np.inf
-        if near > bound:
-            bound = near
-        reach_home = upper[i] + drift[home]
-        lower[i] = lower[i] - max_drift
-        if reach_home * (1.0 + _SLACK) < bound:
-            upper[i] = reach_home
-            continue
-        home_squared = 0.0
-        for c in range(n_dims):
-            step = points[i, c] - centres[home, c]
-            home_squared += step * step
-        home_distance = math.sqrt(home_squared)
-        if home_distance * (1.0 + _SLACK) < bound:
-            upper[i] = home_distance
-            continue
-        # The search of _assign, written again: as one shared helper (even
-        # inlined by numba) it made k=256 on the cat 35 % slower (0.36 -> 0.52 s).
-        best = home
-        best_squared = home_squared
-        reach = 2.0 * home_distance * (1.0 + _SLACK) + 1e-300
-        second = np.inf
-        exhausted = True
-        for m in range(n_neighbours):
-            if gaps[home, m] > reach:
-                second = min(second, gaps[home, m] - home_distance)
-                exhausted = False
-                break
-            j = order[home, m]
-            candidate = 0.0
-            for c in range(n_dims):
-                step = points[i, c] - centres[j, c]
-                candidate += step * step
-            if candidate < best_squared or (candidate == best_squared and j < best):
-                second = min(second, math.sqrt(best_squared))
-                best = j
-                best_squared = candidate
-                reach = (home_distance + math.sqrt(candidate)) * (1.0 + _SLACK) + 1e-300
-            else:
-                second = min(second, math.sqrt(candidate))
-        if n_neighbours < k - 1 and (exhausted or reach >= unlisted[home]):
-            best = home
-            best_squared = home_squared
-            second = np.inf
-            for j in range(k):
-                if j == best:
-                    continue
-                candidate = 0.0
-                for c in range(n_dims):
-                    step = points[i, c] - centres[j, c]
-                    candidate += step * step
-                if candidate < best_squared or (candidate == best_squared and j < best):
-                    second = min(second, math.sqrt(best_squared))
-                    best = j
-                    best_squared = candidate
-                else:
-                    second = min(second, math.sqrt(candidate))
-        elif n_neighbours < k - 1:
-            second = min(second, unlisted[home] - home_distance)
-        upper[i] = math.sqrt(best_squared)
-        lower[i] = second * (1.0 - _SLACK)
-        if best != home:
-            changed += 1
-            labels[i] = best
-            weight = weights[i]
-            totals[home] -= weight
-            totals[best] += weight
-            for c in range(n_dims):
-                sums[home, c] -= weight * points[i, c]
-                sums[best, c] += weight * points[i, c]
-    return changed
 
 
 @kernel
@@ -713,201 +464,6 @@ def _mark_grid(points, low, scale, bins):
     return table
 
 
-class _Neighbours:
-    """For every centre, the other centres by increasing distance, kept as they move.
-
-    ``order[a]`` lists the nearest ``min(k - 1, _MAX_NEIGHBOURS)`` other
-    centres of centre a and ``gaps[a]`` their distances, ascending; with
-    shorter lists than k - 1, ``unlisted[a]`` bounds the distance to every
-    centre missing from a's list.  Built by numpy; between Lloyd iterations
-    the lists are re-sorted in place, and the bound loosened by twice the
-    distance the centres moved, until it has lost a quarter of its value.
-    """
-
-    # Rows of the distance matrix computed at once by numpy (bounds memory at k = 4096).
-    _ROWS = 256
-
-    def __init__(self, centres: np.ndarray):
-        k = centres.shape[0]
-        n_neighbours = min(k - 1, _MAX_NEIGHBOURS)
-        self.order = np.empty((k, n_neighbours), dtype=np.int64)
-        self.gaps = np.empty((k, n_neighbours))
-        self.unlisted = np.full(k, np.inf)
-        self._rebuild(centres)
-
-    def _rebuild(self, centres: np.ndarray) -> None:
-        k, n_neighbours = self.order.shape
-        self.moved = 0.0  # how far centres moved since: the bound's slack
-        self._fresh_unlisted = np.inf
-        if n_neighbours == 0:
-            return
-        for start in range(0, k, self._ROWS):
-            rows = np.arange(start, min(start + self._ROWS, k))
-            squared = ((centres[rows, np.newaxis, :] - centres[np.newaxis, :, :]) ** 2).sum(axis=2)
-            squared[np.arange(rows.size), rows] = np.inf
-            if n_neighbours < k - 1:
-                # One more than listed: its distance bounds the unlisted ones.
-                nearest = np.argpartition(squared, n_neighbours, axis=1)[:, : n_neighbours + 1]
-            else:
-                nearest = np.broadcast_to(np.arange(k), squared.shape)
-            values = np.take_along_axis(squared, nearest, axis=1)
-            ranked = np.argsort(values, axis=1, kind="stable")
-            nearest = np.take_along_axis(nearest, ranked, axis=1)
-            values = np.sqrt(np.take_along_axis(values, ranked, axis=1))
-            self.order[rows] = nearest[:, :n_neighbours]
-            self.gaps[rows] = values[:, :n_neighbours]
-            if n_neighbours < k - 1:
-                self.unlisted[rows] = values[:, n_neighbours]
-        if n_neighbours < k - 1:
-            self._fresh_unlisted = float(np.median(self.unlisted))
-
-    def update(self, centres: np.ndarray, moved: float = np.inf) -> None:
-        """Follow ``centres``, none of which moved farther than ``moved``."""
-        k, n_neighbours = self.order.shape
-        if n_neighbours == 0:
-            return
-        if n_neighbours < k - 1:
-            self.moved += moved
-            if not 2 * self.moved < 0.25 * self._fresh_unlisted:
-                self._rebuild(centres)
-                return
-            self.unlisted -= 2 * moved
-        _resort_neighbours(centres, self.order, self.gaps)
-
-    def copy(self) -> _Neighbours:
-        twin = object.__new__(_Neighbours)
-        twin.__dict__.update(
-            {
-                key: getattr(value, "copy", lambda v=value: v)()
-                for key, value in self.__dict__.items()
-            }
-        )
-        return twin
-
-
-def neighbour_table(centres: np.ndarray):
-    """``(order, gaps)``: every centre's other centres by increasing distance."""
-    neighbours = _Neighbours(np.ascontiguousarray(centres, dtype=np.float64))
-    return neighbours.order, neighbours.gaps
-
-
-_NO_SQUARED = np.zeros(0)
-
-
-def _in_blocks(points, run):
-    """Call ``run(index, first, last, rows, block, weights)`` for every block of
-    ``_PASS_ROWS`` points, slice after slice (``rows`` indexes the slice's
-    ``block``), with one thread per core for large point sets; ``index``
-    numbers the blocks in the order their results must be added."""
-    parallel = points.size >= _PARALLEL_POINTS and _WORKERS > 1
-    index = 0
-    for start, stop, block, weights in points:
-        jobs = [
-            (index + number, start + offset, min(start + offset + _PASS_ROWS, stop), offset)
-            for number, offset in enumerate(range(0, stop - start, _PASS_ROWS))
-        ]
-        index += len(jobs)
-
-        def job(spec, block=block, weights=weights):
-            number, first, last, offset = spec
-            run(number, first, last, slice(offset, offset + last - first), block, weights)
-
-        if parallel and len(jobs) > 1:
-            with ThreadPoolExecutor(_WORKERS) as pool:
-                list(pool.map(job, jobs))
-        else:
-            for spec in jobs:
-                job(spec)
-
-
-def _n_blocks(points) -> int:
-    return sum(-(-(stop - start) // _PASS_ROWS) for start, stop in points.bounds())
-
-
-def assign(points, centres, labels, squared=None, *, neighbours=None, lower=None, drift=0.0):
-    """Nearest centre of every point (``labels`` updated in place from its guesses).
-
-    ``lower`` (per point, updated in place) carries Hamerly bounds between
-    passes, valid after the centres moved by at most ``drift``; without it
-    every point is searched.  Returns ``(sums, totals, inertia, n_changed)``:
-    the weighted sum and weight of the points of each centre, and the
-    weighted squared error.
-
-    Points are visited in blocks of ``_PASS_ROWS`` rows, each summed on its
-    own and the blocks added in order, so the result does not depend on
-    slicing or threads; large point sets use one thread per core.
-    """
-    if neighbours is None:
-        neighbours = _Neighbours(centres)
-    if lower is None:
-        lower = np.zeros(points.size)
-        drift = 0.0
-    k, n_dims = centres.shape
-    n_blocks = _n_blocks(points)
-    sums = np.zeros((n_blocks, k, n_dims))
-    totals = np.zeros((n_blocks, k))
-    counts = np.zeros((n_blocks, 2))
-
-    def run(index, first, last, rows, block, weights):
-        counts[index] = _assign(
-            block[rows],
-            weights[rows],
-            centres,
-            neighbours.order,
-            neighbours.gaps,
-            neighbours.unlisted,
-            labels[first:last],
-            lower[first:last],
-            drift,
-            sums[index],
-            totals[index],
-            _NO_SQUARED if squared is None else squared[first:last],
-        )
-
-    _in_blocks(points, run)
-    # Added in block order, whatever ran where.
-    return (
-        np.add.reduce(sums, axis=0),
-        np.add.reduce(totals, axis=0),
-        float(np.add.reduce(counts[:, 1])),
-        int(counts[:, 0].sum()),
-    )
-
-
-def reassign(points, centres, labels, upper, lower, neighbours, drift):
-    """A Hamerly pass (:func:`_reassign`) after the centres moved by ``drift`` (k,).
-
-    Returns ``(delta_sums, delta_totals, n_changed)``: what moved between
-    clusters, added in block order.
-    """
-    k, n_dims = centres.shape
-    n_blocks = _n_blocks(points)
-    sums = np.zeros((n_blocks, k, n_dims))
-    totals = np.zeros((n_blocks, k))
-    changed = np.zeros(n_blocks, dtype=np.int64)
-    max_drift = float(drift.max()) if drift.size else 0.0
-
-    def run(index, first, last, rows, block, weights):
-        changed[index] = _reassign(
-            block[rows],
-            weights[rows],
-            centres,
-            neighbours.order,
-            neighbours.gaps,
-            neighbours.unlisted,
-            labels[first:last],
-            upper[first:last],
-            lower[first:last],
-            drift,
-            max_drift,
-            sums[index],
-            totals[index],
-        )
-
-    _in_blocks(points, run)
-    return np.add.reduce(sums, axis=0), np.add.reduce(totals, axis=0), int(changed.sum())
-
-
 def lloyd(
     points,
     centres,
@@ -920,6 +476,7 @@ def lloyd(
     moved=0.0,
     lower=None,
     final=True,
+    relocate=False,
 ):
     """Weighted Lloyd iterations from ``centres`` (labels: each point's guess).
 
@@ -933,11 +490,13 @@ def lloyd(
     ``labels`` holds the assignment to the returned centres -- with
     ``final`` False, when the iterations run out, the one before the last
     update (which saves a pass where only the centres matter; ``inertia`` and
-    ``stable`` are then those of that assignment).
+    ``stable`` are then those of that assignment).  An emptied cluster keeps
+    its centre (the swap search moves it if useful), or with ``relocate``
+    takes the farthest point (:func:`_relocate_empty`).
     """
     centres = centres.copy()
     if neighbours is None:
-        neighbours = _Neighbours(centres)
+        neighbours = Neighbours(centres)
     elif moved:
         neighbours.update(centres, moved)
     if lower is None:
@@ -952,8 +511,10 @@ def lloyd(
     iteration = 1
     while True:
         filled = totals > 0
+        if relocate and not np.all(filled[fixed:]):
+            _relocate_empty(points, centres, labels, upper, lower, sums, totals, fixed)
+            filled = totals > 0
         updated = centres.copy()
-        # An emptied cluster keeps its centre; the swap search moves it if useful.
         updated[filled] = sums[filled] / totals[filled, np.newaxis]
         updated[:fixed] = centres[:fixed]
         drift = np.sqrt(((updated - centres) ** 2).sum(axis=1))
@@ -1081,14 +642,16 @@ def fit_centres(
     max_iter: int = 300,
     tol: float = 1e-4,
     seed: int = 0,
-    report: Callable[[float], None] = lambda fraction: None,
+    report: Report = lambda fraction: None,
 ) -> Fit:
     """k-means centres of ``points`` (more points than ``n_colors``), in the fit space.
 
-    ``init`` (k, C) starts plain Lloyd there; ``fixed_colors`` (m, C) are the
-    first m centres and never move.  ``tol`` is relative to the points'
-    weighted variance, as in scikit-learn.
+    ``init`` (k, C) runs plain Lloyd from there on the exact points
+    (:func:`lloyd_from`); otherwise the pyramid of the module's docstring.
+    ``fixed_colors`` (m, C) are the first m centres and never move.
     """
+    if init is not None:
+        return lloyd_from(points, init, max_iter=max_iter, tol=tol, report=report)
     rng = np.random.RandomState(seed)
     fixed = np.zeros((0, points.n_dims)) if fixed_colors is None else fixed_colors
     n_fixed = fixed.shape[0]
@@ -1096,44 +659,40 @@ def fit_centres(
     # exact colours) to converge on, and the exact colours last.
     fine, cell_of_point = points.reduced(settings.max_cells)
     coarse, cell_of_fine = points.reduced(settings.start_cells, settings.max_cells)
-    tol_abs = tol * _variance(fine) * points.n_dims
+    tol_abs = tol * _spread(fine) * points.n_dims
     report(0.1)
     n_iter = 0
-    if init is not None:
-        labels = np.zeros(coarse.size, dtype=np.int32)
-        centres, _, n_iter, stable = lloyd(coarse, init, labels, max_iter=max_iter, tol=tol_abs)
-    else:
-        best = None
-        for start in range(settings.n_init):
-            centres, labels = _kmeans_pp(coarse, n_colors, fixed, rng)
-            neighbours, lower = _Neighbours(centres), np.zeros(coarse.size)
-            centres, inertia, iterations, stable = lloyd(
-                coarse,
-                centres,
-                labels,
-                max_iter=max_iter,
-                tol=tol_abs,
-                fixed=n_fixed,
-                neighbours=neighbours,
-                lower=lower,
-            )
-            n_iter += iterations
-            if best is None or inertia < best[1]:
-                best = (centres, inertia, labels, neighbours, lower)
-                stable_best = stable
-            report(0.1 + 0.6 * (start + 1) / settings.n_init)
-        best, iterations, stable = _swap_search(
+    best = None
+    for start in range(settings.n_init):
+        centres, labels = _kmeans_pp(coarse, n_colors, fixed, rng)
+        neighbours, lower = Neighbours(centres), np.zeros(coarse.size)
+        centres, inertia, iterations, stable = lloyd(
             coarse,
-            best,
-            stable_best,
-            n_swaps=settings.n_swaps,
-            fixed=n_fixed,
+            centres,
+            labels,
             max_iter=max_iter,
             tol=tol_abs,
-            rng=rng,
+            fixed=n_fixed,
+            neighbours=neighbours,
+            lower=lower,
         )
         n_iter += iterations
-        centres, _, labels, neighbours, lower = best
+        if best is None or inertia < best[1]:
+            best = (centres, inertia, labels, neighbours, lower)
+            stable_best = stable
+        report(0.1 + 0.6 * (start + 1) / settings.n_init)
+    best, iterations, stable = _swap_search(
+        coarse,
+        best,
+        stable_best,
+        n_swaps=settings.n_swaps,
+        fixed=n_fixed,
+        max_iter=max_iter,
+        tol=tol_abs,
+        rng=rng,
+    )
+    n_iter += iterations
+    centres, _, labels, neighbours, lower = best
     report(0.8)
     # Converge where the coarse cells came from: every fine cell (or colour)
     # starts from its coarse cell's cluster, and Lloyd runs until no point
@@ -1142,7 +701,7 @@ def fit_centres(
     if cell_of_fine is not None or not stable:
         if cell_of_fine is not None:
             labels = labels[cell_of_fine]
-        neighbours, lower = _Neighbours(centres), np.zeros(fine.size)
+        neighbours, lower = Neighbours(centres), np.zeros(fine.size)
         centres, inertia, iterations, stable = lloyd(
             fine,
             centres,
@@ -1154,7 +713,7 @@ def fit_centres(
             lower=lower,
         )
         n_iter += iterations
-        if init is None and cell_of_fine is not None and settings.n_fine_swaps:
+        if cell_of_fine is not None and settings.n_fine_swaps:
             # The coarse optimum is not quite the fine one: a few more swaps
             # where the error is measured exactly.
             best, iterations, _ = _swap_search(
@@ -1190,18 +749,116 @@ def fit_centres(
     return Fit(centres, labels, n_iter)
 
 
+def lloyd_from(
+    points: PointSet,
+    init: np.ndarray,
+    *,
+    max_iter: int,
+    tol: float,
+    report: Report = lambda fraction: None,
+) -> Fit:
+    """Plain weighted Lloyd from ``init`` on the exact points, scikit-learn's way.
+
+    The iterations of ``sklearn.cluster.KMeans(init=init, n_init=1,
+    algorithm="lloyd")`` on every pixel, run on the distinct colours weighted
+    by their pixel counts (the same sums): assign every point to its nearest
+    centre, move every centre to its points' weighted mean; stop when no
+    point changes cluster, after ``max_iter`` iterations, or when the centres
+    moved by at most ``tol`` times the mean over channels of the points'
+    weighted variance (squared distances summed over centres; scikit-learn's
+    ``_tolerance``).  No grid cells and no cap on the iterations: the bounds
+    of :func:`lloyd`'s passes only spare distance computations.
+
+    A cluster left empty takes the distinct colour farthest from its centre
+    (:func:`_relocate_empty`), as scikit-learn relocates it to the farthest
+    sample -- but never two centres on one colour.
+    """
+    labels = np.zeros(points.size, dtype=np.int32)
+    report(0.1)
+    centres, _, n_iter, _ = lloyd(
+        points,
+        np.array(init, dtype=np.float64),
+        labels,
+        max_iter=max_iter,
+        tol=tol * _spread(points),
+        relocate=True,
+    )
+    report(1.0)
+    return Fit(centres, labels, n_iter)
+
+
+def _relocate_empty(points, centres, labels, upper, lower, sums, totals, fixed=0) -> None:
+    """Give every empty cluster the distinct colour farthest from its own centre.
+
+    scikit-learn (``_relocate_empty_clusters_dense``) moves an empty cluster
+    to the sample with the largest squared distance to its centre (not
+    weighted), taking that one sample's weight from its cluster.  On a
+    histogram a sample is a distinct colour, so the colour moves whole (all
+    its pixels: the next assignment would move them anyway) and two empty
+    clusters never land on one colour.  Updates ``sums``/``totals`` for the
+    moved colours, their ``labels``, and resets their Hamerly bounds.  The
+    first ``fixed`` centres are never moved.
+    """
+    empty = fixed + np.flatnonzero(totals[fixed:] <= 0)
+    # The farthest len(empty) colours of each slice, then of all of them.
+    rows, distances = [], []
+    for start, stop, block, _ in points:
+        squared = ((block - centres[labels[start:stop]]) ** 2).sum(axis=1)
+        top = np.arange(squared.size)
+        if squared.size > len(empty):
+            top = np.argpartition(squared, -len(empty))[-len(empty) :]
+        rows.append(start + top)
+        distances.append(squared[top])
+    rows, distances = np.concatenate(rows), np.concatenate(distances)
+    # Farthest first, equal distances in row order; a colour on its centre
+    # (distance 0) would put two centres on one colour.
+    order = np.lexsort((rows, -distances))[: len(empty)]
+    farthest = rows[order][distances[order] > 0]
+    for cluster, row in zip(empty, farthest, strict=False):
+        start, block, weights = _point_of(points, row)
+        value, weight = block[row - start], weights[row - start]
+        old = labels[row]
+        sums[old] -= weight * value
+        totals[old] -= weight
+        sums[cluster] = weight * value
+        totals[cluster] = weight
+        labels[row] = cluster
+        upper[row], lower[row] = np.inf, 0.0  # measured and searched again next pass
+    # A cluster with no colour left to take (fewer distinct colours than
+    # centres would be needed) keeps its centre.
+    still = totals <= 0
+    still[:fixed] = False
+    sums[still] = centres[still]
+    totals[still] = 1.0
+
+
+def _point_of(points, row):
+    """``(start, block, weights)`` of the slice of ``points`` holding ``row``."""
+    for start, stop, block, weights in points:
+        if start <= row < stop:
+            return start, block, weights
+    raise IndexError(row)
+
+
+def _spread(points) -> float:
+    """Mean over dimensions of the points' weighted variance (two passes, sliced)."""
+    total = 0.0
+    first = np.zeros(points.n_dims)
+    for _, _, block, weights in points:
+        total += float(weights.sum())
+        first += weights @ block
+    mean = first / total
+    second = 0.0
+    for _, _, block, weights in points:
+        second += float((weights @ (block - mean) ** 2).sum())
+    return second / total / points.n_dims
+
+
 def _gather(points: PointSet) -> _Array:
     blocks = [(block, weights) for _, _, block, weights in points]
     if len(blocks) == 1:
         return _Array(*blocks[0])
     return _Array(np.concatenate([b for b, _ in blocks]), np.concatenate([w for _, w in blocks]))
-
-
-def _variance(points: _Array) -> float:
-    """Mean over dimensions of the weighted variance."""
-    total = points.weights.sum()
-    mean = points.weights @ points.points / total
-    return float((points.weights @ (points.points - mean) ** 2).sum() / total / points.n_dims)
 
 
 # --------------------------------------------------------------------------- palette
@@ -1310,11 +967,6 @@ def assign_rows(
             extremes,
         )
     return Assignment(labels, color_sums, squared_errors, (float(extremes[0]), float(extremes[1])))
-
-
-def palette_colors(centres, color_space: str, dtype: np.dtype) -> np.ndarray:
-    """Centres in the fit space -> colours in the image's dtype (rounded, clipped)."""
-    return as_dtype(from_fit_space(centres, color_space, dtype), dtype)
 
 
 def as_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -1427,7 +1079,7 @@ def fit_histogram(
     max_iter: int = 300,
     tol: float = 1e-4,
     seed: int = 0,
-    report: Callable[[float], None] = lambda fraction: None,
+    report: Report = lambda fraction: None,
     points: PointSet | None = None,
 ) -> PaletteFit:
     """Fit at most ``n_colors`` colours to a histogram and assign every row.
@@ -1600,7 +1252,7 @@ def fit_fewest(
     max_colors: int,
     color_space: str = "rgb",
     fixed_colors=None,
-    report: Callable[[float], None] = lambda fraction: None,
+    report: Report = lambda fraction: None,
     **fit_options,
 ) -> FewestFit:
     """The fewest colours whose repaint reaches ``target_psnr`` (dB, at least)

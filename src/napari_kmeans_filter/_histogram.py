@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._jit import helper, kernel
+from ._progress import DaskProgress
 
 # Codes up to this many bits are counted by the radix pass.
 DENSE_CODE_BITS = 24
@@ -492,14 +493,6 @@ def histogram_of_pixels(
     return (histogram, ("rows", rows)) if keep_index else histogram
 
 
-def _column(part: ColorHistogram, name: str):
-    if name == "counts":
-        return part.counts
-    if name == "visible":
-        return part.pixel_counts
-    return part.weights
-
-
 def merge_histograms(parts, encoding: Encoding) -> ColorHistogram:
     """Merge histograms of disjoint pixel sets into the histogram of their union.
 
@@ -687,35 +680,6 @@ def _check_finite(histogram, encoding):
             "The 'image' parameter contains NaN or infinite values; replace them first "
             "(e.g. np.nan_to_num) -- they have no colour to quantise."
         )
-
-
-class DaskProgress:
-    """Report the fraction of finished dask tasks (local schedulers only)."""
-
-    def __init__(self, report):
-        self._report = report
-        self._callback = None
-
-    def __enter__(self):
-        from dask.callbacks import Callback
-
-        report = self._report
-        state = {"done": 0, "total": 1}
-
-        def start(dsk):
-            state["total"] = max(len(dsk), 1)
-
-        def posttask(key, result, dsk, task_state, worker_id):
-            state["done"] += 1
-            report(state["done"] / state["total"])
-
-        self._callback = Callback(start=start, posttask=posttask)
-        self._callback.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._callback.__exit__(*exc)
-        return False
 
 
 _malloc_trim = None

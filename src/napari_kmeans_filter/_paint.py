@@ -11,14 +11,13 @@ sorted histogram.
 from __future__ import annotations
 
 import itertools
-import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
+from ._nearest import Neighbours, cell_grid, nearest_point, nearest_rgb, no_cell_grid
+from ._workers import n_workers, run_parts
 
 # Above this many pixels a numpy image is painted by one thread per core (the
 # kernels release the GIL); a 12 MP photo took 0.32 s on one thread here.
@@ -26,16 +25,13 @@ from ._jit import kernel
 _PARALLEL_PIXELS = 2**21
 
 
-def n_workers() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+def label_dtype(n_labels: int) -> np.dtype:
+    """The smallest unsigned dtype holding labels ``0 .. n_labels - 1``.
 
-
-def label_dtype(n_colors: int) -> np.dtype:
-    return np.dtype(np.uint8 if n_colors <= 256 else np.uint16)
+    uint8 up to 256 labels, else uint16 (k is at most 65 536).  One-based
+    labels (napari's, 0 = background) for k colours need ``label_dtype(k + 1)``.
+    """
+    return np.dtype(np.uint8 if n_labels <= 256 else np.uint16)
 
 
 @kernel
@@ -154,11 +150,7 @@ class Painter:
         n_parts = min(n_workers(), max(1, pixels.shape[0] // _PARALLEL_PIXELS))
         bounds = np.linspace(0, pixels.shape[0], n_parts + 1).astype(int)
         parts = [slice(a, b) for a, b in itertools.pairwise(bounds)]
-        if n_parts == 1:
-            work(parts[0])
-        else:
-            with ThreadPoolExecutor(n_parts) as pool:
-                list(pool.map(work, parts))
+        run_parts(work, parts, n_parts)
         return labels, image
 
     def labels(self, pixels):
@@ -188,15 +180,11 @@ class Painter:
 
 # Up to this many colours every pixel's nearest colour is found by comparing
 # them all; above it, among a per-cell candidate list (RGB) or by walking the
-# distance table from the undithered colour (other channel counts).  Whole
-# dithered apply_palette of a 12 MP noisy photo, ns a pixel (compare all /
-# candidate lists): k=8 59/108, 16 66/105, 32 102/118, 64 146/133, 256 438/177.
+# distance table from the undithered colour (other channel counts); see
+# :mod:`._nearest`.  Whole dithered apply_palette of a 12 MP noisy photo, ns a
+# pixel (compare all / candidate lists): k=8 59/108, 16 66/105, 32 102/118,
+# 64 146/133, 256 438/177.
 _BRUTE_FORCE_K = 48
-
-# The RGB kernel's grid of nearest-colour candidate lists: cells an axis, and the
-# longest list kept (a longer one falls back to walking the neighbour table).
-_GRID = 64
-_CELL_LIST = 15
 
 
 @kernel
@@ -207,6 +195,7 @@ def _dither_plane(
     colors,
     order,
     gaps,
+    unlisted,
     guess,
     level,
     low,
@@ -222,24 +211,21 @@ def _dither_plane(
     """Floyd-Steinberg error diffusion over one (H, W, channels) plane, serpentine.
 
     Every visible pixel takes the palette colour nearest to its value plus the
-    error diffused to it (clamped to the palette's bounding box), and passes
-    ``level`` times its own error on to its unvisited neighbours with the
-    weights 7/16, 3/16, 5/16 and 1/16 (R. W. Floyd and L. Steinberg, "An
-    adaptive algorithm for spatial greyscale", Proc. SID 17(2), 1976).
-    Rows alternate direction.  ``guess`` (the undithered labels) starts each
-    nearest-colour search, which visits the palette's other colours by
-    distance (``order``/``gaps``) and stops when none can be nearer.  Fully
-    transparent pixels keep their guess and take no error.  Adds each label's
-    pixel count, input colour sum and squared error into ``counts``, ``sums``
-    and ``squared``.
+    error diffused to it (clamped to ``[low, high]``), and passes ``level``
+    times its own error on to its unvisited neighbours with the weights 7/16,
+    3/16, 5/16 and 1/16 (R. W. Floyd and L. Steinberg, "An adaptive algorithm
+    for spatial greyscale", Proc. SID 17(2), 1976).  Rows alternate
+    direction.  The nearest colour is :func:`._nearest.nearest_point`'s,
+    searched from ``guess`` (the undithered labels).  Fully transparent
+    pixels keep their guess and take no error.  Adds each label's pixel
+    count, input colour sum and squared error into ``counts``, ``sums`` and
+    ``squared``.
     """
     height, width, n_channels = pixels.shape
-    k = colors.shape[0]
-    n_neighbours = order.shape[1]
     # The errors of this row and the next, swapped by index: swapping two array
     # variables instead made numba's loop ~3x slower (117 vs 35 ns a pixel).
     errors = np.zeros((2, width + 2, n_color))
-    value = np.empty(n_color)
+    value = np.empty((1, n_color))
     now = 0
     for y in range(height):
         step = 1 if y % 2 == 0 else -1
@@ -255,54 +241,10 @@ def _dither_plane(
                 for c in range(n_color, n_channels):
                     image[y, x, c] = pixels[y, x, c]
                 continue
-            home_squared = 0.0
             for c in range(n_color):
                 v = pixels[y, x, c] + errors[now, x + 1, c]
-                v = min(max(v, low[c]), high[c])
-                value[c] = v
-                d = v - colors[home, c]
-                home_squared += d * d
-            best = home
-            best_squared = home_squared
-            if k <= brute_force_k:
-                # Few colours: comparing all is cheaper than walking the table
-                # (the error spreads values far from their undithered colour).
-                for j in range(k):
-                    candidate = 0.0
-                    for c in range(n_color):
-                        d = value[c] - colors[j, c]
-                        candidate += d * d
-                    if candidate < best_squared or (candidate == best_squared and j < best):
-                        best = j
-                        best_squared = candidate
-                n_search = 0
-            else:
-                n_search = n_neighbours
-            home_distance = math.sqrt(home_squared)
-            reach = 2.0 * home_distance * (1.0 + 1e-9) + 1e-300
-            exhausted = n_search > 0
-            for m in range(n_search):
-                if gaps[home, m] > reach:
-                    exhausted = False
-                    break
-                j = order[home, m]
-                candidate = 0.0
-                for c in range(n_color):
-                    d = value[c] - colors[j, c]
-                    candidate += d * d
-                if candidate < best_squared or (candidate == best_squared and j < best):
-                    best = j
-                    best_squared = candidate
-                    reach = (home_distance + math.sqrt(candidate)) * (1.0 + 1e-9) + 1e-300
-            if exhausted and n_search < k - 1:
-                for j in range(k):
-                    candidate = 0.0
-                    for c in range(n_color):
-                        d = value[c] - colors[j, c]
-                        candidate += d * d
-                    if candidate < best_squared or (candidate == best_squared and j < best):
-                        best = j
-                        best_squared = candidate
+                value[0, c] = min(max(v, low[c]), high[c])
+            best, _ = nearest_point(value, colors, order, gaps, unlisted, home, brute_force_k)
             labels[y, x] = best
             error = 0.0
             counts[best] += 1
@@ -312,7 +254,7 @@ def _dither_plane(
                 sums[best, c] += original
                 d = original - colors[best, c]
                 error += d * d
-                spill = (value[c] - colors[best, c]) * level
+                spill = (value[0, c] - colors[best, c]) * level
                 errors[now, x + 1 + step, c] += spill * (7.0 / 16.0)
                 errors[later, x + 1 - step, c] += spill * (3.0 / 16.0)
                 errors[later, x + 1, c] += spill * (5.0 / 16.0)
@@ -330,6 +272,7 @@ def _dither_rgb(
     colors,
     order,
     gaps,
+    unlisted,
     guess,
     level,
     low,
@@ -341,29 +284,15 @@ def _dither_rgb(
     sums,
     squared,
     brute_force_k,
-    cells,
-    cell_sizes,
+    grid,
 ):
     """:func:`_dither_plane` for three colour channels, the common case, with the
-    values in scalars: 3-4x faster than the general loop over channels (whose
-    values live in an array the compiler must reload after every store).
+    values in scalars (:func:`._nearest.nearest_rgb`, whose figure says why).
 
-    Above ``brute_force_k`` colours, the value range is cut into a grid of
-    ``_GRID`` cells an axis, and each cell a pixel falls in gets, on first use,
-    the list of the only colours that can be nearest to a point in it
-    (Heckbert's locally sorted search, 1982): those within the distance from
-    the cell's centre to its nearest colour plus the cell's diagonal.
-    ``cells`` (n cells, 1 + _CELL_LIST) holds the list's length (-1: not made
-    yet; more than _CELL_LIST: too long, the neighbour table is walked as in
-    :func:`_dither_plane`) and the colours in index order.
+    ``grid`` holds the nearest-colour candidate lists of the value cells
+    (:func:`._nearest.cell_grid`), filled as pixels fall in them.
     """
     height, width, n_channels = pixels.shape
-    k = colors.shape[0]
-    n_neighbours = order.shape[1]
-    grid = _GRID
-    room = cells.shape[1] - 1
-    s0, s1, s2 = cell_sizes[0], cell_sizes[1], cell_sizes[2]
-    diagonal = math.sqrt(s0 * s0 + s1 * s1 + s2 * s2) * (1.0 + 1e-9)
     errors = np.zeros((2, 3 * (width + 2)))  # (row, 3 * column + channel)
     now = 0
     for y in range(height):
@@ -387,93 +316,10 @@ def _dither_rgb(
             v0 = min(max(o0 + errors[now, here], low[0]), high[0])
             v1 = min(max(o1 + errors[now, here + 1], low[1]), high[1])
             v2 = min(max(o2 + errors[now, here + 2], low[2]), high[2])
-            cell = 0
-            listed = room + 1  # no list: compare all, or walk
-            if k <= brute_force_k:
-                # In index order with a strict comparison: ties go to the
-                # lowest index, as in the walk below, and ``guess`` is unread.
-                best = 0
-                best_squared = np.inf
-                for j in range(k):
-                    d0 = v0 - colors[j, 0]
-                    d1 = v1 - colors[j, 1]
-                    d2 = v2 - colors[j, 2]
-                    candidate = d0 * d0 + d1 * d1 + d2 * d2
-                    if candidate < best_squared:
-                        best = j
-                        best_squared = candidate
-            else:
-                a0 = min(max(int((v0 - low[0]) / s0), 0), grid - 1)
-                a1 = min(max(int((v1 - low[1]) / s1), 0), grid - 1)
-                a2 = min(max(int((v2 - low[2]) / s2), 0), grid - 1)
-                cell = (a0 * grid + a1) * grid + a2
-                listed = cells[cell, 0]
-                if listed < 0:
-                    c0 = low[0] + (a0 + 0.5) * s0
-                    c1 = low[1] + (a1 + 0.5) * s1
-                    c2 = low[2] + (a2 + 0.5) * s2
-                    nearest = np.inf
-                    for j in range(k):
-                        d0 = c0 - colors[j, 0]
-                        d1 = c1 - colors[j, 1]
-                        d2 = c2 - colors[j, 2]
-                        nearest = min(nearest, d0 * d0 + d1 * d1 + d2 * d2)
-                    limit = math.sqrt(nearest) + diagonal
-                    limit *= limit
-                    listed = 0
-                    for j in range(k):
-                        d0 = c0 - colors[j, 0]
-                        d1 = c1 - colors[j, 1]
-                        d2 = c2 - colors[j, 2]
-                        if d0 * d0 + d1 * d1 + d2 * d2 <= limit:
-                            listed += 1
-                            if listed <= room:
-                                cells[cell, listed] = j
-                    cells[cell, 0] = listed
-                home = guess[y, x]
-                if listed <= room:
-                    home = cells[cell, 1]
-                d0 = v0 - colors[home, 0]
-                d1 = v1 - colors[home, 1]
-                d2 = v2 - colors[home, 2]
-                best = home
-                best_squared = d0 * d0 + d1 * d1 + d2 * d2
-            if k > brute_force_k and listed <= room:
-                for t in range(2, listed + 1):
-                    j = cells[cell, t]
-                    d0 = v0 - colors[j, 0]
-                    d1 = v1 - colors[j, 1]
-                    d2 = v2 - colors[j, 2]
-                    candidate = d0 * d0 + d1 * d1 + d2 * d2
-                    if candidate < best_squared:
-                        best = j
-                        best_squared = candidate
-            elif k > brute_force_k:
-                home_distance = math.sqrt(best_squared)
-                reach = 2.0 * home_distance * (1.0 + 1e-9) + 1e-300
-                exhausted = True
-                for m in range(n_neighbours):
-                    if gaps[home, m] > reach:
-                        exhausted = False
-                        break
-                    j = order[home, m]
-                    d0 = v0 - colors[j, 0]
-                    d1 = v1 - colors[j, 1]
-                    d2 = v2 - colors[j, 2]
-                    candidate = d0 * d0 + d1 * d1 + d2 * d2
-                    if candidate < best_squared or (candidate == best_squared and j < best):
-                        best = j
-                        best_squared = candidate
-                        reach = (home_distance + math.sqrt(candidate)) * (1.0 + 1e-9) + 1e-300
-                if exhausted and n_neighbours < k - 1:
-                    for j in range(k):
-                        d0 = v0 - colors[j, 0]
-                        d1 = v1 - colors[j, 1]
-                        d2 = v2 - colors[j, 2]
-                        candidate = d0 * d0 + d1 * d1 + d2 * d2
-                        if candidate < best_squared or (candidate == best_squared and j < best):
-                            best = j
-                            best_squared = candidate
+            # Up to brute_force_k colours the guess is not read (nor computed).
+            best, _ = nearest_rgb(
+                v0, v1, v2, colors, order, gaps, unlisted, guess[y, x], brute_force_k, grid
+            )
             labels[y, x] = best
             counts[best] += 1
             sums[best, 0] += o0
@@ -524,13 +370,11 @@ class Ditherer:
     """
 
     def __init__(self, painter: Painter, level: float, has_alpha: bool, extremes):
-        from ._fit import neighbour_table
-
         self.painter = painter
         self.level = float(level)
         self.has_alpha = has_alpha
         self.colors = painter.colors.astype(np.float64)
-        self.order, self.gaps = neighbour_table(self.colors)
+        self.neighbours = Neighbours(self.colors)
         # Values plus diffused error are clamped to what the image can hold
         # (integers) or holds (floats): clamping to the palette's bounding box
         # instead biased the diffusion (blurred error on the cat at k = 8:
@@ -574,19 +418,17 @@ class Ditherer:
         palette = self.painter.colors.astype(np.float32) if half else self.painter.colors
         if n_color == 3 and k > _BRUTE_FORCE_K:
             # Candidate lists are per call: a dask chunk's thread has its own.
-            cells = np.full((_GRID**3, 1 + _CELL_LIST), -1, dtype=np.int16)
-            cell_sizes = np.maximum(self.high - self.low, 1e-300) / _GRID
+            grid = cell_grid(self.low, self.high)
         else:
-            cells = np.zeros((1, 1 + _CELL_LIST), dtype=np.int16)
-            cell_sizes = np.ones(3)
+            grid = no_cell_grid()
+        neighbours = self.neighbours
         for p in range(planes.shape[0]):
             out = np.empty(pixels[p].shape, np.float32) if half else plane_image[p]
-            common = (self.colors, self.order, self.gaps, plane_guess[p], self.level)
-            common += (self.low, self.high, palette, plane_labels[p], out, counts, sums)
+            common = (self.colors, neighbours.order, neighbours.gaps, neighbours.unlisted)
+            common += (plane_guess[p], self.level, self.low, self.high, palette)
+            common += (plane_labels[p], out, counts, sums)
             if n_color == 3:
-                _dither_rgb(
-                    pixels[p], alpha_channel, *common, squared, _BRUTE_FORCE_K, cells, cell_sizes
-                )
+                _dither_rgb(pixels[p], alpha_channel, *common, squared, _BRUTE_FORCE_K, grid)
             else:
                 _dither_plane(pixels[p], n_color, alpha_channel, *common, squared, _BRUTE_FORCE_K)
             if half:
