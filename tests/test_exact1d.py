@@ -10,7 +10,7 @@ import pytest
 from skimage import data
 from skimage.filters import threshold_multiotsu
 
-from napari_kmeans_filter._exact1d import fit, table_bytes
+from napari_kmeans_filter._exact1d import fit, fit_points, table_bytes
 
 
 def _exhaustive(values, weights, k, fixed=(), integer=False):
@@ -218,3 +218,29 @@ def test_bad_input_is_refused(values, weights, k, message):
 def test_table_bytes_is_what_the_programme_allocates():
     assert table_bytes(65536, 256) == 5 * 257 * 65537  # uint16, k = 256: 84 MB
     assert table_bytes(3, 8, n_fixed=2) == 5 * 4 * 3 * 4  # free runs capped at L
+
+
+def test_fit_points_takes_any_order_and_puts_fixed_values_first():
+    """The engine's shape: unsorted distinct values, fixed centres first in the given
+    order, the rest ascending; each value labelled with its class; weight 0 -> nearest."""
+    rng = np.random.default_rng(2)
+    values = rng.permutation(np.arange(0.0, 200.0, 3.0))
+    weights = rng.integers(0, 9, values.size)
+    centres, labels, result = fit_points(
+        values, weights, 6, fixed=[250.0, 10.0], integer_centres=True
+    )
+    assert list(centres[:2]) == [250.0, 10.0]
+    assert np.all(np.diff(centres[2:]) > 0)
+    positive = weights > 0
+    expected = fit(
+        np.sort(values[positive]),
+        weights[positive][np.argsort(values[positive])],
+        6,
+        fixed=[10.0, 250.0],
+        integer_centres=True,
+    )
+    assert result.cost == expected.cost
+    cost = float(np.sum(weights * (values - centres[labels]) ** 2))
+    assert cost == result.cost
+    nearest = np.abs(values[:, None] - centres[None, :]).min(axis=1)
+    np.testing.assert_array_equal(np.abs(values - centres[labels]), nearest)

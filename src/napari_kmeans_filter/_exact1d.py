@@ -493,3 +493,57 @@ def _thresholds(runs, n, values):
             last = values[j - 1]
         out[index] = last
     return out
+
+
+def fit_points(values, weights, k: int, *, fixed=None, integer_centres: bool = False):
+    """:func:`fit` on 1-D points in any order: the shape the k-means engine works in.
+
+    Parameters
+    ----------
+    values : array_like of float, shape (n,)
+        Distinct values (a one-channel histogram's colours), in any order.
+    weights : array_like, shape (n,)
+        Their weights (pixel counts or votes).
+    k : int
+        Number of centres, fixed ones included.
+    fixed : array_like of float, shape (m,), optional
+        Values that must be centres.
+    integer_centres : bool
+        Minimise over integer centres (integer images).
+
+    Returns
+    -------
+    centres : ndarray of float64, shape (n_centres,)
+        The fixed values first, in the given order, then the other centres in
+        increasing order (the engine's convention).
+    labels : ndarray of intp, shape (n,)
+        Each value's centre, an index into ``centres``; values of weight 0
+        are labelled with their nearest centre.
+    result : Exact1D
+        The optimum in sorted order (cost, thresholds).
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    weights = np.asarray(weights).ravel()
+    order = np.argsort(values, kind="stable")
+    fixed_given = np.asarray([] if fixed is None else fixed, dtype=np.float64).ravel()
+    result = fit(
+        values[order], weights[order], k, fixed=fixed_given, integer_centres=integer_centres
+    )
+    free = result.centres[~result.fixed]
+    centres = np.concatenate([fixed_given, free])
+    # Sorted-class index -> engine index (fixed values by their given position).
+    to_engine = np.empty(len(result.centres), np.intp)
+    to_engine[~result.fixed] = len(fixed_given) + np.arange(len(free))
+    to_engine[result.fixed] = [
+        int(np.flatnonzero(fixed_given == v)[0]) for v in result.centres[result.fixed]
+    ]
+    labels = np.empty(len(values), np.intp)
+    positive = np.asarray(weights[order]) > 0
+    sorted_labels = np.empty(len(values), np.intp)
+    sorted_labels[positive] = to_engine[result.labels]
+    if not positive.all():
+        # Weight-0 values took no part: nearest centre (ties to the lower index).
+        distance = np.abs(values[order][~positive, None] - centres[None, :])
+        sorted_labels[~positive] = distance.argmin(axis=1)
+    labels[order] = sorted_labels
+    return centres, labels, result
