@@ -10,7 +10,7 @@ import pytest
 from skimage import data
 from skimage.filters import threshold_multiotsu
 
-from napari_kmeans_filter._exact1d import fit, fit_points, table_bytes
+from napari_kmeans_filter._exact1d import affordable, fit, fit_points, table_bytes
 
 
 def _exhaustive(values, weights, k, fixed=(), integer=False):
@@ -218,6 +218,8 @@ def test_bad_input_is_refused(values, weights, k, message):
 def test_table_bytes_is_what_the_programme_allocates():
     assert table_bytes(65536, 256) == 5 * 257 * 65537  # uint16, k = 256: 84 MB
     assert table_bytes(3, 8, n_fixed=2) == 5 * 4 * 3 * 4  # free runs capped at L
+    assert affordable(256, 255) and affordable(65536, 256) and affordable(4096, 4096)
+    assert not affordable(65536, 4096) and not affordable(10_000_000, 16)
 
 
 def test_fit_points_takes_any_order_and_puts_fixed_values_first():

@@ -268,6 +268,23 @@ def table_bytes(n_levels: int, k: int, n_fixed: int = 0) -> int:
     return 5 * (n_free + 1) * (n_fixed + 1) * (n_levels + 1)
 
 
+# Budgets of the exact path (a caller falls back to its heuristic beyond them):
+# the backtracking table, and cost evaluations k L log2 L (~4 ns each here:
+# uint16 at k = 256 is 2.7e8, ~1 s).
+MAX_TABLE_BYTES = 2**28
+MAX_EVALUATIONS = 2**29
+
+
+def affordable(n_levels: int, k: int, n_fixed: int = 0) -> bool:
+    """Whether :func:`fit` stays within ``MAX_TABLE_BYTES`` and ``MAX_EVALUATIONS``.
+
+    True for uint8 and uint16 data up to k = 256 (12-bit up to k = 4096); false
+    for, e.g., a float image of 10 M distinct values.
+    """
+    work = max(k - n_fixed, 1) * (n_fixed + 1) * n_levels * max(np.log2(max(n_levels, 2)), 1.0)
+    return table_bytes(n_levels, k, n_fixed) <= MAX_TABLE_BYTES and work <= MAX_EVALUATIONS
+
+
 def _is_integral(a: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(a)) and np.all(a == np.round(a)))
 
