@@ -1,5 +1,7 @@
-"""Command-line planning: every input opened, every output named and every check that needs no
-pixels made for the whole batch, before any work.
+"""Command-line planning: the whole batch checked before any work (inputs, outputs, parameters).
+
+Every input is opened (its header), every output named, and every check that needs no pixels
+made for the whole batch before the first image is processed.
 
 The parameters are checked by the core itself, on each input's header (shape and dtype, no
 pixels): :func:`~napari_kmeans_filter._layout.layout_of` on a zero-stride stand-in of the image
