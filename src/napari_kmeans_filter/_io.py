@@ -189,14 +189,14 @@ def open_image(path: str | os.PathLike, *, chunked: bool = False) -> InputImage:
         raise ImageIOError(_missing(path))
     try:
         with _library_messages() as messages:
-            source = _open(path, chunked)
+            source = _open(path, chunked, messages)
     except ImageIOError as exc:
         raise ImageIOError(_with_messages(str(exc), messages)) from exc
     source.notes.extend(_as_notes(messages))
     return source
 
 
-def _open(path: Path, chunked: bool) -> InputImage:
+def _open(path: Path, chunked: bool, messages: list[str]) -> InputImage:
     if path.is_dir():
         if path.suffix.lower() == ".zarr" or any(
             (path / name).exists() for name in ("zarr.json", ".zarray")
@@ -212,7 +212,7 @@ def _open(path: Path, chunked: bool) -> InputImage:
         raise ImageIOError(f"cannot read {path}: {_describe(exc)}") from exc
     # Decide by content: a PNG called .tif is still a PNG.
     if magic[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return _open_tiff(path, chunked=chunked)
+        return _open_tiff(path, chunked=chunked, messages=messages)
     if _NETPBM_MAGIC.match(magic):
         return _open_netpbm(path)
     return _open_pillow(path)
@@ -691,7 +691,37 @@ _ORIENTATIONS = {2: (False, "X"), 3: (False, "YX"), 4: (False, "Y"), 5: (True, "
 _ORIENTATIONS |= {6: (True, "X"), 7: (True, "YX"), 8: (True, "Y")}
 
 
-def _open_tiff(path: Path, *, chunked: bool) -> InputImage:
+#: tifffile's messages about a damaged page chain or a tag entry it cannot decode (a
+#: type or offset no writer produces).  tifffile reads on without them: a broken page
+#: chain gives fewer frames, a broken strip table missing pixels, and a broken tag of
+#: any kind says the bytes around it cannot be trusted either.  (Its messages about
+#: ImageJ, OME or shaped metadata it cannot parse are only notes: it falls back to the
+#: pages themselves.)
+_TIFF_STRUCTURE = re.compile(r"TiffPages? |TiffTag")
+
+
+def _open_tiff(path: Path, *, chunked: bool, messages: list[str]) -> InputImage:
+    """:func:`_parse_tiff`, refusing a TIFF whose structure tifffile found damaged
+    (``messages``: what the tifffile logger says, collected as it says it)."""
+    start = len(messages)
+    try:
+        source = _parse_tiff(path, chunked=chunked)
+    except ImageIOError:
+        _check_tiff_structure(path, messages[start:])
+        raise
+    _check_tiff_structure(path, messages[start:])
+    return source
+
+
+def _check_tiff_structure(path: Path, messages: list[str]) -> None:
+    damage = [message for message in messages if _TIFF_STRUCTURE.search(message)]
+    if damage:
+        raise ImageIOError(
+            f"cannot read image {path}: its TIFF structure is damaged ({_shorten(damage[0])})"
+        )
+
+
+def _parse_tiff(path: Path, *, chunked: bool) -> InputImage:
     import tifffile
     from tifffile import COMPRESSION, EXTRASAMPLE, PHOTOMETRIC
 
@@ -723,6 +753,17 @@ def _open_tiff(path: Path, *, chunked: bool) -> InputImage:
                 notes.append(_reduced_note(reduced))
             if len({_tiff_kind(image) for image in images}) > 1:
                 raise ImageIOError(_mixed_tiff_message(path, images))
+            # tifffile reads what is there: pixels beyond the end of a file cut short
+            # would come back as an error at best, as zeros at worst.
+            size = os.path.getsize(path)
+            for image in images:
+                for one in image.pages:
+                    pieces = zip(one.dataoffsets, one.databytecounts, strict=False)
+                    if max((offset + count for offset, count in pieces), default=0) > size:
+                        raise ImageIOError(
+                            f"cannot read image {path}: the file is cut short (its pixels "
+                            f"reach beyond its {size} bytes)"
+                        )
             series = images[0]
             page = series.keyframe
             shape, dtype, axes = tuple(series.shape), np.dtype(series.dtype), series.axes
