@@ -2,11 +2,8 @@
 per row of issue 17's table that belongs to file input and output (rows 1-6, 11, 12),
 with the value a user expects.
 
-Tests marked ``xfail(strict=True, reason="CLI change pending")`` check what the command
-line prints or passes on; ``_io`` provides it (``InputImage.notes``,
-``InputImage.icc_profile``, ``icc_profile_note``), and the command line, being split into
-a package, does not use it yet.  They turn into failures (strict) the day it does: then
-drop the mark.
+What the command line prints or passes on comes from ``_io``: ``InputImage.notes`` (a
+preview left out), ``InputImage.icc_profile`` and ``icc_profile_note``.
 """
 
 from __future__ import annotations
@@ -21,14 +18,20 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from napari_kmeans_filter._io import ImageIOError, icc_profile_note, open_image, write_array
+from napari_kmeans_filter._io import (
+    ImageIOError,
+    create_lazy_target,
+    icc_profile_note,
+    open_image,
+    write_array,
+    write_tiff_from_dask,
+)
 from napari_kmeans_filter.cli import main
 
 imagecodecs = pytest.importorskip("imagecodecs")
 
 # "[1/1] a.png → b.png  5→5 colours  lossless  0.01 s"
 LINE = re.compile(r"(\d+)(?:→|->)(\d+) colours?  (lossless|PSNR (\S+) dB)")
-CLI_PENDING = pytest.mark.xfail(strict=True, reason="CLI change pending")
 
 
 def run(argv, capsys) -> tuple[int, str]:
@@ -173,7 +176,6 @@ def test_row3_a_smaller_page_not_flagged_reduced_is_not_dropped(tmp_path, capsys
     assert not (tmp_path / "out.tif").exists()
 
 
-@CLI_PENDING
 def test_row3_the_command_line_says_the_preview_was_left_out(tmp_path, capsys):
     image = np.zeros((8, 12, 3), np.uint8)
     path = preview_tiff(tmp_path / "scan.tif", image)
@@ -272,6 +274,26 @@ def test_row6_icc_profile_is_read(tmp_path, suffix):
     assert source.icc_profile == profile and source.notes == []
 
 
+@pytest.mark.parametrize("how", ["streamed", "memory-mapped"])
+def test_row6_icc_profile_in_tiffs_written_chunk_by_chunk(tmp_path, how):
+    da = pytest.importorskip("dask.array")
+    profile = adobe_like_profile()
+    image = (np.arange(6 * 8 * 3).reshape(6, 8, 3) % 4 * 60).astype(np.uint8)
+    output = tmp_path / "out.tif"
+    if how == "streamed":
+        write_tiff_from_dask(output, da.from_array(image, chunks=3), -1, icc_profile=profile)
+    else:
+        target = create_lazy_target(
+            output, "tiff", image.shape, image.dtype, None, -1, icc_profile=profile
+        )
+        target[...] = image
+        target.flush()
+        del target
+    source = open_image(output)
+    assert source.icc_profile == profile
+    np.testing.assert_array_equal(source.load(), image)
+
+
 def test_row6_a_note_where_the_output_cannot_hold_the_profile(tmp_path):
     profile = adobe_like_profile()
     for name in ("out.npy", "out.zarr"):
@@ -294,7 +316,6 @@ def test_row6_grey_profile_keeps_a_grey_png_plain(tmp_path):
         assert written.mode == "L" and written.info["icc_profile"] == bytes(profile)
 
 
-@CLI_PENDING
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_row6_the_command_line_keeps_the_profile(tmp_path, capsys, suffix):
     profile = adobe_like_profile()
@@ -307,7 +328,6 @@ def test_row6_the_command_line_keeps_the_profile(tmp_path, capsys, suffix):
     assert open_image(output).icc_profile == profile
 
 
-@CLI_PENDING
 def test_row6_the_command_line_notes_a_profile_it_cannot_keep(tmp_path, capsys):
     path = tmp_path / "in.png"
     Image.new("RGB", (4, 3), (200, 30, 10)).save(path, icc_profile=adobe_like_profile())
