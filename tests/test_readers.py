@@ -713,6 +713,8 @@ def test_lossless_round_trip(cases, name, suffix, tmp_path, capsys):
     assert written.shape == source.shape
     assert written.dtype == source.dtype
     np.testing.assert_array_equal(visible(written, case.alpha), visible(source, case.alpha))
+    if suffix != ".npy":  # the ICC profile goes where the format holds one (issue 17, row 6)
+        assert open_image(output).icc_profile == case.icc
     if suffix == ".tif":  # alpha is tagged, so a viewer shows it as alpha
         assert bool(open_image(output).alpha) == case.alpha
         # Three colour channels are tagged RGB whatever the dtype (issue 17, row 5).
