@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import skimage.data
 from qtpy.QtCore import Qt
 
-from napari_kmeans_filter import Palette, QuantizeResult, apply_palette, quantize
+from napari_kmeans_filter import Palette, apply_palette, quantize
 from napari_kmeans_filter._palette_files import palette_json
 
 pytestmark = pytest.mark.viewer
@@ -163,7 +162,11 @@ def test_apply_the_palette_of_one_result_to_another_layer(
     viewer.layers.selection.active = astronaut
     assert widget.controls.image_layers.value == [astronaut]
     assert cat_clusters in widget.palette_panel.palette_source_choice.choices
+    # Apply waits for a choice in 'apply from'.
+    widget.palette_panel.palette_source_choice.value = None
+    assert not widget.palette_panel.apply_button.enabled
     widget.palette_panel.palette_source_choice.value = cat_clusters
+    assert widget.palette_panel.apply_button.enabled
 
     widget.palette_panel.apply_button.native.click()
     wait_until_idle(widget)
@@ -173,6 +176,9 @@ def test_apply_the_palette_of_one_result_to_another_layer(
     clusters, image = result_layers(viewer, "astro")
     np.testing.assert_array_equal(clusters.data, expected.labels + 1)
     np.testing.assert_array_equal(image.data, expected.image)
+    # Named as applied, not as if fitted on the astronaut.
+    assert image.name == "astro k=5 (palette from cat clusters)"
+    assert image.metadata["applied_palette"] == "cat clusters"
     assert clusters.metadata["palette"]["colors"] == palette.to_dict()["colors"]
     assert image.metadata["params"]["palette"]["colors"] == palette.to_dict()["colors"]
 
@@ -252,25 +258,34 @@ def test_clusters_features_hold_one_row_per_label(
     del layer
 
 
-def core_counts_frames() -> bool:
-    return "frame_axis" in inspect.signature(QuantizeResult.cluster_stats).parameters
-
-
-@pytest.mark.skipif(
-    not core_counts_frames(), reason="the core's cluster_stats has no frame_axis yet"
-)
-def test_stack_features_count_every_frame(
+def test_stack_frame_counts_are_a_long_table_not_one_column_per_frame(
     make_napari_viewer, qtbot, open_widget, run_and_wait, result_layers
 ):
     viewer = make_napari_viewer()
-    frames = np.stack([skimage.data.camera()[:32, :48] // (t + 1) for t in range(3)])
+    frames = np.stack([skimage.data.camera()[:32, :48] // (t % 6 + 1) for t in range(60)])
     viewer.add_image(frames, name="movie")
     widget = open_widget(viewer)
     widget.controls.n_colors_input.value = 4
     run_and_wait(widget)
     clusters, _ = result_layers(viewer, "movie")
-    base = {"index", "label", "count", "fraction", "mean", "rms_error"}
-    per_frame = [name for name in clusters.features.columns if name not in base]
-    assert len(per_frame) == 3, list(clusters.features.columns)
-    total = sum(np.asarray(clusters.features[name]) for name in per_frame)
-    np.testing.assert_array_equal(total, clusters.features["count"])
+    # napari's status line shows every feature of the hovered label: one per frame would
+    # be 60 more.
+    assert set(clusters.features.columns) == {
+        "index",
+        "label",
+        "count",
+        "fraction",
+        "mean",
+        "rms_error",
+    }
+    table = clusters.metadata["frame_counts"]
+    assert len(table["frame"]) == len(table["label"]) == len(table["count"]) == 60 * 4
+    frame = np.asarray(table["frame"])
+    label = np.asarray(table["label"])
+    count = np.asarray(table["count"])
+    expected = [
+        (np.asarray(clusters.data[t]) == k).sum() for t, k in zip(frame, label, strict=True)
+    ]
+    np.testing.assert_array_equal(count, expected)
+    totals = [count[label == k].sum() for k in clusters.features["label"]]
+    np.testing.assert_array_equal(totals, clusters.features["count"])

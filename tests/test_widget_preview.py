@@ -153,8 +153,8 @@ def test_a_superseded_preview_is_stopped_and_dropped(make_napari_viewer, qtbot, 
     # Start a preview, then change k while it is computing: the first one must stop at its
     # next progress report (or be dropped when it returns) and only k=9 be shown.
     widget.controls.n_colors_input.value = 7
-    qtbot.waitUntil(lambda: widget.preview._worker is not None, timeout=PREVIEW_TIMEOUT_MS)
-    widget.preview._worker.returned.connect(outcomes.append)
+    qtbot.waitUntil(lambda: widget.preview.task is not None, timeout=PREVIEW_TIMEOUT_MS)
+    widget.preview.task.worker.returned.connect(outcomes.append)
     shown = widget.preview.shown_at
     widget.controls.n_colors_input.value = 9
     wait_for_preview(qtbot, widget, shown)

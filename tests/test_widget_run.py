@@ -113,15 +113,16 @@ def test_cancel_during_the_fit_stops_the_worker(
     widget.controls.n_colors_input.value = 32
     reports_from_worker = []
 
-    def press_cancel_at_first_report(fraction, _message):
-        # Runs in the worker thread (direct connection), so the timing is deterministic:
-        # the very next progress report must raise and end the run.
-        reports_from_worker.append(fraction)
-        widget._life.cancel.set()
+    def watch(task):
+        def press_cancel_at_first_report(fraction, _message):
+            # Runs in the worker thread (direct connection), so the timing is deterministic:
+            # the very next progress report must raise and end the run.
+            reports_from_worker.append(fraction)
+            task.stop()
 
-    widget.runs._progress_relay.progressed.connect(
-        press_cancel_at_first_report, Qt.ConnectionType.DirectConnection
-    )
+        task.progressed.connect(press_cancel_at_first_report, Qt.ConnectionType.DirectConnection)
+
+    widget.runs.started.connect(watch)
     widget.runs.run_button.native.click()
     wait_until_idle(widget)
 
@@ -141,8 +142,8 @@ def test_progress_bar_is_determinate_and_names_each_phase(
     viewer.add_image(cat_crop(), rgb=True, name="crop")
     widget = open_widget(viewer)
     reports = []
-    widget.runs._progress_relay.progressed.connect(
-        lambda fraction, msg: reports.append((fraction, msg))
+    widget.runs.started.connect(
+        lambda task: task.progressed.connect(lambda fraction, msg: reports.append((fraction, msg)))
     )
     shown = []
     widget.status_changed.connect(shown.append)

@@ -299,6 +299,14 @@ class Controls(QWidget):
         """Offer the viewer's current layers (after layers were added, removed or renamed)."""
         self.image_layers.reset_choices()
         self.region_choice.reset_choices()
+        if self.region_choice.value is None:
+            # Like a combo box that is never empty: the only Shapes layer (else the only
+            # candidate) is the region, so 'region' works without choosing it.
+            candidates = [layer for _, layer in self._region_layer_choices()]
+            shapes = [layer for layer in candidates if isinstance(layer, Shapes)]
+            only = shapes if len(shapes) == 1 else candidates if len(candidates) == 1 else []
+            if only:
+                self.region_choice.value = only[0]
         if not self.image_layers.value:
             self.follow_layer_selection()
         self.update_enabled()
@@ -340,6 +348,11 @@ class Controls(QWidget):
         self.target_psnr_input.enabled = bool(self.auto_k_check.value)
         self.n_colors_input.enabled = not self.auto_k_check.value
 
+    def show_k(self, k: int) -> None:
+        """Put ``k`` (what auto k found) in the k box, without asking for a preview."""
+        with self.n_colors_input.changed.blocked():
+            self.n_colors_input.value = k
+
     def add_fixed_color(self, text: str) -> None:
         """Append ``text`` (one color) to the fixed colors."""
         current = str(self.fixed_colors_input.value).strip()
@@ -362,7 +375,9 @@ class Controls(QWidget):
     # The job these settings describe
     # ----------------------------------------------------------------------------------
 
-    def make_job(self, *, preview: bool, palette: Palette | None = None) -> Job:
+    def make_job(
+        self, *, preview: bool, palette: Palette | None = None, palette_origin: str = ""
+    ) -> Job:
         """Read the chosen layers and describe the run these settings ask for.
 
         Parameters
@@ -371,6 +386,8 @@ class Controls(QWidget):
             A quick preview: the current slice, downsampled, at the fastest setting.
         palette : Palette, optional
             Repaint with this palette instead of fitting one.
+        palette_origin : str
+            Where ``palette`` came from (a layer's or a file's name).
 
         Raises
         ------
@@ -401,6 +418,7 @@ class Controls(QWidget):
             n_colors=self.n_colors(),
             keywords=self._core_keywords(source, preview=preview, palette=palette),
             palette=palette,
+            palette_origin=palette_origin,
             outputs=self.outputs,
             preview=preview,
         )

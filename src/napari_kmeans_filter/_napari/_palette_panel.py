@@ -60,7 +60,7 @@ class PalettePanel(QWidget):
     label_selected = Signal(int)
     #: 'fix color' was pressed: the chosen swatch's color as text for the fixed colors.
     fixed_color_chosen = Signal(str)
-    #: A palette to repaint the input with, and where it came from.
+    #: A palette to repaint the input with, and where it came from (a layer or file name).
     palette_chosen = Signal(object, str)
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
@@ -121,12 +121,16 @@ class PalettePanel(QWidget):
             "result layer (nearest color, no new fit).",
         )
         self._lay_out()
+        # The current swatch, however it became current (a click, the arrow keys), is the
+        # selected label: "fix color" and the clusters layer never disagree.
+        self.swatches.currentItemChanged.connect(self._on_current_changed)
         self.swatches.itemClicked.connect(self._on_item_clicked)
         self.swatches.itemSelectionChanged.connect(self._update_buttons)
         self.export_button.changed.connect(self._ask_export)
         self.fix_color_button.changed.connect(self._fix_selected)
         self.load_button.changed.connect(self._ask_load)
         self.apply_button.changed.connect(self._apply_chosen_layer)
+        self.palette_source_choice.changed.connect(self._update_buttons)
 
     def _lay_out(self) -> None:
         layout = QVBoxLayout(self)
@@ -157,6 +161,8 @@ class PalettePanel(QWidget):
         self.shares = counts / counts.sum() if counts.sum() > 0 else counts
         self.title.setText(title)
         self.title.setToolTip(title)
+        # Filling the list must not select a label in the clusters layer.
+        self.swatches.blockSignals(True)
         self.swatches.clear()
         self.swatches.setUpdatesEnabled(False)
         for index, (rgba, share) in enumerate(zip(swatches, self.shares, strict=True)):
@@ -171,7 +177,17 @@ class PalettePanel(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, index + 1)
             self.swatches.addItem(item)
         self.swatches.setUpdatesEnabled(True)
+        self.swatches.blockSignals(False)
         self.palette_source_choice.reset_choices()
+        self._update_buttons()
+
+    def clear(self) -> None:
+        """Show no palette (its result layers are gone, or the preview was turned off)."""
+        self.palette = None
+        self.shares = np.zeros(0)
+        self.swatches.clear()
+        self.title.setText(NO_RESULT)
+        self.title.setToolTip("")
         self._update_buttons()
 
     def click_label(self, label: int) -> None:
@@ -182,6 +198,11 @@ class PalettePanel(QWidget):
 
     def _on_item_clicked(self, item: QListWidgetItem) -> None:
         self.label_selected.emit(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    def _on_current_changed(self, item: QListWidgetItem | None, _previous: Any = None) -> None:
+        if item is not None:
+            item.setSelected(True)
+            self._on_item_clicked(item)
 
     # ----------------------------------------------------------------------------------
     # Buttons
@@ -194,12 +215,14 @@ class PalettePanel(QWidget):
 
     def _update_buttons(self) -> None:
         self.load_button.enabled = self._input_ready
-        self.apply_button.enabled = self._input_ready
+        chosen = self.palette_source_choice.value is not None
+        self.apply_button.enabled = self._input_ready and chosen
         self.export_button.enabled = self.palette is not None
         self.fix_color_button.enabled = bool(self.swatches.selectedItems())
 
     def refresh_choices(self) -> None:
         self.palette_source_choice.reset_choices()
+        self._update_buttons()
 
     def _palette_layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         choices, groups = [], set()
@@ -263,7 +286,7 @@ class PalettePanel(QWidget):
         if palette is None:
             show_error("K-means color filter: choose a result layer whose palette to apply.")
             return
-        self.palette_chosen.emit(palette, f"the palette of {layer.name!r}")
+        self.palette_chosen.emit(palette, layer.name)
 
     def _fix_selected(self) -> None:
         palette = self.palette

@@ -82,6 +82,12 @@ class PreparedResult:
         A ready clusters layer, used if the viewer has none for this source yet.
     new_images : list of napari.layers.Image
         Ready image layers, one per source layer, likewise.
+    frame_counts : dict or None
+        For a stack in memory, each cluster's pixels per frame as a long-format table
+        (``frame``, ``label``, ``count``), kept in the clusters layer's ``metadata``.
+    applied_from : str or None
+        Where the palette came from when it was applied rather than fitted (names the
+        result layers).
     """
 
     result: Any
@@ -96,6 +102,8 @@ class PreparedResult:
     metadata: dict
     new_clusters: Labels | None = None
     new_images: list = field(default_factory=list)
+    frame_counts: dict | None = None
+    applied_from: str | None = None
 
     @property
     def palette(self) -> Palette:
@@ -110,13 +118,18 @@ class PreparedResult:
         """The sources' ids, as result layers remember them."""
         return "+".join(self.source.layer_ids)
 
-    @property
-    def clusters_name(self) -> str:
-        return f"{self.source.name} clusters"
+    def clusters_name(self, names: Sequence[str] | None = None) -> str:
+        """``"<source> clusters"``; ``names``: the source layers' names now, if renamed."""
+        return f"{' + '.join(names or self.source.names)} clusters"
 
-    def image_name(self, channel: int) -> str:
-        suffix = " (preview)" if self.preview else ""
-        return f"{self.source.names[channel]} k={self.n_colors}{suffix}"
+    def image_name(self, channel: int, names: Sequence[str] | None = None) -> str:
+        """``"<source> k=<k>"``, with where an applied palette came from, or "(preview)"."""
+        suffix = ""
+        if self.applied_from is not None:
+            suffix = f" (palette from {self.applied_from})"
+        if self.preview:
+            suffix += " (preview)"
+        return f"{(names or self.source.names)[channel]} k={self.n_colors}{suffix}"
 
     def clusters_blending(self) -> str:
         # Clusters of additive channels add up like their sources instead of hiding the
@@ -125,13 +138,16 @@ class PreparedResult:
         return "additive" if blendings == {"additive"} else "translucent"
 
     def clusters_metadata(self) -> dict:
-        return {**self.metadata, METADATA_KEY: bookkeeping(self.group, CLUSTERS)}
+        metadata = {**self.metadata, METADATA_KEY: bookkeeping(self.group, CLUSTERS)}
+        if self.frame_counts is not None:
+            metadata["frame_counts"] = self.frame_counts
+        return metadata
 
-    def imagebookkeeping(self, channel: int) -> dict:
+    def image_bookkeeping(self, channel: int) -> dict:
         return bookkeeping(self.group, IMAGE, channel if self.source.joint else None)
 
     def image_metadata(self, channel: int) -> dict:
-        info = {**self.imagebookkeeping(channel), "preview": self.preview}
+        info = {**self.image_bookkeeping(channel), "preview": self.preview}
         return {**self.metadata, METADATA_KEY: info}
 
     def image_display(self, channel: int) -> dict[str, Any]:
@@ -149,7 +165,7 @@ class PreparedResult:
         """A new clusters layer for this result (safe off the GUI thread)."""
         return Labels(
             self.labels_data,
-            name=self.clusters_name,
+            name=self.clusters_name(),
             multiscale=self.source.multiscale,
             colormap=self.colormap,
             opacity=1.0,
@@ -180,6 +196,7 @@ def prepare_result(
     outputs: Sequence[str] = BOTH,
     preview: bool = False,
     build_layers: bool = False,
+    applied_from: str | None = None,
 ) -> PreparedResult:
     """Turn a core result into layer data, colors and a per-cluster table (worker-safe).
 
@@ -196,6 +213,8 @@ def prepare_result(
     build_layers : bool
         Also build the new layers here (on a worker thread: creating a napari layer
         slices its data and draws its thumbnail, which would otherwise block the GUI).
+    applied_from : str, optional
+        The palette was applied, not fitted: where it came from (a layer or file name).
 
     Returns
     -------
@@ -218,7 +237,9 @@ def prepare_result(
             per_level.append(data if is_dask_array(data) else np.ascontiguousarray(data))
         images.append(per_level if source.multiscale else per_level[0])
     swatches = display_rgba(palette.colors, source.displays)
-    with_features = CLUSTERS in outputs
+    features, frame_counts = (
+        _cluster_tables(level_results[0], source) if CLUSTERS in outputs else (None, None)
+    )
     prepared = PreparedResult(
         result=result,
         source=source,
@@ -232,8 +253,14 @@ def prepare_result(
             if CLUSTERS in outputs
             else None
         ),
-        features=_features_table(level_results[0], source) if with_features else None,
-        metadata=_result_metadata(result, source),
+        features=features,
+        metadata=(
+            _result_metadata(result, source)
+            if applied_from is None
+            else {**_result_metadata(result, source), "applied_palette": applied_from}
+        ),
+        frame_counts=frame_counts,
+        applied_from=applied_from,
     )
     if build_layers:
         if CLUSTERS in outputs:
@@ -247,18 +274,21 @@ def prepare_result(
     return prepared
 
 
-def _features_table(result: QuantizeResult, source: LayerSource) -> dict:
-    """The clusters layer's ``features``: the core's per-cluster statistics, one row per label.
+def _cluster_tables(result: QuantizeResult, source: LayerSource) -> tuple[dict, dict | None]:
+    """The clusters layer's ``features`` (one row per label) and, for a stack, its frame counts.
 
     The core numbers clusters from 0 (palette order); the layer shows them as labels from
     1, so ``label`` (and napari's ``index`` column, which maps label values to rows) is
     the palette index + 1. The core's per-channel means (``mean_0``, ``mean_1``...) are
     named after what the channels are: ``mean_r``, ``mean_g``, ``mean_b`` for RGB(A),
     ``mean_<layer name>`` for layers clustered together, ``mean`` for one greyscale layer.
-    For a stack (more than two spatial axes) in memory, ``count_0``, ``count_1``... are
-    each cluster's pixels in every index of the first axis (a time point or a slice):
-    the area of each color class over time. Dask-backed stacks get no per-frame counts,
-    which would compute the whole stack.
+
+    For a stack (more than two spatial axes) in memory, each cluster's pixels in every
+    index of the first axis (a time point or a slice: the area of each color class over
+    time) form a second, long-format table ``{"frame": [...], "label": [...], "count":
+    [...]}``, one row per frame and label: as columns of ``features`` a 60-frame stack
+    would add 60 columns, which napari's status line shows for every hovered pixel.
+    Dask-backed stacks get no per-frame counts, which would compute the whole stack.
     """
     shape = source.spatial_shape()
     frame_axis = None
@@ -276,11 +306,17 @@ def _features_table(result: QuantizeResult, source: LayerSource) -> dict:
         channel_names = ["mean"]
     renamed = {f"mean_{channel}": name for channel, name in enumerate(channel_names)}
     table = {renamed.get(name, name): column for name, column in table.items()}
-    if frame_counts is not None:
-        start = source.window.start[0]
-        for frame, column in enumerate(np.asarray(frame_counts).T):
-            table[f"count_{start + frame}"] = column
-    return {"index": labels, "label": labels, **table}
+    features = {"index": labels, "label": labels, **table}
+    if frame_counts is None:
+        return features, None
+    counts = np.asarray(frame_counts)  # (labels, frames)
+    frames = source.window.start[0] + np.arange(counts.shape[1])
+    long_format = {
+        "frame": np.repeat(frames, len(labels)).tolist(),
+        "label": np.tile(labels, len(frames)).tolist(),
+        "count": counts.T.reshape(-1).tolist(),
+    }
+    return features, long_format
 
 
 def _labels_colormap(swatches: np.ndarray, labels_dtype: np.dtype) -> DirectLabelColormap:

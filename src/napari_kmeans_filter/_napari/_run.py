@@ -231,6 +231,8 @@ class Job:
         Other keywords of the core (``color_space``, ``dither``, ...).
     palette : Palette or None
         Repaint with this palette instead of fitting one.
+    palette_origin : str
+        Where ``palette`` came from (a layer's or a file's name): names the result.
     outputs : tuple of str
         Which result layers to make.
     preview : bool
@@ -242,6 +244,7 @@ class Job:
     n_colors: int | str = 8
     keywords: dict = field(default_factory=dict)
     palette: Palette | None = None
+    palette_origin: str = ""
     outputs: tuple[str, ...] = BOTH
     preview: bool = False
 
@@ -289,6 +292,7 @@ def run_job(
             outputs=job.outputs,
             preview=job.preview,
             build_layers=True,
+            applied_from=job.palette_origin if job.palette is not None else None,
         )
     except RunCancelled:
         return Outcome(cancelled=True)

@@ -1,32 +1,27 @@
 """The run controller: Run and Cancel, the progress bar and the status line.
 
-A run quantizes (or repaints) on a worker thread (:func:`~._run.run_job`), then adds its
-layers one per turn of the event loop (:func:`~._show.show_result_steps`). Progress
-reaches the GUI through a queued Qt signal. A run stops at the core's next progress report
-once it is cancelled (Cancel, the dock closed).
+A run is a :class:`~._task.Task`: a worker computes the result, then its layers go in one per
+turn of the event loop. However the run ends, its one :class:`~._task.Ending` comes to
+:meth:`RunController._on_ended`, which puts the buttons, the bar and the status line right.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from magicgui.widgets import Label, ProgressBar, PushButton
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QSizePolicy, QVBoxLayout, QWidget
 
 from ._console import announce_result, describe_result
-from ._controls import user_message
-from ._run import Job, Outcome, run_job
-from ._show import show_result_steps
+from ._task import CANCELLED, CLOSED, DONE, SOURCE_REMOVED, Ending, Task
 
 if TYPE_CHECKING:
     import napari
     from napari.qt.threading import FunctionWorker
 
-    from ._prepare import PreparedResult
+    from ._run import Job
 
 #: The progress bar counts in thousandths so that small steps still move it.
 PROGRESS_STEPS = 1000
@@ -46,29 +41,6 @@ def shorten(name: str, limit: int = STATUS_NAME_CHARS) -> str:
     return name[: (keep + 1) // 2] + "…" + name[len(name) - keep // 2 :]
 
 
-class Lifetime:
-    """State the worker callbacks need after the widget itself may be gone.
-
-    Worker signals can arrive after the dock was closed (and the Qt widget deleted), so
-    they check ``closed`` here, in a plain Python object, before touching the widget.
-    """
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.cancel = threading.Event()
-        self.preview_generation = 0
-
-
-class _ProgressRelay(QObject):
-    """Carries progress reports from the worker thread to the GUI thread.
-
-    Emitting a Qt signal from another thread queues the call in the receiver's thread, so
-    the widgets are only ever touched by the GUI thread.
-    """
-
-    progressed = Signal(float, str)
-
-
 class RunController(QWidget):
     """Run and Cancel buttons, the progress bar and the status line of one dock.
 
@@ -76,27 +48,21 @@ class RunController(QWidget):
     ----------
     viewer : napari.viewer.Viewer
         Where results are shown.
-    life : Lifetime
-        The dock's lifetime (closed, cancel).
     """
 
     #: Emitted with every new text of the status line (the phase, then the result).
     status_changed = Signal(str)
     #: Emitted when a run starts or ends (True while running).
     running_changed = Signal(bool)
-    #: Emitted when a run's layers are all shown: the prepared result and its job.
-    result_shown = Signal(object, object)
+    #: Emitted when a run starts, with its :class:`~._task.Task` (before its worker starts).
+    started = Signal(object)
+    #: Emitted when a run has ended, however it ended: an :class:`~._task.Ending`.
+    ended = Signal(object)
 
-    def __init__(
-        self, viewer: napari.viewer.Viewer, life: Lifetime, parent: QWidget | None = None
-    ) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._viewer = viewer
-        self._life = life
-        self._worker: FunctionWorker | None = None
-        self._outcome_handled = False
-        self._progress_relay = _ProgressRelay()
-        self._progress_relay.progressed.connect(self._show_progress)
+        self._task: Task | None = None
         self.run_button = PushButton(
             text="Run", tooltip="Quantize the selected layer(s) with these settings."
         )
@@ -133,12 +99,17 @@ class RunController(QWidget):
     @property
     def is_running(self) -> bool:
         """Whether a run is going on (then Run is disabled and Cancel enabled)."""
-        return self._worker is not None
+        return self._task is not None
 
     @property
     def worker(self) -> FunctionWorker | None:
         """The worker of the current run, or None when nothing runs."""
-        return self._worker
+        return self._task.worker if self._task is not None else None
+
+    @property
+    def task(self) -> Task | None:
+        """The current run, or None."""
+        return self._task
 
     def set_status(self, text: str) -> None:
         if text != self.status_label.value:
@@ -154,112 +125,68 @@ class RunController(QWidget):
 
     def start(self, job: Job, message: str) -> FunctionWorker:
         """Run ``job`` on a worker thread, then show its result."""
-        self._life.cancel.clear()
-        life = self._life
-        relay = self._progress_relay
-
-        def should_stop() -> bool:
-            return life.cancel.is_set() or life.closed
-
-        def report(fraction: float, text: str) -> None:
-            relay.progressed.emit(float(fraction), str(text))
-
-        worker = create_worker(run_job, job, should_stop, report, _start_thread=False)
-        worker.returned.connect(lambda outcome: self._on_returned(outcome, job, life))
-        worker.finished.connect(lambda: self._on_finished(life))
-        self._worker = worker
-        self._outcome_handled = False
+        task = Task(self._viewer, job, report_progress=True)
+        task.progressed.connect(self._show_progress)
+        task.adding.connect(self._on_adding)
+        task.ended.connect(self._on_ended)
+        self._task = task
         self.cancel_button.enabled = True
         self.progress_bar.value = 0
         self.running_changed.emit(True)
         self.set_status(message)
-        worker.start()
-        return worker
+        self.started.emit(task)
+        task.start()
+        return task.worker
 
     def cancel(self) -> None:
         """Ask the running quantization to stop; it adds no layer."""
-        if self._worker is None:
+        if self._task is None or self._task.is_adding:
             return
-        self._life.cancel.set()
+        self._task.stop(CANCELLED)
         self.cancel_button.enabled = False
         self.set_status("cancelling…")
 
+    def stop(self, reason: str) -> None:
+        """End the run now (the source removed, the dock or the viewer closed)."""
+        if self._task is not None:
+            self._task.stop(reason)
+
     def _show_progress(self, fraction: float, message: str) -> None:
-        if self._worker is None or self._life.closed:
+        if self._task is None or self.status_label.value == "cancelling…":
             return
         self.progress_bar.value = round(min(max(fraction, 0.0), 1.0) * PROGRESS_STEPS)
-        if message and not self._life.cancel.is_set():
+        if message:
             self.set_status(message)
 
-    # ----------------------------------------------------------------------------------
-    # The result
-    # ----------------------------------------------------------------------------------
-
-    def _on_returned(self, outcome: Outcome, job: Job, life: Lifetime) -> None:
-        if life.closed:
-            return
-        self._outcome_handled = True
-        if not self._start_showing(outcome, job):
-            self._end()
-
-    def _start_showing(self, outcome: Outcome, job: Job) -> bool:
-        """Begin adding the result's layers; False if there is nothing to add."""
-        name = job.source.name
-        # A cancel that arrives after the last progress report still wins: nothing is added.
-        if outcome.cancelled or self._life.cancel.is_set():
-            self.set_status("cancelled")
-            show_info(f"K-means color filter: cancelled, {name!r} left as it was.")
-            return False
-        if outcome.error is not None:
-            self.set_status("failed")
-            show_error(f"K-means color filter on {name!r} failed: {user_message(outcome.error)}")
-            return False
-        if any(layer not in self._viewer.layers for layer in job.layers):
-            self.set_status("source removed")
-            show_info(f"K-means color filter: {name!r} was removed; result dropped.")
-            return False
+    def _on_adding(self) -> None:
         # From here on the layers go in; cancelling now would leave half a result.
         self.cancel_button.enabled = False
         self.progress_bar.value = round(PREPARE_SHARE * PROGRESS_STEPS)
         self.set_status("adding layers…")
-        steps = show_result_steps(self._viewer, outcome.prepared, job.layers)
-        # One layer per turn of the event loop, so the GUI never waits for all of them.
-        QTimer.singleShot(0, lambda: self._show_next_layer(steps, outcome.prepared, job))
-        return True
 
-    def _show_next_layer(self, steps: Any, prepared: PreparedResult, job: Job) -> None:
-        if self._life.closed:
-            return
-        try:
-            next(steps)
-        except StopIteration:
-            self._finish_showing(prepared, job)
-        except ValueError as error:
-            self.set_status("failed")
-            show_error(f"K-means color filter: {error}")
-            self._end()
-        else:
-            QTimer.singleShot(0, lambda: self._show_next_layer(steps, prepared, job))
+    # ----------------------------------------------------------------------------------
+    # The one end of every run
+    # ----------------------------------------------------------------------------------
 
-    def _finish_showing(self, prepared: PreparedResult, job: Job) -> None:
-        self.progress_bar.value = PROGRESS_STEPS
-        self.set_status(describe_result(prepared.result))
-        if job.palette is None:
-            announce_result(prepared.result, job.n_colors, job.source.name)
-        self._end()
-        self.result_shown.emit(prepared, job)
-
-    def _on_finished(self, life: Lifetime) -> None:
-        # Also reached after an unexpected exception, which napari reports by itself.
-        if life.closed:
-            return
-        if self._worker is not None and not self._outcome_handled:
-            self.set_status("failed")
-            self._end()
-
-    def _end(self) -> None:
-        self._worker = None
+    def _on_ended(self, ending: Ending) -> None:
+        self._task = None
         self.cancel_button.enabled = False
-        if self.status_label.value in ("cancelled", "failed", "source removed"):
+        name = ending.job.source.name
+        if ending.kind == DONE:
+            self.progress_bar.value = PROGRESS_STEPS
+            self.set_status(describe_result(ending.prepared.result))
+            if ending.job.palette is None:
+                announce_result(ending.prepared.result, ending.job.n_colors, name)
+        elif ending.kind == CLOSED:
+            pass  # the dock is going away: nothing to tell
+        else:
             self.progress_bar.value = 0
+            self.set_status(ending.kind)
+            if ending.kind == CANCELLED:
+                show_info(f"K-means color filter: cancelled, {name!r} left as it was.")
+            elif ending.kind == SOURCE_REMOVED:
+                show_info(f"K-means color filter: {name!r} was removed; result dropped.")
+            else:
+                show_error(f"K-means color filter on {name!r} failed: {ending.message}")
         self.running_changed.emit(False)
+        self.ended.emit(ending)

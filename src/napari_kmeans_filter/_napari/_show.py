@@ -61,28 +61,38 @@ def show_result(
 
 
 def show_result_steps(
-    viewer: napari.viewer.Viewer, prepared: PreparedResult, source_layers: Sequence[Image]
-) -> Generator[None, None, ResultLayers]:
-    """:func:`show_result` one layer at a time: a generator that yields after each layer.
+    viewer: napari.viewer.Viewer,
+    prepared: PreparedResult,
+    source_layers: Sequence[Image],
+    names: Sequence[str] | None = None,
+) -> Generator[Image | Labels, None, ResultLayers]:
+    """:func:`show_result` one layer at a time: a generator that yields each layer shown.
 
     Inserting a layer builds its visuals on the GUI thread; a caller that lets the event
     loop run between steps (the widget does) keeps every freeze to one layer's worth.
     The generator's return value (``StopIteration.value``) is the :class:`ResultLayers`.
+    ``names`` are the source layers' names now (they may have been renamed since the
+    result was computed); the result layers are named after them.
     """
+    names = tuple(names) if names is not None else None
     image_layers = []
     if IMAGE in prepared.outputs:
         for channel in range(len(source_layers)):
-            image_layers.append(_show_image(viewer, prepared, channel))
-            yield
+            layer = _show_image(viewer, prepared, channel, names)
+            image_layers.append(layer)
+            yield layer
     if not prepared.preview:
         _remove_previews(viewer, prepared.group)  # what a Run did not take over
     clusters_layer = None
     if CLUSTERS in prepared.outputs:
-        clusters_layer = _show_clusters(viewer, prepared)
+        clusters_layer = _show_clusters(viewer, prepared, names)
+        yield clusters_layer
     return ResultLayers(clusters_layer, image_layers)
 
 
-def _show_clusters(viewer: napari.viewer.Viewer, prepared: PreparedResult) -> Labels:
+def _show_clusters(
+    viewer: napari.viewer.Viewer, prepared: PreparedResult, names: Sequence[str] | None
+) -> Labels:
     layer = _find_result_layer(viewer, bookkeeping(prepared.group, CLUSTERS), Labels)
     if layer is not None and layer in _EDITED_CLUSTERS:
         # The user painted on the clusters: keep their work, show the new result beside it.
@@ -97,8 +107,14 @@ def _show_clusters(viewer: napari.viewer.Viewer, prepared: PreparedResult) -> La
         layer = None
     if layer is None:
         layer = prepared.new_clusters or prepared.make_clusters_layer()
-        viewer.layers.append(layer)
+        layer.name = prepared.clusters_name(names)
+        # Connected before the layer goes in: if napari raises while it is inserted, the
+        # layer that stays is still a whole result layer.
         layer.events.paint.connect(partial(_mark_edited, layer))
+        layer.events.show_selected_label.connect(
+            partial(_show_selected_alone, weakref.ref(viewer), weakref.ref(layer))
+        )
+        viewer.layers.append(layer)
         return layer
     layer.data = prepared.labels_data
     layer.colormap = prepared.colormap
@@ -106,15 +122,20 @@ def _show_clusters(viewer: napari.viewer.Viewer, prepared: PreparedResult) -> La
     _update_attributes(
         layer, {"blending": prepared.clusters_blending(), **prepared.source.placement}
     )
-    layer.name = prepared.clusters_name
+    layer.name = prepared.clusters_name(names)
     layer.metadata = prepared.clusters_metadata()
     return layer
 
 
-def _show_image(viewer: napari.viewer.Viewer, prepared: PreparedResult, channel: int) -> Image:
+def _show_image(
+    viewer: napari.viewer.Viewer,
+    prepared: PreparedResult,
+    channel: int,
+    names: Sequence[str] | None,
+) -> Image:
     # A preview only ever updates a preview layer: a Run's result is the user's, kept
     # until the next Run. A Run updates its earlier result, else takes over the preview.
-    wanted = prepared.imagebookkeeping(channel)
+    wanted = prepared.image_bookkeeping(channel)
     layer = _find_result_layer(viewer, wanted, Image, preview=prepared.preview)
     if layer is None and not prepared.preview:
         layer = _find_result_layer(viewer, wanted, Image, preview=True)
@@ -128,13 +149,41 @@ def _show_image(viewer: napari.viewer.Viewer, prepared: PreparedResult, channel:
     if layer is None:
         new_images = prepared.new_images
         layer = new_images[channel] if new_images else prepared.make_image_layer(channel)
+        layer.name = prepared.image_name(channel, names)
         viewer.layers.append(layer)
         return layer
     layer.data = prepared.image_data[channel]
     _update_attributes(layer, {**prepared.image_display(channel), **placement})
-    layer.name = prepared.image_name(channel)
+    layer.name = prepared.image_name(channel, names)
     layer.metadata = prepared.image_metadata(channel)
     return layer
+
+
+def _show_selected_alone(viewer_ref: Any, clusters_ref: Any, _event: Any = None) -> None:
+    """With 'show selected' on, hide the layers that would show the other clusters anyway.
+
+    The quantized image and the source under the clusters layer look like the clusters, so
+    with only the selected label drawn the picture would not change; they are hidden while
+    'show selected' is on and shown again (those this hid) when it is turned off.
+    """
+    viewer, clusters = viewer_ref(), clusters_ref()
+    if viewer is None or clusters is None:
+        return
+    info = clusters.metadata.get(METADATA_KEY, {})
+    group = info.get("source_id")
+    if clusters.show_selected_label:
+        hidden = []
+        for layer in viewer.layers:
+            layer_group = layer.metadata.get(METADATA_KEY, {}).get("source_id")
+            is_source = str(layer.unique_id) in str(group).split("+")
+            if layer is not clusters and layer.visible and (layer_group == group or is_source):
+                layer.visible = False
+                hidden.append(layer)
+        _HIDDEN_FOR_SELECTION[clusters] = weakref.WeakSet(hidden)
+    else:
+        for layer in _HIDDEN_FOR_SELECTION.pop(clusters, ()):
+            if layer in viewer.layers:
+                layer.visible = True
 
 
 def _update_attributes(layer: Any, values: dict[str, Any]) -> None:
@@ -161,6 +210,15 @@ def _remove_previews(viewer: napari.viewer.Viewer, group: str) -> None:
         info = layer.metadata.get(METADATA_KEY, {})
         if info.get("source_id") == group and info.get("preview"):
             viewer.layers.remove(layer)
+
+
+def result_layers_of(viewer: napari.viewer.Viewer, group: str) -> list[Any]:
+    """The layers in ``viewer`` showing a result of the sources ``group`` (previews too)."""
+    return [
+        layer
+        for layer in viewer.layers
+        if layer.metadata.get(METADATA_KEY, {}).get("source_id") == group
+    ]
 
 
 def remove_previews(viewer: napari.viewer.Viewer, source_layers: Sequence[Image]) -> None:
@@ -201,6 +259,8 @@ def find_clusters_layer(
 
 # Clusters layers the user has painted on (weak: removed layers drop out).
 _EDITED_CLUSTERS: weakref.WeakSet = weakref.WeakSet()
+# Per clusters layer with 'show selected' on: the layers hidden meanwhile.
+_HIDDEN_FOR_SELECTION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _mark_edited(layer: Labels, _event: Any = None) -> None:

@@ -2,14 +2,18 @@
 
 The pieces, one per file: the settings (:mod:`._controls`), the live preview
 (:mod:`._preview`), Run/Cancel with the progress and status (:mod:`._run_controller`) and the
-palette panel (:mod:`._palette_panel`). The dock follows the viewer's layers and stops
-everything when it is closed. It holds no algorithm: the core does the work, the layer
-modules (:mod:`._read`, :mod:`._run`, :mod:`._prepare`, :mod:`._show`) translate.
+palette panel (:mod:`._palette_panel`); a run or preview is a :class:`~._task.Task` that ends
+one way whatever ends it. The dock follows the viewer's layers: a removed source ends its run
+and its preview, the palette panel shows a result only while its layers exist, and closing the
+dock or the viewer ends every task before any widget goes away. It holds no algorithm: the
+core does the work, the layer modules (:mod:`._read`, :mod:`._run`, :mod:`._prepare`,
+:mod:`._show`) translate.
 """
 
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +22,7 @@ from qtpy.QtCore import QEvent, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QDockWidget,
     QFrame,
+    QMainWindow,
     QScrollArea,
     QVBoxLayout,
     QWidget,
@@ -30,8 +35,9 @@ from ._console import describe_result
 from ._controls import Controls, user_message
 from ._palette_panel import PalettePanel
 from ._preview import Preview
-from ._run_controller import Lifetime, RunController, shorten
+from ._run_controller import RunController, shorten
 from ._show import find_clusters_layer
+from ._task import CLOSED, DONE, SOURCE_REMOVED, Ending
 
 if TYPE_CHECKING:
     import napari
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 
     from ._prepare import PreparedResult
     from ._run import Job
+    from ._run_controller import RunController as _Runs
 
 
 class KMeansColourWidget(QWidget):
@@ -58,17 +65,22 @@ class KMeansColourWidget(QWidget):
         # napari hands plugins a proxy of the viewer; layers taken from it are proxies too,
         # and proxies compare unequal to the real layers inside Qt models.
         self._viewer = getattr(viewer, "__wrapped__", viewer)
-        self._life = Lifetime()
+        self._closed = False
         self._docked = False
-        #: The source layers of the palette shown in the panel (for selecting labels).
-        self._panel_layers: tuple[Any, ...] = ()
+        self._watched: list[QWidget] = []  # the dock's ancestors (up to the viewer's window)
+        self._window_closing = False
+        #: The layers whose palette the panel shows, and their source layers.
+        self._panel_layers: list[Any] = []
+        self._panel_sources: tuple[Any, ...] = ()
+        self._panel_is_preview = False
 
         self.controls = Controls(self._viewer)
-        self.runs = RunController(self._viewer, self._life)
-        self.preview = Preview(
-            self._viewer, self._life, self.controls, lambda: self.is_running, self
-        )
+        self.runs = RunController(self._viewer)
+        self.preview = Preview(self._viewer, self.controls, lambda: self.is_running, self)
         self.palette_panel = PalettePanel(self._viewer)
+        # The last resort if the dock is deleted without being closed first: its tasks are
+        # dropped without a word (no widget is left to tell).
+        self.destroyed.connect(partial(_abandon_tasks, self.runs, self.preview))
         self._lay_out()
         self._connect()
         self.controls.refresh_choices()
@@ -109,9 +121,9 @@ class KMeansColourWidget(QWidget):
     def _connect(self) -> None:
         self.runs.run_button.changed.connect(self.run)
         self.runs.status_changed.connect(self.status_changed)
-        self.runs.running_changed.connect(self._on_running_changed)
-        self.runs.result_shown.connect(self._show_palette)
+        self.runs.ended.connect(self._on_run_ended)
         self.preview.shown.connect(self._on_preview_shown)
+        self.preview.cleared.connect(self._on_preview_cleared)
         self.preview.failed.connect(self.runs.set_status)
         self.controls.inputs_changed.connect(self._on_inputs_changed)
         self.controls.settings_changed.connect(self.preview.schedule)
@@ -147,22 +159,57 @@ class KMeansColourWidget(QWidget):
         if event.type() == QEvent.Type.ParentChange:
             if self.parent() is not None:
                 self._docked = True
+                self._watch_ancestors()
             elif self._docked:
                 self.shut_down()
         return super().event(event)
 
+    def _watch_ancestors(self) -> None:
+        # The viewer's window is found up the parent chain; the chain grows after docking
+        # (the dock widget is put in the window later), so every ancestor is watched for
+        # its own parent change.
+        for widget in self._watched:
+            widget.removeEventFilter(self)
+        self._watched = []
+        widget = self.parentWidget()
+        while widget is not None:
+            widget.installEventFilter(self)
+            self._watched.append(widget)
+            widget = widget.parentWidget()
+
+    def eventFilter(self, watched: Any, event: QEvent) -> bool:
+        kind = event.type()
+        if kind == QEvent.Type.ParentChange:
+            self._watch_ancestors()
+        elif isinstance(watched, QMainWindow):
+            # The viewer's window closing: napari's viewer.close() closes it from code
+            # (always accepted); its close button asks first, and a close that was accepted
+            # hides the window. Either way every task ends before the widgets are deleted.
+            if kind == QEvent.Type.Close and not event.spontaneous():
+                self.shut_down()
+            elif kind == QEvent.Type.Close:
+                self._window_closing = True
+            elif kind == QEvent.Type.Hide and self._window_closing:
+                self.shut_down()
+            elif kind == QEvent.Type.Show:
+                self._window_closing = False
+        return False
+
     def shut_down(self) -> None:
-        """Cancel any run or preview and stop following the viewer (the dock was closed)."""
-        if self._life.closed:
+        """End any run or preview and stop following the viewer (the dock or viewer closed)."""
+        if self._closed:
             return
-        self._life.closed = True
-        self._life.cancel.set()
+        self._closed = True
+        for widget in self._watched:
+            widget.removeEventFilter(self)
+        self._watched = []
         self.preview.stop()
+        self.runs.stop(CLOSED)
         self._disconnect()
 
     @property
     def is_closed(self) -> bool:
-        return self._life.closed
+        return self._closed
 
     # ----------------------------------------------------------------------------------
     # Running
@@ -202,7 +249,8 @@ class KMeansColourWidget(QWidget):
         palette : Palette
             The colors to use (nearest color in ``palette.color_space``; no fit).
         palette_name : str
-            Where the palette came from, for the status line.
+            Where the palette came from (a layer's or a file's name): names the result
+            layers ("<source> k=<k> (palette from <palette_name>)").
 
         Returns
         -------
@@ -225,26 +273,31 @@ class KMeansColourWidget(QWidget):
         """Ask the running quantization to stop; it adds no layer."""
         self.runs.cancel()
 
-    def _start(self, palette: Palette | None, palette_name: str) -> FunctionWorker | None:
-        if self.is_running or self._life.closed:
+    def _start(self, palette: Palette | None, origin: str) -> FunctionWorker | None:
+        if self.is_running or self._closed:
             return None
         try:
-            job = self.controls.make_job(preview=False, palette=palette)
+            job = self.controls.make_job(preview=False, palette=palette, palette_origin=origin)
         except (TypeError, ValueError) as exc:
-            show_error(user_message(exc))
+            show_error(f"K-means color filter: {user_message(exc)}")
             return None
-        self.preview.supersede()  # a running preview stops and is dropped
+        self.preview.run_started()  # a running preview stops and is dropped
         name = shorten(job.source.name)
         if palette is None:
             message = f"quantizing {name!r}…"
         else:
-            message = f"repainting {name!r} with {shorten(palette_name)}…"
-        return self.runs.start(job, message)
-
-    def _on_running_changed(self, running: bool) -> None:
+            message = f"repainting {name!r} with the palette of {shorten(origin)!r}…"
+        worker = self.runs.start(job, message)
         self._update_enabled()
-        if not running:
-            self.preview.run_ended()
+        return worker
+
+    def _on_run_ended(self, ending: Ending) -> None:
+        self._update_enabled()
+        if ending.kind == DONE:
+            self._show_palette(ending.prepared, ending.job, ending.added)
+            if ending.job.n_colors == "auto":
+                self.controls.show_k(ending.prepared.n_colors)
+        self.preview.run_ended(ending)
 
     # ----------------------------------------------------------------------------------
     # Preview and palette panel
@@ -252,20 +305,40 @@ class KMeansColourWidget(QWidget):
 
     def _on_preview_shown(self, prepared: PreparedResult, job: Job) -> None:
         self.runs.set_status("preview: " + describe_result(prepared.result))
-        self._show_palette(prepared, job)
+        self._show_palette(prepared, job, self.preview.layers)
 
-    def _show_palette(self, prepared: PreparedResult, job: Job) -> None:
+    def _on_preview_cleared(self) -> None:
+        # The preview's layers are gone: so are its palette and its status line.
+        if self._panel_is_preview:
+            self._clear_panel()
+
+    def _show_palette(self, prepared: PreparedResult, job: Job, layers: list[Any]) -> None:
         kind = "preview of " if job.preview else ""
         title = f"{kind}{shorten(job.source.name)}: {prepared.n_colors} colors"
         self.palette_panel.show_palette(prepared.palette, prepared.swatches, title)
-        self._panel_layers = job.layers
+        self._panel_layers = list(layers)
+        self._panel_sources = job.layers
+        self._panel_is_preview = job.preview
+        self._update_enabled()
+
+    def _clear_panel(self) -> None:
+        """The panel's result is gone: show nothing, and no status of it."""
+        self.palette_panel.clear()
+        self._panel_layers = []
+        self._panel_sources = ()
+        self._panel_is_preview = False
+        if not self.is_running:
+            self.runs.set_status("")
         self._update_enabled()
 
     def _select_label(self, label: int) -> None:
-        layers = self._panel_layers
+        layers = self._panel_sources
         clusters = find_clusters_layer(self._viewer, layers) if layers else None
         if clusters is None:
-            show_info("K-means color filter: there is no clusters layer for this palette yet.")
+            show_info(
+                "K-means color filter: this result has no clusters layer (a preview, or "
+                "outputs without clusters) to select a label in."
+            )
             return
         clusters.selected_label = label
 
@@ -274,19 +347,31 @@ class KMeansColourWidget(QWidget):
     # ----------------------------------------------------------------------------------
 
     def _refresh_choices(self, _event: Any = None) -> None:
-        if self._life.closed:
+        if self._closed:
             return
         self.controls.refresh_choices()
         self.palette_panel.refresh_choices()
         self._update_enabled()
 
     def _on_layers_changed(self, event: Any = None) -> None:
-        if event is not None and getattr(event, "type", None) == "inserted":
+        kind = getattr(event, "type", None)
+        if kind == "inserted":
             event.value.events.name.connect(self._refresh_choices)
+        elif kind == "removed":
+            self._on_layer_removed()
         self._refresh_choices()
 
+    def _on_layer_removed(self) -> None:
+        layers = self._viewer.layers
+        task = self.runs.task
+        if task is not None and any(layer not in layers for layer in task.job.layers):
+            self.runs.stop(SOURCE_REMOVED)
+        self.preview.sources_removed()
+        if self._panel_layers and not any(layer in layers for layer in self._panel_layers):
+            self._clear_panel()
+
     def _follow_layer_selection(self, _event: Any = None) -> None:
-        if self._life.closed:
+        if self._closed:
             return
         self.controls.follow_layer_selection()
 
@@ -308,3 +393,10 @@ class KMeansColourWidget(QWidget):
         self.runs.set_input_ready(ready)
         self.palette_panel.set_input_ready(ready)
         self.controls.update_enabled()
+
+
+def _abandon_tasks(runs: _Runs, preview: Preview, *_args: Any) -> None:
+    """Drop the tasks of a dock deleted without being closed (nothing may reach it now)."""
+    for task in (runs.task, preview.task):
+        if task is not None:
+            task.abandon()
