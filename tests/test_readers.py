@@ -12,10 +12,11 @@ write.  For each one:
 * with small k it returns at most k visible colours.
 
 The families of issue 17 are cases of the same suite: every PGM/PPM/PAM depth (plain and
-raw, 1 to 16 bits, with alpha, several images in one file), JPEG 2000 up to 16 bits, TIFF
-``planarconfig`` x photometric x every dtype the writer tags, pages written one at a time
-and as one series, reduced-resolution and thumbnail pages (left out, with a note), ICC
-profiles in PNG, JPEG, TIFF and WebP (kept where they describe the pixels read).
+raw, 1 to 16 bits, with alpha, several images in one file; PBM; float PFM), JPEG 2000 up
+to 16 bits, TIFF ``planarconfig`` x photometric x every dtype the writer tags, pages
+written one at a time and as one series, reduced-resolution and thumbnail pages (left
+out, with a note), ICC profiles in PNG, JPEG, TIFF and WebP (kept where they describe the
+pixels read, and written to PNG and TIFF outputs).
 
 Then one test per row of the table of issue 9, with the value a user expects.
 """
@@ -400,6 +401,19 @@ def add_netpbm_cases(folder: Path, add, index: np.ndarray) -> None:
     path = folder / "bits.pbm"
     Image.fromarray(bits.astype(bool)).save(path)
     add("pbm-P4", path, (bits * 255).astype(np.uint8))
+    # PFM: float32, rows bottom to top, a negative scale for little-endian samples.
+    floats = np.array([-1.5, 0, 0.25, 1, 300], np.float32)
+    float_rgb = np.dstack([floats[index], floats[::-1][index], floats[(index + 1) % 5]])
+    for order, scale in (("<", b"-1.0"), (">", b"1.0")):
+        name = "le" if order == "<" else "be"
+        path = folder / f"rgb_{name}.pfm"
+        rows = float_rgb[::-1].astype(f"{order}f4").tobytes()
+        path.write_bytes(b"PF\n%d %d\n%s\n" % (WIDTH, HEIGHT, scale) + rows)
+        add(f"pfm-PF-{name}", path, float_rgb)
+    path = folder / "grey.pfm"
+    grey_rows = float_rgb[::-1, :, 0].astype("<f4").tobytes()
+    path.write_bytes(b"Pf\n%d %d\n-1.0\n" % (WIDTH, HEIGHT) + grey_rows)
+    add("pfm-Pf", path, float_rgb[..., 0])
     # Several images one after another (netpbm's streams): frames.
     rgb16 = np.dstack([index * 13107, (4 - index) * 13107, index * 1000]).astype(np.int64)
     for magic, suffix in (("P6", "ppm"), ("P7", "pam")):

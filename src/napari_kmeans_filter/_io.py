@@ -546,9 +546,10 @@ def _read_jpeg2k_deep(path: Path) -> np.ndarray | None:
 
 # PGM, PPM, PAM -----------------------------------------------------------------------
 
-#: The netpbm formats read here: plain and raw grey (P2, P5), colour (P3, P6) and PAM
-#: (P7).  Bilevel PBM (P1, P4) and float PFM are left to Pillow, which reads them whole.
-_NETPBM_MAGIC = re.compile(rb"P[23567]\s")
+#: The netpbm formats read here: plain and raw grey (P2, P5), colour (P3, P6), PAM (P7)
+#: and colour PFM (PF, which Pillow cannot read).  Bilevel PBM (P1, P4) and grey PFM
+#: (Pf) are left to Pillow, which reads them whole.
+_NETPBM_MAGIC = re.compile(rb"P[23567F]\s")
 #: One header number, after whitespace and comments (netpbm's "# ... end of line").
 _NETPBM_NUMBER = re.compile(rb"(?:\s|#[^\r\n]*)*(\d+)")
 #: One sample of a plain (P2, P3) raster.
@@ -605,6 +606,27 @@ def _read_netpbm(path: Path) -> tuple[np.ndarray, int]:
     return np.stack(frames), len(frames)
 
 
+def _pfm_colour(data: bytes, offset: int, corrupt) -> tuple[np.ndarray, int]:
+    """A colour PFM (Portable Float Map, netpbm's pfm format): float32 RGB, rows stored
+    bottom to top, the scale's sign giving the byte order (negative: little-endian)."""
+    header = re.compile(rb"PF\s+(\d+)\s+(\d+)\s+([-+0-9.eE]+)\s").match(data, offset)
+    if header is None:
+        raise corrupt("a PFM header without width, height and scale")
+    width, height = int(header.group(1)), int(header.group(2))
+    try:
+        scale = float(header.group(3))
+    except ValueError:
+        raise corrupt("a PFM header with an unreadable scale") from None
+    if width < 1 or height < 1 or scale == 0:
+        raise corrupt(f"width {width}, height {height}, scale {scale} out of range")
+    count, start = width * height * 3, header.end()
+    if len(data) < start + 4 * count:
+        raise corrupt("the file is truncated (fewer samples than its header says)")
+    samples = np.frombuffer(data, "<f4" if scale < 0 else ">f4", count, start)
+    image = samples.reshape(height, width, 3)[::-1].astype(np.float32)
+    return image, start + 4 * count
+
+
 def _netpbm_image(data: bytes, offset: int, path: Path) -> tuple[np.ndarray, int]:
     """The image whose header starts at ``offset``, and the offset after its raster."""
 
@@ -612,6 +634,8 @@ def _netpbm_image(data: bytes, offset: int, path: Path) -> tuple[np.ndarray, int
         return ImageIOError(f"cannot read image {path}: {what}")
 
     magic = data[offset : offset + 2]
+    if magic == b"PF":
+        return _pfm_colour(data, offset, corrupt)
     if magic == b"P7":
         end = data.find(b"ENDHDR", offset)
         if end < 0:
