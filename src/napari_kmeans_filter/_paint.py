@@ -16,7 +16,7 @@ import numpy as np
 
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
-from ._nearest import Neighbours, cell_grid, nearest_point, nearest_rgb, no_cell_grid
+from ._nearest import Neighbours, cell_grid, dither_plane, dither_rgb, no_cell_grid
 from ._workers import n_workers, run_parts
 
 # Above this many pixels a numpy image is painted by one thread per core (the
@@ -180,177 +180,11 @@ class Painter:
 
 # Up to this many colours every pixel's nearest colour is found by comparing
 # them all; above it, among a per-cell candidate list (RGB) or by walking the
-# distance table from the undithered colour (other channel counts); see
-# :mod:`._nearest`.  Whole dithered apply_palette of a 12 MP noisy photo, ns a
+# distance table from the undithered colour (other channel counts): the
+# kernels of :mod:`._nearest`.  Whole dithered apply_palette of a 12 MP noisy photo, ns a
 # pixel (compare all / candidate lists): k=8 59/108, 16 66/105, 32 102/118,
 # 64 146/133, 256 438/177.
 _BRUTE_FORCE_K = 48
-
-
-@kernel
-def _dither_plane(
-    pixels,
-    n_color,
-    alpha_channel,
-    colors,
-    order,
-    gaps,
-    unlisted,
-    guess,
-    level,
-    low,
-    high,
-    palette,
-    labels,
-    image,
-    counts,
-    sums,
-    squared,
-    brute_force_k,
-):
-    """Floyd-Steinberg error diffusion over one (H, W, channels) plane, serpentine.
-
-    Every visible pixel takes the palette colour nearest to its value plus the
-    error diffused to it (clamped to ``[low, high]``), and passes ``level``
-    times its own error on to its unvisited neighbours with the weights 7/16,
-    3/16, 5/16 and 1/16 (R. W. Floyd and L. Steinberg, "An adaptive algorithm
-    for spatial greyscale", Proc. SID 17(2), 1976).  Rows alternate
-    direction.  The nearest colour is :func:`._nearest.nearest_point`'s,
-    searched from ``guess`` (the undithered labels).  Fully transparent
-    pixels keep their guess and take no error.  Adds each label's pixel
-    count, input colour sum and squared error into ``counts``, ``sums`` and
-    ``squared``.
-    """
-    height, width, n_channels = pixels.shape
-    # The errors of this row and the next, swapped by index: swapping two array
-    # variables instead made numba's loop ~3x slower (117 vs 35 ns a pixel).
-    errors = np.zeros((2, width + 2, n_color))
-    value = np.empty((1, n_color))
-    now = 0
-    for y in range(height):
-        step = 1 if y % 2 == 0 else -1
-        later = 1 - now
-        errors[later, :, :] = 0.0
-        for index in range(width):
-            x = index if step == 1 else width - 1 - index
-            home = guess[y, x]
-            if alpha_channel >= 0 and pixels[y, x, alpha_channel] == 0:
-                labels[y, x] = home
-                for c in range(n_color):
-                    image[y, x, c] = palette[home, c]
-                for c in range(n_color, n_channels):
-                    image[y, x, c] = pixels[y, x, c]
-                continue
-            for c in range(n_color):
-                v = pixels[y, x, c] + errors[now, x + 1, c]
-                value[0, c] = min(max(v, low[c]), high[c])
-            best, _ = nearest_point(value, colors, order, gaps, unlisted, home, brute_force_k)
-            labels[y, x] = best
-            error = 0.0
-            counts[best] += 1
-            for c in range(n_color):
-                image[y, x, c] = palette[best, c]
-                original = np.float64(pixels[y, x, c])
-                sums[best, c] += original
-                d = original - colors[best, c]
-                error += d * d
-                spill = (value[0, c] - colors[best, c]) * level
-                errors[now, x + 1 + step, c] += spill * (7.0 / 16.0)
-                errors[later, x + 1 - step, c] += spill * (3.0 / 16.0)
-                errors[later, x + 1, c] += spill * (5.0 / 16.0)
-                errors[later, x + 1 + step, c] += spill * (1.0 / 16.0)
-            squared[best] += error
-            for c in range(n_color, n_channels):
-                image[y, x, c] = pixels[y, x, c]
-        now = later
-
-
-@kernel
-def _dither_rgb(
-    pixels,
-    alpha_channel,
-    colors,
-    order,
-    gaps,
-    unlisted,
-    guess,
-    level,
-    low,
-    high,
-    palette,
-    labels,
-    image,
-    counts,
-    sums,
-    squared,
-    brute_force_k,
-    grid,
-):
-    """:func:`_dither_plane` for three colour channels, the common case, with the
-    values in scalars (:func:`._nearest.nearest_rgb`, whose figure says why).
-
-    ``grid`` holds the nearest-colour candidate lists of the value cells
-    (:func:`._nearest.cell_grid`), filled as pixels fall in them.
-    """
-    height, width, n_channels = pixels.shape
-    errors = np.zeros((2, 3 * (width + 2)))  # (row, 3 * column + channel)
-    now = 0
-    for y in range(height):
-        step = 1 if y % 2 == 0 else -1
-        later = 1 - now
-        errors[later, :] = 0.0
-        for index in range(width):
-            x = index if step == 1 else width - 1 - index
-            if alpha_channel >= 0 and pixels[y, x, alpha_channel] == 0:
-                home = guess[y, x]
-                labels[y, x] = home
-                for c in range(3):
-                    image[y, x, c] = palette[home, c]
-                for c in range(3, n_channels):
-                    image[y, x, c] = pixels[y, x, c]
-                continue
-            o0 = np.float64(pixels[y, x, 0])
-            o1 = np.float64(pixels[y, x, 1])
-            o2 = np.float64(pixels[y, x, 2])
-            here = 3 * (x + 1)
-            v0 = min(max(o0 + errors[now, here], low[0]), high[0])
-            v1 = min(max(o1 + errors[now, here + 1], low[1]), high[1])
-            v2 = min(max(o2 + errors[now, here + 2], low[2]), high[2])
-            # Up to brute_force_k colours the guess is not read (nor computed).
-            best, _ = nearest_rgb(
-                v0, v1, v2, colors, order, gaps, unlisted, guess[y, x], brute_force_k, grid
-            )
-            labels[y, x] = best
-            counts[best] += 1
-            sums[best, 0] += o0
-            sums[best, 1] += o1
-            sums[best, 2] += o2
-            d0 = o0 - colors[best, 0]
-            d1 = o1 - colors[best, 1]
-            d2 = o2 - colors[best, 2]
-            squared[best] += d0 * d0 + d1 * d1 + d2 * d2
-            image[y, x, 0] = palette[best, 0]
-            image[y, x, 1] = palette[best, 1]
-            image[y, x, 2] = palette[best, 2]
-            for c in range(3, n_channels):
-                image[y, x, c] = pixels[y, x, c]
-            e0 = (v0 - colors[best, 0]) * level
-            e1 = (v1 - colors[best, 1]) * level
-            e2 = (v2 - colors[best, 2]) * level
-            ahead, behind = here + 3 * step, here - 3 * step
-            errors[now, ahead] += e0 * (7.0 / 16.0)
-            errors[now, ahead + 1] += e1 * (7.0 / 16.0)
-            errors[now, ahead + 2] += e2 * (7.0 / 16.0)
-            errors[later, behind] += e0 * (3.0 / 16.0)
-            errors[later, behind + 1] += e1 * (3.0 / 16.0)
-            errors[later, behind + 2] += e2 * (3.0 / 16.0)
-            errors[later, here] += e0 * (5.0 / 16.0)
-            errors[later, here + 1] += e1 * (5.0 / 16.0)
-            errors[later, here + 2] += e2 * (5.0 / 16.0)
-            errors[later, ahead] += e0 * (1.0 / 16.0)
-            errors[later, ahead + 1] += e1 * (1.0 / 16.0)
-            errors[later, ahead + 2] += e2 * (1.0 / 16.0)
-        now = later
 
 
 class Ditherer:
@@ -418,19 +252,20 @@ class Ditherer:
         palette = self.painter.colors.astype(np.float32) if half else self.painter.colors
         if n_color == 3 and k > _BRUTE_FORCE_K:
             # Candidate lists are per call: a dask chunk's thread has its own.
-            grid = cell_grid(self.low, self.high)
+            cells, cell_sizes = cell_grid(self.low, self.high)
         else:
-            grid = no_cell_grid()
-        neighbours = self.neighbours
+            cells, cell_sizes = no_cell_grid()
+        order, gaps = self.neighbours.order, self.neighbours.gaps
         for p in range(planes.shape[0]):
             out = np.empty(pixels[p].shape, np.float32) if half else plane_image[p]
-            common = (self.colors, neighbours.order, neighbours.gaps, neighbours.unlisted)
-            common += (plane_guess[p], self.level, self.low, self.high, palette)
-            common += (plane_labels[p], out, counts, sums)
+            common = (self.colors, order, gaps, plane_guess[p], self.level)
+            common += (self.low, self.high, palette, plane_labels[p], out, counts, sums)
             if n_color == 3:
-                _dither_rgb(pixels[p], alpha_channel, *common, squared, _BRUTE_FORCE_K, grid)
+                dither_rgb(
+                    pixels[p], alpha_channel, *common, squared, _BRUTE_FORCE_K, cells, cell_sizes
+                )
             else:
-                _dither_plane(pixels[p], n_color, alpha_channel, *common, squared, _BRUTE_FORCE_K)
+                dither_plane(pixels[p], n_color, alpha_channel, *common, squared, _BRUTE_FORCE_K)
             if half:
                 plane_image[p] = out
         return labels, image, counts, sums, squared
