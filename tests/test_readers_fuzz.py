@@ -82,6 +82,8 @@ def write_kinds(folder: Path) -> dict[str, Path]:
     header = f"P7\nWIDTH {WIDTH}\nHEIGHT {HEIGHT}\nDEPTH 3\nMAXVAL 255\nTUPLTYPE RGB\nENDHDR\n"
     raw("rgb.pam", header.encode() + rgb.tobytes())
     raw("rgb16.jp2", imagecodecs.jpeg2k_encode(rgb16, level=0))
+    floats = (rgb[::-1] / 255).astype("<f4").tobytes()  # PFM rows run bottom to top
+    raw("rgb.pfm", b"PF\n%d %d\n-1.0\n" % (WIDTH, HEIGHT) + floats)
     kinds["zlib.tif"] = folder / "zlib.tif"
     tifffile.imwrite(kinds["zlib.tif"], rgb, photometric="rgb", compression="zlib", rowsperstrip=4)
     kinds["raw.tif"] = folder / "raw.tif"
@@ -239,7 +241,7 @@ def test_damaged_files_are_refused_in_one_line_or_read_right(kinds, tmp_path):
     ]
     results = run_damaged(intact + damaged(kinds, tmp_path, per_kind=6, seed=17), tmp_path)
     # The undamaged files are read, else the rest would prove nothing.
-    assert len(kinds) == 17
+    assert len(kinds) == 18
     assert [r["stderr"] for r in results[: len(kinds)] if r["status"] != 0] == []
     reference = {r["kind"]: np.load(r["output"]) for r in results[: len(kinds)]}
     problems = [problem for result in results for problem in check(result, reference)]
