@@ -34,6 +34,7 @@ from napari_kmeans_filter._warmup import warm_up
 from ._console import describe_result
 from ._controls import Controls, user_message
 from ._palette_panel import PalettePanel
+from ._prepare import warm_up_layers
 from ._preview import Preview
 from ._run_controller import RunController, shorten
 from ._show import find_clusters_layer
@@ -88,8 +89,11 @@ class KMeansColourWidget(QWidget):
         self._update_enabled()
         # Load numba and the compiled kernels while the user looks at the dock, so the
         # first Run or preview does not pay for them (~1 s from numba's cache; the very
-        # first time after installing, the kernels are compiled: several seconds).
-        threading.Thread(target=warm_up, name="napari-kmeans-filter warm-up", daemon=True).start()
+        # first time after installing, the kernels are compiled: several seconds), and
+        # napari's own kernels for the clusters layer's colors (see warm_up_layers).
+        threading.Thread(
+            target=_warm_up_all, name="napari-kmeans-filter warm-up", daemon=True
+        ).start()
 
     def _lay_out(self) -> None:
         inner = QWidget()
@@ -393,6 +397,11 @@ class KMeansColourWidget(QWidget):
         self.runs.set_input_ready(ready)
         self.palette_panel.set_input_ready(ready)
         self.controls.update_enabled()
+
+
+def _warm_up_all() -> None:
+    warm_up()
+    warm_up_layers()
 
 
 def _abandon_tasks(runs: _Runs, preview: Preview, *_args: Any) -> None:
