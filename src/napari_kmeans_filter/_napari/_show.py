@@ -221,11 +221,6 @@ def result_layers_of(viewer: napari.viewer.Viewer, group: str) -> list[Any]:
     ]
 
 
-def remove_previews(viewer: napari.viewer.Viewer, source_layers: Sequence[Image]) -> None:
-    """Remove the preview image layers of these sources (results of Run are kept)."""
-    _remove_previews(viewer, "+".join(str(layer.unique_id) for layer in source_layers))
-
-
 def result_palette(layer: Any) -> Palette | None:
     """The palette stored in a result layer's ``metadata``, or None for other layers."""
     if not is_result_layer(layer) or "palette" not in layer.metadata:

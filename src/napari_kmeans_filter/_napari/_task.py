@@ -122,10 +122,6 @@ class Task(QObject):
         self.worker.finished.connect(self._on_worker_finished)
 
     @property
-    def is_ended(self) -> bool:
-        return self._ended
-
-    @property
     def is_adding(self) -> bool:
         """Whether the result's layers are going in now (cancelling would leave half)."""
         return self._steps is not None and not self._ended
