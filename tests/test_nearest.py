@@ -1,0 +1,79 @@
+"""The nearest-colour search (_nearest.py): every copy finds the exact nearest centre."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from napari_kmeans_filter import _fit, _nearest, _paint, apply_palette, quantize
+
+
+def _brute_force_nearest(points, centres):
+    squared = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    return np.argmin(squared, axis=1)  # ties: lowest index, as the engine promises
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 64, 300])
+@pytest.mark.parametrize("guess", ["zeros", "random"])
+def test_assignment_is_the_exact_nearest_centre(k, guess):
+    """Sort-means and the bounds only skip work: labels equal the brute-force argmin,
+    including ties (integer grid points equidistant from two centres) and k above the
+    neighbour-list length (300 > 256), whatever the starting guesses."""
+    rng = np.random.default_rng(k)
+    points = rng.integers(0, 12, (4000, 3)).astype(np.float64)  # many exact ties
+    centres = rng.integers(0, 12, (k, 3)).astype(np.float64) + rng.choice([0, 0.5], (k, 3))
+    labels = np.zeros(len(points), np.int64)
+    if guess == "random":
+        labels = rng.integers(0, k, len(points))
+    cells = _fit._Array(points, np.ones(len(points)))
+    _nearest.assign(cells, centres, labels)
+    np.testing.assert_array_equal(labels, _brute_force_nearest(points, centres))
+
+
+@pytest.mark.parametrize("k", [5, 300])
+def test_neighbour_lists_stay_sorted_and_bounded_as_centres_move(k):
+    """The lists are re-sorted in place as the centres move; with more than 256 other
+    centres, ``unlisted`` stays a lower bound on the distance to the unlisted ones."""
+    rng = np.random.default_rng(k)
+    centres = rng.normal(0, 50, (k, 3))
+    neighbours = _nearest.Neighbours(centres)
+    for _ in range(5):
+        step = rng.normal(0, 1, centres.shape)
+        centres = centres + step
+        neighbours.update(centres, float(np.sqrt((step**2).sum(axis=1)).max()))
+        distances = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(axis=2))
+        rows = np.arange(k)[:, None]
+        np.testing.assert_allclose(neighbours.gaps, distances[rows, neighbours.order], atol=1e-9)
+        assert np.all(np.diff(neighbours.gaps, axis=1) >= 0)
+        for a in range(k):
+            unlisted = np.setdiff1d(np.arange(k), [a, *neighbours.order[a]])
+            if unlisted.size:
+                assert distances[a, unlisted].min() >= neighbours.unlisted[a] - 1e-9
+
+
+@pytest.mark.parametrize("k", [64, 300])
+def test_greyscale_dithering_picks_the_exact_nearest_colour(k, monkeypatch):
+    """The general dithering kernel walks the neighbour lists (all of them past 256
+    colours): its labels equal comparing every colour (ties: lowest index)."""
+    rng = np.random.default_rng(k)
+    image = np.clip(data.camera()[::2, ::2] + rng.normal(0, 6, (256, 256)), 0, 65535)
+    image = (image * 200).astype(np.uint16)  # 16-bit: room for 300 distinct levels
+    palette = quantize(image, k, random_state=0, speed=10).palette
+    fast = apply_palette(image, palette, dither=True)
+    monkeypatch.setattr(_paint, "_BRUTE_FORCE_K", 10**6)
+    every = apply_palette(image, palette, dither=True)
+    np.testing.assert_array_equal(fast.labels, every.labels)
+
+
+def test_rgb_dithering_past_the_neighbour_lists_picks_the_exact_nearest_colour(monkeypatch):
+    """The RGB kernel's cell lists, and above 256 colours its walk that may run off the
+    lists, give the labels of comparing every colour."""
+    rng = np.random.default_rng(0)
+    image = np.clip(data.astronaut()[::2, ::2] + rng.normal(0, 8, (256, 256, 3)), 0, 255)
+    image = image.astype(np.uint8)
+    palette = quantize(image, 400, random_state=0, speed=10).palette
+    fast = apply_palette(image, palette, dither=True)
+    monkeypatch.setattr(_paint, "_BRUTE_FORCE_K", 10**6)
+    every = apply_palette(image, palette, dither=True)
+    np.testing.assert_array_equal(fast.labels, every.labels)
