@@ -3,7 +3,7 @@
 Exact k-means on every pixel is weighted k-means on the image's distinct
 colours, each weighted by its pixel count (scikit-learn's ``sample_weight``
 idea).  The pipeline, one path for every input (numpy or dask, whole or
-sliced histograms, given ``init``, fixed colours, auto k):
+sliced histograms, fixed colours, auto k):
 
 1. **points** -- the voting colours of the histogram in the fit space (the
    image's units, CIELAB or Oklab), whole or, for histograms of millions of
@@ -20,7 +20,8 @@ sliced histograms, given ``init``, fixed colours, auto k):
    k-means for color quantization", Image Vision Comput. 2011) with
    Hamerly's bounds (SDM 2010): a point checks only the centres nearer to its
    own than twice its distance, in order, and skips even that while its bound
-   holds, which costs about one distance per point per iteration at any k;
+   holds, which costs about one distance per point per iteration at any k
+   (the passes are :mod:`._nearest`'s);
 5. **swap search** -- moves one centre at a time from the cheapest cluster to
    merge into the costliest one and keeps the move if the error drops
    (Kanungo et al., "A local search approximation algorithm for k-means
@@ -31,6 +32,11 @@ sliced histograms, given ``init``, fixed colours, auto k):
    moved to their other integer neighbour where that lowers the error (small
    histograms only), and every histogram row assigned to its nearest palette
    colour.
+
+Given ``init`` colours, none of this: plain weighted Lloyd from them on
+the exact points, with scikit-learn's tolerance and relocation of empty
+clusters (:func:`lloyd_from`), so the result is ``KMeans(init=...,
+n_init=1)``'s on every pixel.
 
 The hot loops are compiled with numba (:mod:`._jit`).  ``speed`` (1 = most
 thorough ... 10 = fastest, pngquant's convention) chooses how many cells,
