@@ -6,20 +6,24 @@ fixed cost of a task (the scheduler's bookkeeping, one zarr call with its own ev
 round trip and codec set-up, one call of every kernel downstream) is paid a hundred
 times per frame.  Zarr-python reads and writes many chunks in one call concurrently, so
 a task that covers a block of whole storage chunks costs little more than the bytes it
-moves.  This module picks such blocks (tens of MB, multiples of the storage chunks, so
+moves.  This module picks such blocks (about 16 MiB, multiples of the storage chunks, so
 that no two tasks ever write the same chunk) and opens, regroups and writes zarr arrays
 with them; the storage chunks of what is written stay the caller's.
 
-The measured effect is in ``benchmarks/bench_dask.py`` (issue 19): on a 0.8 GB RGB stack
-stored in 256² chunks, k=16 with one task per storage chunk vs 16 MiB tasks (see
-``TARGET_TASK_BYTES``).
+Measured with ``benchmarks/bench_dask.py`` (issue 19; benchmarks/results/dask_issue19.csv)
+on a 0.8 GB RGB stack, k=16, labels stored with the input's chunks, on 2 cores shared with
+other work (load 12-16): with one task per storage chunk the four chunkings took 97 s
+(256²), 39 s (512²), 36 s (1024x345) and 29 s (2048²), 3.4x apart; with 16 MiB tasks 50,
+34, 33 and 32 s, 1.6x apart; zarr-python's own read-twice-write-once I/O with the same
+tasks took 31, 19, 14 and 14 s.
 
 References
 ----------
-dask documentation, "Chunks": "select a good chunk size" (chunks of 10-100 MB, and
-"Loading Chunked Data": "align with the storage chunks, or multiples of them").
-Zarr-python 3 user guide, "Performance": concurrent chunk I/O within one read
-(``async.concurrency``).
+dask documentation, "Array Best Practices": "Select a good chunk size" (too small chunks
+lead to lots of overhead; the page suggests ~100 MB, this module less, for the 700 MB
+peak of issue 19) and "Orient your chunks" (dask chunks that are multiples of the storage
+chunks).  Zarr-python 3 user guide, "Performance": one read or write of many chunks runs
+their I/O concurrently (``async.concurrency``).
 """
 
 from __future__ import annotations
@@ -31,11 +35,11 @@ from typing import Any
 import numpy as np
 
 # Bytes of input one task reads: 16 MiB is one 2048 x 2048 RGB uint8 frame, 64 storage
-# chunks of 256 x 256.  Measured on a 0.8 GB RGB stack (64 frames of 2048 x 2048, k=16, 2
-# threads; benchmarks/results/dask_issue19.csv): tasks of two such frames (25 MB) peaked
-# at 571-704 MB RSS over the four chunkings, at the 700 MB budget; one frame per task
-# keeps two threads' inputs and the kernels' per-pixel temporaries well under it, and
-# still reads 64 storage chunks per zarr call at 256 x 256.
+# chunks of 256 x 256.  Measured with benchmarks/bench_dask.py on a 0.8 GB RGB stack (64
+# frames of 2048 x 2048, k=16, 2 threads): tasks of two such frames (25 MB) peaked at
+# 571-704 MB RSS over the four chunkings (run 20261204T114352Z, not kept), at the 700 MB
+# budget; one frame per task peaked at 557-629 MB (benchmarks/results/dask_issue19.csv),
+# and still reads 64 storage chunks per zarr call at 256 x 256.
 TARGET_TASK_BYTES = 16 * 2**20
 
 
