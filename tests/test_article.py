@@ -7,9 +7,6 @@ import runpy
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-import napari_kmeans_filter
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "docs" / "examples" / "article.py"
@@ -30,8 +27,6 @@ def test_only_the_import_differs_from_the_article():
 
 
 def test_the_article_runs(capsys):
-    if not hasattr(napari_kmeans_filter, "KMeansQuantizer"):
-        pytest.xfail("napari_kmeans_filter does not export KMeansQuantizer yet")
     namespace = runpy.run_path(str(SCRIPT), run_name="article")
     out = capsys.readouterr().out
     image = namespace["image"]

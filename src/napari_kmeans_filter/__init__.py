@@ -11,6 +11,7 @@ from ._version import __version__
 __all__ = [
     "COLOR_SPACES",
     "MAX_N_COLORS",
+    "KMeansQuantizer",
     "Palette",
     "QuantizeResult",
     "__version__",
@@ -28,7 +29,12 @@ def __getattr__(name):
     # The napari helpers import napari; load them only when asked for, so that
     # `import napari_kmeans_filter` stays light and headless.
     if name in _NAPARI_HELPERS:
-        from . import _layers
+        from ._napari import _console
 
-        return getattr(_layers, name)
+        return getattr(_console, name)
+    if name == "KMeansQuantizer":
+        # scikit-learn costs ~0.7 s to import: only when the estimator is asked for.
+        from ._estimator import KMeansQuantizer
+
+        return KMeansQuantizer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

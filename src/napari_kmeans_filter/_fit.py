@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _exact1d as exact1d
 from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
@@ -658,6 +659,24 @@ def fit_centres(
     """
     if init is not None:
         return lloyd_from(points, init, max_iter=max_iter, tol=tol, report=report)
+    if points.n_dims == 1:
+        # One channel: the global optimum by dynamic programming on the histogram
+        # (_exact1d: Wang & Song 2011; Gronlund et al. 2017) instead of a heuristic, over the
+        # centres the output can hold (integers for integer images).
+        fixed_1d = None if fixed_colors is None else np.asarray(fixed_colors)[:, 0]
+        n_fixed_1d = 0 if fixed_1d is None else len(fixed_1d)
+        if exact1d.affordable(points.size, n_colors, n_fixed_1d):
+            values = np.concatenate([v[:, 0] for _, _, v, _ in points])
+            weights = np.concatenate([w for _, _, _, w in points])
+            centres, labels, _ = exact1d.fit_points(
+                values,
+                weights,
+                n_colors,
+                fixed=fixed_1d,
+                integer_centres=points.encoding.dtype.kind in "ui",
+            )
+            report(1.0)
+            return Fit(centres[:, None], labels, 0)
     rng = np.random.RandomState(seed)
     fixed = np.zeros((0, points.n_dims)) if fixed_colors is None else fixed_colors
     n_fixed = fixed.shape[0]

@@ -20,6 +20,9 @@ def _ignore(fraction: float) -> None:
     return None
 
 
+_ignore._is_stage = True  # a stage nested on "no progress" reports nothing either
+
+
 def stage(
     progress: ProgressCallback | None, start: float, stop: float, message: str = ""
 ) -> Report:
