@@ -246,3 +246,17 @@ def test_fit_points_takes_any_order_and_puts_fixed_values_first():
     assert cost == result.cost
     nearest = np.abs(values[:, None] - centres[None, :]).min(axis=1)
     np.testing.assert_array_equal(np.abs(values - centres[labels]), nearest)
+
+
+@pytest.mark.parametrize("name", ["camera", "moon", "coins"])
+@pytest.mark.parametrize("k", [4, 16])
+def test_quantize_returns_the_greyscale_optimum(name, k):
+    # Before the exact programme was wired in, the heuristic fit was 1.2-2.6 % above it at k=16.
+    from napari_kmeans_filter import quantize
+
+    image = getattr(data, name)()
+    values, counts = np.unique(image, return_counts=True)
+    optimum = fit(values.astype(np.float64), counts, k, integer_centres=True)
+    result = quantize(image, k)
+    assert result.mse * image.size == pytest.approx(optimum.cost, rel=1e-9)
+    assert result.n_iter == 0

@@ -665,7 +665,10 @@ def fit_centres(
         # centres the output can hold (integers for integer images).
         fixed_1d = None if fixed_colors is None else np.asarray(fixed_colors)[:, 0]
         n_fixed_1d = 0 if fixed_1d is None else len(fixed_1d)
-        if exact1d.affordable(points.size, n_colors, n_fixed_1d):
+        dtype = points.encoding.dtype
+        # 64-bit integers beyond 2**53 are not distinct as float64 values: heuristic fit.
+        exact_in_float = dtype.kind == "f" or dtype.itemsize <= 4
+        if exact_in_float and exact1d.affordable(points.size, n_colors, n_fixed_1d):
             values = np.concatenate([v[:, 0] for _, _, v, _ in points])
             weights = np.concatenate([w for _, _, _, w in points])
             centres, labels, _ = exact1d.fit_points(

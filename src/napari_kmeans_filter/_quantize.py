@@ -515,8 +515,11 @@ def quantize(
         decide (8 at the default speed for up to 16 colours, fewer as
         ``n_colors`` grows).
     init : 'k-means++' or array of shape (n_colors, C), optional
-        Starting colours in the image's units; with an array, plain Lloyd
-        iterations run from it (no starts, no swap search).
+        Starting colours in the image's units (colours in other units are
+        refused); with an array, plain weighted Lloyd runs from it on every
+        distinct colour to convergence, an empty cluster taking the colour
+        farthest from its centre (scikit-learn's relocation): the same centres
+        as ``sklearn.cluster.KMeans(init=init, n_init=1)`` on every pixel.
     max_iter : int, optional
         Maximum Lloyd iterations per start.
     tol : float, optional
@@ -539,7 +542,10 @@ def quantize(
     ------
     ValueError, TypeError
         For an invalid parameter, before any work; the message names it and
-        its accepted range.
+        its accepted range (the contract in ``_contract.py``). Colours and
+        targets in other units than a float image's values are refused too,
+        before any work for numpy input, and for dask input once the colour
+        histogram has been counted (before the fit and any output).
 
     Notes
     -----
@@ -548,6 +554,13 @@ def quantize(
     between the last k that missed and the first that reached then finds a k
     whose fit reaches them while the fit with k - 1 colours does not. If even
     4096 colours miss, that fit is returned with a ``UserWarning``.
+
+    With one colour channel and no ``init``, the palette is the exact global
+    optimum of k-means over the values the output can hold (integers for
+    integer images): dynamic programming over the weighted histogram [4]_,
+    sped up by divide and conquer [5]_ (``_exact1d.py``), where its table fits
+    its budget (uint8 and uint16 up to k = 256, 12-bit data up to k = 4096;
+    floats with millions of distinct values keep the heuristic fit).
 
     The histogram is exact for every dtype: 8- and 16-bit integers are packed
     into integer codes (counted in a direct table when they have at most 24
@@ -565,6 +578,10 @@ def quantize(
        quantization", Image and Vision Computing 29(4), 2011.
     .. [3] T. Kanungo et al., "A local search approximation algorithm for
        k-means clustering", Computational Geometry 28, 2004.
+    .. [4] H. Wang and M. Song, "Ckmeans.1d.dp: optimal k-means clustering in
+       one dimension by dynamic programming", The R Journal 3(2), 2011.
+    .. [5] A. Grønlund et al., "Fast exact k-means, k-medians and Bregman
+       divergence clustering in 1D", arXiv:1701.07204, 2017.
 
     Examples
     --------
