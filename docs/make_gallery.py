@@ -156,7 +156,8 @@ def render(images: list[cli.DemoImage], gallery: Path = GALLERY) -> str:
         "file stores the k colours once and one small index per pixel (1 bit per pixel for",
         "k = 2, 4 bits for k ≤ 16, 8 bits up to 256). They decode to exactly the quantised",
         "pixels. Sizes are those of the files in `docs/images/gallery/`, written with",
-        "Pillow's default compression (`--optimize` makes them a few per cent smaller).",
+        "Pillow's default compression (`--optimize` keeps the smaller of two encodings, "
+        "often a few per cent smaller).",
         "",
         f"## Dithering: k = {dither_list}",
         "",

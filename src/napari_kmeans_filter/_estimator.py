@@ -28,6 +28,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import _contract
 from ._colorspace import rgb_unit_scale, to_fit_space
 from ._quantize import quantize
+from ._validation import is_dask_array
 
 # Rows whose distances to every centre are held at once (rows x k x features
 # float64: ~32 MB at k = 256, 16 features).
@@ -70,10 +71,6 @@ def _constraints(name: str, *, without=()) -> list:
         if isinstance(constraint, _contract.RandomStates):
             converted.append(np.random.Generator)
     return converted
-
-
-def _is_dask(array) -> bool:
-    return type(array).__module__.split(".")[0] == "dask"
 
 
 class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -201,7 +198,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         self : KMeansQuantizer
         """
         weighted = sample_weight is not None
-        if _is_dask(X):
+        if is_dask_array(X):
             dtype_in = X.dtype
             X, sample_weight = self._check_dask(X, sample_weight)
         else:
@@ -221,7 +218,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         fitted = X / self._scale if self._scale != 1.0 else X
         weight = sample_weight if weighted else None
         keep = None
-        if weighted and not _is_dask(X):
+        if weighted and not is_dask_array(X):
             # Rows of weight 0 take no part in the fit: the fit equals the one
             # without them (scikit-learn's sample-weight contract).
             keep = sample_weight > 0
@@ -257,7 +254,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
             centres = centres[np.arange(self.n_clusters) % n_found]
         self.cluster_centers_ = centres.astype(self._float_dtype(X))
         self.n_iter_ = int(result.n_iter)
-        if _is_dask(X):
+        if is_dask_array(X):
             labels, distances = self._nearest(X)
         else:
             # The engine's labels are the nearest centres already (ties: the lower
@@ -329,7 +326,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _validated(self, X):
         check_is_fitted(self)
-        if _is_dask(X):
+        if is_dask_array(X):
             if X.ndim != 2 or X.shape[1] != self.n_features_in_:
                 raise ValueError(
                     f"X has {X.shape[-1]} features, but {type(self).__name__} is expecting "
@@ -359,7 +356,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         return out
 
     def _distances(self, X):
-        if _is_dask(X):
+        if is_dask_array(X):
             k = len(self.cluster_centers_)
             return X.map_blocks(self._block_distances, chunks=(X.chunks[0], (k,)), dtype=np.float64)
         return self._block_distances(X)
@@ -371,7 +368,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
     @staticmethod
     def _weighted_sum(values, sample_weight):
         total = (values * sample_weight).sum()
-        return total.compute() if _is_dask(total) else total
+        return total.compute() if is_dask_array(total) else total
 
     def predict(self, X):
         """Index of the nearest centre of each row (ties: the lower index).
@@ -415,7 +412,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         score : float
         """
         X = self._validated(X)
-        if _is_dask(X):
+        if is_dask_array(X):
             import dask.array as da
 
             weight = (

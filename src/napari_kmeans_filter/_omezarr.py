@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from . import _tasks
+from ._paint import label_dtype
 
 # OME-NGFF version written for each zarr format (0.4 is the last on zarr v2, 0.5 the first
 # on zarr v3: "use Zarr v3 in OME-Zarr", 0.5 version history).
@@ -414,11 +415,6 @@ def label_properties(columns: dict, n_labels: int) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- writing
-def _labels_dtype(n_labels: int) -> np.dtype:
-    # label values 0..n_labels must fit (OME-NGFF #labels-md: any integer type)
-    return np.dtype(np.uint8) if n_labels <= 255 else np.dtype(np.uint16)
-
-
 def _array_kwargs(zarr_format: int, dimension_names) -> dict:
     if zarr_format == 2:
         # OME-NGFF 0.4 #multiscale-md: zarr v2 arrays MUST use "/" as dimension separator
@@ -558,7 +554,7 @@ def write_labels(
     level_chunks = [tuple(_drop(chunks, channel)) for chunks in image.storage_chunks]
     scales = [_drop(scale, channel) for scale in image.scales()]
 
-    dtype = _labels_dtype(k)
+    dtype = label_dtype(k + 1)  # values 0 (background) .. k
     full = _as_dask(labels, level_chunks[0])
     shifted = full.astype(dtype) + dtype.type(1)
     if transparent is not None:

@@ -338,7 +338,11 @@ def _check_joint_layers(layers: list[Image]) -> None:
     shapes = {_level_shapes(layer) for layer in layers}
     if len(shapes) > 1:
         raise ValueError(
-            f"Layers {names} have different shapes {sorted(shapes)}: layers clustered "
+            "Layers have different shapes ("
+            + ", ".join(
+                f"{layer.name!r}: {' / '.join(map(str, _level_shapes(layer)))}" for layer in layers
+            )
+            + "): layers clustered "
             "together must have the same shape (one value per layer at every pixel)."
         )
     dtypes = {np.dtype(layer.dtype) for layer in layers}

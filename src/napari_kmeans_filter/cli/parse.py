@@ -375,8 +375,8 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimize",
         action="store_true",
-        help="compress PNGs harder (Pillow's optimize=True): a few per cent smaller, "
-        "several times slower to write",
+        help="also try Pillow's optimize=True and keep the smaller PNG: never larger, "
+        "often a few per cent smaller, several times slower to write",
     )
     parser.add_argument(
         "--overwrite",

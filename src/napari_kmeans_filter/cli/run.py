@@ -212,7 +212,15 @@ def _store_or_compute(outputs: dict, temporaries: dict, index_labels, icc_profil
             sources.append(array.rechunk(chunks))
             targets.append(
                 _io.create_lazy_target(
-                    temporaries[role], fmt, array.shape, array.dtype, chunks, channel_axis, alpha
+                    temporaries[role],
+                    fmt,
+                    array.shape,
+                    array.dtype,
+                    chunks,
+                    channel_axis,
+                    alpha,
+                    # A memory-mapped TIFF output keeps the input's colour profile too.
+                    icc_profile=icc_profile if role == "image" else None,
                 )
             )
     if index_labels is not None and "image" in wanted:
