@@ -373,7 +373,8 @@ def check_colors_in_data_range(colors, name: str, dtype, low: float, high: float
         scale = " (e.g. colours / 255)" if high <= 1.0 and values.max() > 1.0 else ""
         raise invalid(
             name,
-            f"hold colours in the image's units: its values lie in [{low:g}, {high:g}]",
+            f"hold colours in the image's units: within [{lowest:g}, {highest:g}] for an image "
+            f"with values in [{low:g}, {high:g}]",
             None,
             f"Scale the colours to the image's units{scale}.",
             got=f"colours in [{values.min():g}, {values.max():g}]",
@@ -387,12 +388,13 @@ def check_rgb_unit_range(name: str, value, dtype, low: float, high: float) -> No
     """
     if np.dtype(dtype).kind != "f" or (low >= 0 and high <= 1.0 + 1e-6):
         return
+    other = "use target_psnr" if name == "target_delta_e" else "use color_space='rgb'"
     raise invalid(
         name,
-        "be used with float RGB values in [0, 1] (sRGB at full intensity 1.0)",
-        value,
-        f"This image has values in [{low:g}, {high:g}]: scale it to [0, 1] first, or use "
-        "target_psnr / color_space='rgb'.",
+        "be used only on float RGB images with values in [0, 1] (sRGB at full intensity 1.0)",
+        None,
+        f"Scale the image to [0, 1] first, or {other}.",
+        got=f"{value!r} on an image with values in [{low:g}, {high:g}]",
     )
 
 
