@@ -114,8 +114,6 @@ OPERATIONS = [
 #: weight of unknown chunk sizes: a raw "TypeError: 'float' object cannot be
 #: interpreted as an integer" instead of the compute_chunk_sizes() message.
 FAILING = {
-    ("zero-size", "quantize dither"),
-    ("zero-size", "apply_palette dither"),
     ("unknown", "quantize mask"),
     ("unknown", "quantize weight"),
 }
@@ -134,6 +132,11 @@ FAILING = {
 def test_awkward_chunks_give_numpy_result_or_one_clear_error(chunking, operation):
     eager, lazy = zero_size_chunk() if chunking == "zero-size" else unknown_chunks()
     expected = run(operation, eager, lambda values: values)
+    if chunking == "zero-size" and "dither" in operation:
+        # Dithering diffuses errors within each chunk (documented), and these chunks split the
+        # planes: the twin is the same chunking without the empty pieces.
+        twin = da.from_array(FRAMES, chunks=((1, 2), (10, 10), 40, 3))
+        expected = run(operation, twin, lambda values: lazy_like(values, twin))
     try:
         got = run(operation, lazy, lambda values: lazy_like(values, lazy))
     except ValueError as exc:

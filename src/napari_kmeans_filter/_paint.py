@@ -242,6 +242,9 @@ class Ditherer:
         sums = np.zeros((k, n_color))
         squared = np.zeros(k)
         alpha_channel = block.shape[-1] - 1 if self.has_alpha else -1
+        if block.size == 0:
+            # A zero-size dask chunk: nothing to dither (and reshape(-1, ...) is ambiguous).
+            return labels, image, counts, sums, squared
         planes = block.reshape(-1, *block.shape[-3:])
         plane_labels = labels.reshape(-1, *labels.shape[-2:])
         plane_guess = guess.reshape(-1, *guess.shape[-2:])
