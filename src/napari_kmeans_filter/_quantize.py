@@ -280,6 +280,11 @@ class QuantizeResult:
         return np.asarray(counts).astype(np.int64).reshape(n_frames, k).T
 
 
+# Squared distances (x - c)**2 summed over 16 channels and 2**40 pixels stay below float64's
+# 1.8e308 for values within +-1e140.
+_MAX_MAGNITUDE = 1e140
+
+
 def _visible_range(histogram, encoding) -> tuple[float, float]:
     """Smallest and largest colour value of the visible pixels (float images only).
 
@@ -298,7 +303,16 @@ def _visible_range(histogram, encoding) -> tuple[float, float]:
     visible = colors[histogram.pixel_counts > 0]
     if not visible.size:
         return math.nan, math.nan
-    return float(visible.min()), float(visible.max())
+    low, high = float(visible.min()), float(visible.max())
+    if max(abs(low), abs(high)) > _MAX_MAGNITUDE:
+        raise contract.invalid(
+            "image",
+            f"hold values in the range [{-_MAX_MAGNITUDE:g}, {_MAX_MAGNITUDE:g}]",
+            None,
+            "Squared colour distances of larger values overflow float64; rescale the image.",
+            got=f"values in [{low:g}, {high:g}]",
+        )
+    return low, high
 
 
 def _check_palette_units(palette, colors, layout, low, high) -> None:
