@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-COLOR_SPACES = ("rgb", "lab", "oklab")
-
 # Björn Ottosson, "A perceptual color space for image processing" (2020),
 # https://bottosson.github.io/posts/oklab/ -- the published matrices.
 _LINEAR_SRGB_TO_LMS = np.array(

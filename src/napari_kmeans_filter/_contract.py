@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -554,17 +553,6 @@ def seed_of(random_state: Any) -> int:
     return int(random_state)
 
 
-def color_space_of(value: Any) -> str:
-    """``color_space`` in lower case."""
-    return validate("color_space", value).lower()
-
-
-def check_all(values: dict[str, Any], names: Sequence[str] | None = None) -> None:
-    """Validate several parameters at once (``names`` limits which)."""
-    for name in values if names is None else names:
-        validate(name, values[name])
-
-
 __all__ = [
     "COLOR_SPACES",
     "MAX_CHANNELS",
@@ -582,8 +570,6 @@ __all__ = [
     "Options",
     "Parameter",
     "RandomStates",
-    "check_all",
-    "color_space_of",
     "default",
     "describe_range",
     "dither_level",

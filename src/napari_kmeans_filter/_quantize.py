@@ -288,18 +288,10 @@ _MAX_MAGNITUDE = 1e140
 def _visible_range(histogram, encoding) -> tuple[float, float]:
     """Smallest and largest colour value of the visible pixels (float images only).
 
-    Also refuses NaN and infinity anywhere, for dask input too (whose histogram is merged from
-    chunks: this is the first place all its colours are seen).
+    The histogram has refused NaN and infinity already (per chunk for dask); values too
+    large for squared distances in float64 are refused here.
     """
     colors = encoding.decode(histogram.codes)
-    if not np.all(np.isfinite(colors)):
-        raise contract.invalid(
-            "image",
-            "hold finite values",
-            None,
-            "Replace them first (e.g. np.nan_to_num): they have no colour to quantise.",
-            got="NaN or infinite values",
-        )
     visible = colors[histogram.pixel_counts > 0]
     if not visible.size:
         return math.nan, math.nan
