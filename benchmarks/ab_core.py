@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import dask.array as da  # noqa: E402
-import numpy as np  # noqa: E402
-from _images import get_image  # noqa: E402
+import dask.array as da
+import numpy as np
+from _images import get_image
 
-import napari_kmeans_filter as nkf  # noqa: E402
-from napari_kmeans_filter import quantize  # noqa: E402
+import napari_kmeans_filter as nkf
+from napari_kmeans_filter import quantize
 
 
 def _median(call, repeats: int = 3) -> float:
