@@ -6,32 +6,51 @@ Two kinds of chunking that dask produces in ordinary use:
 * a zero-size chunk (slicing, ``da.concatenate`` with an empty piece), and
 * unknown (NaN) chunk sizes (boolean indexing of a stack).
 
-Each goes through ``quantize`` (plain, dithered, masked, weighted), ``fit_palette``,
-``apply_palette`` (plain, dithered) and ``QuantizeResult.cluster_stats`` (whole image
-and per frame).  With a zero-size chunk the result must equal numpy's; with unknown sizes
-it must equal numpy's or be a ValueError naming ``compute_chunk_sizes``.
-
-Cases the core does not pass yet are marked ``xfail(strict=True, reason="core fix
-pending")``: they fail the suite the day they pass, and the mark goes.
+Each goes through ``quantize`` (plain, dithered, masked, weighted, both), ``fit_palette``
+(plain, masked, weighted) and ``apply_palette`` (plain, dithered), and every result of
+``quantize`` and ``apply_palette`` through ``QuantizeResult.cluster_stats`` (whole image and
+per frame); a mask or weights come as dask arrays chunked like the image or as numpy arrays.
+With a zero-size chunk the result must equal numpy's; with unknown sizes it must equal
+numpy's or be the library's own ValueError naming ``compute_chunk_sizes`` -- and when a
+per-pixel parameter is refused, its name and the unknown sizes, before any block is computed.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
 
 from napari_kmeans_filter import apply_palette, fit_palette, quantize
+from napari_kmeans_filter._contract import InvalidParameterError
 
 da = pytest.importorskip("dask.array")
 
-PENDING = pytest.mark.xfail(strict=True, reason="core fix pending")
 RNG = np.random.default_rng(17)
 FRAMES = RNG.integers(0, 256, (3, 20, 40, 3)).astype(np.uint8)
 KEEP = np.array([True, False, True])
+PALETTE = fit_palette(FRAMES, 6, random_state=0)
+
+
+class BlockCounter:
+    """Counts the blocks of the lazy inputs that dask computes."""
+
+    def __init__(self):
+        self.n = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, block):
+        with self._lock:
+            self.n += 1
+        return block
+
+    def wrap(self, lazy):
+        return lazy.map_blocks(self, dtype=lazy.dtype, meta=np.empty((0,) * lazy.ndim, lazy.dtype))
 
 
 def zero_size_chunk() -> tuple[np.ndarray, object]:
-    """A stack whose frame axis has a chunk of size 0, and its numpy twin."""
+    """A stack whose frame and row axes have a chunk of size 0, and its numpy twin."""
     return FRAMES, da.from_array(FRAMES, chunks=((1, 0, 2), (10, 0, 10), 40, 3))
 
 
@@ -42,8 +61,14 @@ def unknown_chunks() -> tuple[np.ndarray, object]:
     return FRAMES[KEEP], lazy
 
 
-def weights_like(image) -> np.ndarray:
-    return np.linspace(0.5, 2.0, np.prod(image.shape[:-1])).reshape(image.shape[:-1])
+def weights_like(spatial_shape) -> np.ndarray:
+    return np.linspace(0.5, 2.0, np.prod(spatial_shape)).reshape(spatial_shape)
+
+
+def mask_like(spatial_shape) -> np.ndarray:
+    mask = np.zeros(spatial_shape, bool)
+    mask[..., ::2, :] = True
+    return mask
 
 
 def lazy_like(values: np.ndarray, lazy) -> object:
@@ -56,34 +81,33 @@ def lazy_like(values: np.ndarray, lazy) -> object:
     return da.from_array(values, chunks=lazy.chunks[:-1])
 
 
-def run(operation: str, image, make_lazy_twin):
-    """One public call on ``image``; arrays returned as numpy."""
-    palette = fit_palette(FRAMES, 6, random_state=0)
-    if operation == "quantize":
-        result = quantize(image, 6, random_state=0)
-    elif operation == "quantize dither":
-        result = quantize(image, 6, dither=True, random_state=0)
-    elif operation == "quantize mask":
-        mask = np.zeros(image.shape[:-1], bool)
-        mask[..., ::2, :] = True
-        result = quantize(image, 6, mask=make_lazy_twin(mask), random_state=0)
-    elif operation == "quantize weight":
-        weight = make_lazy_twin(weights_like(image))
-        result = quantize(image, 6, sample_weight=weight, random_state=0)
-    elif operation == "fit_palette":
-        return np.asarray(fit_palette(image, 6, random_state=0).colors)
-    elif operation == "apply_palette":
-        result = apply_palette(image, palette)
-    elif operation == "apply_palette dither":
-        result = apply_palette(image, palette, dither=True)
-    elif operation == "cluster_stats":
-        return {
-            k: np.asarray(v) for k, v in quantize(image, 6, random_state=0).cluster_stats().items()
-        }
-    elif operation == "cluster_stats frames":
-        stats = quantize(image, 6, random_state=0).cluster_stats(frame_axis=0)
-        return {k: np.asarray(v) for k, v in stats.items()}
-    return np.asarray(result.image), np.asarray(result.labels)
+def run(call: str, image, spatial_shape, per_pixel=lambda values: values):
+    """One public call on ``image``, then the method the call names; arrays returned as numpy.
+
+    ``call`` reads "<function> [dither] [mask] [weight] [-> cluster_stats [frames]]".
+    ``spatial_shape`` is the eager twin's (a lazy image of unknown chunk sizes has NaN in its
+    shape); ``per_pixel`` turns a mask or weights of that shape into the kind under test.
+    """
+    function, _, method = call.partition(" -> ")
+    name, *options = function.split()
+    kwargs = {}
+    if "dither" in options:
+        kwargs["dither"] = True
+    if "mask" in options:
+        kwargs["mask"] = per_pixel(mask_like(spatial_shape))
+    if "weight" in options:
+        kwargs["sample_weight"] = per_pixel(weights_like(spatial_shape))
+    if name == "fit_palette":
+        palette = fit_palette(image, 6, random_state=0, **kwargs)
+        return np.asarray(palette.colors), np.asarray(palette.counts)
+    if name == "apply_palette":
+        result = apply_palette(image, PALETTE, **kwargs)
+    else:
+        result = quantize(image, 6, random_state=0, **kwargs)
+    if not method:
+        return np.asarray(result.image), np.asarray(result.labels)
+    stats = result.cluster_stats(frame_axis=0 if method.endswith("frames") else None)
+    return {key: np.asarray(value) for key, value in stats.items()}
 
 
 def assert_same(lazy_result, eager_result) -> None:
@@ -91,64 +115,92 @@ def assert_same(lazy_result, eager_result) -> None:
         assert lazy_result.keys() == eager_result.keys()
         for key in eager_result:
             np.testing.assert_allclose(lazy_result[key], eager_result[key], equal_nan=True)
-    elif isinstance(eager_result, tuple):
+    else:
         for lazy_array, eager_array in zip(lazy_result, eager_result, strict=True):
             np.testing.assert_array_equal(lazy_array, eager_array)
-    else:
-        np.testing.assert_array_equal(lazy_result, eager_result)
 
 
-OPERATIONS = [
-    "quantize",
-    "quantize dither",
-    "quantize mask",
-    "quantize weight",
-    "fit_palette",
-    "apply_palette",
-    "apply_palette dither",
-    "cluster_stats",
-    "cluster_stats frames",
-]
-#: Measured on the core of this commit; the owner of the core drops a mark with its fix.
-#: Dithering: "cannot reshape array of size 0" from _paint (row 7).  A lazy mask or
-#: weight of unknown chunk sizes: a raw "TypeError: 'float' object cannot be
-#: interpreted as an integer" instead of the compute_chunk_sizes() message.
-FAILING = {
-    ("unknown", "quantize mask"),
-    ("unknown", "quantize weight"),
+FUNCTIONS = {
+    "quantize": ["", "dither", "mask", "weight", "mask weight", "dither mask"],
+    "fit_palette": ["", "mask", "weight"],
+    "apply_palette": ["", "dither"],
 }
+METHODS = ["", "cluster_stats", "cluster_stats frames"]
+CALLS = [
+    " ".join(filter(None, [name, options])) + (f" -> {method}" if method else "")
+    for name, all_options in FUNCTIONS.items()
+    for options in all_options
+    for method in (METHODS if name != "fit_palette" else [""])
+]
 
 
-@pytest.mark.parametrize(
-    ("chunking", "operation"),
-    [
-        pytest.param(
-            chunking, operation, marks=[PENDING] if (chunking, operation) in FAILING else []
-        )
-        for chunking in ("zero-size", "unknown")
-        for operation in OPERATIONS
-    ],
-)
-def test_awkward_chunks_give_numpy_result_or_one_clear_error(chunking, operation):
+def _cases():
+    for chunking in ("zero-size", "unknown"):
+        for call in CALLS:
+            function = call.partition(" -> ")[0]
+            has_per_pixel = "mask" in function or "weight" in function
+            for per_pixel in ("lazy", "numpy") if has_per_pixel else ("none",):
+                yield pytest.param(chunking, call, per_pixel, id=f"{chunking}-{call}-{per_pixel}")
+
+
+@pytest.mark.parametrize(("chunking", "call", "per_pixel"), list(_cases()))
+def test_awkward_chunks_give_numpy_result_or_one_clear_error(chunking, call, per_pixel):
     eager, lazy = zero_size_chunk() if chunking == "zero-size" else unknown_chunks()
-    expected = run(operation, eager, lambda values: values)
-    if chunking == "zero-size" and "dither" in operation:
+    spatial_shape = eager.shape[:-1]
+    expected = run(call, eager, spatial_shape)
+    if chunking == "zero-size" and "dither" in call:
         # Dithering diffuses errors within each chunk (documented), and these chunks split the
         # planes: the twin is the same chunking without the empty pieces.
         twin = da.from_array(FRAMES, chunks=((1, 2), (10, 10), 40, 3))
-        expected = run(operation, twin, lambda values: lazy_like(values, twin))
+        expected = run(call, twin, spatial_shape, lambda values: lazy_like(values, twin))
+    counter = BlockCounter()
+
+    def make(values):
+        return counter.wrap(lazy_like(values, lazy)) if per_pixel == "lazy" else values
+
     try:
-        got = run(operation, lazy, lambda values: lazy_like(values, lazy))
-    except ValueError as exc:
-        # Unknown chunk sizes may be refused, if the message says what to do.
-        assert chunking == "unknown" and "compute_chunk_sizes" in str(exc), exc
+        got = run(call, counter.wrap(lazy), spatial_shape, make)
+    except InvalidParameterError as exc:
+        # Unknown chunk sizes may be refused, if the message says what to do ...
+        assert chunking == "unknown" and "compute_chunk_sizes()" in str(exc), exc
+        if exc.parameter in ("mask", "sample_weight"):
+            # ... and a per-pixel array that cannot be matched to the pixels before any work.
+            assert exc.parameter in str(exc) and "unknown" in str(exc), exc
+            assert counter.n == 0, f"{counter.n} blocks computed before the error"
+        else:
+            assert call.endswith("cluster_stats frames"), exc
         return
     assert_same(got, expected)
 
 
+def test_unknown_sizes_error_says_which_array_to_fix():
+    eager, lazy = unknown_chunks()
+    mask = mask_like(eager.shape[:-1])
+    with pytest.raises(InvalidParameterError, match=r"on the image first") as exc:
+        quantize(lazy, 4, mask=mask)
+    assert exc.value.parameter == "mask"
+    known = da.from_array(eager, chunks=(1, 20, 40, 3))
+    with pytest.raises(InvalidParameterError, match=r"on the sample_weight first"):
+        quantize(known, 4, sample_weight=lazy_like(weights_like(eager.shape[:-1]), lazy))
+    with pytest.raises(InvalidParameterError, match=r"on both the image and the mask first"):
+        quantize(lazy, 4, mask=lazy_like(mask, lazy))
+    # Doing what the message says works, and gives numpy's result.
+    fixed = quantize(lazy.compute_chunk_sizes(), 4, mask=mask, random_state=0)
+    np.testing.assert_array_equal(
+        np.asarray(fixed.labels), quantize(eager, 4, mask=mask, random_state=0).labels
+    )
+
+
+WEIGHT_CHUNKINGS = {
+    "regular": ((10, 10), (40,)),
+    "zero-size": ((10, 0, 10), (40,)),
+}
+
+
+@pytest.mark.parametrize("chunks", WEIGHT_CHUNKINGS.values(), ids=WEIGHT_CHUNKINGS.keys())
 @pytest.mark.parametrize("bad", [-1.0, np.nan, np.inf])
 @pytest.mark.parametrize("function", [quantize, fit_palette])
-def test_row9_lazy_weights_are_refused_like_numpy(function, bad):
+def test_row9_lazy_weights_are_refused_like_numpy(function, bad, chunks):
     image = FRAMES[0]
     weight = np.ones(image.shape[:-1])
     weight[3, 3] = bad
@@ -156,10 +208,50 @@ def test_row9_lazy_weights_are_refused_like_numpy(function, bad):
         function(image, 4, sample_weight=weight)
     with pytest.raises(ValueError) as lazy:
         function(
-            da.from_array(image, chunks=(10, 40, 3)),
+            da.from_array(image, chunks=(*chunks, 3)),
             4,
-            sample_weight=da.from_array(weight, chunks=(10, 40)),
+            sample_weight=da.from_array(weight, chunks=chunks),
         )
+    assert str(lazy.value) == str(eager.value)
+
+
+def _no_vote(kind: str, shape) -> dict:
+    if kind == "mask all False":
+        return {"mask": np.zeros(shape, bool)}
+    return {"sample_weight": np.zeros(shape)}
+
+
+@pytest.mark.parametrize("chunks", WEIGHT_CHUNKINGS.values(), ids=WEIGHT_CHUNKINGS.keys())
+@pytest.mark.parametrize("kind", ["mask all False", "weights all 0"])
+@pytest.mark.parametrize("function", [quantize, fit_palette])
+def test_row9_lazy_per_pixel_arrays_with_no_vote_are_refused_like_numpy(function, kind, chunks):
+    image = FRAMES[0]
+    eager_kwargs = _no_vote(kind, image.shape[:-1])
+    lazy_kwargs = {key: da.from_array(value, chunks=chunks) for key, value in eager_kwargs.items()}
+    with pytest.raises(InvalidParameterError) as eager:
+        function(image, 4, **eager_kwargs)
+    with pytest.raises(InvalidParameterError) as lazy:
+        function(da.from_array(image, chunks=(*chunks, 3)), 4, **lazy_kwargs)
+    assert lazy.value.parameter == eager.value.parameter
+    assert lazy.value.requirement == eager.value.requirement
+
+
+@pytest.mark.parametrize("chunks", WEIGHT_CHUNKINGS.values(), ids=WEIGHT_CHUNKINGS.keys())
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("function", [quantize, fit_palette, apply_palette])
+def test_row9_lazy_float_images_with_nan_or_inf_are_refused_like_numpy(function, bad, chunks):
+    image = FRAMES[0].astype(np.float32) / 255
+    image[3, 3, 1] = bad
+    second = PALETTE.colors.astype(np.float32) / 255 if function is apply_palette else 4
+    if function is apply_palette:
+        from napari_kmeans_filter import Palette
+
+        second = Palette(second, np.ones(len(second), np.int64))
+    with pytest.raises(ValueError) as eager:
+        function(image, second)
+    with pytest.raises(ValueError) as lazy:
+        function(da.from_array(image, chunks=(*chunks, 3)), second)
+    assert type(lazy.value) is type(eager.value)
     assert str(lazy.value) == str(eager.value)
 
 

@@ -177,14 +177,7 @@ def _spatial(array, name, spatial_shape):
         except (TypeError, ValueError) as error:
             raise invalid(name, "be an array", array, str(error)) from error
         shape = array.shape
-    if any(isinstance(size, float) and math.isnan(size) for size in shape):
-        raise invalid(
-            name,
-            "have known chunk sizes",
-            None,
-            f"Call {name}.compute_chunk_sizes() first.",
-            got=f"a dask array of shape {shape}",
-        )
+    _check_known_sizes(name, shape, tuple(spatial_shape))
     if shape != tuple(spatial_shape):
         raise invalid(
             name,
@@ -194,6 +187,38 @@ def _spatial(array, name, spatial_shape):
             got=f"shape {shape}",
         )
     return array
+
+
+def _has_unknown_size(shape) -> bool:
+    return any(isinstance(size, float) and math.isnan(size) for size in shape)
+
+
+def _check_known_sizes(name: str, shape: tuple, spatial_shape: tuple) -> None:
+    """Refuse a per-pixel array when its or the image's dask chunk sizes are unknown (NaN).
+
+    Its pixels cannot be matched to the image's without the sizes: refused before any work, as
+    ``cluster_stats(frame_axis=...)`` refuses labels of unknown shape.
+    """
+    own, image = _has_unknown_size(shape), _has_unknown_size(spatial_shape)
+    if not (own or image):
+        return
+    if own and image:
+        got = f"a {name} of shape {shape} and an image of spatial shape {spatial_shape}"
+        which = f"both the image and the {name}"
+    elif own:
+        got = f"a {name} of shape {shape}"
+        which = f"the {name}"
+    else:
+        got = f"a {name} for an image of spatial shape {spatial_shape}"
+        which = "the image"
+    raise invalid(
+        name,
+        "be given with the image in arrays of known chunk sizes",
+        None,
+        f"Unknown (NaN) chunk sizes come e.g. from boolean indexing; call "
+        f"compute_chunk_sizes() on {which} first.",
+        got=f"{got} (unknown chunk sizes)",
+    )
 
 
 def check_mask(mask, spatial_shape):
