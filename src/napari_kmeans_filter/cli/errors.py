@@ -120,6 +120,8 @@ def in_shell_words(
         ``[INPUT: ]OPTION [VALUE]: must REQUIREMENT[; got GOT][. HINT]``.
     """
     parameter = error.parameter
+    if option is None and parameter == "fixed_colors" and args is not None:
+        option, value = _fixed_colors_option(args)
     if option is None:
         option = option_of(parameter)
         attribute = OPTION_OF_PARAMETER.get(parameter, (None, None))[1]
@@ -127,12 +129,25 @@ def in_shell_words(
             value = getattr(args, attribute, None)
     shown = None if value is None else shlex.quote(_value_text(value))
     line = f"{option} {shown}" if shown is not None else option
-    line += f": must {shell_words(error.requirement)}"
+    if parameter == "image" and where is not None:
+        line = ""  # the input is named first: "cat.zarr: must have at least 2 dimensions"
+    line += f"{': ' if line else ''}must {shell_words(error.requirement)}"
     if error.got and not _same(error.got, shown):
         line += f"; got {shell_words(error.got)}"
     if error.hint:
         line += f". {shell_words(error.hint).rstrip('.')}"
     return f"{where}: {line}" if where is not None else line
+
+
+def _fixed_colors_option(args) -> tuple[str | None, Any]:
+    """The option(s) that gave the fixed colours, and the one value typed if there is one."""
+    texts = getattr(args, "fixed_color", None) or []
+    path = getattr(args, "fixed_colors_from", None)
+    if path is not None:
+        return ("--fixed-colors-from", path) if not texts else (None, None)
+    if texts:
+        return "--fixed-color", texts[0] if len(texts) == 1 else None
+    return None, None
 
 
 def one_line(exc: BaseException) -> str:

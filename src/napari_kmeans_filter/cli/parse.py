@@ -76,10 +76,13 @@ def _typed_forms(name: str, *, none_word: bool) -> list[Constraint]:
     ]
 
 
-def accepted(name: str, *, none_word: bool = False, only=None) -> str:
-    """What the option of parameter ``name`` accepts, from the contract, in the shell's words."""
+def accepted(name: str, *, none_word: bool = False, only=None, words: Sequence[str] = ()) -> str:
+    """What the option of parameter ``name`` accepts, from the contract, in the shell's words.
+
+    ``words``: what the option itself accepts besides the parameter's forms (``'auto'``).
+    """
     units = PARAMETERS[name].units
-    texts = []
+    texts = [repr(word) for word in words]
     for constraint in only or _typed_forms(name, none_word=none_word):
         if isinstance(constraint, NoneValue):
             texts.append("'none'")
@@ -87,7 +90,7 @@ def accepted(name: str, *, none_word: bool = False, only=None) -> str:
             texts.append(f"{constraint.describe()} ({units})")
         else:
             texts.append(constraint.describe())
-    return " or ".join(texts)
+    return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " or " + texts[-1]
 
 
 def option_type(
@@ -97,16 +100,20 @@ def option_type(
     none_word: bool = False,
     only: Interval | None = None,
     hint: Callable[[str], str] | None = None,
+    words: Sequence[str] = (),
 ):
     """The argparse ``type`` of an option: the text read by parameter ``name``'s contract.
 
     ``none_word``: 'none' is accepted (the parameter left to the core's None).
     ``only``: one of the parameter's constraints, when the option offers less (the demo's -k
-    takes numbers only). ``hint(text)``: an extra sentence for a refused text.
+    takes numbers only). ``hint(text)``: an extra sentence for a refused text. ``words``: words
+    the option takes itself (``--channel-axis auto``), returned as typed in lower case.
     """
     parameter = PARAMETERS[name]
 
     def read(text: str):
+        if text.strip().lower() in words:
+            return text.strip().lower()
         try:
             if only is not None:
                 try:
@@ -125,7 +132,13 @@ def option_type(
             # RandomState, True/False), with what was typed.
             shown = InvalidParameterError(
                 name,
-                f"be {accepted(name, none_word=none_word, only=None if only is None else [only])}",
+                "be "
+                + accepted(
+                    name,
+                    none_word=none_word,
+                    only=None if only is None else [only],
+                    words=words,
+                ),
                 repr(text),
                 hint(text) if hint is not None else "",
             )
@@ -143,14 +156,8 @@ def _dither_hint(text: str) -> str:
     return ""
 
 
-def _channel_axis(text: str):
-    """``--channel-axis``: 'auto' (the file decides), else the core's ``channel_axis``."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    return _read_channel_axis(text)
-
-
-_read_channel_axis = option_type("channel_axis", "--channel-axis", none_word=True)
+#: ``--channel-axis``: 'auto' (the file decides), else the core's ``channel_axis``.
+_channel_axis = option_type("channel_axis", "--channel-axis", none_word=True, words=("auto",))
 
 
 def _range(name: str) -> tuple[str, str]:
