@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
 from skimage import data
 from skimage.filters import gaussian
 
-from napari_kmeans_filter import Palette, apply_palette, quantize
+from napari_kmeans_filter import Palette, _paint, apply_palette, quantize
 
 DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.int32, np.uint64, np.float16, np.float32]
 
@@ -67,7 +68,6 @@ def test_dithering_a_ramp_keeps_its_average():
 def test_dithering_picks_the_exact_nearest_colour_at_any_k(k, dtype, monkeypatch):
     """Above a few colours the RGB kernel searches per-cell candidate lists (or walks
     the neighbour table): its labels equal comparing every colour (ties: lowest index)."""
-    from napari_kmeans_filter import _paint
 
     rng = np.random.default_rng(k)
     image = data.astronaut()[::2, ::2].astype(np.float64)
@@ -92,6 +92,51 @@ def test_stacks_dither_plane_by_plane_and_dask_chunk_by_chunk():
     assert lazy.mse == pytest.approx(whole.mse)
     np.testing.assert_array_equal(lazy.palette.counts, whole.palette.counts)
     assert single.labels.shape == frames.shape[1:3]
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_dithered_dask_block_is_dithered_once(monkeypatch, kept):
+    """Statistics, labels and image of a dithered dask result come from one dithering
+    of each block (labels kept in memory), or two when the labels are too big to keep
+    (the statistics now; labels and image together later) -- not one per output."""
+    rgba = np.dstack([data.chelsea()[:120, :160], np.full((120, 160), 255, np.uint8)])
+    rgba[:40, :50, 3] = 0
+    frames = np.stack([rgba, rgba[::-1]])
+    calls = []
+    paint = _paint.Ditherer.paint
+
+    def counted(self, block):
+        calls.append(block.shape)
+        return paint(self, block)
+
+    monkeypatch.setattr(_paint.Ditherer, "paint", counted)
+    if not kept:
+        monkeypatch.setattr(_paint, "_KEEP_LABELS_BYTES", 0)
+    lazy = da.from_array(frames, chunks=(1, 60, 160, 4))
+    with dask.config.set(scheduler="threads"):
+        result = quantize(lazy, 6, dither=True, random_state=0)
+        after_fit = len(calls)
+        labels, image = dask.compute(result.labels, result.image)
+    n_blocks = lazy.numblocks[0] * lazy.numblocks[1]
+    assert after_fit == n_blocks
+    assert len(calls) == (n_blocks if kept else 2 * n_blocks)
+    # The same as dithering each block on its own (numpy).
+    monkeypatch.undo()
+    for t in range(2):
+        for top in (0, 60):
+            block = frames[t, top : top + 60]
+            alone = apply_palette(block, result.palette, dither=True)
+            np.testing.assert_array_equal(labels[t, top : top + 60], alone.labels)
+            np.testing.assert_array_equal(image[t, top : top + 60], alone.image)
+    eager = [
+        apply_palette(frames[t, top : top + 60], result.palette, dither=True)
+        for t in range(2)
+        for top in (0, 60)
+    ]
+    np.testing.assert_array_equal(result.palette.counts, sum(e.palette.counts for e in eager))
+    visible = [e.palette.counts.sum() for e in eager]
+    expected_mse = sum(e.mse * n for e, n in zip(eager, visible, strict=True)) / sum(visible)
+    assert result.mse == pytest.approx(expected_mse, rel=1e-9)
 
 
 def test_apply_palette_dithers_and_transparent_pixels_take_no_error():

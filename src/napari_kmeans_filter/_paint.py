@@ -283,8 +283,12 @@ def paint_image(layout, histogram, index, assignment, colors, dither):
 
     Without dithering the statistics come from the histogram (None here);
     with it they are counted pixel by pixel: ``(counts, sums, squared)``.
-    Numpy now, dask lazily (a dithered dask image computes its statistics now,
-    and its labels and image again when they are computed).
+    Numpy now, dask lazily.  A dithered dask image is dithered once per block:
+    its image is painted from its labels (a dithered pixel takes its label's
+    colour), and its statistics are counted from them; the labels are kept in
+    memory (``persist``) when they are at most ``_KEEP_LABELS_BYTES``, so that the
+    pass which counts the statistics now is the only one, else they are dithered
+    again when computed (labels and image together: once).
     """
     painter = Painter(histogram, layout.encoding, assignment.row_labels, colors)
     if dither:
@@ -304,49 +308,96 @@ def paint_image(layout, histogram, index, assignment, colors, dither):
 
     # One graph key holds the painter (its lookup table can be 32 MB): every
     # task refers to it instead of carrying a copy.
-    worker = dask.delayed(ditherer if dither else painter, pure=True)
+    key = dask.delayed(ditherer if dither else painter, pure=True)
     data = layout.data
-    labels = da.map_blocks(
-        _labels_of_block,
-        data,
-        worker,
-        drop_axis=data.ndim - 1,
-        dtype=painter.label_dtype,
-        meta=np.empty((0,) * (data.ndim - 1), painter.label_dtype),
-    )
-    image = da.map_blocks(
-        _image_of_block, data, worker, dtype=data.dtype, meta=np.empty((0,) * data.ndim, data.dtype)
-    )
-    stats = None
-    if dither:
-        spatial = data.ndim - 1
-        per_block = da.map_blocks(
-            _stats_of_block,
+    spatial = data.ndim - 1
+    label_meta = np.empty((0,) * spatial, painter.label_dtype)
+    image_meta = np.empty((0,) * data.ndim, data.dtype)
+    if not dither:
+        labels = da.map_blocks(
+            _labels_of_block,
             data,
-            worker,
+            key,
             drop_axis=spatial,
-            chunks=tuple((1,) * len(sizes) for sizes in data.chunks[:spatial]),
-            dtype=object,
-            meta=np.empty((0,) * spatial, dtype=object),
+            dtype=painter.label_dtype,
+            meta=label_meta,
         )
-        cells = per_block.compute().ravel()
-        stats = [sum(cell[i] for cell in cells) for i in range(3)]
+        image = da.map_blocks(_image_of_block, data, key, dtype=data.dtype, meta=image_meta)
+        return labels, layout.restore(image), None
+
+    labels = da.map_blocks(
+        _dithered_labels, data, key, drop_axis=spatial, dtype=painter.label_dtype, meta=label_meta
+    )
+    # The labels as a block with a channel axis of one chunk, to pair with ``data``.
+    paired = labels[..., np.newaxis]
+    per_block = da.map_blocks(
+        _stats_of_labels,
+        data,
+        paired,
+        key,
+        drop_axis=spatial,
+        chunks=tuple((1,) * len(sizes) for sizes in data.chunks[:spatial]),
+        dtype=object,
+        meta=np.empty((0,) * spatial, dtype=object),
+    )
+    if labels.nbytes <= _KEEP_LABELS_BYTES:
+        # One pass reads and dithers every block, keeps the labels and counts.
+        labels, per_block = dask.persist(labels, per_block)
+        paired = labels[..., np.newaxis]
+    cells = per_block.compute().ravel()
+    stats = [sum(cell[i] for cell in cells) for i in range(3)]
+    image = da.map_blocks(_image_of_labels, data, paired, key, dtype=data.dtype, meta=image_meta)
     return labels, layout.restore(image), stats
 
 
-def _labels_of_block(block, worker):
-    if isinstance(worker, Ditherer):
-        return worker.paint(block)[0]
-    return worker.labels_of_block(block)
+# Dithered labels of a dask image up to this size stay in memory after the pass that
+# counts the statistics (a 128-megapixel image's uint8 labels), rather than being
+# dithered again when the result is computed; larger ones would press on the 700 MB
+# a lazy run of a 1 GB stack stays within (issue 19), so they are recomputed.
+_KEEP_LABELS_BYTES = 128 * 2**20
 
 
-def _image_of_block(block, worker):
-    if isinstance(worker, Ditherer):
-        return worker.paint(block)[1]
-    return worker.image_of_block(block)
+def _labels_of_block(block, painter):
+    return painter.labels_of_block(block)
 
 
-def _stats_of_block(block, ditherer):
+def _image_of_block(block, painter):
+    return painter.image_of_block(block)
+
+
+def _dithered_labels(block, ditherer):
+    return ditherer.paint(block)[0]
+
+
+def _image_of_labels(block, labels, ditherer):
+    """The dithered image of a block from its labels: each pixel its label's colour,
+    the channels beyond the colours (alpha) as they were, as :meth:`Ditherer.paint`
+    writes it."""
+    colors = ditherer.painter.colors
+    n_color = colors.shape[1]
+    image = np.empty(block.shape, block.dtype)
+    image[..., :n_color] = colors[labels[..., 0]]
+    image[..., n_color:] = block[..., n_color:]
+    return image
+
+
+def _stats_of_labels(block, labels, ditherer):
+    """``(counts, sums, squared)`` of a dithered block from its labels, counted as
+    :meth:`Ditherer.paint` counts them: visible pixels only, the original values
+    against their colour, in float64."""
+    k, n_color = ditherer.colors.shape
+    labels = labels[..., 0].ravel().astype(np.intp)
+    values = block.reshape(-1, block.shape[-1])
+    if ditherer.has_alpha:
+        visible = values[:, -1] != 0
+        labels, values = labels[visible], values[visible]
+    values = values[:, :n_color].astype(np.float64)
+    counts = np.bincount(labels, minlength=k).astype(np.int64)
+    sums = np.stack(
+        [np.bincount(labels, weights=values[:, c], minlength=k) for c in range(n_color)], axis=1
+    ).reshape(k, n_color)
+    errors = ((values - ditherer.colors[labels]) ** 2).sum(axis=1)
+    squared = np.bincount(labels, weights=errors, minlength=k)
     cell = np.empty((1,) * (block.ndim - 1), dtype=object)
-    cell.flat[0] = ditherer.paint(block)[2:]
+    cell.flat[0] = (counts, sums, squared)
     return cell
