@@ -447,7 +447,7 @@ def add_jpeg2000_cases(folder: Path, add, index: np.ndarray) -> None:
         add(f"jpeg2000-{name}", path, expected, alpha=has_alpha)
 
 
-#: Every dtype the TIFF writer tags as RGB (``_io._tiff_layout``).
+#: Every dtype the TIFF writer tags as RGB (``_io.tiff._tiff_layout``).
 TIFF_DTYPES = "uint8 int8 uint16 int16 uint32 int32 uint64 int64 float16 float32 float64".split()
 
 
@@ -1039,9 +1039,9 @@ def test_row12_zarr_output_is_chunked_like_the_input(tmp_path, capsys):
 
 def test_row12_lazy_tiff_input_written_band_by_band(tmp_path, capsys, monkeypatch):
     """A TIFF read chunk by chunk and written as tiles, in bands smaller than the image."""
-    from napari_kmeans_filter import _io
+    from napari_kmeans_filter._io import tiff
 
-    monkeypatch.setattr(_io, "CHUNK_BYTES", 300 * 256 * 3)  # bands of 256 rows
+    monkeypatch.setattr(tiff, "CHUNK_BYTES", 300 * 256 * 3)  # bands of 256 rows
     image = RNG.integers(0, 4, (600, 300, 3), dtype=np.uint8) * 60
     tifffile.imwrite(tmp_path / "big.tif", image, photometric="rgb", rowsperstrip=7)
     status, err = run(

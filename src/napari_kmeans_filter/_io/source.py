@@ -1,0 +1,93 @@
+"""An opened input image: its shape, dtype and axes, and how its pixels are loaded."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ImageIOError, _as_notes, _describe, _library_messages, _with_messages
+
+
+@dataclass
+class InputImage:
+    """An opened input: what :meth:`load` returns, and how to load it.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file (or ``.zarr`` directory) as given on the command line.
+    kind : {"pillow", "tiff", "zarr"}
+        Which library reads it.
+    shape, dtype
+        Shape and (native) dtype of the array :meth:`load` returns.
+    lazy : bool
+        Whether :meth:`load` returns a dask array (processed chunk by chunk).
+    channel_axis : int or None
+        Negative index of the colour axis, or None for an intensity image.
+    alpha : bool or None
+        Whether the last colour channel is alpha; None when the file does not say (a
+        zarr array: the core's rule, 4 channels on the last axis are RGBA, applies).
+    n_frames : int
+        Frames of a picture file; when more than one they form the leading axis.
+    notes : list of str
+        What a user should know about how the file was read (e.g. a preview page left
+        out), one line each, without the file's name: the command line prints them.
+    icc_profile : bytes or None
+        The file's ICC colour profile, when it describes the pixels :meth:`load`
+        returns (a CMYK profile of a CMYK file read as RGB does not; a note says so).
+    """
+
+    path: Path
+    kind: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    lazy: bool
+    channel_axis: int | None
+    alpha: bool | None
+    read: Callable[[InputImage], Any] = field(repr=False)
+    n_frames: int = 1
+    notes: list[str] = field(default_factory=list)
+    icc_profile: bytes | None = field(default=None, repr=False)
+    _closers: list[Any] = field(default_factory=list, repr=False)
+
+    def load(self):
+        """Return the pixels: a numpy array, or a dask array when :attr:`lazy`.
+
+        What the decoding libraries report on the way is appended to :attr:`notes`
+        (the reading of a lazy input happens later, chunk by chunk, and reports errors
+        only).
+        """
+        try:
+            with _library_messages() as messages:
+                array = self.read(self)
+        except ImageIOError as exc:
+            raise ImageIOError(_with_messages(str(exc), messages)) from exc
+        except MemoryError:
+            raise ImageIOError(
+                f"not enough memory to read {self.path}; try --chunked (TIFF) or a .zarr input"
+            ) from None
+        except Exception as exc:  # readers raise many types for corrupt data
+            message = f"cannot read image {self.path}: {_describe(exc)}"
+            raise ImageIOError(_with_messages(message, messages)) from exc
+        self.notes.extend(note for note in _as_notes(messages) if note not in self.notes)
+        if not array.dtype.isnative:  # Pillow's I;16B, big-endian TIFF and zarr data
+            array = array.astype(array.dtype.newbyteorder("="))
+        return array
+
+    def close(self) -> None:
+        """Release file handles held by a lazy reader."""
+        for closer in reversed(self._closers):  # a store before the file it reads
+            with contextlib.suppress(Exception):
+                closer.close()
+        self._closers.clear()
+
+    def __enter__(self) -> InputImage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

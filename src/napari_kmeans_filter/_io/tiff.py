@@ -1,0 +1,320 @@
+"""TIFF files: read by tifffile whole or chunk by chunk, written whole or band by band.
+
+Grey and RGB TIFFs of any dtype are read by tifffile (stacks, ``extrasamples`` alpha),
+chunk by chunk through its zarr store above :data:`LAZY_TIFF_BYTES`.  Samples come last
+whatever the ``planarconfig``; pages of one kind written one at a time are the frames of
+one stack; reduced-resolution pages (previews, pyramid levels) are left out, with a
+note.  Other TIFFs (bilevel, palette, CMYK...) go to Pillow.  Dask arrays are written as
+tiled TIFFs one band of rows at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ImageIOError, _describe, _require_zarr, _shorten
+from .icc import _matching_profile
+from .pillow import _open_pillow, _reduced_note
+from .source import InputImage
+from .zarr import _lazy_array
+
+#: TIFFs whose pixels would take more than this many bytes are read chunk by chunk even
+#: without ``--chunked`` (a fixed number, so that the behaviour is the same everywhere).
+LAZY_TIFF_BYTES = 1 << 30
+
+#: Size aimed at for one chunk of a TIFF read, or one band of a TIFF written, chunk by
+#: chunk.
+CHUNK_BYTES = 64 * 2**20
+
+
+_TILE = 256  # rows and columns of the tiles of TIFFs written chunk by chunk
+
+
+#: TIFF Orientation -> (swap rows and columns, axes flipped after that), as viewers
+#: apply it; tifffile returns the pixels in stored order.
+_ORIENTATIONS = {2: (False, "X"), 3: (False, "YX"), 4: (False, "Y"), 5: (True, "")}
+_ORIENTATIONS |= {6: (True, "X"), 7: (True, "YX"), 8: (True, "Y")}
+
+
+#: tifffile's messages about a damaged page chain or a tag entry it cannot decode (a
+#: type or offset no writer produces).  tifffile reads on without them: a broken page
+#: chain gives fewer frames, a broken strip table missing pixels, and a broken tag of
+#: any kind says the bytes around it cannot be trusted either.  (Its messages about
+#: ImageJ, OME or shaped metadata it cannot parse are only notes: it falls back to the
+#: pages themselves.)
+_TIFF_STRUCTURE = re.compile(r"TiffPages? |TiffTag")
+
+
+def _open_tiff(path: Path, *, chunked: bool, messages: list[str]) -> InputImage:
+    """:func:`_parse_tiff`, refusing a TIFF whose structure tifffile found damaged
+    (``messages``: what the tifffile logger says, collected as it says it)."""
+    start = len(messages)
+    try:
+        source = _parse_tiff(path, chunked=chunked)
+    except ImageIOError:
+        _check_tiff_structure(path, messages[start:])
+        raise
+    _check_tiff_structure(path, messages[start:])
+    return source
+
+
+def _check_tiff_structure(path: Path, messages: list[str]) -> None:
+    damage = [message for message in messages if _TIFF_STRUCTURE.search(message)]
+    if damage:
+        raise ImageIOError(
+            f"cannot read image {path}: its TIFF structure is damaged ({_shorten(damage[0])})"
+        )
+
+
+def _parse_tiff(path: Path, *, chunked: bool) -> InputImage:
+    import tifffile
+    from tifffile import COMPRESSION, EXTRASAMPLE, PHOTOMETRIC
+
+    notes = []
+    try:
+        with tifffile.TiffFile(path) as tif:
+            # tifffile's series are the file's images: a shaped stack, one image per
+            # page written on its own, a reduced-resolution page (NewSubfileType bit 0,
+            # a preview viewers skip) or the levels of a pyramid (series.levels).
+            kept, images, reduced = [], [], 0
+            for index, series in enumerate(tif.series):
+                if series.keyframe.is_reduced:
+                    reduced += len(series.levels)
+                    continue
+                kept.append(index)
+                images.append(series)
+                for level in series.levels[1:]:
+                    # tifffile also makes a smaller page that follows a larger one a
+                    # level; unless the file says it is reduced (or a SubIFD, where
+                    # pyramids keep their levels) it is an image of its own.
+                    if level.keyframe.is_reduced or level.keyframe.is_subifd:
+                        reduced += 1
+                    else:
+                        images.append(level)
+            if not images:
+                what = "only reduced-resolution pages" if reduced else "no image"
+                raise ImageIOError(f"cannot read image {path}: it holds {what} (damaged?)")
+            if reduced:
+                notes.append(_reduced_note(reduced))
+            if len({_tiff_kind(image) for image in images}) > 1:
+                raise ImageIOError(_mixed_tiff_message(path, images))
+            # tifffile reads what is there: pixels beyond the end of a file cut short
+            # would come back as an error at best, as zeros at worst.
+            size = os.path.getsize(path)
+            for image in images:
+                for one in image.pages:
+                    pieces = zip(one.dataoffsets, one.databytecounts, strict=False)
+                    if max((offset + count for offset, count in pieces), default=0) > size:
+                        raise ImageIOError(
+                            f"cannot read image {path}: the file is cut short (its pixels "
+                            f"reach beyond its {size} bytes)"
+                        )
+            series = images[0]
+            page = series.keyframe
+            shape, dtype, axes = tuple(series.shape), np.dtype(series.dtype), series.axes
+            if len(kept) > 1:
+                # Pages written one at a time (tifffile sees one series each) but all of
+                # one kind: the frames of one stack, as viewers page through them.
+                shape, axes = (len(kept), *shape), "I" + axes
+            photometric, extra = PHOTOMETRIC(page.photometric), tuple(page.extrasamples)
+            picture = not (
+                photometric in (PHOTOMETRIC.MINISBLACK, PHOTOMETRIC.RGB)
+                or (photometric == PHOTOMETRIC.YCBCR and page.compression == COMPRESSION.JPEG)
+            )
+            if picture or page.bitspersample == 1 or EXTRASAMPLE.ASSOCALPHA in extra:
+                # Bilevel, MinIsWhite, palette, CMYK, uncompressed YCbCr, Lab, alpha
+                # premultiplied: tifffile returns the stored samples, Pillow what
+                # viewers show.
+                described = f"{page.bitspersample}-bit {photometric.name} samples"
+                return _open_pillow(path, tiff=described)
+            orientation = _ORIENTATIONS.get(page.tags.valueof(274, 1))
+            profile = page.tags.valueof(34675)  # InterColorProfile
+    except ImageIOError:
+        raise
+    except Exception as exc:
+        raise ImageIOError(f"cannot read image {path}: {_describe(exc)}") from exc
+    order, names = _tiff_view_axes(axes, orientation)
+    shape = tuple(shape[i] for i in order)
+    if "S" in names:
+        channel_axis, n_colour = -1, 3 if photometric == PHOTOMETRIC.RGB else 1
+    else:
+        channel_axis = -1 if len(shape) >= 3 and shape[-1] in (3, 4) else None
+        n_colour = 1
+    icc_profile, icc_notes = _matching_profile(profile, n_colour, photometric.name)
+    return InputImage(
+        path,
+        "tiff",
+        shape,
+        dtype.newbyteorder("="),
+        lazy=chunked or math.prod(shape) * dtype.itemsize > LAZY_TIFF_BYTES,
+        channel_axis=channel_axis,
+        alpha="S" in axes and extra[-1:] == (EXTRASAMPLE.UNASSALPHA,),
+        read=lambda source: _read_tiff(source, kept, order, names, orientation),
+        notes=notes + icc_notes,
+        icc_profile=icc_profile,
+    )
+
+
+def _tiff_kind(series) -> tuple:
+    """What must agree for images of a TIFF to be frames of one stack."""
+    page = series.keyframe
+    return (
+        tuple(series.shape),
+        np.dtype(series.dtype),
+        series.axes,
+        int(page.photometric),
+        tuple(int(value) for value in page.extrasamples),
+        page.tags.valueof(274, 1),  # Orientation
+    )
+
+
+def _mixed_tiff_message(path: Path, series: list) -> str:
+    """Why the images of a TIFF cannot be read as one stack, in the words of what differs."""
+    from tifffile import PHOTOMETRIC
+
+    shapes = [tuple(one.shape) for one in series]
+    if len(set(shapes)) > 1:
+        what = f"of different shapes {' '.join(map(str, shapes))}"
+    else:
+        described = [
+            f"{np.dtype(one.dtype).name} {PHOTOMETRIC(one.keyframe.photometric).name}"
+            for one in series
+        ]
+        what = f"of shape {shapes[0]} but different kinds ({', '.join(described)})"
+    return f"cannot read {path}: it holds {len(series)} images {what}; save them as separate files"
+
+
+def _tiff_view_axes(axes: str, orientation) -> tuple[list[int], str]:
+    """The transposition of the stored axes that shows the image as viewers do, and the
+    axes' names after it: rows and columns swapped as the Orientation tag says, samples
+    last whatever the planar configuration (a planar RGB TIFF is an RGB picture)."""
+    order = list(range(len(axes)))
+    if orientation and orientation[0]:
+        y, x = axes.index("Y"), axes.index("X")
+        order[y], order[x] = x, y
+    if "S" in axes:
+        s = axes.index("S")
+        order = [axis for position, axis in enumerate(order) if position != s] + [order[s]]
+        axes = axes.replace("S", "") + "S"
+    return order, axes
+
+
+def _tiff_stack(tif, series: list[int]):
+    """The series of ``tif`` numbered ``series`` as one tifffile series, stacked along a
+    new first axis: pages written one at a time are one series each, and reading them
+    as one series costs one parse of the file and, lazily, one zarr store (2,000 pages:
+    a few seconds, not a graph of 2,000 arrays)."""
+    import tifffile
+
+    if len(series) == 1:
+        return tif.series[series[0]]
+    first = tif.series[series[0]]
+    pages = [page for index in series for page in tif.series[index].pages]
+    shape = (len(series), *first.shape)
+    return tifffile.TiffPageSeries(
+        pages, shape, first.dtype, "I" + first.axes, parent=tif, kind="pages"
+    )
+
+
+def _read_tiff(source: InputImage, series: list[int], order: list[int], names: str, orientation):
+    import tifffile
+
+    if source.lazy:
+        import dask.array as xp
+
+        zarr = _require_zarr("reading a TIFF chunk by chunk")
+        tif = tifffile.TiffFile(source.path)
+        source._closers.append(tif)  # the store reads through its file handle
+        store = _tiff_stack(tif, series).aszarr(level=0)
+        source._closers.append(store)
+        array = _lazy_array(zarr.open_array(store, mode="r"), source.path, str(series))
+    else:
+        xp = np
+        with tifffile.TiffFile(source.path) as tif:
+            array = _tiff_stack(tif, series).asarray(level=0)
+    array = xp.transpose(array, order)
+    for name in orientation[1] if orientation else "":
+        array = xp.flip(array, axis=names.index(name))
+    if source.lazy:
+        from dask.array.core import normalize_chunks
+
+        # TIFF strips are often a few rows each: chunks of whole rows and samples, of
+        # about CHUNK_BYTES, instead.
+        whole = {names.index("X"), names.index("S") if "S" in names else -1}
+        wanted = tuple(-1 if axis in whole else "auto" for axis in range(array.ndim))
+        array = array.rechunk(
+            normalize_chunks(wanted, array.shape, limit=CHUNK_BYTES, dtype=array.dtype)
+        )
+    return array
+
+
+def can_stream_tiff(ndim: int, channel_axis: int | None) -> bool:
+    """Whether :func:`write_tiff_from_dask` handles this layout (channels last or none)."""
+    return channel_axis is None or channel_axis % ndim == ndim - 1
+
+
+def write_tiff_from_dask(
+    path, array, channel_axis, alpha=None, *, progress=None, icc_profile=None
+) -> None:
+    """Write a dask array as a zlib-compressed, tiled TIFF, one band of rows at a time.
+
+    tifffile takes the tiles in file order (page by page, row of tiles by row of tiles),
+    so the array is cut into bands of whole rows, a multiple of the tile height and
+    about :data:`CHUNK_BYTES` each, computed one after the other: memory holds one band.
+    ``channel_axis`` must be None or the last axis (:func:`can_stream_tiff`);
+    ``progress(fraction)`` is called after each band; ``icc_profile`` is embedded.
+    """
+    import tifffile
+
+    y = array.ndim - 2 - (channel_axis is not None)
+    row_bytes = array.dtype.itemsize * math.prod(array.shape[y + 1 :])
+    rows = max(1, CHUNK_BYTES // (row_bytes * _TILE)) * _TILE
+    array = array.rechunk((1,) * y + (rows,) + array.shape[y + 1 :])
+    n_blocks = math.prod(array.numblocks)
+
+    def tiles():
+        for number, index in enumerate(np.ndindex(*array.numblocks), start=1):
+            band = np.asarray(array.blocks[index].compute())[(0,) * y]
+            for top in range(0, band.shape[0], _TILE):
+                for left in range(0, band.shape[1], _TILE):
+                    yield band[top : top + _TILE, left : left + _TILE]
+            if progress is not None:
+                progress(number / n_blocks)
+
+    tifffile.imwrite(
+        path,
+        tiles(),
+        shape=array.shape,
+        dtype=array.dtype,
+        tile=(_TILE, _TILE),
+        compression="zlib",
+        bigtiff=math.prod(array.shape) * array.dtype.itemsize > 2**31,  # size unknown yet
+        iccprofile=icc_profile or None,
+        **_tiff_layout(array.shape, array.dtype, channel_axis, alpha),
+    )
+
+
+def _tiff_layout(shape, dtype, channel_axis, alpha) -> dict:
+    """Photometric interpretation, planar layout and alpha tag that round-trip ``shape``."""
+    if channel_axis is None:
+        return {"photometric": "minisblack"}
+    ndim = len(shape)
+    axis = channel_axis % ndim
+    channels = shape[axis]
+    alpha = bool(channels == 4 and axis == ndim - 1 if alpha is None else alpha)
+    # tifffile writes RGB samples of every integer and float dtype (SampleFormat says
+    # which): three colour channels are tagged RGB whatever their dtype.
+    rgb = channels - alpha == 3 and np.dtype(dtype).kind in "uif"
+    layout: dict[str, Any] = {"photometric": "rgb" if rgb else "minisblack"}
+    if axis in (ndim - 1, ndim - 3):
+        layout["planarconfig"] = "contig" if axis == ndim - 1 else "separate"
+    extra = channels - (3 if rgb else 1)
+    if extra > 0:
+        layout["extrasamples"] = ("unspecified",) * (extra - alpha) + ("unassalpha",) * alpha
+    return layout

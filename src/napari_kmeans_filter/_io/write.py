@@ -1,0 +1,231 @@
+"""Writing outputs: the format by suffix, checks before any work, atomic replacement, and
+arrays written in every format.
+
+Writing keeps the dtype; an 8-bit PNG of at most 256 (colour, alpha) pairs is written
+indexed, with one transparent entry for every fully transparent pixel.  Every output is
+written under a temporary name beside its destination and renamed into place when
+complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageIOError, _require_zarr
+from .png import write_png
+from .tiff import _tiff_layout
+
+#: Output formats by file-name suffix.
+FORMATS_BY_SUFFIX = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".zarr": "zarr",
+    ".npy": "npy",
+}
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """The format ("png", "jpeg", "tiff", "zarr", "npy") of an output path, by suffix.
+
+    Raises
+    ------
+    ImageIOError
+        The suffix is not one we can write.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS_BY_SUFFIX:
+        known = ", ".join(sorted(FORMATS_BY_SUFFIX))
+        raise ImageIOError(
+            f"cannot write {path}: unknown output format {suffix or '(no suffix)'!r} "
+            f"(use one of {known})"
+        )
+    return FORMATS_BY_SUFFIX[suffix]
+
+
+def check_writable(
+    path: str | os.PathLike,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    channel_axis: int | None,
+    alpha: bool | None = None,
+) -> None:
+    """Raise :class:`ImageIOError` if ``path``'s format cannot hold such an array.
+
+    Called before any work, so that a batch fails at once and not after an hour.
+    ``alpha``: whether the last channel is alpha (None: 4 channels on the last axis).
+    """
+    fmt = output_format(path)
+    if fmt not in ("png", "jpeg"):
+        return  # TIFF, zarr and npy hold any numeric array, frames included
+    name, ndim = fmt.upper(), len(shape)
+    axis = None if channel_axis is None else channel_axis % ndim
+    spatial = [size for i, size in enumerate(shape) if i != axis]
+    channels = 1 if axis is None else shape[axis]
+    alpha = channels == 4 if alpha is None else alpha
+    problem = None
+    if len(spatial) > 2:
+        problem = (
+            f"the image has {math.prod(spatial[:-2])} frames (shape {shape}) and {name} "
+            "holds one; write .tif, .zarr or .npy to keep every frame"
+        )
+    elif axis is not None and axis != ndim - 1:
+        problem = f"{name} needs colour channels on the last axis"
+    elif (channels, bool(alpha)) not in {(1, False), (3, False), (2, True), (4, True)} or (
+        alpha and fmt == "jpeg"
+    ):
+        problem = f"{name} cannot hold {channels} channels{' with alpha' * bool(alpha)}"
+    elif np.dtype(dtype).name not in ("uint8", "uint16")[: 1 + (fmt == "png")]:
+        problem = f"{name} cannot hold {np.dtype(dtype).name} pixels without changing them"
+    if problem:
+        hint = "" if "frames" in problem else "; write .tif or .zarr instead"
+        raise ImageIOError(f"cannot write {path}: {problem}{hint}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it to ``path`` if the block succeeds.
+
+    Without ``overwrite`` an existing destination raises :class:`ImageIOError` (checked
+    again here: another process may have created it since the batch was checked).
+    Whatever ends the block (an error, Ctrl-C, a stop signal), the temporary is removed.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ImageIOError(f"{path} already exists (use --overwrite to replace it)")
+    if path.is_dir() and path.suffix.lower() != ".zarr":
+        raise ImageIOError(f"cannot write {path}: it is a directory")
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    _remove(temporary)
+    try:
+        yield temporary
+        if path.is_dir():  # an old .zarr directory: os.replace cannot replace a directory
+            shutil.rmtree(path)
+        os.replace(temporary, path)
+    finally:
+        _remove(temporary)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def write_array(
+    path: Path,
+    array: np.ndarray,
+    *,
+    fmt: str,
+    channel_axis: int | None,
+    alpha: bool | None = None,
+    labels: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
+    indexed: bool = True,
+    optimize: bool = False,
+    icc_profile: bytes | None = None,
+) -> None:
+    """Write an in-memory array to ``path`` (a temporary path) as ``fmt``, keeping its dtype.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Where to write; ``fmt`` decides the format, not the suffix.
+    array : numpy.ndarray
+        The pixels.
+    fmt : str
+        One of the values of :data:`FORMATS_BY_SUFFIX`.
+    channel_axis : int or None
+        Colour axis of ``array`` (None: intensity image); decides the TIFF layout.
+    alpha : bool or None
+        Whether the last channel is alpha (None: 4 channels on the last axis), tagged as
+        ``extrasamples`` in TIFF.
+    labels, colors : numpy.ndarray, optional
+        The quantisation (``array == colors[labels]`` on the colour channels): a PNG of
+        at most 256 colours is then written indexed without searching its colours.
+    indexed : bool
+        Allow an indexed PNG; False writes plain greyscale/RGB(A) PNGs.
+    optimize : bool
+        Also encode a PNG with Pillow's ``optimize=True`` (zlib level 9 and a search
+        for the smallest palette; 16-bit colour: zlib level 9) and keep whichever of the
+        two encodings is smaller: never larger than without it, several times slower.
+    icc_profile : bytes, optional
+        The input's ICC colour profile (:attr:`InputImage.icc_profile`), embedded in PNG
+        (iCCP), JPEG and TIFF outputs; npy and zarr cannot hold one
+        (:func:`icc_profile_note`).
+    """
+    from PIL import Image
+
+    profile = {"icc_profile": icc_profile} if icc_profile else {}
+    if fmt == "png":
+        write_png(
+            path,
+            array,
+            labels=labels,
+            colors=colors,
+            indexed=indexed,
+            optimize=optimize,
+            icc_profile=icc_profile,
+        )
+    elif fmt == "jpeg":
+        Image.fromarray(array).save(path, format="JPEG", quality=95, **profile)
+    elif fmt == "tiff":
+        import tifffile
+
+        layout = _tiff_layout(array.shape, array.dtype, channel_axis, alpha)
+        tifffile.imwrite(path, array, compression="zlib", iccprofile=icc_profile or None, **layout)
+    elif fmt == "npy":
+        with open(path, "wb") as handle:  # np.save(path) would append ".npy"
+            np.save(handle, array)
+    else:
+        create_lazy_target(path, fmt, array.shape, array.dtype, None, channel_axis)[...] = array
+
+
+def create_lazy_target(
+    path, fmt, shape, dtype, chunks, channel_axis, alpha=None, *, icc_profile=None
+):
+    """An empty on-disk array that ``dask.array.store`` can fill chunk by chunk.
+
+    ``zarr``: a zarr array with the given ``chunks``.  ``tiff``: an uncompressed,
+    memory-mapped TIFF, the one TIFF that can be written in any order (for the layouts
+    :func:`write_tiff_from_dask` cannot stream, e.g. planar RGB), with ``icc_profile``.
+    """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if fmt == "zarr":
+        zarr = _require_zarr("writing .zarr output")
+        return zarr.open_array(
+            str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks or shape
+        )
+    import tifffile
+
+    layout = _tiff_layout(shape, dtype, channel_axis, alpha)
+    return tifffile.memmap(
+        path,
+        shape=shape,
+        dtype=dtype,
+        bigtiff=nbytes > 2**31,
+        iccprofile=icc_profile or None,
+        **layout,
+    )
+
+
+def icc_profile_note(path: str | os.PathLike, icc_profile: bytes | None) -> str | None:
+    """A line for the user when ``path``'s format cannot hold the input's ICC profile
+    (npy, zarr), else None: the numbers are written, the colour management is not."""
+    if not icc_profile or output_format(path) in ("png", "jpeg", "tiff"):
+        return None
+    return (
+        f"{path} keeps the pixel values but not the input's ICC colour profile "
+        f"({output_format(path)} cannot hold one): colour-managed viewers may show other colours"
+    )
