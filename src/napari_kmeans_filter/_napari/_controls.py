@@ -83,6 +83,8 @@ CONTROL_LABELS = {
     "random_state": "random seed",
     "mask": "region",
     "image": "image layers",
+    # A palette applied from another result or a file: the palette panel's heading.
+    "palette": "palette",
 }
 
 
