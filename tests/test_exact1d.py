@@ -260,3 +260,70 @@ def test_quantize_returns_the_greyscale_optimum(name, k):
     result = quantize(image, k)
     assert result.mse * image.size == pytest.approx(optimum.cost, rel=1e-9)
     assert result.n_iter == 0
+
+
+def _classes_from_thresholds(result, image):
+    """Labels rebuilt from the result's thresholds, as its docstring says to."""
+    classes = np.digitize(image, result.thresholds, right=True)
+    return np.argsort(result.palette.colors[:, 0], kind="stable")[classes]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        data.camera(),
+        data.moon(),
+        (data.coins().astype(np.uint16) * 257 + 3),
+        data.camera().astype(np.float32) / 255,
+    ],
+    ids=["camera", "moon", "coins-uint16", "camera-float"],
+)
+@pytest.mark.parametrize("k", [2, 5, 16])
+def test_result_thresholds_reproduce_the_labels(image, k):
+    from napari_kmeans_filter import apply_palette, quantize
+
+    result = quantize(image, k)
+    assert result.thresholds.shape == (len(result.palette) - 1,)
+    assert np.all(np.diff(result.thresholds) >= 0)
+    np.testing.assert_array_equal(_classes_from_thresholds(result, image), result.labels)
+    # A palette applied to another image: its thresholds describe that image's classes.
+    other = apply_palette(image[::-1, ::3], result.palette)
+    np.testing.assert_array_equal(_classes_from_thresholds(other, image[::-1, ::3]), other.labels)
+
+
+def test_result_thresholds_with_fixed_colours_mask_and_dask_input():
+    import dask.array as da
+
+    from napari_kmeans_filter import quantize
+
+    image = data.camera()
+    mask = np.zeros(image.shape, bool)
+    mask[100:400, 50:450] = True
+    result = quantize(image, 5, fixed_colors=[[200]], mask=mask)
+    assert result.palette.colors[0, 0] == 200  # fixed colours come first: not in order
+    rebuilt = _classes_from_thresholds(result, image)
+    np.testing.assert_array_equal(rebuilt[mask], result.labels[mask])
+    # Thresholds are read from the visible (masked-in) values only.
+    inside = quantize(image[100:400, 50:450], 5, fixed_colors=[[200]])
+    np.testing.assert_array_equal(result.thresholds, inside.thresholds)
+    lazy = quantize(da.from_array(image, chunks=128), 5, fixed_colors=[[200]], mask=mask)
+    np.testing.assert_array_equal(lazy.thresholds, result.thresholds)
+
+
+def test_result_thresholds_are_the_integer_optimum_classes():
+    """Integer images get integer centres, whose optimal partition can move a threshold
+    by a level from multi-Otsu's real-valued one (camera, 2 classes: 103 against 102);
+    with real centres (a float image of the same values) they are multi-Otsu's."""
+    from napari_kmeans_filter import quantize
+
+    image = data.camera()
+    assert quantize(image, 2).thresholds.tolist() == [103.0]
+    real = quantize(image.astype(np.float64), 4).thresholds
+    np.testing.assert_array_equal(real, threshold_multiotsu(image, 4))
+
+
+def test_result_thresholds_are_none_for_colour_and_dithered_results():
+    from napari_kmeans_filter import quantize
+
+    assert quantize(data.astronaut()[::4, ::4], 4).thresholds is None
+    assert quantize(data.camera()[::4, ::4], 4, dither=True).thresholds is None

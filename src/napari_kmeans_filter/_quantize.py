@@ -173,6 +173,23 @@ class QuantizeResult:
         searching (``"n_colors"``, sorted), the ``"psnr"`` (and
         ``"delta_e"``) of each, and whether the targets were ``"reached"``.
         The chosen number is ``len(palette)``.
+    thresholds : ndarray of float64, shape (len(palette) - 1,), or None
+        One-channel results only (greyscale, a single channel), undithered:
+        ``thresholds[i]`` is the largest visible input value whose colour is one
+        of the ``i + 1`` darkest palette colours, as
+        :func:`skimage.filters.threshold_multiotsu` returns its thresholds (the
+        last value of the lower class). A value equal to a threshold belongs to
+        the *lower* class: ``np.digitize(image, thresholds, right=True)`` gives
+        each pixel's class in order of its colour, and
+        ``np.argsort(palette.colors[:, 0], kind="stable")[classes]`` its label.
+        A colour no pixel has repeats the previous threshold (``-inf`` before
+        any value). For one channel the classes are runs of values, and without
+        ``init`` the fit is the global k-means optimum (see :func:`quantize`),
+        so these are the optimal multi-level thresholds: equal to
+        ``threshold_multiotsu``'s for real-valued centres (float images); an
+        integer image's best integer palette can move one by a level (camera,
+        2 classes: 103 here, 102 from multi-Otsu). None for colour images and
+        dithered results (whose labels no threshold describes).
     """
 
     labels: Any
@@ -184,6 +201,7 @@ class QuantizeResult:
     n_iter: int
     params: dict
     error_curve: dict | None = None
+    thresholds: np.ndarray | None = None
     _color_sums: np.ndarray = field(default=None, repr=False)
     _squared_errors: np.ndarray = field(default=None, repr=False)
     # Where alpha is in ``image`` (an axis and index), or None: what cluster_stats needs to
@@ -375,6 +393,23 @@ def _fit(layout, options: FitOptions, progress):
     return histogram, index, fitted, curve
 
 
+def _thresholds(layout, histogram, assignment, colors) -> np.ndarray | None:
+    """The class thresholds of a one-channel result (see ``QuantizeResult.thresholds``),
+    read from the labels the histogram's values got: 1-D nearest colours, and the
+    exact fit's optimal partition, are runs of values."""
+    if layout.n_color_channels != 1:
+        return None
+    visible = histogram.pixel_counts > 0
+    values = layout.encoding.decode(histogram.codes[visible])[:, 0].astype(np.float64)
+    rank = np.empty(len(colors), np.intp)
+    rank[np.argsort(np.asarray(colors)[:, 0], kind="stable")] = np.arange(len(colors))
+    largest = np.full(len(colors), -np.inf)
+    np.maximum.at(largest, rank[assignment.row_labels[visible]], values)
+    thresholds = np.maximum.accumulate(largest)[:-1]
+    thresholds.flags.writeable = False
+    return thresholds
+
+
 def _targets_text(options: FitOptions) -> str:
     parts = []
     if options.target_psnr is not None:
@@ -417,6 +452,7 @@ def _result(
         n_iter=n_iter,
         params=params,
         error_curve=curve,
+        thresholds=None if dither else _thresholds(layout, histogram, assignment, colors),
         _color_sums=color_sums,
         _squared_errors=squared_errors,
         _alpha_axis=alpha_axis,
