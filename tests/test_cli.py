@@ -703,6 +703,127 @@ def test_error_unreadable_file(error_folder, tmp_path, monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
+# --keep-going (issue 17): failing files are reported as they fail, the others are processed,
+# and the run ends with "N of M files failed" and exit status 2.
+
+SUMMARY = re.compile(rf"^{re.escape(ERROR_PREFIX)}(\d+) of (\d+) files failed$")
+
+
+@pytest.fixture
+def mixed_batch(images, tmp_path) -> Path:
+    """A good PNG, a truncated PNG and a greyscale PNG (refused with --color-space lab)."""
+    cat = data.chelsea()[::3, ::3]
+    Image.fromarray(cat).save(tmp_path / "a_cat.png")
+    (tmp_path / "b_truncated.png").write_bytes((images / "chelsea.png").read_bytes()[:5000])
+    Image.fromarray(data.camera()[::4, ::4]).save(tmp_path / "c_grey.png")
+    return tmp_path
+
+
+def test_keep_going_reports_failures_and_processes_the_rest(mixed_batch):
+    inputs = ["a_cat.png", "b_truncated.png", "c_grey.png"]
+    # Without the flag: one line, nothing written (the batch is checked first).
+    refused = run_cli(*inputs, "-k", "4", "--out-dir", "out", cwd=mixed_batch)
+    assert_one_error_line(refused.returncode, refused.stderr, ["b_truncated.png"])
+    assert not (mixed_batch / "out").exists()
+
+    completed = run_cli(*inputs, "-k", "4", "--out-dir", "out", "--keep-going", cwd=mixed_batch)
+    assert completed.returncode == 2, completed.stderr
+    assert "Traceback" not in completed.stderr
+    lines = stderr_lines(completed)
+    errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
+    assert len(errors) == 2 and "b_truncated.png" in errors[0], lines
+    assert SUMMARY.match(errors[-1]).groups() == ("1", "3") and lines[-1] == errors[-1]
+    finished = [FILE_LINE.match(line) for line in lines if FILE_LINE.match(line)]
+    assert [(m.group(3), m.group(4)) for m in finished] == [
+        ("a_cat.png", "a_cat_k4.png"),
+        ("c_grey.png", "c_grey_k4.png"),
+    ]
+    assert sorted(p.name for p in (mixed_batch / "out").iterdir()) == [
+        "a_cat_k4.png",
+        "c_grey_k4.png",
+    ]
+    expected = quantize(data.chelsea()[::3, ::3], 4).image
+    np.testing.assert_array_equal(read(mixed_batch / "out" / "a_cat_k4.png"), expected)
+
+    # A file refused by the core for its own content (lab needs RGB) is one failure too;
+    # -q keeps the failures and the summary.
+    completed = run_cli(
+        *inputs,
+        "-k",
+        "4",
+        "--out-dir",
+        "lab",
+        "--keep-going",
+        "-q",
+        "--color-space",
+        "lab",
+        cwd=mixed_batch,
+    )
+    assert completed.returncode == 2
+    lines = stderr_lines(completed)
+    assert len(lines) == 3, lines
+    assert "b_truncated.png" in lines[0]
+    assert lines[1].startswith(f"{ERROR_PREFIX}c_grey.png: --color-space lab: must be 'rgb'")
+    assert SUMMARY.match(lines[2]).groups() == ("2", "3")
+    assert sorted(p.name for p in (mixed_batch / "lab").iterdir()) == ["a_cat_k4.png"]
+
+
+def test_keep_going_past_a_file_that_fails_while_processed(mixed_batch):
+    """A corrupt zarr chunk is only found while quantising: its partial outputs are removed
+    and the next file is still processed."""
+    import zarr
+
+    store = mixed_batch / "stack.zarr"
+    array = zarr.open_array(
+        str(store), mode="w", shape=(2, 40, 50, 3), chunks=(1, 40, 50, 3), dtype="uint8"
+    )
+    array[:] = np.stack([data.chelsea()[:40, :50]] * 2)
+    chunks = sorted(p for p in store.rglob("*") if p.is_file() and not p.name.startswith("zarr"))
+    chunks[-1].write_bytes(b"this is not a compressed chunk" * 4)
+    completed = run_cli(
+        "stack.zarr",
+        "a_cat.png",
+        "-k",
+        "4",
+        "--out-dir",
+        "out",
+        "--keep-going",
+        "--labels",
+        "out/{stem}_labels.png",
+        "-q",
+        cwd=mixed_batch,
+    )
+    lines = stderr_lines(completed)
+    assert completed.returncode == 2 and len(lines) == 2, lines
+    assert lines[0].startswith(ERROR_PREFIX) and "stack.zarr" in lines[0], lines
+    assert SUMMARY.match(lines[1]).groups() == ("1", "2")
+    assert sorted(p.name for p in (mixed_batch / "out").iterdir()) == [
+        "a_cat_k4.png",
+        "a_cat_labels.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        (["-k", "0"], ["-k/--n-colors 0"]),
+        (["-k", "4", "--mask", "none.png"], ["--mask", "none.png"]),
+        (["-k", "4", "--labels", "out/{name}.png"], ["--labels", "{stem}"]),
+        (["--apply-palette", "none.json"], ["none.json"]),
+    ],
+    ids=["bad-k", "missing-mask", "bad-pattern", "missing-palette"],
+)
+def test_keep_going_still_stops_at_a_bad_option(mixed_batch, arguments, words, monkeypatch, capsys):
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(mixed_batch)
+    before = folder_state(mixed_batch)
+    status = main(["a_cat.png", "c_grey.png", "--out-dir", "out", "--keep-going", *arguments])
+    assert_one_error_line(status, capsys.readouterr().err, words)
+    assert folder_state(mixed_batch) == before
+
+
+# ---------------------------------------------------------------------------------------------
 # The options of issue 11 (-k auto, --dither, --fixed-color, --mask, --stats) and --speed:
 # each reaches the core as its parameter, so the files equal what the Python API gives.
 

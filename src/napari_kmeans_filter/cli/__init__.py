@@ -31,10 +31,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from .errors import PROG, CliError, one_line
+from .errors import DEBUG_VARIABLE, PROG, CliError, error_line
 
-#: Environment variable that makes errors show their traceback (for bug reports).
-DEBUG_VARIABLE = "NAPARI_KMEANS_FILTER_DEBUG"
 DEMO_COMMAND = "demo"
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
@@ -117,27 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get(DEBUG_VARIABLE):
             raise
         _clear_display()
-        print(f"{PROG}: error: {_error_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: error: {error_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
-
-
-def _error_line(exc: Exception) -> str:
-    """The one line of an error: its own words for the problems the program names (files,
-    options, the core's parameters); a pointer to the traceback for anything else."""
-    from .._io import ImageIOError
-    from .._palette_files import PaletteFileError
-
-    # ValueError/TypeError come from the core's checks, whose messages name the problem;
-    # OSError from the file system (permissions, full disk).
-    known = (CliError, ImageIOError, PaletteFileError, ValueError, TypeError, OSError, MemoryError)
-    if isinstance(exc, known):
-        return one_line(exc)
-    # Lazy (.zarr, chunked TIFF) inputs are only read while quantising, so a corrupt chunk
-    # surfaces here, from the codec, as any exception type.
-    return (
-        f"{type(exc).__name__}: {one_line(exc)} "
-        f"(a corrupt or unreadable input?; {DEBUG_VARIABLE}=1 shows the traceback)"
-    )
 
 
 def _clear_display() -> None:

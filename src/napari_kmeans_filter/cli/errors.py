@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 PROG = "napari-kmeans-filter"
+#: Environment variable that makes errors show their traceback (for bug reports).
+DEBUG_VARIABLE = "NAPARI_KMEANS_FILTER_DEBUG"
 
 
 class CliError(Exception):
@@ -163,3 +165,28 @@ def one_line(exc: BaseException) -> str:
         return f"{exc.strerror[:1].lower()}{exc.strerror[1:]}{where}"
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def error_line(exc: Exception) -> str:
+    """The one line of an error: its own words for the problems the program names (files,
+    options, the core's parameters); a pointer to the traceback for anything else."""
+    from .._io import ImageIOError
+    from .._palette_files import PaletteFileError
+
+    # ValueError/TypeError come from the core's checks, whose messages name the problem;
+    # OSError from the file system (permissions, full disk).
+    known = (CliError, ImageIOError, PaletteFileError, ValueError, TypeError, OSError, MemoryError)
+    if isinstance(exc, known):
+        return one_line(exc)
+    # Lazy (.zarr, chunked TIFF) inputs are only read while quantising, so a corrupt chunk
+    # surfaces here, from the codec, as any exception type.
+    return (
+        f"{type(exc).__name__}: {one_line(exc)} "
+        f"(a corrupt or unreadable input?; {DEBUG_VARIABLE}=1 shows the traceback)"
+    )
+
+
+def input_error_line(path: Path, exc: Exception) -> str:
+    """:func:`error_line` for a problem with one input, naming it first if it does not."""
+    line = error_line(exc)
+    return line if str(path) in line else f"{path}: {line}"

@@ -354,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"(automatic above {_io.LAZY_TIFF_BYTES // 2**30} GiB; .zarr input always is)",
     )
     parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="go on when an input cannot be read or is refused: report it on one line, "
+        "process the others, end with 'N of M files failed' and exit status 2 (default: "
+        "the whole batch is checked first and any problem stops it before any work); "
+        "mistakes in the options still stop the run at once",
+    )
+    parser.add_argument(
         "--no-indexed-png",
         dest="indexed_png",
         action="store_false",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +64,21 @@ class Job:
     spatial_shape: tuple[int, ...] = ()
 
 
-def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
+def plan_jobs(
+    args: argparse.Namespace, palette: Any | None, failed: Callable | None = None
+) -> list[Job]:
     """Open every input, name every output and check the whole batch before any work.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+    palette : Palette or None
+        The palette of ``--apply-palette``.
+    failed : callable, optional
+        ``failed(path, exc)`` for an input that cannot be processed (``--keep-going``): it
+        is left out of the batch and the others are planned. Without it the first such
+        problem is raised. Problems with the options themselves are always raised.
 
     Raises
     ------
@@ -78,44 +91,78 @@ def plan_jobs(args: argparse.Namespace, palette: Any | None) -> list[Job]:
     k = len(palette) if palette is not None else args.n_colors
     fixed_from = _fixed_colors_file(args.fixed_colors_from)
     masks: dict[Path, Any] = {}
+    if args.mask is not None and not _is_pattern(args.mask):
+        # One mask for every input: a missing or unreadable one is the option's problem.
+        mask_path = Path(args.mask)
+        masks[mask_path] = _read_mask(mask_path)
 
     jobs = []
     for path in args.inputs:
-        source = _io.open_image(path, chunked=args.chunked)
-        fields = {"stem": _stem(path), "k": k}
-        mask_path = _expand(args.mask, fields, "--mask")
-        mask = None
-        if mask_path is not None:
-            if mask_path not in masks:
-                masks[mask_path] = _read_mask(mask_path)
-            mask = masks[mask_path]
-        layout, mask = _header_layout(source, args.channel_axis, mask, mask_path)
-        job = Job(
-            source,
-            layout.channel_axis,
-            _alpha(source, args.channel_axis, layout),
-            args.output or _default_output(path, source, args, k),
-            labels=_expand(args.labels, fields, "--labels"),
-            palette=_expand(args.palette, fields, "--palette"),
-            stats=_expand(args.stats, fields, "--stats"),
-            mask=mask,
-            spatial_shape=layout.spatial_shape,
-        )
-        if palette is not None:
-            _check_palette(
-                palette.colors,
-                layout,
-                source.path,
-                "--apply-palette",
-                palette_path=args.apply_palette,
-            )
-        else:
-            job.fixed_colors = _fixed_colors(args.fixed_color, fixed_from, args, layout, source)
-            _check_fit(args, layout, job, source.path)
-        jobs.append(job)
-
-    _check_outputs(jobs, args, k)
+        try:
+            jobs.append(_plan_job(path, args, palette, k, fixed_from, masks))
+        except Exception as exc:
+            if failed is None or not _is_per_input(exc):
+                raise
+            failed(path, exc)
+    _check_outputs(jobs, args, k, failed)
     return jobs
+
+
+def _is_per_input(exc: Exception) -> bool:
+    """Whether ``exc`` is about one input (skipped by ``--keep-going``), not the options."""
+    return not isinstance(exc, (MemoryError, _OptionError))
+
+
+def _is_pattern(text: str) -> bool:
+    return "{" in text
+
+
+class _OptionError(CliError):
+    """A problem with an option itself, the same for every input: never skipped."""
+
+
+def _plan_job(path: Path, args, palette, k, fixed_from, masks: dict) -> Job:
+    """One input opened and checked by the core on its header, its outputs named."""
+    source = _io.open_image(path, chunked=args.chunked)
+    try:
+        return _plan_opened(source, path, args, palette, k, fixed_from, masks)
+    except BaseException:
+        source.close()
+        raise
+
+
+def _plan_opened(source, path: Path, args, palette, k, fixed_from, masks: dict) -> Job:
+    fields = {"stem": _stem(path), "k": k}
+    mask_path = _expand(args.mask, fields, "--mask")
+    mask = None
+    if mask_path is not None:
+        if mask_path not in masks:
+            masks[mask_path] = _read_mask(mask_path)
+        mask = masks[mask_path]
+    layout, mask = _header_layout(source, args.channel_axis, mask, mask_path)
+    job = Job(
+        source,
+        layout.channel_axis,
+        _alpha(source, args.channel_axis, layout),
+        args.output or _default_output(path, source, args, k),
+        labels=_expand(args.labels, fields, "--labels"),
+        palette=_expand(args.palette, fields, "--palette"),
+        stats=_expand(args.stats, fields, "--stats"),
+        mask=mask,
+        spatial_shape=layout.spatial_shape,
+    )
+    if palette is not None:
+        _check_palette(
+            palette.colors,
+            layout,
+            source.path,
+            "--apply-palette",
+            palette_path=args.apply_palette,
+        )
+    else:
+        job.fixed_colors = _fixed_colors(args.fixed_color, fixed_from, args, layout, source)
+        _check_fit(args, layout, job, source.path)
+    return job
 
 
 # --------------------------------------------------------------------------------------
@@ -348,7 +395,7 @@ def _expand(pattern: str | None, fields: dict, option: str) -> Path | None:
     try:
         return Path(pattern.format(**fields))
     except (KeyError, IndexError, ValueError) as exc:
-        raise CliError(
+        raise _OptionError(
             f"{option} {pattern!r}: only {{stem}} and {{k}} can be used in the pattern ({exc})"
         ) from None
 
@@ -358,56 +405,75 @@ def _expand(pattern: str | None, fields: dict, option: str) -> Path | None:
 # --------------------------------------------------------------------------------------
 
 
-def _check_outputs(jobs: list[Job], args, k) -> None:
+def _check_outputs(jobs: list[Job], args, k, failed: Callable | None = None) -> None:
+    """Check every job's outputs; with ``failed`` a job whose outputs cannot be written is
+    reported and removed from ``jobs`` (``--keep-going``) instead of ending the run."""
     # A zarr array is protected with the whole store (group) around it.
-    inputs = [(_zarr_store_root(job.source.path) or job.source.path).resolve() for job in jobs]
+    inputs = [(_zarr_store_root(path) or path).resolve() for path in args.inputs]
     seen: dict[Path, str] = {}
     warned_jpeg = False
-    for job in jobs:
-        outputs = [
-            ("output", job.output),
-            ("labels", job.labels),
-            ("palette", job.palette),
-            ("stats", job.stats),
-        ]
-        for role, path in outputs:
-            if path is None:
-                continue
-            resolved = path.resolve()
-            for input_path in inputs:
-                if _same_or_nested(resolved, input_path):
-                    raise CliError(
-                        f"refusing to write {role} {path}: that would change the input "
-                        f"{input_path} (choose another name)"
-                    )
-            described = f"the {role} of {job.source.path}"
-            if resolved in seen:
-                raise CliError(
-                    f"{seen[resolved]} and {described} would both be written to {path}; "
-                    "choose other names"
-                )
-            seen[resolved] = described
-            if path.exists() and not args.overwrite:
-                raise CliError(f"{path} already exists (use --overwrite to replace it)")
-            if role == "palette":
-                if path.suffix.lower() != ".json":
-                    raise CliError(f"--palette {path}: the palette is written as .json")
-                continue
-            if role == "stats":
-                if path.suffix.lower() != ".csv":
-                    raise CliError(f"--stats {path}: the statistics are written as .csv")
-                continue
-            if role == "labels" and _io.output_format(path) not in LABEL_FORMATS:
-                raise CliError(
-                    f"--labels {path}: labels must be stored exactly; use .png, .tif, .zarr or .npy"
-                )
-        _check_formats(job, k)
+    for job in list(jobs):
+        try:
+            outputs = _check_job_outputs(job, args, k, inputs, seen)
+        except (CliError, ImageIOError, OSError) as exc:
+            if failed is None:
+                raise
+            failed(job.source.path, exc)
+            job.source.close()
+            jobs.remove(job)
+            continue
+        seen |= outputs
         if _io.output_format(job.output) == "jpeg" and not warned_jpeg:
             warned_jpeg = True
             DISPLAY.warn(
                 "JPEG compression re-introduces colours: the JPEG will have many more "
                 "than the quantised colours (write .png for an exact result)"
             )
+
+
+def _check_job_outputs(job: Job, args, k, inputs: list[Path], seen: dict) -> dict[Path, str]:
+    """One job's outputs checked against the inputs, ``seen`` outputs and the disk; returns
+    them (resolved path -> description) to add to ``seen``."""
+    own: dict[Path, str] = {}
+    outputs = [
+        ("output", job.output),
+        ("labels", job.labels),
+        ("palette", job.palette),
+        ("stats", job.stats),
+    ]
+    for role, path in outputs:
+        if path is None:
+            continue
+        resolved = path.resolve()
+        for input_path in inputs:
+            if _same_or_nested(resolved, input_path):
+                raise CliError(
+                    f"refusing to write {role} {path}: that would change the input "
+                    f"{input_path} (choose another name)"
+                )
+        described = f"the {role} of {job.source.path}"
+        earlier = seen.get(resolved) or own.get(resolved)
+        if earlier is not None:
+            raise CliError(
+                f"{earlier} and {described} would both be written to {path}; choose other names"
+            )
+        own[resolved] = described
+        if path.exists() and not args.overwrite:
+            raise CliError(f"{path} already exists (use --overwrite to replace it)")
+        if role == "palette":
+            if path.suffix.lower() != ".json":
+                raise CliError(f"--palette {path}: the palette is written as .json")
+            continue
+        if role == "stats":
+            if path.suffix.lower() != ".csv":
+                raise CliError(f"--stats {path}: the statistics are written as .csv")
+            continue
+        if role == "labels" and _io.output_format(path) not in LABEL_FORMATS:
+            raise CliError(
+                f"--labels {path}: labels must be stored exactly; use .png, .tif, .zarr or .npy"
+            )
+    _check_formats(job, k)
+    return own
 
 
 def _check_formats(job: Job, k) -> None:

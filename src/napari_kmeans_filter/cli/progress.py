@@ -124,7 +124,14 @@ class Display:
 
     def warn(self, message: str) -> None:
         """Print ``napari-kmeans-filter: warning: message`` (also when quiet)."""
-        line = f"{PROG}: warning: {message}"
+        self._always(f"{PROG}: warning: {message}")
+
+    def error(self, message: str) -> None:
+        """Print ``napari-kmeans-filter: error: message`` (also when quiet); the run goes on
+        (``--keep-going``)."""
+        self._always(f"{PROG}: error: {message}")
+
+    def _always(self, line: str) -> None:
         if self._bar is not None:
             self._bar.write(line, file=sys.stderr)
         else:

@@ -13,15 +13,16 @@ import contextlib
 import math
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 from .. import _io
 from .._contract import InvalidParameterError
-from .errors import CliError, in_shell_words, shell_words
+from .errors import CliError, in_shell_words, input_error_line, shell_words
 from .plan import Job, input_name, plan_jobs, prepare_directories
 from .progress import DISPLAY, FIT_SHARE
 
-EXIT_OK = 0
+EXIT_OK, EXIT_ERROR = 0, 2
 
 
 def load_palette(path):
@@ -35,36 +36,67 @@ def load_palette(path):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Quantise (or repaint) every input as the parsed ``args`` say."""
+    """Quantise (or repaint) every input as the parsed ``args`` say.
+
+    With ``--keep-going`` an input that cannot be read, is refused or fails while being
+    processed is reported on one line as it fails and the others are processed; the run ends
+    with ``N of M files failed`` and exit status 2. Without it the first such problem ends
+    the run (before any work when it can be found by checking the batch).
+    """
     palette = load_palette(args.apply_palette) if args.apply_palette is not None else None
     display = DISPLAY.configure(enabled=not args.quiet)
-    jobs = plan_jobs(args, palette)
+    failures: list[Path] = []
+
+    def failed(path: Path, exc: Exception) -> None:
+        failures.append(path)
+        display.error(input_error_line(path, exc))
+
+    keep_going = getattr(args, "keep_going", False)
+    jobs = plan_jobs(args, palette, failed if keep_going else None)
     prepare_directories(
         [path for job in jobs for path in (job.output, job.labels, job.palette, job.stats)]
     )
     started = time.perf_counter()
     arrow = display.arrow
+    done = 0
     for number, job in enumerate(jobs, start=1):
-        name = input_name(job.source.path)
-        display.begin(number, len(jobs), name)
-        for note in getattr(job.source, "notes", ()):
-            display.warn(f"{job.source.path}: {note}")
-        job_started = time.perf_counter()
-        with job.source:
-            result = _process(job, args, palette, display.core_progress())
-            display.show(FIT_SHARE, "writing")
-            _write_outputs(job, result, args)
-        elapsed = time.perf_counter() - job_started
-        display.finish(
-            f"[{number}/{len(jobs)}] {name} {arrow} {job.output.name}  "
-            f"{result.n_input_colors}{arrow}{_colours(len(result.palette))}"
-            f"{' (auto)' if args.n_colors == 'auto' else ''}  "
-            f"{_quality_text(result, args)}  {elapsed:.2f} s"
-        )
-    if len(jobs) > 1:
-        display.finish(f"{len(jobs)} images in {time.perf_counter() - started:.1f} s")
+        try:
+            _run_job(job, args, palette, number, len(jobs), arrow)
+        except Exception as exc:
+            if not keep_going:
+                raise
+            display.clear()
+            failed(job.source.path, exc)
+            continue
+        done += 1
+    if done > 1:
+        display.finish(f"{done} images in {time.perf_counter() - started:.1f} s")
     display.clear()
+    if failures:
+        display.error(f"{len(failures)} of {len(args.inputs)} files failed")
+        return EXIT_ERROR
     return EXIT_OK
+
+
+def _run_job(job: Job, args, palette, number: int, total: int, arrow: str) -> None:
+    """Process one planned input and write its outputs, printing its finished line."""
+    display = DISPLAY
+    name = input_name(job.source.path)
+    display.begin(number, total, name)
+    for note in getattr(job.source, "notes", ()):
+        display.warn(f"{job.source.path}: {note}")
+    job_started = time.perf_counter()
+    with job.source:
+        result = _process(job, args, palette, display.core_progress())
+        display.show(FIT_SHARE, "writing")
+        _write_outputs(job, result, args)
+    elapsed = time.perf_counter() - job_started
+    display.finish(
+        f"[{number}/{total}] {name} {arrow} {job.output.name}  "
+        f"{result.n_input_colors}{arrow}{_colours(len(result.palette))}"
+        f"{' (auto)' if args.n_colors == 'auto' else ''}  "
+        f"{_quality_text(result, args)}  {elapsed:.2f} s"
+    )
 
 
 def _process(job: Job, args, palette, progress):
