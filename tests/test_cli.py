@@ -36,9 +36,11 @@ PYTHON_NAME = re.compile(
 )
 # "[2/5] cat.png → cat_k16.png  243→16 colours  PSNR 30.9 dB  0.42 s"; with -k auto
 # "... 32584→13 colours (auto)  PSNR 30.1 dB  0.42 s", plus "  CIEDE2000 2.51" when that
-# is the target and "(... dB before dithering)" with --dither.
+# is the target and "(... dB before dithering)" with --dither; "16 colours (3 unused)" when
+# palette entries paint no pixel.
 FILE_LINE = re.compile(
-    r"^\[(\d+)/(\d+)\] (\S+) (?:→|->) (\S+)  (\d+)(?:→|->)(\d+) colours?( \(auto\))?  "
+    r"^\[(\d+)/(\d+)\] (\S+) (?:→|->) (\S+)  (\d+)(?:→|->)(\d+) colours?"
+    r"(?: \(\d+ unused\))?( \(auto\))?  "
     r"(PSNR \d+\.\d dB|lossless)(.*?)  \d+\.\d\d s$"
 )
 
@@ -960,6 +962,26 @@ def test_sixteen_bit_fixed_colours(tmp_path, monkeypatch, capsys):
     expected = quantize(image, 5, fixed_colors=fixed)
     np.testing.assert_array_equal(tifffile.imread("out.tif"), expected.image)
     assert FILE_LINE.match(capsys.readouterr().err.strip())
+
+
+def test_summary_counts_unused_palette_entries(tmp_path, monkeypatch, capsys):
+    """A fixed colour the image lacks paints no pixel: "3→4 colours" would claim four."""
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    image = np.zeros((20, 20, 3), np.uint8)
+    image[:10] = 200
+    image[5:, 5:] = 50
+    Image.fromarray(image).save("three.png")
+    assert main(["three.png", "-k", "4", "--fixed-color", "#ff0000", "-o", "red.png"]) == 0
+    line = capsys.readouterr().err.strip()
+    assert FILE_LINE.match(line), line
+    assert "  3→4 colours (1 unused)  " in line.replace("->", "→"), line
+    result = quantize(image, 4, fixed_colors=[[255, 0, 0]])
+    assert result.palette.counts.tolist().count(0) == 1
+    # Every entry used: no note.
+    assert main(["three.png", "-k", "3", "-o", "three3.png"]) == 0
+    assert "  3→3 colours  " in capsys.readouterr().err.replace("->", "→")
 
 
 def test_one_frame_mask_for_a_stack_and_stats_per_frame(tmp_path, monkeypatch):

@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import _io
 from .._contract import InvalidParameterError
 from .errors import CliError, in_shell_words, input_error_line, shell_words
@@ -93,7 +95,7 @@ def _run_job(job: Job, args, palette, number: int, total: int, arrow: str) -> No
     elapsed = time.perf_counter() - job_started
     display.finish(
         f"[{number}/{total}] {name} {arrow} {job.output.name}  "
-        f"{result.n_input_colors}{arrow}{_colours(len(result.palette))}"
+        f"{result.n_input_colors}{arrow}{_palette_text(result.palette)}"
         f"{' (auto)' if args.n_colors == 'auto' else ''}  "
         f"{_quality_text(result, args)}  {elapsed:.2f} s"
     )
@@ -284,6 +286,14 @@ def _store_or_compute(outputs: dict, temporaries: dict, index_labels, icc_profil
 
 def _colours(count: int) -> str:
     return f"{count} colour" if count == 1 else f"{count} colours"
+
+
+def _palette_text(palette) -> str:
+    """``8 colours``, or ``8 colours (1 unused)`` when entries paint no visible pixel (a
+    fixed colour the image lacks, a palette applied to another image)."""
+    unused = int(np.count_nonzero(np.asarray(palette.counts) == 0))
+    text = _colours(len(palette))
+    return f"{text} ({unused} unused)" if unused else text
 
 
 def format_psnr(psnr: float) -> str:
