@@ -382,6 +382,63 @@ def float_units_span(low: float, high: float) -> tuple[float, float]:
     return low - span, high + span
 
 
+#: Squared distances (x - c)**2 summed over 16 channels and 2**40 pixels stay below float64's
+#: 1.8e308 for values within +-1e140.
+MAX_FLOAT_MAGNITUDE = 1e140
+#: Values closer than this square to subnormal numbers or 0 in float64 (its smallest normal
+#: number is 2.2e-308): k-means could not tell them apart, and would silently merge every
+#: colour of an image spread over less into one.  Symmetric to the largest magnitude.
+MIN_FLOAT_SPREAD = 1e-140
+
+
+def check_float_values(low: float, high: float, name: str = "image") -> None:
+    """Refuse float values whose squared distances overflow or underflow float64.
+
+    ``low``/``high`` are the smallest and largest (visible) value.  Values beyond
+    +-:data:`MAX_FLOAT_MAGNITUDE` overflow; values all within less than
+    :data:`MIN_FLOAT_SPREAD` of each other (but not all equal) underflow.  Both are refused
+    naming the range: a rescaled image quantises correctly.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return
+    got = f"values in [{low:g}, {high:g}]"
+    what = "the image" if name == "image" else name
+    if max(abs(low), abs(high)) > MAX_FLOAT_MAGNITUDE:
+        raise invalid(
+            name,
+            f"hold values in the range [{-MAX_FLOAT_MAGNITUDE:g}, {MAX_FLOAT_MAGNITUDE:g}]",
+            None,
+            f"Squared colour distances of larger values overflow float64; rescale {what}.",
+            got=got,
+        )
+    spread = high - low
+    if 0 < spread < MIN_FLOAT_SPREAD:
+        factor = -math.floor(math.log10(spread))
+        raise invalid(
+            name,
+            f"hold values spread over at least {MIN_FLOAT_SPREAD:g} (max - min), or all equal",
+            None,
+            "Squared colour distances of closer values underflow float64 and every colour "
+            f"would merge into one; rescale {what} (e.g. multiply it by 1e{factor}).",
+            got=got,
+        )
+
+
+def checked_float_block(block: np.ndarray, name: str = "X") -> np.ndarray:
+    """One computed block of a lazy float array: refused beyond +-:data:`MAX_FLOAT_MAGNITUDE`.
+
+    For inputs measured against fitted colours (not fitted themselves), where only overflow
+    matters: values close together are as near to a centre as they are to each other.
+    """
+    if block.size and block.dtype.kind == "f":
+        finite = block[np.isfinite(block)]
+        if finite.size:
+            low, high = float(finite.min()), float(finite.max())
+            if max(abs(low), abs(high)) > MAX_FLOAT_MAGNITUDE:
+                check_float_values(low, high, name)
+    return block
+
+
 def check_colors_in_data_range(colors, name: str, dtype, low: float, high: float) -> None:
     """Refuse float colours far outside a float image's own values (wrong units).
 
