@@ -216,8 +216,11 @@ def test_bad_input_is_refused(values, weights, k, message):
 
 
 def test_table_bytes_is_what_the_programme_allocates():
-    assert table_bytes(65536, 256) == 5 * 257 * 65537  # uint16, k = 256: 84 MB
-    assert table_bytes(3, 8, n_fixed=2) == 5 * 4 * 3 * 4  # free runs capped at L
+    # int32 starts, rows windowed to the L - n + 1 ends a row of q runs can have
+    assert table_bytes(65536, 256) == 4 * 257 * 65281  # uint16, k = 256: 67 MB
+    assert table_bytes(3, 8, n_fixed=2) == 5 * 4 * 3 * 1  # free runs capped at L; + int8 kind
+    assert table_bytes(256, 255) == 4 * 256 * 2
+    assert table_bytes(4096, 4096) == 0  # every value its own centre: no table
     assert affordable(256, 255) and affordable(65536, 256) and affordable(4096, 4096)
     assert not affordable(65536, 4096) and not affordable(10_000_000, 16)
 

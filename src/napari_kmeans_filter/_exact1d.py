@@ -54,7 +54,6 @@ _INT_LIMIT = 2.0**61
 
 # Modes of the run cost (which sums, which centres).
 _INT_REAL, _INT_INT, _FLOAT_REAL, _FLOAT_INT = 0, 1, 2, 3
-_FREE, _FIXED = 0, 1
 
 
 @dataclass(frozen=True)
@@ -95,45 +94,47 @@ class Exact1D:
 
 
 @helper
-def _dd_diff(hi, lo, j, i):
+def _dd_diff(hi, lo, col, j, i):
     # (hi[j] + lo[j]) - (hi[i] + lo[i]) with the rounding error of the hi part
     # recovered (Knuth's TwoSum): the run's sum stays accurate to its own size,
     # not the size of the whole prefix.
-    a = hi[j]
-    b = -hi[i]
+    a = hi[j, col]
+    b = -hi[i, col]
     s = a + b
     bb = s - a
     err = (a - (s - bb)) + (b - bb)
-    return s + (err + (lo[j] - lo[i]))
+    return s + (err + (lo[j, col] - lo[i, col]))
 
 
 @kernel
 def _dd_prefix(terms, out_hi, out_lo):
-    # Compensated running sums (Neumaier): hi + lo carries ~106 bits.
-    for row in range(terms.shape[0]):
+    # Compensated running sums (Neumaier): hi + lo carries ~106 bits.  terms is
+    # (n, 3); the sums are (n + 1, 3), one row per prefix (the three sums of a
+    # prefix share a cache line).
+    for col in range(terms.shape[1]):
         hi = 0.0
         lo = 0.0
-        out_hi[row, 0] = 0.0
-        out_lo[row, 0] = 0.0
-        for t in range(terms.shape[1]):
-            x = terms[row, t]
+        out_hi[0, col] = 0.0
+        out_lo[0, col] = 0.0
+        for t in range(terms.shape[0]):
+            x = terms[t, col]
             s = hi + x
             if abs(hi) >= abs(x):
                 lo += (hi - s) + x
             else:
                 lo += (x - s) + hi
             hi = s
-            out_hi[row, t + 1] = hi
-            out_lo[row, t + 1] = lo
+            out_hi[t + 1, col] = hi
+            out_lo[t + 1, col] = lo
 
 
 @helper
 def _run_cost(isums, hi, lo, mode, i, j):
     """Weighted squared error of values ``i .. j-1`` around their best centre."""
     if mode == 0 or mode == 1:
-        w = isums[0, j] - isums[0, i]
-        s1 = isums[1, j] - isums[1, i]
-        s2 = isums[2, j] - isums[2, i]
+        w = isums[j, 0] - isums[i, 0]
+        s1 = isums[j, 1] - isums[i, 1]
+        s2 = isums[j, 2] - isums[i, 2]
         if mode == 1:
             # Nearest integer to s1 / w (values are shifted to be >= 0); a tie
             # costs the same either side.
@@ -144,9 +145,9 @@ def _run_cost(isums, hi, lo, mode, i, j):
         c = s1 // w
         r = s1 - c * w
         return float(s2 - 2 * c * s1 + c * c * w) - float(r) * float(r) / float(w)
-    w = _dd_diff(hi[0], lo[0], j, i)
-    s1 = _dd_diff(hi[1], lo[1], j, i)
-    s2 = _dd_diff(hi[2], lo[2], j, i)
+    w = _dd_diff(hi, lo, 0, j, i)
+    s1 = _dd_diff(hi, lo, 1, j, i)
+    s2 = _dd_diff(hi, lo, 2, j, i)
     if mode == 3:
         c = np.floor(s1 / w + 0.5)
         value = s2 - 2.0 * c * s1 + c * c * w
@@ -156,10 +157,15 @@ def _run_cost(isums, hi, lo, mode, i, j):
 
 
 # ------------------------------------------------------------------------ programme
+#
+# The table of choices is stored in a window: with ``n`` free runs, row ``q``
+# (q free runs so far) only ever ends at ``j`` in ``[q, L - n + q]`` (every run
+# holds a value; the runs still to come need one each), so ``arg[q, f, j - q]``
+# has ``L - n + 1`` columns, not ``L + 1`` (k = 255 on 256 levels: 2 columns).
 
 
-@kernel
-def _free_layer_full(prev, out, arg, isums, hi, lo, mode, j_low, j_high, below):
+@helper
+def _free_row_full(prev, out, arg, q, isums, hi, lo, mode, j_low, j_high):
     # out[j] = min over i < j of prev[i] + cost(i, j), every i tried.
     first = 0
     while first < prev.shape[0] and prev[first] == np.inf:
@@ -175,25 +181,25 @@ def _free_layer_full(prev, out, arg, isums, hi, lo, mode, j_low, j_high, below):
                 best = value
                 best_i = i
         out[j] = best
-        arg[j] = best_i
+        arg[q, 0, j - q] = best_i
 
 
-@kernel
-def _free_layer_dc(prev, out, arg, isums, hi, lo, mode, j_low, j_high, below):
+@helper
+def _free_row_dc(prev, out, arg, q, isums, hi, lo, mode, j_low, j_high, bound, stack):
     # The same row by divide and conquer: the leftmost argmin is monotone in j
     # (quadrangle inequality), so the middle j's argmin splits the i range of
-    # the two halves.  An explicit stack instead of recursion.  ``below[j]``,
-    # when >= 0, is the previous row's argmin: with one run more the last run
-    # starts no earlier (the same inequality; Knuth's bound), which narrows the
-    # search (uint16, k = 256: 2x fewer cost evaluations).
+    # the two halves.  An explicit stack instead of recursion.  With ``bound``
+    # (no fixed values), the previous row's argmin arg[q - 1, 0, j - q + 1]
+    # bounds this row's from below: with one run more the last run starts no
+    # earlier (the same inequality; Knuth's bound), which narrows the search
+    # (uint16, k = 256: 2x fewer cost evaluations).
     first = 0
     while first < prev.shape[0] and prev[first] == np.inf:
         first += 1
     j_low = max(j_low, first + 1)
     if j_low > j_high:
         return
-    stack = np.empty((64, 4), np.int64)
-    top = 0
+    width = arg.shape[2]
     stack[0, 0] = j_low
     stack[0, 1] = j_high
     stack[0, 2] = first
@@ -207,18 +213,20 @@ def _free_layer_dc(prev, out, arg, isums, hi, lo, mode, j_low, j_high, below):
         hi_i = stack[top, 3]
         mid = (lo_j + hi_j) // 2
         stop = min(hi_i, mid - 1)
-        start = min(max(lo_i, below[mid]), stop)  # never an empty range (rounding)
+        start = lo_i
+        if bound and q > 1 and mid - q + 1 < width:
+            start = max(start, np.int64(arg[q - 1, 0, mid - q + 1]))
+        start = min(start, stop)  # never an empty range (rounding)
         best = np.inf
         best_i = start
         for i in range(start, stop + 1):
-            if prev[i] == np.inf:
-                continue
+            # prev[i] = inf (unreachable) never wins: no test needed.
             value = prev[i] + _run_cost(isums, hi, lo, mode, i, mid)
             if value < best:
                 best = value
                 best_i = i
         out[mid] = best
-        arg[mid] = best_i
+        arg[q, 0, mid - q] = best_i
         if mid + 1 <= hi_j:
             stack[top, 0] = mid + 1
             stack[top, 1] = hi_j
@@ -233,39 +241,89 @@ def _free_layer_dc(prev, out, arg, isums, hi, lo, mode, j_low, j_high, below):
             top += 1
 
 
-@kernel
-def _fixed_layer(prev, out, arg, kind, values, weights, fixed_value):
-    # The last run's centre is a given value f, and the run may be empty (no
-    # value nearest to f): T[j] = min(prev[j], T[j-1] + w (x - f)^2) is the
+@helper
+def _fixed_row(prev, out, arg, kind, q, f, values, weights, fixed_value, j_low, j_high):
+    # The last run's centre is a given value, and the run may be empty (no
+    # value nearest to it): T[j] = min(prev[j], T[j-1] + w (x - f)^2) is the
     # best over every start, accumulated with no prefix-sum cancellation.
     run = np.inf
     start = -1
-    for j in range(prev.shape[0]):
+    for j in range(j_high + 1):
         if j > 0 and run < np.inf:
             d = values[j - 1] - fixed_value
             run += weights[j - 1] * d * d
         if prev[j] <= run:
             run = prev[j]
             start = j
-        if run < out[j]:
+        if j >= j_low and run < out[j]:
             out[j] = run
-            arg[j] = start
-            kind[j] = 1
+            arg[q, f, j - q] = start
+            kind[q, f, j - q] = 1
+
+
+@kernel
+def _programme(isums, hi, lo, mode, values, weights, fixed, n_free, full, arg, kind):
+    """D[n_free, n_fixed, L]; fills the choices ``arg`` / ``kind`` (windowed)."""
+    n_levels = values.shape[0]
+    n_fixed = fixed.shape[0]
+    size = n_levels + 1
+    previous = np.full((n_fixed + 1, size), np.inf)
+    current = np.full((n_fixed + 1, size), np.inf)
+    stack = np.empty((64, 4), np.int64)
+    for q in range(n_free + 1):
+        # Runs still to come need one value each: j <= L - (n_free - q).
+        j_high = n_levels - (n_free - q)
+        for f in range(n_fixed + 1):
+            row = current[f]
+            row[:] = np.inf
+            if q == 0 and f == 0:
+                row[0] = 0.0
+                continue
+            if q > 0:
+                if full:
+                    _free_row_full(previous[f], row, arg[:, f:], q, isums, hi, lo, mode, q, j_high)
+                else:
+                    # Knuth's bound holds for runs with free centres only.
+                    _free_row_dc(
+                        previous[f],
+                        row,
+                        arg[:, f:],
+                        q,
+                        isums,
+                        hi,
+                        lo,
+                        mode,
+                        q,
+                        j_high,
+                        n_fixed == 0,
+                        stack,
+                    )
+            if f > 0:
+                _fixed_row(
+                    current[f - 1], row, arg, kind, q, f, values, weights, fixed[f - 1], q, j_high
+                )
+        previous, current = current, previous
+    return previous[n_fixed, n_levels]
 
 
 # --------------------------------------------------------------------------- driver
 
 
 def table_bytes(n_levels: int, k: int, n_fixed: int = 0) -> int:
-    """Memory :func:`fit` holds for its choices: 5 bytes per (run count, value).
+    """Memory :func:`fit` holds for its table of choices, in bytes.
 
-    The backtracking table has ``(k - n_fixed + 1) * (n_fixed + 1) * (L + 1)``
-    entries (an int32 start and an int8 kind): 86 MB for uint16 at k = 256, but
-    13 GB for a float image of 10 M distinct values at k = 256.  Callers choose
-    the exact path when this fits their budget.
+    With ``n = min(k - n_fixed, L)`` free runs the table has ``(n + 1) *
+    (n_fixed + 1) * (L - n + 1)`` entries (a row of ``q`` runs only ends at
+    ``q .. L - n + q``): an int32 start each, and an int8 kind (free or fixed
+    run) when there are fixed values.  uint16 at k = 256: 67 MB; a float image
+    of 10 M distinct values at k = 256: 10 GB.  No table at all when every
+    value is its own centre (``k >= L``, no fixed values).
     """
     n_free = min(k - n_fixed, n_levels)
-    return 5 * (n_free + 1) * (n_fixed + 1) * (n_levels + 1)
+    if n_fixed == 0 and n_free >= n_levels:
+        return 0
+    per_entry = 5 if n_fixed else 4
+    return per_entry * (n_free + 1) * (n_fixed + 1) * (n_levels - n_free + 1)
 
 
 # Budgets of the exact path (a caller falls back to its heuristic beyond them):
@@ -312,9 +370,9 @@ def _check(values, weights, k, fixed):
 
 
 def _sums(values, weights, integer_centres):
-    """Prefix sums and the run-cost mode; values are shifted by an integer pivot."""
+    """Prefix sums (one row per prefix) and the run-cost mode; values shifted by a pivot."""
     n = values.size
-    dummy_int = np.zeros((3, 1), np.int64)
+    dummy_int = np.zeros((1, 3), np.int64)
     integral = _is_integral(values) and _is_integral(weights) and np.abs(values).max() < 2.0**52
     if integral:
         shift = float(values[0])
@@ -322,11 +380,11 @@ def _sums(values, weights, integer_centres):
         if float(weights.sum()) * max(span, 1.0) ** 2 < _INT_LIMIT:
             x = (values - shift).astype(np.int64)
             w = weights.astype(np.int64)
-            isums = np.zeros((3, n + 1), np.int64)
-            np.cumsum(w, out=isums[0, 1:])
-            np.cumsum(w * x, out=isums[1, 1:])
-            np.cumsum(w * x * x, out=isums[2, 1:])
-            empty = np.zeros((3, 1))
+            isums = np.zeros((n + 1, 3), np.int64)
+            np.cumsum(w, out=isums[1:, 0])
+            np.cumsum(w * x, out=isums[1:, 1])
+            np.cumsum(w * x * x, out=isums[1:, 2])
+            empty = np.zeros((1, 3))
             mode = _INT_INT if integer_centres else _INT_REAL
             return mode, shift, isums, empty, empty
     # A pivot near the middle keeps the shifted values small (less cancellation
@@ -334,31 +392,12 @@ def _sums(values, weights, integer_centres):
     shift = float(np.round(values[n // 2])) if integer_centres else float(values[n // 2])
     x = values - shift
     w = weights.astype(np.float64)
-    terms = np.stack([w, w * x, w * x * x])
-    hi = np.empty((3, n + 1))
-    lo = np.empty((3, n + 1))
+    terms = np.stack([w, w * x, w * x * x], axis=1)
+    hi = np.empty((n + 1, 3))
+    lo = np.empty((n + 1, 3))
     _dd_prefix(terms, hi, lo)
     mode = _FLOAT_INT if integer_centres else _FLOAT_REAL
     return mode, shift, dummy_int, hi, lo
-
-
-def _centre(values, weights, integer_centres, exact=None):
-    """The best centre of one run: its mean, or the integer nearest it (ties to even).
-
-    ``exact`` is the run's integer ``(sum w (x - shift), sum w, shift)`` when
-    the sums are integers: the mean is then the exact rational ``p / q``.
-    """
-    if exact is not None:
-        s1, q, shift = (int(v) for v in exact)
-        p = s1 + shift * q
-        if not integer_centres:
-            return p / q
-        low, rest = divmod(p, q)
-        if 2 * rest > q or (2 * rest == q and low % 2 == 1):
-            low += 1
-        return float(low)
-    mean = float(np.average(values, weights=weights))
-    return float(np.rint(mean)) if integer_centres else mean
 
 
 def fit(
@@ -427,89 +466,89 @@ def fit(
             fixed,
             np.ones(n_fixed, bool),
             np.zeros(0, np.intp),
-            _thresholds([], fixed.size, values),
+            np.full(n_fixed - 1, -np.inf),
             0.0,
         )
     n_free = min(k - n_fixed, n_levels)
+    if n_fixed == 0 and n_free == n_levels and (not integer_centres or _is_integral(values)):
+        # As many centres as values: each value is its own class, at no cost.
+        return Exact1D(
+            values.copy(),
+            np.zeros(n_levels, bool),
+            np.arange(n_levels, dtype=np.intp),
+            values[:-1].copy(),
+            0.0,
+        )
     full = method == "full" or (method == "auto" and n_levels <= FULL_MAX_LEVELS)
-    layer = _free_layer_full if full else _free_layer_dc
     mode, shift, isums, hi, lo = _sums(values, weights, integer_centres)
     weights_f = weights.astype(np.float64)
 
-    size = n_levels + 1
-    arg = np.full((n_free + 1, n_fixed + 1, size), -1, np.int32)
-    kind = np.zeros((n_free + 1, n_fixed + 1, size), np.int8)
-    previous = None
-    no_bound = np.full(size, -1, np.int32)
-    for q in range(n_free + 1):
-        current = np.full((n_fixed + 1, size), np.inf)
-        # Runs still to come need one value each: j <= L - (n_free - q).
-        j_high = n_levels - (n_free - q)
-        for f in range(n_fixed + 1):
-            if q == 0 and f == 0:
-                current[0, 0] = 0.0
-                continue
-            if q > 0:
-                # Knuth's bound holds for runs with free centres only.
-                below = arg[q - 1, 0] if n_fixed == 0 else no_bound
-                layer(previous[f], current[f], arg[q, f], isums, hi, lo, mode, q, j_high, below)
-                # j outside [q, j_high] is never read: keep it unreachable.
-                current[f, j_high + 1 :] = np.inf
-            if f > 0:
-                _fixed_layer(
-                    current[f - 1],
-                    current[f],
-                    arg[q, f],
-                    kind[q, f],
-                    values,
-                    weights_f,
-                    fixed[f - 1],
-                )
-        previous = current
+    width = n_levels - n_free + 1
+    arg = np.full((n_free + 1, n_fixed + 1, width), -1, np.int32)
+    kind_shape = (n_free + 1, n_fixed + 1, width) if n_fixed else (1, 1, 1)
+    kind = np.zeros(kind_shape, np.int8)
+    cost = float(_programme(isums, hi, lo, mode, values, weights_f, fixed, n_free, full, arg, kind))
 
-    # Walk the choices back from (all runs, all values).
-    runs = []
-    q, f, j = n_free, n_fixed, n_levels
-    cost = float(previous[n_fixed, n_levels])
-    while q > 0 or f > 0:
-        i = int(arg[q, f, j])
-        if kind[q, f, j] == _FIXED:
-            runs.append((i, j, float(fixed[f - 1])))
-            f -= 1
+    starts, ends, which = _walk(arg, kind, n_free, n_fixed, n_levels)
+    free = which < 0
+    centres = np.empty(len(starts))
+    centres[~free] = fixed[which[~free]]
+    i, j = starts[free], ends[free]
+    if mode in (_INT_REAL, _INT_INT):
+        # Exact rationals: the run's mean is shift + s1 / q (s1 >= 0: values shifted to
+        # be >= 0), its nearest integer ties to even.
+        s1 = isums[j, 1] - isums[i, 1]
+        q = isums[j, 0] - isums[i, 0]
+        if integer_centres:
+            low, rest = np.divmod(s1, q)
+            odd = (low + int(shift) % 2) % 2 == 1
+            low += (2 * rest > q) | ((2 * rest == q) & odd)
+            centres[free] = low.astype(np.float64) + shift
         else:
-            runs.append((i, j, None))
-            q -= 1
-        j = i
-    runs.reverse()
-    centres = np.empty(len(runs))
-    for index, (i, j, value) in enumerate(runs):
-        if value is None:
-            exact = None
-            if mode in (_INT_REAL, _INT_INT):
-                exact = (isums[1, j] - isums[1, i], isums[0, j] - isums[0, i], shift)
-            value = _centre(values[i:j], weights[i:j], integer_centres, exact)
-        centres[index] = value
+            base = int(shift)
+            centres[free] = [(int(a) + base * int(b)) / int(b) for a, b in zip(s1, q, strict=True)]
+    else:
+        means = [
+            float(np.average(values[a:b], weights=weights[a:b])) for a, b in zip(i, j, strict=True)
+        ]
+        centres[free] = np.rint(means) if integer_centres else means
     # An empty fixed run costs nothing wherever the programme put it: list the
     # classes in increasing order of centre (the runs that hold values already
     # are; a stable sort keeps them so).
     order = np.argsort(centres, kind="stable")
-    runs = [runs[index] for index in order]
-    labels = np.empty(n_levels, np.intp)
-    for index, (i, j, _) in enumerate(runs):
-        labels[i:j] = index
-    is_fixed = np.array([value is not None for _, _, value in runs], bool)
-    return Exact1D(centres[order], is_fixed, labels, _thresholds(runs, len(runs), values), cost)
+    starts, ends, free = starts[order], ends[order], free[order]
+    labels = np.repeat(np.arange(len(order), dtype=np.intp), ends - starts)
+    return Exact1D(centres[order], ~free, labels, _thresholds(starts, ends, values), cost)
 
 
-def _thresholds(runs, n, values):
+@kernel
+def _walk(arg, kind, n_free, n_fixed, n_levels):
+    """The runs of the optimum, read back from (all runs, all values): start, end, and
+    the fixed value's index (-1 for a free centre), in order of position."""
+    n = n_free + n_fixed
+    starts = np.empty(n, np.int64)
+    ends = np.empty(n, np.int64)
+    which = np.full(n, -1, np.int64)
+    q, f, j = n_free, n_fixed, n_levels
+    for index in range(n - 1, -1, -1):
+        i = arg[q, f, j - q]
+        starts[index] = i
+        ends[index] = j
+        if n_fixed > 0 and kind[q, f, j - q] == 1:
+            which[index] = f - 1
+            f -= 1
+        else:
+            q -= 1
+        j = i
+    return starts, ends, which
+
+
+def _thresholds(starts, ends, values):
     """The largest value of classes 0 .. i, for i < n - 1 (-inf before any value)."""
-    out = np.full(max(n - 1, 0), -np.inf)
-    last = -np.inf
-    for index, (i, j, _) in enumerate(runs[:-1]):
-        if j > i:
-            last = values[j - 1]
-        out[index] = last
-    return out
+    last = np.full(len(starts), -np.inf)
+    held = ends > starts
+    last[held] = values[ends[held] - 1]
+    return np.maximum.accumulate(last)[:-1] if len(last) else last
 
 
 def fit_points(values, weights, k: int, *, fixed=None, integer_centres: bool = False):
