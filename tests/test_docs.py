@@ -266,3 +266,28 @@ def rewrite_cli_page() -> None:
 
 if __name__ == "__main__":
     sys.exit(rewrite_cli_page())
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/architecture.md: the module map, read from the source
+
+
+def test_architecture_page_is_current_and_the_core_imports_no_shell():
+    spec = importlib.util.spec_from_file_location(
+        "make_architecture", ROOT / "docs" / "make_architecture.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert module.render() == page, "run: python docs/make_architecture.py, and commit the page"
+    found = module.modules(module.PACKAGE)
+    for name, info in found.items():
+        assert not info["topic"].startswith("(no docstring)"), f"{name}: name its topic"
+        group = module._group(name)
+        for target in info["imports"]:
+            target_group = module._group(target)
+            if group == "core":
+                assert target_group == "core", f"the core module {name} imports {target}"
+            elif group in module.SHELLS.values():
+                # A shell imports the core and itself, never another shell.
+                assert target_group in ("core", group), f"{name} imports {target}"

@@ -2,7 +2,8 @@
 
 Where a result is exactly determined (Lloyd from a given start, Otsu on one channel, the
 metrics) it is compared with an independent reference implementation (scikit-learn,
-scikit-image); everything else is checked against the invariants of docs/api-contract.md.
+scikit-image); everything else is checked against the invariants the API documents
+(docs/api.md, with the parameter contract).
 """
 
 from __future__ import annotations
