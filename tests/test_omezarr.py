@@ -141,6 +141,73 @@ def test_tczyx_round_trip(tmp_path, zarr_format, version):
     _validate(path, zarr_format)
 
 
+@pytest.mark.parametrize(("zarr_format", "version"), VERSIONS)
+def test_open_image_reads_an_ome_zarr_image_at_full_resolution(tmp_path, zarr_format, version):
+    """The API helper (and so the command line) opens an OME-Zarr image group instead of
+    refusing it: the full-resolution level with its axes, ``c`` the channel axis, tasks of
+    several storage chunks, the storage chunks and zarr format recorded for the outputs."""
+    from napari_kmeans_filter._io import open_image
+
+    data = _noisy((2, 3, 2, 64, 80), seed=2)
+    path = _write_ome(tmp_path / "img.ome.zarr", data, "tczyx", zarr_format, (1, 1, 1, 16, 16))
+    with open_image(path) as source:
+        assert source.kind == "ome-zarr" and source.lazy
+        assert source.shape == data.shape and source.dtype == np.uint8
+        assert source.channel_axis == -4 and source.alpha is False
+        assert source.axes == ("t", "c", "z", "y", "x")
+        assert source.storage_chunks == (1, 1, 1, 16, 16)
+        assert source.zarr_format == zarr_format
+        assert source.ome_zarr.version == version
+        lazy = source.load()
+        n_chunks = np.prod(
+            [-(-n // c) for n, c in zip(data.shape, source.storage_chunks, strict=True)]
+        )
+        assert lazy.npartitions < n_chunks
+        np.testing.assert_array_equal(lazy.compute(), data)
+        # t and z pooled into one palette, bit-identical to numpy; the labels go back
+        # under the image
+        result = quantize(lazy, 5, channel_axis=source.channel_axis, random_state=0)
+        expected = quantize(data, 5, channel_axis=1, random_state=0)
+        out = _omezarr.write_result_labels(source.ome_zarr, result)
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["0"][...], expected.labels + 1)
+    _validate(path, zarr_format)
+
+
+def test_open_image_reads_a_zarr_v2_ome_group_without_a_zarr_suffix(tmp_path):
+    from napari_kmeans_filter._io import open_image
+
+    data = _noisy((3, 32, 32))
+    path = _write_ome(tmp_path / "plate_image", data, "cyx", 2, (3, 16, 16), (2,))
+    with open_image(path) as source:
+        assert source.channel_axis == -3 and source.zarr_format == 2
+        np.testing.assert_array_equal(source.load().compute(), data)
+
+
+def test_a_plain_zarr_group_is_still_refused_with_a_hint(tmp_path):
+    from napari_kmeans_filter._io import ImageIOError, open_image
+
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("a", shape=(4, 4), dtype="uint8")
+    with pytest.raises(ImageIOError, match=r"not an array or an OME-Zarr image.*g\.zarr/a"):
+        open_image(tmp_path / "g.zarr")
+
+
+def test_command_line_quantises_an_ome_zarr_image(tmp_path):
+    from napari_kmeans_filter.cli import main
+
+    data = _noisy((3, 2, 32, 40), seed=3)
+    path = _write_ome(tmp_path / "img.ome.zarr", data, "czyx", 2, (1, 1, 16, 16), (2,))
+    out, labels = tmp_path / "out.zarr", tmp_path / "labels.zarr"
+    assert main([path, "-k", "4", "-q", "-o", str(out), "--labels", str(labels)]) == 0
+    expected = quantize(data, 4, channel_axis=0, random_state=0)
+    written = zarr.open_array(str(labels), mode="r")[...]
+    assert written.shape == (2, 32, 40)
+    assert len(np.unique(written)) == 4
+    image = zarr.open_array(str(out), mode="r")[...]
+    assert image.shape == data.shape
+    assert len(np.unique(image.reshape(3, -1), axis=1).T) == len(expected.palette)
+
+
 def test_labels_list_keeps_other_label_images(tmp_path):
     rgb = _noisy((3, 32, 32))
     path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", 3, (3, 16, 16), (2,))

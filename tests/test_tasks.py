@@ -99,6 +99,27 @@ def test_regrouped_quantize_is_bit_identical_to_numpy(tmp_path, stack, chunks):
         np.testing.assert_array_equal(result.image.compute(), expected.image)
 
 
+@pytest.mark.parametrize("chunks", [(1, 16, 16, 3), (1, 96, 23, 3)])
+def test_the_api_regroups_an_array_straight_from_from_zarr(tmp_path, stack, chunks):
+    """``quantize(da.from_zarr(...))`` runs on tasks of several storage chunks (the core's
+    layout regroups it) and gives the numpy result bit for bit."""
+    from napari_kmeans_filter._layout import layout_of
+
+    path = _store(tmp_path / "s.zarr", stack, chunks)
+    lazy = da.from_zarr(path)
+    data = layout_of(lazy, -1, None).data
+    assert data.chunks == ((4,), (96,), (80,), (3,))  # the whole stack: under 16 MiB
+    assert lazy.npartitions > 1
+    # a derived array is the user's: its chunks are kept
+    assert layout_of(lazy[:3], -1, None).data.chunks[:-1] == lazy[:3].chunks[:-1]
+    expected = quantize(stack, 8, random_state=0)
+    result = quantize(lazy, 8, random_state=0)
+    assert result.labels.npartitions == 1
+    np.testing.assert_array_equal(result.palette.colors, expected.palette.colors)
+    np.testing.assert_array_equal(result.labels.compute(), expected.labels)
+    np.testing.assert_array_equal(result.image.compute(), expected.image)
+
+
 def test_to_zarr_aligns_tasks_to_the_storage_chunks(tmp_path, stack):
     labels = da.from_array(stack[..., 0], chunks=(1, 50, 33))  # boundaries off the chunks
     assert not _tasks.is_aligned(labels.chunks, (1, 16, 16))

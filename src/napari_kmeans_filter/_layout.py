@@ -1,7 +1,8 @@
 """An image seen as channel-last pixels, and back.
 
 Every public function first turns its ``image`` (any axis order, numpy or
-dask, any byte order) into a :class:`Layout`: the data with the colour
+dask, any byte order; a dask array read from zarr in tasks of several storage
+chunks) into a :class:`Layout`: the data with the colour
 channels on the last axis in native byte order, which channel is alpha, and
 the optional per-pixel ``mask`` / ``sample_weight`` with the same spatial
 shape (and, for dask, the same spatial chunks).  Results are mapped back with
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _tasks
 from . import _validation as check
 from ._histogram import Encoding
 
@@ -77,8 +79,13 @@ def _moveaxis(array, source, destination, is_dask):
 
 
 def layout_of(image, channel_axis, alpha, mask=None, sample_weight=None) -> Layout:
-    """Validate ``image`` and its per-pixel options and view them channel-last."""
-    image = check.check_image(image)
+    """Validate ``image`` and its per-pixel options and view them channel-last.
+
+    A dask array straight from ``dask.array.from_zarr`` (one task per storage chunk) is
+    regrouped into tasks of several storage chunks (:func:`._tasks.regroup`): the same
+    values, read several chunks per zarr call.
+    """
+    image = check.check_image(_tasks.regroup(image))
     axis = check.check_channel_axis(channel_axis, image.ndim)
     is_dask = check.is_dask_array(image)
     original_dtype = image.dtype

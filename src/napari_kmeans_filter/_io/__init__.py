@@ -13,7 +13,7 @@ One module per topic:
 * :mod:`.pillow` -- pictures read by Pillow (PNG, JPEG, JPEG 2000, GIF, WebP, BMP...);
 * :mod:`.netpbm` -- PGM, PPM, PAM and colour PFM;
 * :mod:`.tiff` -- TIFF read by tifffile (whole or chunk by chunk) and written band by band;
-* :mod:`.zarr` -- ``.zarr`` arrays read lazily;
+* :mod:`.zarr` -- ``.zarr`` arrays and OME-Zarr images read lazily;
 * :mod:`.icc` -- whether an input's ICC profile describes the pixels read;
 * :mod:`.png` -- PNG outputs (indexed, 16-bit colour, iCCP);
 * :mod:`.write` -- output formats, checks before any work, atomic replacement,
@@ -33,6 +33,7 @@ from .write import (
     icc_profile_note,
     output_format,
     write_array,
+    zarr_output_chunks,
 )
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "read_mask",
     "write_array",
     "write_tiff_from_dask",
+    "zarr_output_chunks",
 ]

@@ -25,10 +25,12 @@ def open_image(path: str | os.PathLike, *, chunked: bool = False) -> InputImage:
     Parameters
     ----------
     path : str or path-like
-        An image file or a ``.zarr`` directory.
+        An image file, a ``.zarr`` array or an OME-Zarr image group (read at full
+        resolution, with its axes: :attr:`InputImage.axes`).
     chunked : bool
-        Read a grey or RGB TIFF lazily even when it would fit in memory.  ``.zarr`` input
-        is always lazy; other files are always read whole.
+        Read a grey or RGB TIFF lazily even when it would fit in memory.  zarr and
+        OME-Zarr input is always lazy, each task reading several storage chunks; other
+        files are always read whole.
 
     Raises
     ------
@@ -50,10 +52,12 @@ def open_image(path: str | os.PathLike, *, chunked: bool = False) -> InputImage:
 def _open(path: Path, chunked: bool, messages: list[str]) -> InputImage:
     if path.is_dir():
         if path.suffix.lower() == ".zarr" or any(
-            (path / name).exists() for name in ("zarr.json", ".zarray")
+            (path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup")
         ):
             return _open_zarr(path)
-        raise ImageIOError(f"{path} is a directory, not an image (or a .zarr array)")
+        raise ImageIOError(
+            f"{path} is a directory, not an image (or a .zarr array, or an OME-Zarr image)"
+        )
     if not os.access(path, os.R_OK):
         raise ImageIOError(f"cannot read {path}: permission denied")
     try:

@@ -40,6 +40,23 @@ class InputImage:
     icc_profile : bytes or None
         The file's ICC colour profile, when it describes the pixels :meth:`load`
         returns (a CMYK profile of a CMYK file read as RGB does not; a note says so).
+    axes : tuple of str or None
+        The name of each axis of what :meth:`load` returns, when the file names them:
+        an OME-Zarr image's axis names (``("t", "c", "z", "y", "x")``), an ImageJ
+        hyperstack's or OME-TIFF's tifffile axes (``("T", "Z", "C", "Y", "X")``); None
+        when the file does not say.
+    storage_chunks : tuple of int or None
+        Chunk shape of the zarr array :meth:`load` reads (a ``.zarr`` array, an
+        OME-Zarr image's full-resolution level), one entry per axis: what zarr outputs
+        keep.  The dask tasks of :meth:`load` are blocks of several such chunks.
+    zarr_format : int or None
+        2 or 3 for zarr and OME-Zarr input: what zarr outputs follow (v2 in, v2 out).
+    ome_zarr : OmeZarrImage or None
+        The OME-Zarr image group read (:func:`napari_kmeans_filter._omezarr.read_image`),
+        the place for OME-NGFF label images of the result.
+    imagej : dict or None
+        The ImageJ metadata of an ImageJ hyperstack (tifffile's ``imagej_metadata``),
+        to write the outputs as hyperstacks again.
     """
 
     path: Path
@@ -53,6 +70,11 @@ class InputImage:
     n_frames: int = 1
     notes: list[str] = field(default_factory=list)
     icc_profile: bytes | None = field(default=None, repr=False)
+    axes: tuple[str, ...] | None = None
+    storage_chunks: tuple[int, ...] | None = None
+    zarr_format: int | None = None
+    ome_zarr: Any = field(default=None, repr=False)
+    imagej: dict | None = field(default=None, repr=False)
     _closers: list[Any] = field(default_factory=list, repr=False)
 
     def load(self):

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import ImageIOError, _require_zarr
 from .png import write_png
+from .source import InputImage
 from .tiff import _tiff_layout
 
 #: Output formats by file-name suffix.
@@ -193,19 +194,29 @@ def write_array(
 
 
 def create_lazy_target(
-    path, fmt, shape, dtype, chunks, channel_axis, alpha=None, *, icc_profile=None
+    path, fmt, shape, dtype, chunks, channel_axis, alpha=None, *, icc_profile=None, zarr_format=None
 ):
     """An empty on-disk array that ``dask.array.store`` can fill chunk by chunk.
 
-    ``zarr``: a zarr array with the given ``chunks``.  ``tiff``: an uncompressed,
-    memory-mapped TIFF, the one TIFF that can be written in any order (for the layouts
-    :func:`write_tiff_from_dask` cannot stream, e.g. planar RGB), with ``icc_profile``.
+    ``zarr``: a zarr array with the given storage ``chunks``, in ``zarr_format`` (2 or
+    3; None: zarr's default, 3) -- pass the input's (:attr:`InputImage.zarr_format`) so
+    that a v2 input gives v2 outputs, which older readers open.  Fill it with dask tasks
+    of whole storage chunks (``_tasks.align(array, chunks)``): then no two tasks write
+    one chunk.  ``tiff``: an uncompressed, memory-mapped TIFF, the one TIFF that can be
+    written in any order (for the layouts :func:`write_tiff_from_dask` cannot stream,
+    e.g. planar RGB), with ``icc_profile``.
     """
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if fmt == "zarr":
         zarr = _require_zarr("writing .zarr output")
+        version = {}
+        if zarr_format == 2:
+            # "/" between chunk indices, as OME-NGFF 0.4 and most v2 readers expect.
+            version = {"zarr_format": 2, "dimension_separator": "/"}
+        elif zarr_format is not None:
+            version = {"zarr_format": zarr_format}
         return zarr.open_array(
-            str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks or shape
+            str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks or shape, **version
         )
     import tifffile
 
@@ -218,6 +229,29 @@ def create_lazy_target(
         iccprofile=icc_profile or None,
         **layout,
     )
+
+
+def zarr_output_chunks(
+    source: InputImage, shape: tuple[int, ...], channel_axis: int | None
+) -> tuple[int, ...] | None:
+    """The storage chunks of a zarr output of ``shape`` made from ``source``: the input's.
+
+    The image keeps the input's storage chunks; the labels (one axis fewer: the channel
+    axis ``channel_axis`` of the input, as the core normalised it) keep them less that
+    axis.  None when the input is not zarr or the shapes do not follow from it.
+    """
+    chunks = source.storage_chunks
+    if chunks is None:
+        return None
+    shape = tuple(shape)
+    if shape == tuple(source.shape):
+        return tuple(chunks)
+    if channel_axis is not None and len(shape) == len(chunks) - 1:
+        axis = channel_axis % len(chunks)
+        kept = tuple(c for i, c in enumerate(chunks) if i != axis)
+        if shape == tuple(n for i, n in enumerate(source.shape) if i != axis):
+            return kept
+    return None
 
 
 def icc_profile_note(path: str | os.PathLike, icc_profile: bytes | None) -> str | None:
