@@ -1020,7 +1020,8 @@ def test_zarr_stack_with_mask_dither_and_stats_equals_the_api_on_dask(tmp_path, 
     Image.fromarray(mask.astype(np.uint8) * 255).save("roi.png")
     arguments = ["stack.zarr", "-k", "5", "--mask", "roi.png", "--dither", "--stats", "s.csv"]
     assert main([*arguments, "-q"]) == 0
-    lazy = da.from_zarr("stack.zarr")
+    # The dask array the command line reads: its tasks may cover several storage chunks.
+    lazy = open_image(tmp_path / "stack.zarr").load()
     expected = quantize(lazy, 5, mask=np.broadcast_to(mask, stack.shape[:3]), dither=True)
     written = read(tmp_path / "stack_k5.zarr")
     np.testing.assert_array_equal(written, np.asarray(expected.image))
@@ -1183,3 +1184,146 @@ def test_tiff_layouts_round_trip(tmp_path, shape, channel_axis):
     np.testing.assert_array_equal(source.load(), array)
     if channel_axis is not None:  # the samples axis is found again on reading
         assert source.channel_axis % len(shape) == channel_axis % len(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# OME-Zarr and zarr (issue 19): labels as an OME-NGFF label image under the input image, a new
+# OME-Zarr image from an OME-Zarr image, plain zarr outputs in the input's chunks and format.
+
+OME_VERSIONS = [pytest.param(2, id="ngff0.4-zarr2"), pytest.param(3, id="ngff0.5-zarr3")]
+
+
+def noisy_cyx(shape=(3, 64, 48), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).sum(axis=0) * 7 % 256
+    return np.clip(grid + rng.normal(0, 9, shape), 0, 255).astype(np.uint8)
+
+
+def write_ome_image(path: Path, array: np.ndarray, axes: str, zarr_format: int, chunks) -> Path:
+    """An OME-Zarr image written by ome-zarr-py, with a pyramid of 2 levels."""
+    zarr = pytest.importorskip("zarr")
+    writer = pytest.importorskip("ome_zarr.writer")
+    formats = pytest.importorskip("ome_zarr.format")
+    fmt = formats.FormatV04() if zarr_format == 2 else formats.FormatV05()
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    writer.write_image(
+        array, group, axes=axes, fmt=fmt, scale_factors=(2,), storage_options={"chunks": chunks}
+    )
+    return path
+
+
+def ome_attributes(path: Path) -> dict:
+    import zarr
+
+    from napari_kmeans_filter._omezarr import _ome_attrs
+
+    return _ome_attrs(dict(zarr.open_group(str(path), mode="r").attrs))[0]
+
+
+@pytest.mark.parametrize("zarr_format", OME_VERSIONS)
+def test_ome_zarr_labels_go_under_the_input_image(tmp_path, zarr_format):
+    """`--labels IMAGE` writes labels/kmeans: an OME-NGFF label image valid for the spec's
+    models, label values 1..k, the palette as colours, the statistics as properties, one
+    level per image level; `-o out.zarr` a new OME-Zarr image like the input."""
+    import zarr
+
+    from napari_kmeans_filter._omezarr import read_image
+
+    models = pytest.importorskip(f"ome_zarr_models.v0{4 if zarr_format == 2 else 5}")
+    data = noisy_cyx()
+    image = write_ome_image(tmp_path / "img.ome.zarr", data, "cyx", zarr_format, (3, 16, 16))
+    completed = run_cli(
+        "img.ome.zarr", "-k", "6", "--labels", "img.ome.zarr", "-o", "out.zarr", cwd=tmp_path
+    )
+    assert_ok(completed)
+    assert FILE_LINE.match(completed.stderr.strip())
+    expected = quantize(data, 6, channel_axis=0, random_state=0)
+
+    group = zarr.open_group(str(image), mode="r")
+    models.Image.from_zarr(group)
+    models.Labels.from_zarr(group["labels"])
+    label = models.ImageLabel.from_zarr(group["labels"]["kmeans"])
+    assert label.attributes is not None
+    assert ome_attributes(image / "labels")["labels"] == ["kmeans"]
+    labels = group["labels"]["kmeans"]
+    np.testing.assert_array_equal(labels["0"][...], expected.labels + 1)
+    np.testing.assert_array_equal(labels["1"][...], labels["0"][...][::2, ::2])
+    assert labels["0"].chunks == (16, 16)
+    assert labels["0"].metadata.zarr_format == zarr_format
+    meta = ome_attributes(image / "labels" / "kmeans")["image-label"]
+    assert meta["colors"] == [
+        {"label-value": i + 1, "rgba": [*map(int, colour), 255]}
+        for i, colour in enumerate(expected.palette.colors)
+    ]
+    assert [row["count"] for row in meta["properties"]] == expected.palette.counts.tolist()
+    assert meta["source"] == {"image": "../../"}
+
+    written = read_image(tmp_path / "out.zarr")
+    source = read_image(image)
+    assert (written.zarr_format, written.axis_names) == (zarr_format, ("c", "y", "x"))
+    assert written.storage_chunks == source.storage_chunks
+    np.testing.assert_array_equal(written.data.compute(), expected.image)
+    models.Image.from_zarr(zarr.open_group(str(tmp_path / "out.zarr"), mode="r"))
+
+
+def test_ome_zarr_labels_follow_the_overwrite_rule_and_names(tmp_path, monkeypatch, capsys):
+    import zarr
+
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    data = noisy_cyx((3, 32, 40), seed=1)
+    write_ome_image(tmp_path / "img.ome.zarr", data, "cyx", 2, (3, 16, 16))
+    first = ["img.ome.zarr", "-k", "4", "-o", "a.npy", "-q"]
+    assert main([*first, "--labels", "img.ome.zarr/labels"]) == 0
+    assert (tmp_path / "img.ome.zarr" / "labels" / "kmeans").is_dir()
+    # The one overwrite rule: an existing label image needs --overwrite, checked first.
+    assert main(["img.ome.zarr", "-k", "4", "-o", "b.npy", "--labels", "img.ome.zarr"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.endswith(
+        "img.ome.zarr/labels/kmeans already exists (use --overwrite to replace it)"
+    )
+    assert not (tmp_path / "b.npy").exists()
+    # Another name beside it, listed too.
+    into = "img.ome.zarr/labels/k3"
+    assert main(["img.ome.zarr", "-k", "3", "-o", "c.npy", "--labels", into, "-q"]) == 0
+    assert ome_attributes(tmp_path / "img.ome.zarr" / "labels")["labels"] == ["kmeans", "k3"]
+    k3 = zarr.open_group("img.ome.zarr/labels/k3", mode="r")["0"][...]
+    np.testing.assert_array_equal(k3, quantize(data, 3, channel_axis=0).labels + 1)
+    # Anywhere else inside the input is still refused, and a channel axis other than the
+    # image's own cannot give label images of the image's axes.
+    for arguments, words in [
+        (["--labels", "img.ome.zarr/0/x.zarr"], ["refusing to write labels", "input"]),
+        (["--labels", "img.ome.zarr", "--channel-axis", "none"], ["--labels", "channel axis"]),
+    ]:
+        before = folder_state(tmp_path / "img.ome.zarr")
+        status = main(["img.ome.zarr", "-k", "3", "-o", "d.npy", "--overwrite", *arguments])
+        assert_one_error_line(status, capsys.readouterr().err, words)
+        assert folder_state(tmp_path / "img.ome.zarr") == before
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_plain_zarr_outputs_keep_the_inputs_chunks_and_format(tmp_path, monkeypatch, zarr_format):
+    """v2 in, v2 out (older readers open it), in the input's storage chunks: the labels in
+    those less the channel axis."""
+    import zarr
+
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    stack = np.stack([data.chelsea()[:64, :80], data.astronaut()[:64, :80, :3]])
+    array = zarr.create_array(
+        "stack.zarr",
+        shape=stack.shape,
+        chunks=(1, 16, 32, 3),
+        dtype="uint8",
+        zarr_format=zarr_format,
+    )
+    array[...] = stack
+    assert main(["stack.zarr", "-k", "5", "-o", "out.zarr", "--labels", "labels.zarr", "-q"]) == 0
+    expected = quantize(stack, 5)
+    image, labels = zarr.open_array("out.zarr", mode="r"), zarr.open_array("labels.zarr", mode="r")
+    assert (image.metadata.zarr_format, labels.metadata.zarr_format) == (zarr_format,) * 2
+    assert image.chunks == (1, 16, 32, 3) and labels.chunks == (1, 16, 32)
+    np.testing.assert_array_equal(image[...], expected.image)
+    np.testing.assert_array_equal(labels[...], expected.labels)

@@ -195,12 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Reduce images to K colours with exact k-means (colour quantisation).\n"
-            "Reads PNG, JPEG, GIF, WebP, BMP, PPM, TIFF (any dtype, stacks, multichannel)\n"
-            "and .zarr arrays as viewers show them: every frame of an animation (one\n"
-            "palette for all), transparency, EXIF orientation, CMYK and palettes as RGB.\n"
-            "Writes PNG (indexed when it has at most 256 colours), TIFF, .zarr, .npy or\n"
-            "JPEG, keeping the dtype; frames need TIFF, .zarr or .npy. Large TIFF and\n"
-            ".zarr inputs are processed chunk by chunk."
+            "Reads PNG, JPEG, GIF, WebP, BMP, PPM, TIFF (any dtype, stacks, multichannel),\n"
+            ".zarr arrays and OME-Zarr images as viewers show them: every frame of an\n"
+            "animation (one palette for all), transparency, EXIF orientation, CMYK and\n"
+            "palettes as RGB. Writes PNG (indexed when it has at most 256 colours), TIFF,\n"
+            ".zarr, .npy or JPEG, keeping the dtype; frames need TIFF, .zarr or .npy; an\n"
+            "OME-Zarr input gives OME-Zarr images and OME-NGFF label images. Large TIFF\n"
+            "and .zarr inputs are processed chunk by chunk."
         ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -246,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         metavar="PATH",
         help="also write the label image (palette index of every pixel) as .png, .tif, "
-        ".zarr or .npy; a pattern with {stem} for several inputs",
+        ".zarr or .npy; a pattern with {stem} for several inputs; the OME-Zarr input "
+        "itself (or IMAGE/labels/NAME): an OME-NGFF label image under it (labels/kmeans)",
     )
     parser.add_argument(
         "--palette",

@@ -62,6 +62,16 @@ class Job:
     fixed_colors: np.ndarray | None = None
     #: The input's shape without its channel axis (the labels' shape).
     spatial_shape: tuple[int, ...] = ()
+    #: The name of the OME-NGFF label image written under ``labels/`` of the OME-Zarr input
+    #: (``--labels`` at the input or into its ``labels`` group), else None.
+    ome_labels: str | None = None
+
+    @property
+    def ome_labels_path(self) -> Path | None:
+        """Where the OME-NGFF label image goes, if there is one."""
+        if self.ome_labels is None:
+            return None
+        return self.source.path / "labels" / self.ome_labels
 
 
 def plan_jobs(
@@ -151,6 +161,7 @@ def _plan_opened(source, path: Path, args, palette, k, fixed_from, masks: dict) 
         mask=mask,
         spatial_shape=layout.spatial_shape,
     )
+    job.ome_labels = _ome_label_name(source, job.labels, layout)
     if palette is not None:
         _check_palette(
             palette.colors,
@@ -200,6 +211,30 @@ def _layout(source, axis, alpha, mask):
     from .._layout import layout_of
 
     return layout_of(_stand_in(source), axis, alpha, mask=mask)
+
+
+def _ome_label_name(source: _io.InputImage, labels: Path | None, layout) -> str | None:
+    """The label image's name when ``--labels`` names the OME-Zarr input itself (``kmeans``),
+    its ``labels`` group (``kmeans``) or ``labels/NAME`` in it (``NAME``); else None."""
+    image = getattr(source, "ome_zarr", None)
+    if image is None or labels is None:
+        return None
+    from .._omezarr import DEFAULT_LABEL_NAME
+
+    root, target = source.path.resolve(), labels.resolve()
+    if target in (root, root / "labels"):
+        name = DEFAULT_LABEL_NAME
+    elif target.parent == root / "labels":
+        name = target.name
+    else:
+        return None
+    if image.channel_axis != layout.channel_axis:
+        axes = "".join(image.axis_names)
+        raise CliError(
+            f"--labels {labels}: an OME-NGFF label image has the image's axes ({axes}) less "
+            "its channel axis; leave --channel-axis out (the image says which axis it is)"
+        )
+    return name
 
 
 def _alpha(source: _io.InputImage, channel_axis, layout) -> bool | None:
@@ -378,6 +413,8 @@ def _default_output(path: Path, source: _io.InputImage, args, k) -> Path:
         suffix = ".png"  # lossless and indexed: JPEG would undo the quantisation
     elif source.kind == "zarr":
         suffix = ".zarr"
+    elif getattr(source, "ome_zarr", None) is not None:
+        suffix = ".ome.zarr"  # a new OME-Zarr image, with the input's axes and pyramid
     else:
         suffix = path.suffix.lower() or ".tif"
     if args.out_dir is not None:
@@ -444,6 +481,14 @@ def _check_job_outputs(job: Job, args, k, inputs: list[Path], seen: dict) -> dic
     for role, path in outputs:
         if path is None:
             continue
+        if role == "labels" and job.ome_labels is not None:
+            # Inside the input on purpose: the image's own labels group.
+            path = job.ome_labels_path
+            resolved = path.resolve()
+            if path.exists() and not args.overwrite:
+                raise CliError(f"{path} already exists (use --overwrite to replace it)")
+            own[resolved] = f"the labels of {job.source.path}"
+            continue
         resolved = path.resolve()
         for input_path in inputs:
             if _same_or_nested(resolved, input_path):
@@ -482,7 +527,7 @@ def _check_formats(job: Job, k) -> None:
     from .._paint import label_dtype
 
     _io.check_writable(job.output, job.source.shape, job.source.dtype, job.channel_axis, job.alpha)
-    if job.labels is not None:
+    if job.labels is not None and job.ome_labels is None:
         # -k auto may choose up to the most colours there are: the labels' dtype for those.
         dtype = label_dtype(MAX_N_COLORS if k == "auto" else k)
         _io.check_writable(job.labels, job.spatial_shape, dtype, None)

@@ -56,7 +56,12 @@ def run(args: argparse.Namespace) -> int:
     keep_going = getattr(args, "keep_going", False)
     jobs = plan_jobs(args, palette, failed if keep_going else None)
     prepare_directories(
-        [path for job in jobs for path in (job.output, job.labels, job.palette, job.stats)]
+        [
+            path
+            for job in jobs
+            # An OME-NGFF label image goes inside the input: nothing to prepare there.
+            for path in (job.output, None if job.ome_labels else job.labels, job.palette, job.stats)
+        ]
     )
     started = time.perf_counter()
     arrow = display.arrow
@@ -174,8 +179,14 @@ def _write_outputs(job: Job, result, args) -> None:
     from .._palette_files import palette_json, stats_csv
 
     icc_profile = getattr(job.source, "icc_profile", None)
-    outputs = {"image": (job.output, result.image, job.channel_axis, job.alpha)}
-    if job.labels is not None:
+    ome_image = getattr(job.source, "ome_zarr", None)
+    # From an OME-Zarr image a .zarr output is a new OME-Zarr image like it (axes, pyramid,
+    # storage chunks, zarr format): written by _omezarr, not as a plain array.
+    ome_output = ome_image is not None and _io.output_format(job.output) == "zarr"
+    outputs = {}
+    if not ome_output:
+        outputs["image"] = (job.output, result.image, job.channel_axis, job.alpha)
+    if job.labels is not None and job.ome_labels is None:
         outputs["labels"] = (job.labels, result.labels, None, None)
     indexed = args.indexed_png and _io.output_format(job.output) == "png"
     note = _io.icc_profile_note(job.output, icc_profile) if icc_profile else None
@@ -186,8 +197,14 @@ def _write_outputs(job: Job, result, args) -> None:
             role: stack.enter_context(_io.atomic_output(path, overwrite=args.overwrite))
             for role, (path, *_) in outputs.items()
         }
+        if ome_output:
+            from .._omezarr import write_image
+
+            temporary = stack.enter_context(_io.atomic_output(job.output, overwrite=args.overwrite))
+            with DISPLAY.dask_writing("writing OME-Zarr"):
+                write_image(temporary, result.image, like=ome_image, overwrite=True)
         in_memory = _store_or_compute(
-            outputs, temporaries, result.labels if indexed else None, icc_profile
+            outputs, temporaries, result.labels if indexed else None, icc_profile, job
         )
         for role, (path, _, channel_axis, alpha) in outputs.items():
             if role not in in_memory:
@@ -216,9 +233,31 @@ def _write_outputs(job: Job, result, args) -> None:
         if job.stats is not None:
             temporary = stack.enter_context(_io.atomic_output(job.stats, overwrite=args.overwrite))
             temporary.write_text(stats_csv(result), encoding="utf-8", newline="")
+        if job.ome_labels is not None:
+            # Last, so that a failure before it leaves the input's group untouched.
+            _write_ome_labels(job, result, ome_image)
 
 
-def _store_or_compute(outputs: dict, temporaries: dict, index_labels, icc_profile) -> dict:
+def _write_ome_labels(job: Job, result, image) -> None:
+    """The OME-NGFF label image ``labels/<name>`` of the OME-Zarr input: label values 1 ... k
+    coloured with the palette, the cluster statistics as its properties, one level per image
+    level. Written in place (inside the input's group); removed again if the run stops."""
+    import shutil
+
+    from .._omezarr import write_result_labels
+
+    path = job.ome_labels_path
+    try:
+        with DISPLAY.dask_writing("writing OME-NGFF labels"):
+            write_result_labels(image, result, name=job.ome_labels, overwrite=True)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _store_or_compute(
+    outputs: dict, temporaries: dict, index_labels, icc_profile, job: Job | None = None
+) -> dict:
     """Store lazy results chunk by chunk; return in-memory arrays for everything else.
 
     Dask results going to zarr or TIFF are written without ever holding the whole image
@@ -227,7 +266,12 @@ def _store_or_compute(outputs: dict, temporaries: dict, index_labels, icc_profil
     for an indexed PNG of the image.  The zarr stores and the in-memory arrays are
     computed in one ``dask.compute`` so that work they share is done once; TIFFs are
     then written band by band (tiles must reach the file in order).
+
+    A zarr output of a zarr input keeps the input's storage chunks (less the channel axis
+    for the labels) and its zarr format (v2 in, v2 out), written by tasks of whole storage
+    chunks (:func:`napari_kmeans_filter._tasks.align`).
     """
+    from .. import _tasks
     from .._validation import is_dask_array
 
     wanted: dict[str, Any] = {}
@@ -238,10 +282,35 @@ def _store_or_compute(outputs: dict, temporaries: dict, index_labels, icc_profil
             wanted[role] = array
         elif fmt == "tiff" and _io.can_stream_tiff(array.ndim, channel_axis):
             streamed.append((role, temporaries[role], array, channel_axis, alpha))
+        elif fmt == "zarr":
+            source = job.source if job is not None else None
+            storage = None
+            if source is not None:
+                axis = job.channel_axis if role == "labels" else None
+                storage = _io.zarr_output_chunks(source, array.shape, axis)
+            if storage is None:
+                # Not from a zarr input: the result's own (regular) chunks.
+                storage = tuple(max(sizes) if sizes else 1 for sizes in array.chunks)
+            # zarr allows chunks larger than the array; the tasks must not be.
+            storage = tuple(
+                min(c, n) if n else c for c, n in zip(storage, array.shape, strict=True)
+            )
+            sources.append(_tasks.align(array, storage))
+            targets.append(
+                _io.create_lazy_target(
+                    temporaries[role],
+                    fmt,
+                    array.shape,
+                    array.dtype,
+                    storage,
+                    channel_axis,
+                    alpha,
+                    zarr_format=getattr(source, "zarr_format", None),
+                )
+            )
         else:
-            # The result keeps the input's chunks (a zarr input's own): the output is
-            # chunked like the input.  Regular chunks, so that no two dask chunks write
-            # into one zarr chunk.
+            # A memory-mapped TIFF (a layout that cannot be streamed): regular chunks, so
+            # that no two dask chunks write into one tile.
             chunks = tuple(max(sizes) for sizes in array.chunks)
             sources.append(array.rechunk(chunks))
             targets.append(
