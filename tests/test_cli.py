@@ -1266,6 +1266,28 @@ def test_ome_zarr_labels_go_under_the_input_image(tmp_path, zarr_format):
     models.Image.from_zarr(zarr.open_group(str(tmp_path / "out.zarr"), mode="r"))
 
 
+def test_ome_zarr_volume_labels_pool_planes_into_one_palette(tmp_path, monkeypatch):
+    """A CZYX image: z stays an axis of the labels (ZYX), every plane shares the palette."""
+    import zarr
+
+    from napari_kmeans_filter.cli import main
+
+    models = pytest.importorskip("ome_zarr_models.v05")
+    monkeypatch.chdir(tmp_path)
+    volume = noisy_cyx((3, 4, 32, 24), seed=2)
+    write_ome_image(tmp_path / "vol.ome.zarr", volume, "czyx", 3, (3, 1, 16, 16))
+    assert main(["vol.ome.zarr", "-k", "5", "--labels", "vol.ome.zarr", "-q"]) == 0
+    expected = quantize(volume, 5, channel_axis=0)
+    group = zarr.open_group("vol.ome.zarr/labels/kmeans", mode="r")
+    np.testing.assert_array_equal(group["0"][...], expected.labels + 1)
+    assert group["0"].chunks == (1, 16, 16)
+    axes = ome_attributes(tmp_path / "vol.ome.zarr/labels/kmeans")["multiscales"][0]["axes"]
+    assert [axis["name"] for axis in axes] == ["z", "y", "x"]
+    models.ImageLabel.from_zarr(group)
+    written = zarr.open_group("vol_k5.ome.zarr", mode="r")["0"][...]  # the default output
+    np.testing.assert_array_equal(written, expected.image)
+
+
 def test_ome_zarr_labels_follow_the_overwrite_rule_and_names(tmp_path, monkeypatch, capsys):
     import zarr
 
