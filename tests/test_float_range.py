@@ -433,3 +433,67 @@ def test_estimator_refuses_rows_beyond_the_range_after_a_fit(method, magnitude):
     assert np.isfinite(np.asarray(out, dtype=np.float64)).all(), out
     if method == "predict":
         assert_nearest(out, estimator.cluster_centers_, far[:, None, :])
+
+
+# ------------------------------------------------------------------------- weights' range
+
+WEIGHT_MAGNITUDES = [5e-324, 1e-300, 1e-20, 1.0, 2.0**32, 1e10, 1e300, 1.7e308]
+
+
+PENDING_LAZY_WEIGHTS = pytest.mark.xfail(
+    strict=True, reason="core patch pending: _fit to rescale the histogram's votes"
+)
+
+
+@pytest.mark.parametrize(
+    ("magnitude", "spread", "lazy"),
+    [
+        pytest.param(
+            magnitude,
+            spread,
+            lazy,
+            marks=[PENDING_LAZY_WEIGHTS] if pending else [],
+            id=f"{magnitude:g}-{spread}-{'dask' if lazy else 'numpy'}",
+        )
+        for magnitude in WEIGHT_MAGNITUDES
+        for spread in ("constant", "mixed with 1")
+        for lazy in (False, True)
+        # Subnormal lazy weights: every weighted mean rounded to a multiple of 5e-324.
+        for pending in [lazy and spread == "constant" and magnitude < 1e-300]
+    ],
+)
+def test_sample_weights_over_the_float_range(magnitude, spread, lazy):
+    """Weights from subnormal to the largest float: only their ratios matter.  Constant
+    weights give the unweighted result; others a result that looks right; lazy weights
+    numpy's result, or (beyond 2**32, whose rescaling needs the whole array) a refusal naming
+    sample_weight and the range -- never an overflow warning or a NaN."""
+    da = pytest.importorskip("dask.array")
+    image = (np.random.default_rng(3).random((12, 10, 3)) * np.array([1, 1e-3, 1e3])).round(2)
+    weight = np.full(image.shape[:2], magnitude)
+    if spread != "constant":
+        weight[::3] = 1.0
+    expected = calling(quantize, image, 4, sample_weight=weight, random_state=0)
+    if spread == "constant":
+        unweighted = calling(quantize, image, 4, random_state=0)
+        np.testing.assert_array_equal(expected.labels, unweighted.labels)
+        # Means weighted by a constant other than a power of two: equal to rounding.
+        np.testing.assert_allclose(expected.palette.colors, unweighted.palette.colors, rtol=1e-12)
+    assert_palette_looks_right(expected.palette.colors, image, 4)
+    assert_result_looks_right(expected, image, 4, dithered=False)
+    if not lazy:
+        return
+    try:
+        result = calling(
+            quantize,
+            da.from_array(image, chunks=(6, 5, 3)),
+            4,
+            sample_weight=da.from_array(weight, chunks=(6, 5)),
+            random_state=0,
+        )
+        labels = np.asarray(result.labels)
+    except InvalidParameterError as error:
+        assert error.parameter == "sample_weight" and magnitude > 2.0**32, error
+        assert "2**32" in str(error) and "ratios" in str(error), error
+        return
+    np.testing.assert_array_equal(labels, expected.labels)
+    np.testing.assert_array_equal(result.palette.colors, expected.palette.colors)

@@ -241,12 +241,18 @@ def check_mask(mask, spatial_shape):
 
 
 _WEIGHT_RULE = "hold finite values in the range [0, inf), not all 0"
+#: The fit sums weight x squared distance over up to 2**40 pixels: weights within 2**-32 to 2**32
+#: keep that within float64's normal numbers for every accepted image (values within +-1e140,
+#: spread over at least 1e-140).  Numpy weights beyond are rescaled (only their ratios matter),
+#: larger lazy ones refused, since their maximum is known only once every block is computed.
+MAX_PLAIN_WEIGHT = 2.0**32
+MIN_PLAIN_WEIGHT = 2.0**-32
 
 
 def check_sample_weight(sample_weight, spatial_shape):
     """Non-negative finite float64 weights of the spatial shape, or None.
 
-    Dask weights are checked as they are computed (see :func:`check_lazy_per_pixel`).
+    Dask weights are checked as they are computed (see :func:`checked_weights`).
     """
     validate("sample_weight", sample_weight)
     if sample_weight is None:
@@ -257,7 +263,24 @@ def check_sample_weight(sample_weight, spatial_shape):
     weights = weights.astype(np.float64)
     if not is_dask_array(weights):
         _check_weights(weights)
+        weights = rescaled_weights(weights)
     return weights
+
+
+def rescaled_weights(weights: np.ndarray) -> np.ndarray:
+    """Non-negative ``weights`` multiplied by a power of two (exactly) to a maximum in [0.5, 1)
+    when it lies outside [:data:`MIN_PLAIN_WEIGHT`, :data:`MAX_PLAIN_WEIGHT`], else unchanged.
+
+    Only their ratios matter to the fit; products with squared distances then neither
+    overflow nor lose their precision as subnormal numbers.  Positive weights stay positive
+    (they vote).
+    """
+    largest = float(weights.max()) if weights.size else 0.0
+    if largest == 0 or MIN_PLAIN_WEIGHT <= largest <= MAX_PLAIN_WEIGHT:
+        return weights
+    with np.errstate(under="ignore"):
+        scaled = np.ldexp(weights, -math.frexp(largest)[1])
+    return np.where(weights > 0, np.maximum(scaled, np.nextafter(0.0, 1.0)), 0.0)
 
 
 def _check_weights(weights: np.ndarray) -> None:
@@ -282,6 +305,15 @@ def checked_weights(block: np.ndarray) -> np.ndarray:
     """
     if block.size and (not np.all(np.isfinite(block)) or np.any(block < 0)):
         _check_weights(block)
+    if block.size and block.max() > MAX_PLAIN_WEIGHT:
+        raise invalid(
+            "sample_weight",
+            f"hold values of at most {MAX_PLAIN_WEIGHT:g} (2**32) in a dask array",
+            None,
+            "Only the weights' ratios matter: divide them by their maximum (numpy weights are "
+            "rescaled so automatically).",
+            got=f"values up to {block.max():g}",
+        )
     return block
 
 
