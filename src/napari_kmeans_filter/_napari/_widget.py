@@ -1,8 +1,9 @@
 """The "K-means color filter" dock widget: its pieces put together and connected to the viewer.
 
 The pieces, one per file: the settings (:mod:`._controls`), the live preview
-(:mod:`._preview`), Run/Cancel with the progress and status (:mod:`._run_controller`) and the
-palette panel (:mod:`._palette_panel`); a run or preview is a :class:`~._task.Task` that ends
+(:mod:`._preview`), the plot of the error against k (:mod:`._kplot`), Run/Cancel with the
+progress and status (:mod:`._run_controller`) and the palette panel (:mod:`._palette_panel`);
+a run or preview is a :class:`~._task.Task` that ends
 one way whatever ends it. The dock follows the viewer's layers: a removed source ends its run
 and its preview, the palette panel shows a result only while its layers exist, and closing the
 dock or the viewer ends every task before any widget goes away. It holds no algorithm: the
@@ -33,6 +34,7 @@ from napari_kmeans_filter._warmup import warm_up
 
 from ._console import describe_result
 from ._controls import Controls, user_message
+from ._kplot import KPlot
 from ._palette_panel import PalettePanel
 from ._prepare import warm_up_layers
 from ._preview import Preview
@@ -78,10 +80,11 @@ class KMeansColourWidget(QWidget):
         self.controls = Controls(self._viewer)
         self.runs = RunController(self._viewer)
         self.preview = Preview(self._viewer, self.controls, lambda: self.is_running, self)
+        self.kplot = KPlot(self._viewer, self.controls, lambda: self.is_running, self)
         self.palette_panel = PalettePanel(self._viewer)
         # The last resort if the dock is deleted without being closed first: its tasks are
         # dropped without a word (no widget is left to tell).
-        self.destroyed.connect(partial(_abandon_tasks, self.runs, self.preview))
+        self.destroyed.connect(partial(_abandon_tasks, self.runs, self.preview, self.kplot))
         self._lay_out()
         self._connect()
         self.controls.refresh_choices()
@@ -100,6 +103,7 @@ class KMeansColourWidget(QWidget):
         column = QVBoxLayout(inner)
         column.addWidget(self.controls)
         column.addWidget(self.preview.check.native)
+        column.addWidget(self.kplot)
         column.addWidget(self.runs)
         column.addWidget(self.palette_panel)
         column.addStretch(1)
@@ -131,6 +135,7 @@ class KMeansColourWidget(QWidget):
         self.preview.failed.connect(self.runs.set_status)
         self.controls.inputs_changed.connect(self._on_inputs_changed)
         self.controls.settings_changed.connect(self.preview.schedule)
+        self.controls.settings_changed.connect(self.kplot.schedule)
         self.palette_panel.label_selected.connect(self._select_label)
         self.palette_panel.fixed_color_chosen.connect(self.controls.add_fixed_color)
         self.palette_panel.palette_chosen.connect(self.apply_palette)
@@ -208,6 +213,7 @@ class KMeansColourWidget(QWidget):
             widget.removeEventFilter(self)
         self._watched = []
         self.preview.stop()
+        self.kplot.stop()
         self.runs.stop(CLOSED)
         self._disconnect()
 
@@ -286,6 +292,7 @@ class KMeansColourWidget(QWidget):
             show_error(f"K-means color filter: {user_message(exc)}")
             return None
         self.preview.run_started()  # a running preview stops and is dropped
+        self.kplot.run_started()  # so does a curve being measured
         name = shorten(job.source.name)
         if palette is None:
             message = f"quantizing {name!r}…"
@@ -302,6 +309,7 @@ class KMeansColourWidget(QWidget):
             if ending.job.n_colors == "auto":
                 self.controls.show_k(ending.prepared.n_colors)
         self.preview.run_ended(ending)
+        self.kplot.run_ended()  # a curve asked for meanwhile; the mark moves to auto's k
 
     # ----------------------------------------------------------------------------------
     # Preview and palette panel
@@ -382,6 +390,7 @@ class KMeansColourWidget(QWidget):
     def _on_inputs_changed(self) -> None:
         self._update_enabled()
         self.preview.schedule()
+        self.kplot.schedule()
 
     def _on_dims_changed(self, _event: Any = None) -> None:
         layers = self.controls.layers
@@ -391,6 +400,7 @@ class KMeansColourWidget(QWidget):
         ndim = max(layer.ndim for layer in layers)
         if ndim > len(self._viewer.dims.displayed):
             self.preview.schedule()
+            self.kplot.schedule()
 
     def _update_enabled(self) -> None:
         ready = bool(self.controls.layers) and not self.is_running
@@ -404,8 +414,9 @@ def _warm_up_all() -> None:
     warm_up_layers()
 
 
-def _abandon_tasks(runs: _Runs, preview: Preview, *_args: Any) -> None:
+def _abandon_tasks(runs: _Runs, preview: Preview, kplot: KPlot, *_args: Any) -> None:
     """Drop the tasks of a dock deleted without being closed (nothing may reach it now)."""
     for task in (runs.task, preview.task):
         if task is not None:
             task.abandon()
+    kplot.abandon()
