@@ -10,7 +10,7 @@ import pytest
 from skimage import data
 from skimage.filters import threshold_multiotsu
 
-from napari_kmeans_filter._exact1d import affordable, fit, fit_points, table_bytes
+from napari_kmeans_filter._exact1d import affordable, evaluations, fit, fit_points, table_bytes
 
 
 def _exhaustive(values, weights, k, fixed=(), integer=False):
@@ -90,6 +90,45 @@ def test_divide_and_conquer_equals_the_full_programme(integer, float_weights):
         flat = np.arange(n_levels, dtype=np.float64), np.ones(n_levels)
         full = fit(*flat, k, integer_centres=integer, method="full")
         assert fit(*flat, k, integer_centres=integer, method="dc").cost == full.cost
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_centres_close_to_the_number_of_values(integer):
+    """Rows are windowed to the ends a row can have (k close to L: a few wide) and
+    k >= L with no fixed values is every value its own centre: the same optimum as
+    the plain programme, with and without fixed values, ties everywhere too."""
+    rng = np.random.default_rng(4)
+    values = np.sort(rng.choice(2000, 150, replace=False)).astype(np.float64)
+    weights = rng.integers(1, 50, 150)
+    for k, fixed in [(149, ()), (145, ()), (110, ()), (148, (3.0, 1000.0)), (151, (7.0,))]:
+        full = fit(values, weights, k, fixed=fixed, integer_centres=integer, method="full")
+        fast = fit(values, weights, k, fixed=fixed, integer_centres=integer, method="dc")
+        assert fast.cost == pytest.approx(full.cost, rel=1e-12, abs=1e-9)
+        assert _cost_of(fast, values, weights) == pytest.approx(full.cost, rel=1e-12, abs=1e-9)
+        flat = np.arange(150.0), np.ones(150)
+        full = fit(*flat, k, fixed=fixed, integer_centres=integer, method="full")
+        assert fit(*flat, k, fixed=fixed, integer_centres=integer).cost == full.cost
+    every = fit(values, weights, 150, integer_centres=integer)
+    np.testing.assert_array_equal(every.centres, values)
+    np.testing.assert_array_equal(every.labels, np.arange(150))
+    np.testing.assert_array_equal(every.thresholds, values[:-1])
+    assert every.cost == 0.0 and not every.fixed.any()
+
+
+def test_float_histogram_beyond_the_old_table_budget():
+    """20 000 distinct float values at k = 19 990: the old table (5 bytes x k x L, 2 GB)
+    was past the budget; windowed rows need 11 ends each (0.9 MB).  The same optimum as
+    the plain programme over those rows, and 10 free centres' worth of merges: the cost
+    is that of the cheapest way to merge 20 000 values into 19 990 runs."""
+    rng = np.random.default_rng(9)
+    values = np.cumsum(rng.uniform(0.5, 1.5, 20_000))
+    weights = rng.uniform(0.1, 5.0, 20_000)
+    assert 5 * 19_990 * 20_000 > 2**28 and table_bytes(20_000, 19_990) < 2**20
+    fast = fit(values, weights, 19_990)
+    full = fit(values, weights, 19_990, method="full")
+    assert fast.cost == pytest.approx(full.cost, rel=1e-12)
+    assert _cost_of(fast, values, weights) == pytest.approx(fast.cost, rel=1e-9)
+    assert len(fast.centres) == 19_990
 
 
 @pytest.mark.parametrize("name", ["camera", "moon", "coins"])
@@ -223,6 +262,9 @@ def test_table_bytes_is_what_the_programme_allocates():
     assert table_bytes(4096, 4096) == 0  # every value its own centre: no table
     assert affordable(256, 255) and affordable(65536, 256) and affordable(4096, 4096)
     assert not affordable(65536, 4096) and not affordable(10_000_000, 16)
+    # Rows a few ends wide: k close to L is cheap in time and memory.
+    assert affordable(65536, 65_000) and affordable(65536, 70_000) and affordable(10**6, 10**6)
+    assert evaluations(65536, 256) == pytest.approx(256 * 65281 * np.log2(65281))
 
 
 def test_fit_points_takes_any_order_and_puts_fixed_values_first():

@@ -37,6 +37,7 @@ integer pivot; other data use double-double (compensated) prefix sums.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,7 +168,7 @@ def _run_cost(isums, hi, lo, mode, i, j):
 @helper
 def _free_row_full(prev, out, arg, q, isums, hi, lo, mode, j_low, j_high):
     # out[j] = min over i < j of prev[i] + cost(i, j), every i tried.
-    first = 0
+    first = q - 1  # the previous row ends no earlier
     while first < prev.shape[0] and prev[first] == np.inf:
         first += 1
     for j in range(max(j_low, first + 1), j_high + 1):
@@ -192,18 +193,23 @@ def _free_row_dc(prev, out, arg, q, isums, hi, lo, mode, j_low, j_high, bound, s
     # (no fixed values), the previous row's argmin arg[q - 1, 0, j - q + 1]
     # bounds this row's from below: with one run more the last run starts no
     # earlier (the same inequality; Knuth's bound), which narrows the search
-    # (uint16, k = 256: 2x fewer cost evaluations).
-    first = 0
+    # (uint16, k = 256: 2x fewer cost evaluations).  Starts are searched
+    # between the first and the last reachable end of the previous row (in the
+    # first row: 0 only); it ends no earlier than q - 1.
+    first = q - 1
     while first < prev.shape[0] and prev[first] == np.inf:
         first += 1
     j_low = max(j_low, first + 1)
     if j_low > j_high:
         return
+    last = j_high - 1
+    while last > first and prev[last] == np.inf:
+        last -= 1
     width = arg.shape[2]
     stack[0, 0] = j_low
     stack[0, 1] = j_high
     stack[0, 2] = first
-    stack[0, 3] = j_high - 1
+    stack[0, 3] = last
     top = 1
     while top > 0:
         top -= 1
@@ -248,14 +254,14 @@ def _fixed_row(prev, out, arg, kind, q, f, values, weights, fixed_value, j_low, 
     # best over every start, accumulated with no prefix-sum cancellation.
     run = np.inf
     start = -1
-    for j in range(j_high + 1):
+    for j in range(j_low, j_high + 1):  # prev[j] is unreachable below j_low = q
         if j > 0 and run < np.inf:
             d = values[j - 1] - fixed_value
             run += weights[j - 1] * d * d
         if prev[j] <= run:
             run = prev[j]
             start = j
-        if j >= j_low and run < out[j]:
+        if run < out[j]:
             out[j] = run
             arg[q, f, j - q] = start
             kind[q, f, j - q] = 1
@@ -274,8 +280,10 @@ def _programme(isums, hi, lo, mode, values, weights, fixed, n_free, full, arg, k
         # Runs still to come need one value each: j <= L - (n_free - q).
         j_high = n_levels - (n_free - q)
         for f in range(n_fixed + 1):
+            # This buffer held row q - 2, reachable at q - 2 .. j_high - 2 only:
+            # resetting that window keeps the work per row O(window), not O(L).
             row = current[f]
-            row[:] = np.inf
+            row[max(q - 2, 0) : j_high + 1] = np.inf
             if q == 0 and f == 0:
                 row[0] = 0.0
                 continue
@@ -327,20 +335,37 @@ def table_bytes(n_levels: int, k: int, n_fixed: int = 0) -> int:
 
 
 # Budgets of the exact path (a caller falls back to its heuristic beyond them):
-# the backtracking table, and cost evaluations k L log2 L (~4 ns each here:
-# uint16 at k = 256 is 2.7e8, ~1 s).
+# the table of choices, and cost evaluations, estimated as n W log2 W for n free
+# runs and rows W = L - n + 1 wide (~4-6 ns each here: uint16 at k = 256 is
+# 2.7e8, ~1 s; the budget ~2-3 s).
 MAX_TABLE_BYTES = 2**28
 MAX_EVALUATIONS = 2**29
+
+
+def evaluations(n_levels: int, k: int, n_fixed: int = 0) -> float:
+    """The work :func:`fit` budgets for: cost evaluations, ``n W log2 W`` per fixed
+    value + 1 (divide and conquer over rows of ``W = L - n + 1`` ends), plus
+    ``n W`` per fixed value for the rows whose last centre is fixed."""
+    n_free = min(k - n_fixed, n_levels)
+    if n_fixed == 0 and n_free >= n_levels:
+        return 0.0
+    width = n_levels - n_free + 1
+    per_row = width * max(np.log2(max(width, 2)), 1.0)
+    return (max(n_free, 1) * (n_fixed + 1) * per_row) + (n_free + 1) * n_fixed * width
 
 
 def affordable(n_levels: int, k: int, n_fixed: int = 0) -> bool:
     """Whether :func:`fit` stays within ``MAX_TABLE_BYTES`` and ``MAX_EVALUATIONS``.
 
-    True for uint8 and uint16 data up to k = 256 (12-bit up to k = 4096); false
-    for, e.g., a float image of 10 M distinct values.
+    True for uint8, 12-bit and uint16 data up to k = 512, and for any ``k`` at
+    least the number of levels (no fixed values: each level its own centre) or
+    close to it (uint16 at k = 65 000: rows 537 ends wide); false for, e.g., a
+    float image of 10 M distinct values, or uint16 at k = 4096.
     """
-    work = max(k - n_fixed, 1) * (n_fixed + 1) * n_levels * max(np.log2(max(n_levels, 2)), 1.0)
-    return table_bytes(n_levels, k, n_fixed) <= MAX_TABLE_BYTES and work <= MAX_EVALUATIONS
+    return (
+        table_bytes(n_levels, k, n_fixed) <= MAX_TABLE_BYTES
+        and evaluations(n_levels, k, n_fixed) <= MAX_EVALUATIONS
+    )
 
 
 def _is_integral(a: np.ndarray) -> bool:
@@ -518,6 +543,14 @@ def fit(
     order = np.argsort(centres, kind="stable")
     starts, ends, free = starts[order], ends[order], free[order]
     labels = np.repeat(np.arange(len(order), dtype=np.intp), ends - starts)
+    if mode in (_FLOAT_REAL, _FLOAT_INT):
+        # The programme's total adds up each run's s2 - s1^2 / w, whose rounding
+        # is that of s2 (a singleton run costs ~1 ulp of w x^2, not 0): over many
+        # runs (20 000 floats at k = 19 990: 2e-4 relative) the total drifts.  The
+        # partition is right; its cost is summed again from the values, exactly
+        # rounded.
+        d = values - centres[order][labels]
+        cost = math.fsum(weights_f * d * d)
     return Exact1D(centres[order], ~free, labels, _thresholds(starts, ends, values), cost)
 
 
