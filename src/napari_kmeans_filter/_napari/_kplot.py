@@ -312,7 +312,7 @@ class _Painter(QObject):
         twin.set_visible(with_delta_e)
         if with_delta_e:
             self._delta_e.set_data(ks, [p.delta_e for p in points])
-            twin.relim()
+            twin.relim(visible_only=True)
             twin.autoscale_view()
         axes.set_xscale("log" if len(ks) and ks.max() > KPLOT_MAX_K else "linear")
         if axes.get_xscale() == "log":
@@ -323,7 +323,7 @@ class _Painter(QObject):
         self._target.set_visible(picture.target_psnr is not None)
         if picture.target_psnr is not None:
             self._target.set_ydata([picture.target_psnr] * 2)
-        axes.relim()
+        axes.relim(visible_only=True)
         axes.autoscale_view()
         # A renderer of its own: Qt's canvas (whose draw would ask Qt to repaint) is not used.
         width, height = int(picture.width), int(picture.height)
