@@ -81,6 +81,13 @@ def main() -> None:
     settle()
     save_window(viewer, "widget-cat-k8.png")
 
+    # 1b. The k plot: PSNR and mean ΔE against k on the preview's slice, k = 8 marked.
+    kplot = widget.kplot
+    kplot.check.value = True
+    wait_until(lambda: bool(kplot.points) and not kplot.is_busy, "the k plot")
+    save_window(viewer, "widget-kplot.png")
+    kplot.check.value = False
+
     # 2. Original and quantized side by side (napari's grid mode).
     clusters.visible = False
     viewer.canvas.grid.enabled = True
