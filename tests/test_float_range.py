@@ -497,3 +497,29 @@ def test_sample_weights_over_the_float_range(magnitude, spread, lazy):
         return
     np.testing.assert_array_equal(labels, expected.labels)
     np.testing.assert_array_equal(result.palette.colors, expected.palette.colors)
+
+
+# ---------------------------------------------------------------------------- lazy images
+
+
+@pytest.mark.parametrize("dither", [False, True])
+@pytest.mark.parametrize("magnitude", [5e-324, 1e-300, 1e-160, 1e-140, 1.0, 1e139, 1.5e140, 1e300])
+def test_lazy_images_over_the_float_range_behave_as_numpy(magnitude, dither):
+    """A dask image (with a zero-size chunk) of any magnitude: numpy's result, or the same
+    refusal naming the range (the range is read from the histogram, chunk by chunk)."""
+    da = pytest.importorskip("dask.array")
+    table = np.array([[0, 1, 2], [3, 0, 1], [2, 2, 0], [1, 3, 3], [4, 4, 1], [0, 4, 2]], float)
+    image = (table - 2)[np.arange(48).reshape(6, 8) % len(table)] * magnitude
+    lazy = da.from_array(image, chunks=((3, 0, 3), 8, 3))
+    twin = da.from_array(image, chunks=(3, 8, 3))  # dithering diffuses within chunks
+    try:
+        expected = calling(quantize, twin if dither else image, 3, dither=dither, random_state=0)
+    except ValueError as eager:
+        with pytest.raises(ValueError) as refused:
+            calling(quantize, lazy, 3, dither=dither, random_state=0)
+        assert str(refused.value) == str(eager), refused.value
+        return
+    result = calling(quantize, lazy, 3, dither=dither, random_state=0)
+    np.testing.assert_array_equal(np.asarray(result.labels), np.asarray(expected.labels))
+    np.testing.assert_array_equal(result.palette.colors, expected.palette.colors)
+    assert result.mse == expected.mse
