@@ -192,22 +192,6 @@ def test_a_plain_zarr_group_is_still_refused_with_a_hint(tmp_path):
         open_image(tmp_path / "g.zarr")
 
 
-def test_command_line_quantises_an_ome_zarr_image(tmp_path):
-    from napari_kmeans_filter.cli import main
-
-    data = _noisy((3, 2, 32, 40), seed=3)
-    path = _write_ome(tmp_path / "img.ome.zarr", data, "czyx", 2, (1, 1, 16, 16), (2,))
-    out, labels = tmp_path / "out.zarr", tmp_path / "labels.zarr"
-    assert main([path, "-k", "4", "-q", "-o", str(out), "--labels", str(labels)]) == 0
-    expected = quantize(data, 4, channel_axis=0, random_state=0)
-    written = zarr.open_array(str(labels), mode="r")[...]
-    assert written.shape == (2, 32, 40)
-    assert len(np.unique(written)) == 4
-    image = zarr.open_array(str(out), mode="r")[...]
-    assert image.shape == data.shape
-    assert len(np.unique(image.reshape(3, -1), axis=1).T) == len(expected.palette)
-
-
 def test_labels_list_keeps_other_label_images(tmp_path):
     rgb = _noisy((3, 32, 32))
     path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", 3, (3, 16, 16), (2,))
@@ -347,3 +331,33 @@ def test_napari_ome_zarr_opens_image_and_clusters_with_the_palette(tmp_path, mak
     palette = np.asarray(result.palette.colors) / 255
     for index, colour in enumerate(palette):
         np.testing.assert_allclose(labels.get_color(index + 1)[:3], colour, atol=1 / 255)
+
+
+@pytest.mark.viewer
+def test_widget_source_of_napari_ome_zarr_layers_reads_several_chunks_per_task(
+    tmp_path, make_napari_viewer
+):
+    """Layers opened by napari-ome-zarr (multiscale; channels split into layers) are
+    captured for a run with their full-resolution level in tasks of several storage
+    chunks, and clustered jointly they give the numpy result."""
+    pytest.importorskip("napari_ome_zarr")
+    from napari_kmeans_filter._napari._read import read_layer_source
+
+    data = _noisy((3, 96, 64), seed=4)
+    path = _write_ome(tmp_path / "cyx.zarr", data, "cyx", 3, (1, 16, 16), (2,))
+    grey = _write_ome(tmp_path / "yx.zarr", data[1], "yx", 2, (16, 16), (2,))
+    viewer = make_napari_viewer()
+    channels = viewer.open(path, plugin="napari-ome-zarr")
+    assert len(channels) == 3 and all(layer.multiscale for layer in channels)
+    assert channels[0].data[0].npartitions == 6 * 4
+    source = read_layer_source(channels)
+    assert source.multiscale and source.joint
+    assert all(level[0].npartitions == 1 for level in source.channels)
+    result = quantize(source.levels[0], 6, random_state=0, **source.core_keywords())
+    expected = quantize(np.moveaxis(data, 0, -1), 6, channel_axis=-1, alpha=False, random_state=0)
+    np.testing.assert_array_equal(result.labels.compute(), expected.labels)
+
+    (layer,) = viewer.open(grey, plugin="napari-ome-zarr")
+    single = read_layer_source(layer)
+    assert single.channels[0][0].npartitions == 1 < layer.data[0].npartitions
+    np.testing.assert_array_equal(single.levels[0].compute(), data[1])

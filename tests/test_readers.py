@@ -1008,11 +1008,6 @@ def test_row11_palette_of_another_dtype_is_refused(tmp_path, capsys):
     assert not (tmp_path / "d.tif").exists()
 
 
-@pytest.mark.xfail(
-    reason="the command line still stores zarr outputs in the dask task chunks; it is to use "
-    "_io.zarr_output_chunks and InputImage.zarr_format (issue 19)",
-    strict=False,
-)
 def test_row12_zarr_output_is_chunked_like_the_input(tmp_path, capsys):
     store = zarr.open_array(
         str(tmp_path / "big.zarr"),
@@ -1155,3 +1150,66 @@ def test_kinds_in_one_batch_as_a_subprocess(cases, tmp_path):
         np.testing.assert_array_equal(
             visible(image, case.alpha), visible(case.expected, case.alpha)
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageJ hyperstacks (issue 19 item 3)
+
+
+def test_imagej_hyperstack_keeps_its_axes_through_a_round_trip(tmp_path):
+    """A TZCYX ImageJ hyperstack is read with its axes and ImageJ metadata; clustered
+    jointly over C, the image is written back as a TZCYX hyperstack and the labels as a
+    TZYX one, with the calibration (tifffile gave axes QQQYX, 18 flat pages, before)."""
+    from napari_kmeans_filter import _io, quantize
+
+    stack = RNG.integers(0, 4, (2, 3, 2, 24, 20), dtype=np.uint8) * 80  # T Z C Y X
+    tifffile.imwrite(
+        tmp_path / "hyper.tif",
+        stack,
+        imagej=True,
+        metadata={"axes": "TZCYX", "spacing": 0.5, "unit": "um", "finterval": 2.0},
+    )
+    with open_image(tmp_path / "hyper.tif") as source:
+        assert source.axes == ("T", "Z", "C", "Y", "X")
+        assert source.imagej["channels"] == 2 and source.imagej["frames"] == 2
+        assert source.shape == stack.shape and source.channel_axis is None
+        values = source.load()
+    result = quantize(values, 16, channel_axis=2, random_state=0)
+    image, labels = np.asarray(result.image), np.asarray(result.labels).astype(np.uint8)
+    for name, array in (("image", image), ("labels", labels)):
+        axes = _io.output_axes(source, array.shape, 2)
+        _io.write_array(
+            tmp_path / f"{name}.tif",
+            array,
+            fmt="tiff",
+            channel_axis=2 if name == "image" else None,
+            axes=axes,
+            imagej=source.imagej,
+        )
+        with tifffile.TiffFile(tmp_path / f"{name}.tif") as tif:
+            assert tif.is_imagej
+            assert tif.series[0].axes == ("TZCYX" if name == "image" else "TZYX")
+            assert tif.imagej_metadata["spacing"] == 0.5
+            assert tif.imagej_metadata["unit"] == "um"
+            assert tif.imagej_metadata["finterval"] == 2.0
+            np.testing.assert_array_equal(tif.asarray(), array)
+    np.testing.assert_array_equal(image, stack)  # 16 colours hold the 16 pairs exactly
+    with open_image(tmp_path / "labels.tif") as back:
+        assert back.axes == ("T", "Z", "Y", "X")
+
+
+def test_outputs_imagej_cannot_hold_are_plain_tiffs(tmp_path):
+    from napari_kmeans_filter import _io
+
+    assert _io.tiff.imagej_axes(("T", "Z", "C", "Y", "X"), (1, 1, 2, 4, 4), np.uint16) == "TZCYX"
+    assert _io.tiff.imagej_axes(("Z", "T", "Y", "X"), (2, 2, 4, 4), np.uint8) is None  # order
+    assert _io.tiff.imagej_axes(("T", "Y", "X"), (2, 4, 4), np.int32) is None  # dtype
+    assert _io.tiff.imagej_axes(("Y", "X", "S"), (4, 4, 4), np.uint8) is None  # RGBA
+    assert _io.tiff.imagej_axes(None, (4, 4), np.uint8) is None
+    array = np.arange(2 * 4 * 4, dtype=np.int32).reshape(2, 4, 4)
+    _io.write_array(
+        tmp_path / "plain.tif", array, fmt="tiff", channel_axis=None, axes=("T", "Y", "X")
+    )
+    with tifffile.TiffFile(tmp_path / "plain.tif") as tif:
+        assert not tif.is_imagej
+        np.testing.assert_array_equal(tif.asarray(), array)

@@ -99,6 +99,29 @@ def test_regrouped_quantize_is_bit_identical_to_numpy(tmp_path, stack, chunks):
         np.testing.assert_array_equal(result.image.compute(), expected.image)
 
 
+def test_regroup_reads_one_channel_plane_of_a_zarr_array(tmp_path, stack):
+    """``x[:, :, :, 1]``-like planes, how napari splits the channels of a layer opened with
+    ``channel_axis`` (napari-ome-zarr): regrouped, tasks read only that plane."""
+    channels_first = np.ascontiguousarray(np.moveaxis(stack, -1, 0))  # (3, 4, 96, 80)
+    path = _store(tmp_path / "c.zarr", channels_first, (1, 1, 16, 16))
+    x = da.from_zarr(path)
+    for c in range(3):
+        plane = x[c]
+        y = _tasks.regroup(plane)
+        assert y.npartitions == 1 < plane.npartitions
+        np.testing.assert_array_equal(y.compute(), channels_first[c])
+        # each read task covers one channel: the plane's task reads nothing of the others
+        layers = y.__dask_graph__().layers
+        (reads,) = [name for name in layers if name.startswith("from-zarr")]
+        assert sorted(key[1] for key in layers[reads]) == [0, 1, 2]
+    # a plane along another axis
+    np.testing.assert_array_equal(_tasks.regroup(x[:, 2]).compute(), channels_first[:, 2])
+    np.testing.assert_array_equal(_tasks.regroup(x[:, :, 5]).compute(), channels_first[:, :, 5])
+    # other derived arrays are left alone
+    for derived in (x[0, :2], x[1] + 1, x[1:]):
+        assert _tasks.regroup(derived) is derived
+
+
 @pytest.mark.parametrize("chunks", [(1, 16, 16, 3), (1, 96, 23, 3)])
 def test_the_api_regroups_an_array_straight_from_from_zarr(tmp_path, stack, chunks):
     """``quantize(da.from_zarr(...))`` runs on tasks of several storage chunks (the core's

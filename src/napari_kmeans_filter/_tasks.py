@@ -169,6 +169,11 @@ def from_zarr(source, *, target_bytes: int = TARGET_TASK_BYTES):
 def regroup(array, *, target_bytes: int = TARGET_TASK_BYTES):
     """``array`` with tasks of several storage chunks if it came straight from ``from_zarr``.
 
+    Also for one plane of such an array along an axis (``x[:, 2]``, how napari splits
+    the channels of an image opened with ``channel_axis``, as napari-ome-zarr does): the
+    plane is then read from a regrouped array whose tasks hold one plane of that axis,
+    so that no task reads the other channels.
+
     Anything else (numpy, a derived dask array, or one whose tasks already hold at least
     half of ``target_bytes``) is returned unchanged: the user's chunks are not second-
     guessed, and a ``rechunk()`` would not help anyway, since it still runs one read task
@@ -186,12 +191,85 @@ def regroup(array, *, target_bytes: int = TARGET_TASK_BYTES):
     array or dask.array.Array
     """
     z = zarr_source(array)
+    plane = None
     if z is None:
-        return array
+        found = _plane_of_zarr_source(array)
+        if found is None:
+            return array
+        z, plane = found
     largest = math.prod(max(c) if c else 1 for c in array.chunks) * array.dtype.itemsize
     if largest >= target_bytes // 2:
         return array
-    return from_zarr(z, target_bytes=target_bytes)
+    if plane is None:
+        return from_zarr(z, target_bytes=target_bytes)
+    import dask.array as da
+
+    axis, element = plane
+    storage = tuple(int(c) for c in z.chunks)
+    inner = tuple(n for i, n in enumerate(z.shape) if i != axis)
+    block = list(
+        task_chunks(inner, storage[:axis] + storage[axis + 1 :], z.dtype.itemsize, target_bytes)
+    )
+    block.insert(axis, 1)
+    index = [slice(None)] * z.ndim
+    index[axis] = element
+    return da.from_zarr(z, chunks=tuple(block))[tuple(index)]
+
+
+def _plane_of_zarr_source(array) -> tuple[Any, tuple[int, int]] | None:
+    """``(zarr array, (axis, element))`` if ``array`` is ``x[..., element, ...]`` (one
+    integer index, every other axis whole) of an array ``x`` straight from ``from_zarr``.
+
+    Found by its graph: three layers, the top one an indexing of a ``from_zarr`` layer,
+    and the name dask gives that very indexing of the rebuilt ``x`` (names are tokens of
+    the operation and its input, so a match is the same operation).
+    """
+    graph_of = getattr(array, "__dask_graph__", None)
+    if graph_of is None or not getattr(array, "name", "").startswith("getitem-"):
+        return None
+    graph = graph_of()
+    layers = getattr(graph, "layers", None)
+    if not layers or len(layers) != 3 or array.name not in layers:
+        return None
+    (base_name,) = graph.dependencies.get(array.name) or (None,)
+    if base_name is None or not base_name.startswith(("from-zarr-", "array-")):
+        return None
+    try:
+        import dask.array as da
+        import zarr  # noqa: F401 - the array must come from zarr
+        from dask.array.core import normalize_chunks
+        from dask.highlevelgraph import HighLevelGraph
+    except ImportError:  # pragma: no cover - dask and zarr made the array
+        return None
+    rest = {name: layer for name, layer in layers.items() if name != array.name}
+    base_graph = HighLevelGraph(rest, {name: graph.dependencies[name] for name in rest})
+    z = _held_zarr_array(rest, base_name)
+    if z is None or z.ndim != array.ndim + 1:
+        return None
+    chunks = normalize_chunks(z.chunks, z.shape, dtype=z.dtype)
+    base = da.Array(base_graph, base_name, chunks=chunks, dtype=z.dtype)
+    for axis in range(z.ndim):
+        if tuple(n for i, n in enumerate(z.shape) if i != axis) != tuple(array.shape):
+            continue
+        for element in range(min(z.shape[axis], 64)):  # channel-like axes only
+            index = [slice(None)] * z.ndim
+            index[axis] = element
+            if base[tuple(index)].name == array.name:
+                return z, (axis, element)
+    return None
+
+
+def _held_zarr_array(layers: dict, reads: str):
+    """The zarr array held by the layer that the read layer ``reads`` depends on."""
+    import zarr
+
+    for name, layer in layers.items():
+        if name == reads:
+            continue
+        for value in dict(layer).values():
+            if isinstance(value, zarr.Array):
+                return value
+    return None
 
 
 def is_aligned(chunks: tuple[tuple[int, ...], ...], storage_chunks: tuple[int, ...]) -> bool:

@@ -135,6 +135,10 @@ def _parse_tiff(path: Path, *, chunked: bool) -> InputImage:
                 return _open_pillow(path, tiff=described)
             orientation = _ORIENTATIONS.get(page.tags.valueof(274, 1))
             profile = page.tags.valueof(34675)  # InterColorProfile
+            # ImageJ hyperstacks and OME-TIFFs name their axes (T, Z, C...); tifffile's
+            # own names for other files (Q, I) say nothing.
+            named = (tif.is_imagej or tif.is_ome) and len(kept) == 1
+            imagej = dict(tif.imagej_metadata or {}) if tif.is_imagej else None
     except ImageIOError:
         raise
     except Exception as exc:
@@ -158,6 +162,8 @@ def _parse_tiff(path: Path, *, chunked: bool) -> InputImage:
         read=lambda source: _read_tiff(source, kept, order, names, orientation),
         notes=notes + icc_notes,
         icc_profile=icc_profile,
+        axes=tuple(names) if named else None,
+        imagej=imagej,
     )
 
 
@@ -298,6 +304,68 @@ def write_tiff_from_dask(
         iccprofile=icc_profile or None,
         **_tiff_layout(array.shape, array.dtype, channel_axis, alpha),
     )
+
+
+#: ImageJ hyperstack axes, in the one order ImageJ accepts (any may be missing but Y, X).
+_IMAGEJ_AXES = "TZCYXS"
+#: Sample types ImageJ opens (tifffile refuses others with ``imagej=True``).
+_IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
+#: ImageJ metadata kept from an input hyperstack (calibration; the rest is recomputed).
+_IMAGEJ_KEPT = ("spacing", "unit", "finterval", "fps", "loop", "mode")
+
+
+def imagej_axes(axes, shape, dtype) -> str | None:
+    """``axes`` as the axes of an ImageJ hyperstack of that shape and dtype, or None.
+
+    ImageJ holds T, Z, C, Y, X (and S, RGB samples of uint8) in that order, of uint8,
+    uint16 or float32 samples.
+    """
+    if axes is None:
+        return None
+    text = "".join(axes).upper()
+    if len(text) != len(shape) or len(set(text)) != len(text) or not {"Y", "X"} <= set(text):
+        return None
+    if any(axis not in _IMAGEJ_AXES for axis in text) or text != "".join(
+        axis for axis in _IMAGEJ_AXES if axis in text
+    ):
+        return None
+    if np.dtype(dtype).name not in _IMAGEJ_DTYPES:
+        return None
+    if "S" in text and (np.dtype(dtype) != np.uint8 or shape[-1] != 3):
+        return None
+    return text
+
+
+def write_tiff(
+    path, array, channel_axis, alpha=None, *, icc_profile=None, axes=None, imagej=None
+) -> None:
+    """Write an in-memory array as a zlib-compressed TIFF.
+
+    With ``axes`` an ImageJ hyperstack can hold (:func:`imagej_axes`, e.g. "TZCYX" of an
+    ImageJ input, "TZYX" for its labels), an ImageJ hyperstack with those axes and the
+    calibration of ``imagej`` (the input's ImageJ metadata); otherwise the layout
+    :func:`_tiff_layout` gives ``channel_axis`` and ``alpha``.
+    """
+    import tifffile
+
+    hyperstack = imagej_axes(axes, array.shape, array.dtype)
+    if hyperstack is not None:
+        metadata = {key: value for key, value in (imagej or {}).items() if key in _IMAGEJ_KEPT}
+        if "C" not in hyperstack:
+            metadata.pop("mode", None)  # composite/colour display needs channels
+        metadata["axes"] = hyperstack
+        tifffile.imwrite(
+            path,
+            array,
+            imagej=True,
+            photometric="rgb" if "S" in hyperstack else "minisblack",
+            metadata=metadata,
+            compression="zlib",
+            iccprofile=icc_profile or None,
+        )
+        return
+    layout = _tiff_layout(array.shape, array.dtype, channel_axis, alpha)
+    tifffile.imwrite(path, array, compression="zlib", iccprofile=icc_profile or None, **layout)
 
 
 def _tiff_layout(shape, dtype, channel_axis, alpha) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 from .errors import ImageIOError, _require_zarr
 from .png import write_png
 from .source import InputImage
-from .tiff import _tiff_layout
+from .tiff import _tiff_layout, write_tiff
 
 #: Output formats by file-name suffix.
 FORMATS_BY_SUFFIX = {
@@ -136,6 +136,8 @@ def write_array(
     indexed: bool = True,
     optimize: bool = False,
     icc_profile: bytes | None = None,
+    axes: tuple[str, ...] | None = None,
+    imagej: dict | None = None,
 ) -> None:
     """Write an in-memory array to ``path`` (a temporary path) as ``fmt``, keeping its dtype.
 
@@ -165,6 +167,10 @@ def write_array(
         The input's ICC colour profile (:attr:`InputImage.icc_profile`), embedded in PNG
         (iCCP), JPEG and TIFF outputs; npy and zarr cannot hold one
         (:func:`icc_profile_note`).
+    axes, imagej : optional
+        The names of the array's axes and the input's ImageJ metadata
+        (:func:`output_axes`, :attr:`InputImage.imagej`): a TIFF is then written as an
+        ImageJ hyperstack with those axes when ImageJ can hold it.
     """
     from PIL import Image
 
@@ -182,10 +188,9 @@ def write_array(
     elif fmt == "jpeg":
         Image.fromarray(array).save(path, format="JPEG", quality=95, **profile)
     elif fmt == "tiff":
-        import tifffile
-
-        layout = _tiff_layout(array.shape, array.dtype, channel_axis, alpha)
-        tifffile.imwrite(path, array, compression="zlib", iccprofile=icc_profile or None, **layout)
+        write_tiff(
+            path, array, channel_axis, alpha, icc_profile=icc_profile, axes=axes, imagej=imagej
+        )
     elif fmt == "npy":
         with open(path, "wb") as handle:  # np.save(path) would append ".npy"
             np.save(handle, array)
@@ -251,6 +256,27 @@ def zarr_output_chunks(
         kept = tuple(c for i, c in enumerate(chunks) if i != axis)
         if shape == tuple(n for i, n in enumerate(source.shape) if i != axis):
             return kept
+    return None
+
+
+def output_axes(
+    source: InputImage, shape: tuple[int, ...], channel_axis: int | None
+) -> tuple[str, ...] | None:
+    """The axis names of an output of ``shape`` made from ``source`` (None: unnamed).
+
+    The image keeps the input's axes (:attr:`InputImage.axes`, e.g. T, Z, C, Y, X); the
+    labels lose the channel axis ``channel_axis`` the palette replaces (T, Z, Y, X).
+    """
+    axes = source.axes
+    if axes is None:
+        return None
+    shape = tuple(shape)
+    if shape == tuple(source.shape):
+        return tuple(axes)
+    if channel_axis is not None and len(shape) == len(axes) - 1:
+        axis = channel_axis % len(axes)
+        if shape == tuple(n for i, n in enumerate(source.shape) if i != axis):
+            return tuple(name for i, name in enumerate(axes) if i != axis)
     return None
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 
+from napari_kmeans_filter import _tasks
 from napari_kmeans_filter._validation import is_dask_array
 
 if TYPE_CHECKING:
@@ -123,7 +124,8 @@ class LayerSource:
     ----------
     channels : tuple of tuple of array-like
         Per source layer, its levels (one array, or every level of a multiscale layer,
-        largest first), possibly cut to the current slice or downsampled (see ``window``).
+        largest first), possibly cut to the current slice or downsampled (see ``window``);
+        levels read from zarr whole are read in tasks of several storage chunks.
     displays : tuple of LayerDisplay
         Per source layer, how it shows its values.
     layer_ids : tuple of str
@@ -284,6 +286,10 @@ def read_layer_source(
             tuple(_cut(level, index_per_level[i], rgb) for i, level in enumerate(levels))
             for levels in levels_per_layer
         )
+        if not fixed:
+            # Whole layers read from zarr (napari-ome-zarr's levels, or one channel of
+            # them): tasks of several storage chunks (a slice reads only its planes).
+            channels = tuple(tuple(_tasks.regroup(a) for a in levels) for levels in channels)
         multiscale = bool(first.multiscale)
         start = tuple(fixed.get(axis, 0) for axis in range(len(shape0)))
         window = Window(start, (1.0,) * len(shape0))
