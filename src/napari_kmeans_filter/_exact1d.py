@@ -166,7 +166,7 @@ def _run_cost(isums, hi, lo, mode, i, j):
 
 
 @helper
-def _free_row_full(prev, out, arg, q, isums, hi, lo, mode, j_low, j_high):
+def _free_row_full(prev, out, choice, q, isums, hi, lo, mode, j_low, j_high):
     # out[j] = min over i < j of prev[i] + cost(i, j), every i tried.
     first = q - 1  # the previous row ends no earlier
     while first < prev.shape[0] and prev[first] == np.inf:
@@ -182,11 +182,11 @@ def _free_row_full(prev, out, arg, q, isums, hi, lo, mode, j_low, j_high):
                 best = value
                 best_i = i
         out[j] = best
-        arg[q, 0, j - q] = best_i
+        choice[j - q] = best_i
 
 
 @helper
-def _free_row_dc(prev, out, arg, q, isums, hi, lo, mode, j_low, j_high, bound, stack):
+def _free_row_dc(prev, out, choice, below, q, isums, hi, lo, mode, j_low, j_high, bound, stack):
     # The same row by divide and conquer: the leftmost argmin is monotone in j
     # (quadrangle inequality), so the middle j's argmin splits the i range of
     # the two halves.  An explicit stack instead of recursion.  With ``bound``
@@ -205,7 +205,7 @@ def _free_row_dc(prev, out, arg, q, isums, hi, lo, mode, j_low, j_high, bound, s
     last = j_high - 1
     while last > first and prev[last] == np.inf:
         last -= 1
-    width = arg.shape[2]
+    width = choice.shape[0]
     stack[0, 0] = j_low
     stack[0, 1] = j_high
     stack[0, 2] = first
@@ -221,7 +221,7 @@ def _free_row_dc(prev, out, arg, q, isums, hi, lo, mode, j_low, j_high, bound, s
         stop = min(hi_i, mid - 1)
         start = lo_i
         if bound and q > 1 and mid - q + 1 < width:
-            start = max(start, np.int64(arg[q - 1, 0, mid - q + 1]))
+            start = max(start, np.int64(below[mid - q + 1]))
         start = min(start, stop)  # never an empty range (rounding)
         best = np.inf
         best_i = start
@@ -232,7 +232,7 @@ def _free_row_dc(prev, out, arg, q, isums, hi, lo, mode, j_low, j_high, bound, s
                 best = value
                 best_i = i
         out[mid] = best
-        arg[q, 0, mid - q] = best_i
+        choice[mid - q] = best_i
         if mid + 1 <= hi_j:
             stack[top, 0] = mid + 1
             stack[top, 1] = hi_j
@@ -289,13 +289,14 @@ def _programme(isums, hi, lo, mode, values, weights, fixed, n_free, full, arg, k
                 continue
             if q > 0:
                 if full:
-                    _free_row_full(previous[f], row, arg[:, f:], q, isums, hi, lo, mode, q, j_high)
+                    _free_row_full(previous[f], row, arg[q, f], q, isums, hi, lo, mode, q, j_high)
                 else:
                     # Knuth's bound holds for runs with free centres only.
                     _free_row_dc(
                         previous[f],
                         row,
-                        arg[:, f:],
+                        arg[q, f],
+                        arg[q - 1, 0],
                         q,
                         isums,
                         hi,
