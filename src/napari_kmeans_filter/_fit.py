@@ -53,7 +53,7 @@ import numpy as np
 from . import _exact1d as exact1d
 from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
-from ._jit import kernel
+from ._jit import helper, kernel
 from ._metrics import MeanDeltaE, psnr
 from ._nearest import Neighbours, assign, reassign
 from ._progress import Report
@@ -385,16 +385,35 @@ def _widen_bounds(points, low, high):
                 high[c] = value
 
 
+@helper
+def _grid_position(value, low, scale, bins, warp, mix, c):
+    """Bin (0 .. bins - 1) of ``value`` along dimension ``c``.
+
+    With ``mix`` 0 the bins are equal; otherwise a bin's position is
+    ``(1 - mix) x`` the uniform one ``+ mix x`` the weighted share of the points
+    below it (``warp[c]``: that share at equal steps over the box, linear in
+    between), so dense ranges get narrow bins.
+    """
+    t = (value - low) * scale
+    if mix > 0.0:
+        steps = warp.shape[1] - 1
+        u = min(max(t, 0.0), 1.0) * steps
+        b = min(int(u), steps - 1)
+        share = warp[c, b] + (u - b) * (warp[c, b + 1] - warp[c, b])
+        t = (1.0 - mix) * t + mix * share
+    return min(max(int(t * bins), 0), bins - 1)
+
+
 @kernel
-def _grid_mark(points, low, scale, bins, table):
+def _grid_mark(points, low, scale, bins, warp, mix, table):
     """Mark the grid cells (``bins`` per dimension) holding ``points``; returns new marks."""
     n, n_dims = points.shape
     marked = 0
     for i in range(n):
         cell = 0
         for c in range(n_dims):
-            position = int((points[i, c] - low[c]) * scale[c] * bins)
-            cell = cell * bins + min(max(position, 0), bins - 1)
+            position = _grid_position(points[i, c], low[c], scale[c], bins, warp, mix, c)
+            cell = cell * bins + position
         if table[cell] == 0:
             table[cell] = 1
             marked += 1
@@ -402,14 +421,14 @@ def _grid_mark(points, low, scale, bins, table):
 
 
 @kernel
-def _grid_sums(points, weights, low, scale, bins, cell_ids, sums, totals, cell_of_point):
+def _grid_sums(points, weights, low, scale, bins, warp, mix, cell_ids, sums, totals, cell_of_point):
     """Weighted sums per grid cell; ``cell_ids`` maps a cell to its compact index."""
     n, n_dims = points.shape
     for i in range(n):
         cell = 0
         for c in range(n_dims):
-            position = int((points[i, c] - low[c]) * scale[c] * bins)
-            cell = cell * bins + min(max(position, 0), bins - 1)
+            position = _grid_position(points[i, c], low[c], scale[c], bins, warp, mix, c)
+            cell = cell * bins + position
         index = cell_ids[cell]
         cell_of_point[i] = index
         totals[index] += weights[i]
@@ -421,7 +440,7 @@ def _grid_sums(points, weights, low, scale, bins, cell_ids, sums, totals, cell_o
 
 
 def grid_cells(points, max_cells: int):
-    """Reduce ``points`` to the weighted centroids of the cells of a regular grid.
+    """Reduce ``points`` to the weighted centroids of the cells of a grid.
 
     The grid has the same number of bins along every dimension over the
     points' bounding box, as many as it can with at most ``max_cells``
@@ -430,6 +449,15 @@ def grid_cells(points, max_cells: int):
     so the reduction loses only the spread inside cells.  With power-of-two
     bins only, the 2 MP noisy mosaic (775 k colours) got 7.9 k cells for a
     budget of 32 k, and its exact refinement needed 100+ Lloyd iterations.
+
+    The bins are equal unless the weight is concentrated: when the heaviest
+    2 % of the cells hold more than :data:`_DENSE_SHARE` of it (a dark, mostly
+    empty background: the Hubble deep field's 0.93, a synthetic night sky's
+    0.92; the sample photos 0.21-0.65), the grid is made again with bins
+    that follow each dimension's weighted distribution half way
+    (:func:`_grid_position`), so the background is cut into many cells instead
+    of a few: lumped into ~200 cells it held 1.4 of the Hubble field's 4.6 MSE
+    at k = 256 (1.7 % above scikit-learn's KMeans on every pixel).
 
     Returns ``(cells, cell_of_point)``: an :class:`_Array` of the centroids
     and, for every point, the index of its cell.
@@ -440,18 +468,54 @@ def grid_cells(points, max_cells: int):
         _widen_bounds(block, low, high)
     span = high - low
     scale = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0) * (1 - 1e-12)
+    uniform = np.zeros((points.n_dims, 2))
+    cells, cell_of_point = _grid(points, max_cells, low, scale, uniform, 0.0)
+    heaviest = np.sort(cells.weights)[::-1][: math.ceil(_DENSE_TOP * cells.size)]
+    if heaviest.sum() > _DENSE_SHARE * cells.weights.sum():
+        warp = _weighted_shares(points, low, scale)
+        cells, cell_of_point = _grid(points, max_cells, low, scale, warp, _DENSE_MIX)
+    return cells, cell_of_point
+
+
+# The weight is concentrated when the heaviest _DENSE_TOP of the cells hold
+# more than _DENSE_SHARE of it; then the bins follow the weight by _DENSE_MIX.
+_DENSE_TOP = 0.02
+_DENSE_SHARE = 0.8
+_DENSE_MIX = 0.5
+# Steps of the weighted distribution of each dimension the adaptive bins follow.
+_WARP_STEPS = 4096
+
+
+def _weighted_shares(points, low, scale):
+    """Per dimension, the share of the weight below each of ``_WARP_STEPS + 1``
+    equal steps over the box (0 first, 1 last)."""
+    counts = np.zeros((points.n_dims, _WARP_STEPS))
+    for _, _, block, weights in points:
+        for c in range(points.n_dims):
+            step = np.minimum(
+                ((block[:, c] - low[c]) * scale[c] * _WARP_STEPS).astype(np.int64), _WARP_STEPS - 1
+            )
+            counts[c] += np.bincount(np.maximum(step, 0), weights=weights, minlength=_WARP_STEPS)
+    shares = np.zeros((points.n_dims, _WARP_STEPS + 1))
+    np.cumsum(counts, axis=1, out=shares[:, 1:])
+    shares /= np.maximum(shares[:, -1:], 1e-300)
+    return shares
+
+
+def _grid(points, max_cells, low, scale, warp, mix):
+    """The grid of :func:`grid_cells` with the bins ``warp``/``mix`` place."""
     finest = max(2, round(2 ** (_MAX_GRID_BITS_TOTAL / points.n_dims)))
     # A grid with at most max_cells cells fits whatever the data; try finer ones.
     bins = max(2, min(finest, int(max_cells ** (1 / points.n_dims))))
     marks = None
     while bins < finest:
         finer = min(finest, max(bins + 1, round(bins * 2 ** (1 / 3))))
-        table = _mark_grid(points, low, scale, finer)
+        table = _mark_grid(points, low, scale, finer, warp, mix)
         if int(table.sum()) > max_cells:
             break
         bins, marks = finer, table
     if marks is None:
-        marks = _mark_grid(points, low, scale, bins)
+        marks = _mark_grid(points, low, scale, bins, warp, mix)
     cell_ids = np.cumsum(marks, dtype=np.int64) - 1
     n_cells = int(cell_ids[-1]) + 1
     sums = np.zeros((n_cells, points.n_dims))
@@ -459,15 +523,25 @@ def grid_cells(points, max_cells: int):
     cell_of_point = np.empty(points.size, dtype=np.int32)
     for start, stop, block, weights in points:
         _grid_sums(
-            block, weights, low, scale, bins, cell_ids, sums, totals, cell_of_point[start:stop]
+            block,
+            weights,
+            low,
+            scale,
+            bins,
+            warp,
+            mix,
+            cell_ids,
+            sums,
+            totals,
+            cell_of_point[start:stop],
         )
     return _Array(sums / totals[:, np.newaxis], totals), cell_of_point
 
 
-def _mark_grid(points, low, scale, bins):
+def _mark_grid(points, low, scale, bins, warp, mix):
     table = np.zeros(bins**points.n_dims, dtype=np.uint8)
     for _, _, block, _ in points:
-        _grid_mark(block, low, scale, bins, table)
+        _grid_mark(block, low, scale, bins, warp, mix, table)
     return table
 
 
