@@ -157,6 +157,17 @@ def _run_cost(isums, hi, lo, mode, i, j):
     return max(value, 0.0)
 
 
+@helper
+def _cost_int_int(isums, hi, lo, mode, i, j):
+    # _run_cost of integer sums and centres (the common case: integer images),
+    # with no test of the mode: the programme is compiled once per cost.
+    w = isums[j, 0] - isums[i, 0]
+    s1 = isums[j, 1] - isums[i, 1]
+    s2 = isums[j, 2] - isums[i, 2]
+    c = (2 * s1 + w) // (2 * w)
+    return float(s2 - 2 * c * s1 + c * c * w)
+
+
 # ------------------------------------------------------------------------ programme
 #
 # The table of choices is stored in a window: with ``n`` free runs, row ``q``
@@ -186,7 +197,9 @@ def _free_row_full(prev, out, choice, q, isums, hi, lo, mode, j_low, j_high):
 
 
 @helper
-def _free_row_dc(prev, out, choice, below, q, isums, hi, lo, mode, j_low, j_high, bound, stack):
+def _free_row_dc(
+    prev, out, choice, below, q, isums, hi, lo, mode, j_low, j_high, bound, stack, cost
+):
     # The same row by divide and conquer: the leftmost argmin is monotone in j
     # (quadrangle inequality), so the middle j's argmin splits the i range of
     # the two halves.  An explicit stack instead of recursion.  With ``bound``
@@ -227,7 +240,7 @@ def _free_row_dc(prev, out, choice, below, q, isums, hi, lo, mode, j_low, j_high
         best_i = start
         for i in range(start, stop + 1):
             # prev[i] = inf (unreachable) never wins: no test needed.
-            value = prev[i] + _run_cost(isums, hi, lo, mode, i, mid)
+            value = prev[i] + cost(isums, hi, lo, mode, i, mid)
             if value < best:
                 best = value
                 best_i = i
@@ -292,21 +305,41 @@ def _programme(isums, hi, lo, mode, values, weights, fixed, n_free, full, arg, k
                     _free_row_full(previous[f], row, arg[q, f], q, isums, hi, lo, mode, q, j_high)
                 else:
                     # Knuth's bound holds for runs with free centres only.
-                    _free_row_dc(
-                        previous[f],
-                        row,
-                        arg[q, f],
-                        arg[q - 1, 0],
-                        q,
-                        isums,
-                        hi,
-                        lo,
-                        mode,
-                        q,
-                        j_high,
-                        n_fixed == 0,
-                        stack,
-                    )
+                    below = arg[q - 1, 0]
+                    if mode == 1:
+                        _free_row_dc(
+                            previous[f],
+                            row,
+                            arg[q, f],
+                            below,
+                            q,
+                            isums,
+                            hi,
+                            lo,
+                            mode,
+                            q,
+                            j_high,
+                            n_fixed == 0,
+                            stack,
+                            _cost_int_int,
+                        )
+                    else:
+                        _free_row_dc(
+                            previous[f],
+                            row,
+                            arg[q, f],
+                            below,
+                            q,
+                            isums,
+                            hi,
+                            lo,
+                            mode,
+                            q,
+                            j_high,
+                            n_fixed == 0,
+                            stack,
+                            _run_cost,
+                        )
             if f > 0:
                 _fixed_row(
                     current[f - 1], row, arg, kind, q, f, values, weights, fixed[f - 1], q, j_high
