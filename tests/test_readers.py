@@ -1213,3 +1213,31 @@ def test_outputs_imagej_cannot_hold_are_plain_tiffs(tmp_path):
     with tifffile.TiffFile(tmp_path / "plain.tif") as tif:
         assert not tif.is_imagej
         np.testing.assert_array_equal(tif.asarray(), array)
+
+
+def test_ome_tiff_keeps_its_axes_through_a_round_trip(tmp_path):
+    """A TCZYX OME-TIFF is read with its axes; the image comes back as a TCZYX OME-TIFF
+    and the labels (C clustered jointly) as TZYX."""
+    from napari_kmeans_filter import _io, quantize
+
+    stack = RNG.integers(0, 3, (2, 2, 3, 16, 12), dtype=np.uint16) * 1000  # T C Z Y X
+    tifffile.imwrite(tmp_path / "in.ome.tif", stack, ome=True, metadata={"axes": "TCZYX"})
+    with open_image(tmp_path / "in.ome.tif") as source:
+        assert source.axes == ("T", "C", "Z", "Y", "X") and source.imagej is None
+        values = source.load()
+    result = quantize(values, 9, channel_axis=1, random_state=0)
+    for name, array, axes in (
+        ("image", np.asarray(result.image), "TCZYX"),
+        ("labels", np.asarray(result.labels).astype(np.uint8), "TZYX"),
+    ):
+        _io.write_array(
+            tmp_path / f"{name}.tif",
+            array,
+            fmt="tiff",
+            channel_axis=1 if name == "image" else None,
+            axes=_io.output_axes(source, array.shape, 1),
+        )
+        with tifffile.TiffFile(tmp_path / f"{name}.tif") as tif:
+            assert tif.is_ome and tif.series[0].axes == axes
+            np.testing.assert_array_equal(tif.asarray(), array)
+    np.testing.assert_array_equal(np.asarray(result.image), stack)

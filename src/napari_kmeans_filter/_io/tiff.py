@@ -4,8 +4,9 @@ Grey and RGB TIFFs of any dtype are read by tifffile (stacks, ``extrasamples`` a
 chunk by chunk through its zarr store above :data:`LAZY_TIFF_BYTES`.  Samples come last
 whatever the ``planarconfig``; pages of one kind written one at a time are the frames of
 one stack; reduced-resolution pages (previews, pyramid levels) are left out, with a
-note.  Other TIFFs (bilevel, palette, CMYK...) go to Pillow.  Dask arrays are written as
-tiled TIFFs one band of rows at a time.
+note.  Other TIFFs (bilevel, palette, CMYK...) go to Pillow.  ImageJ hyperstacks and
+OME-TIFFs keep their axes (T, Z, C...): read with them, and written back as such.  Dask
+arrays are written as tiled TIFFs one band of rows at a time.
 """
 
 from __future__ import annotations
@@ -336,36 +337,62 @@ def imagej_axes(axes, shape, dtype) -> str | None:
     return text
 
 
+def ome_tiff_axes(axes, shape) -> str | None:
+    """``axes`` as the axes of an OME-TIFF of that shape, or None.
+
+    OME-TIFF holds T, C and Z in any order before Y and X (OME's dimension orders
+    XYZCT ... XYTZC), and RGB samples (S, three) last.
+    """
+    if axes is None:
+        return None
+    text = "".join(axes).upper()
+    if len(text) != len(shape) or len(set(text)) != len(text):
+        return None
+    planes = text.removesuffix("S")
+    if not planes.endswith("YX") or any(axis not in "TCZ" for axis in planes[:-2]):
+        return None
+    if text.endswith("S") and shape[-1] != 3:
+        return None
+    return text
+
+
 def write_tiff(
     path, array, channel_axis, alpha=None, *, icc_profile=None, axes=None, imagej=None
 ) -> None:
-    """Write an in-memory array as a zlib-compressed TIFF.
+    """Write an in-memory array as a zlib-compressed TIFF, keeping named axes.
 
-    With ``axes`` an ImageJ hyperstack can hold (:func:`imagej_axes`, e.g. "TZCYX" of an
-    ImageJ input, "TZYX" for its labels), an ImageJ hyperstack with those axes and the
-    calibration of ``imagej`` (the input's ImageJ metadata); otherwise the layout
-    :func:`_tiff_layout` gives ``channel_axis`` and ``alpha``.
+    With ``imagej`` (the input's ImageJ metadata) and ``axes`` an ImageJ hyperstack can
+    hold (:func:`imagej_axes`: e.g. "TZCYX" of the input, "TZYX" for its labels), an
+    ImageJ hyperstack with those axes and the input's calibration.  Otherwise, with
+    ``axes`` an OME-TIFF can hold (:func:`ome_tiff_axes`: an OME-TIFF or OME-Zarr
+    input's), an OME-TIFF with those axes.  Otherwise the layout :func:`_tiff_layout`
+    gives ``channel_axis`` and ``alpha``.
     """
     import tifffile
 
-    hyperstack = imagej_axes(axes, array.shape, array.dtype)
+    options = {"compression": "zlib", "iccprofile": icc_profile or None}
+    hyperstack = imagej_axes(axes, array.shape, array.dtype) if imagej is not None else None
     if hyperstack is not None:
-        metadata = {key: value for key, value in (imagej or {}).items() if key in _IMAGEJ_KEPT}
+        metadata = {key: value for key, value in imagej.items() if key in _IMAGEJ_KEPT}
         if "C" not in hyperstack:
             metadata.pop("mode", None)  # composite/colour display needs channels
         metadata["axes"] = hyperstack
+        rgb = "S" in hyperstack
+        photometric = "rgb" if rgb else "minisblack"
         tifffile.imwrite(
-            path,
-            array,
-            imagej=True,
-            photometric="rgb" if "S" in hyperstack else "minisblack",
-            metadata=metadata,
-            compression="zlib",
-            iccprofile=icc_profile or None,
+            path, array, imagej=True, photometric=photometric, metadata=metadata, **options
+        )
+        return
+    ome = ome_tiff_axes(axes, array.shape)
+    if ome is not None and ome not in ("YX", "YXS"):
+        photometric = "rgb" if ome.endswith("S") else "minisblack"
+        metadata = {"axes": ome}
+        tifffile.imwrite(
+            path, array, ome=True, photometric=photometric, metadata=metadata, **options
         )
         return
     layout = _tiff_layout(array.shape, array.dtype, channel_axis, alpha)
-    tifffile.imwrite(path, array, compression="zlib", iccprofile=icc_profile or None, **layout)
+    tifffile.imwrite(path, array, **options, **layout)
 
 
 def _tiff_layout(shape, dtype, channel_axis, alpha) -> dict:

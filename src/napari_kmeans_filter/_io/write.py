@@ -170,7 +170,8 @@ def write_array(
     axes, imagej : optional
         The names of the array's axes and the input's ImageJ metadata
         (:func:`output_axes`, :attr:`InputImage.imagej`): a TIFF is then written as an
-        ImageJ hyperstack with those axes when ImageJ can hold it.
+        ImageJ hyperstack (ImageJ input) or an OME-TIFF with those axes when the format
+        can hold them (:func:`.tiff.write_tiff`).
     """
     from PIL import Image
 
