@@ -301,8 +301,13 @@ def _programme(isums, hi, lo, mode, values, weights, fixed, n_free, full, arg, k
                 row[0] = 0.0
                 continue
             if q > 0:
+                # The last row is read at j = L only (with no fixed values: rows of
+                # fixed centres chain from every end of the row before them).
+                j_low = n_levels if q == n_free and n_fixed == 0 else q
                 if full:
-                    _free_row_full(previous[f], row, arg[q, f], q, isums, hi, lo, mode, q, j_high)
+                    _free_row_full(
+                        previous[f], row, arg[q, f], q, isums, hi, lo, mode, j_low, j_high
+                    )
                 else:
                     # Knuth's bound holds for runs with free centres only.
                     below = arg[q - 1, 0]
@@ -317,7 +322,7 @@ def _programme(isums, hi, lo, mode, values, weights, fixed, n_free, full, arg, k
                             hi,
                             lo,
                             mode,
-                            q,
+                            j_low,
                             j_high,
                             n_fixed == 0,
                             stack,
@@ -334,7 +339,7 @@ def _programme(isums, hi, lo, mode, values, weights, fixed, n_free, full, arg, k
                             hi,
                             lo,
                             mode,
-                            q,
+                            j_low,
                             j_high,
                             n_fixed == 0,
                             stack,
