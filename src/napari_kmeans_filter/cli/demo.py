@@ -20,7 +20,7 @@ from .. import _io
 from .errors import CliError
 from .parse import DEMO_DITHER_K_VALUES, DEMO_K_VALUES, DEMO_TARGETS_PSNR
 from .plan import prepare_directories
-from .progress import DISPLAY
+from .progress import DISPLAY, start_numba
 from .run import EXIT_OK, _colours, format_psnr
 
 
@@ -148,6 +148,7 @@ def run_demo(args: argparse.Namespace) -> int:
             print(line, flush=True)
 
     display = DISPLAY.configure(enabled=not args.quiet)
+    start_numba(display)
 
     def progress(number: int, total: int, what: str) -> None:
         display.begin(number, total, f"chelsea {what}")

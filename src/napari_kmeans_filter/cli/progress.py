@@ -122,6 +122,11 @@ class Display:
         else:
             print(line, file=sys.stderr, flush=True)
 
+    def note(self, message: str) -> None:
+        """Print ``napari-kmeans-filter: message`` (unless quiet); safe from any thread."""
+        if self.enabled:
+            self._always(f"{PROG}: {message}")
+
     def warn(self, message: str) -> None:
         """Print ``napari-kmeans-filter: warning: message`` (also when quiet)."""
         self._always(f"{PROG}: warning: {message}")
@@ -140,3 +145,17 @@ class Display:
 
 #: The display of the current run (one process runs one command at a time).
 DISPLAY = Display()
+
+
+def start_numba(display: Display) -> None:
+    """Before the first kernel of a command: numba starts without what the kernels never use
+    (:func:`napari_kmeans_filter._jit.lean_start`), and a first-ever run that compiles for more
+    than a second says so once."""
+    from .. import _jit
+
+    _jit.lean_start()
+    _jit.on_slow_compile("cli", lambda: display.note(COMPILING))
+
+
+#: Said once when the kernels compile for more than a second (an empty numba cache).
+COMPILING = "compiling (first run only)"

@@ -22,7 +22,7 @@ from .. import _io
 from .._contract import InvalidParameterError
 from .errors import CliError, in_shell_words, input_error_line, shell_words
 from .plan import Job, input_name, plan_jobs, prepare_directories
-from .progress import DISPLAY, FIT_SHARE
+from .progress import DISPLAY, FIT_SHARE, start_numba
 
 EXIT_OK, EXIT_ERROR = 0, 2
 
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """
     palette = load_palette(args.apply_palette) if args.apply_palette is not None else None
     display = DISPLAY.configure(enabled=not args.quiet)
+    start_numba(display)
     failures: list[Path] = []
 
     def failed(path: Path, exc: Exception) -> None:

@@ -1,0 +1,153 @@
+"""Start-up of the command line (issue 21): what numba loads, and the first-ever run's note.
+
+The command line lets numba's CPU target start without the libraries the kernels never use
+(``_jit.lean_start``: scipy.linalg for numba's BLAS check, cffi): those must still import and
+work afterwards in the same process, and the results must be those of a process that started
+numba as usual. A first-ever run (an empty numba cache) says once that it is compiling.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from napari_kmeans_filter import _jit
+from napari_kmeans_filter.cli.progress import COMPILING
+
+PROG = "napari-kmeans-filter"
+
+
+@pytest.fixture(scope="module")
+def cat_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("startup") / "cat.png"
+    Image.fromarray(data.chelsea()[::2, ::2]).save(path)
+    return path
+
+
+def _python(code: str, *args, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def test_the_command_line_starts_numba_without_scipy_linalg_and_everything_works_after(
+    cat_png, tmp_path
+):
+    """In one process: the command line's run loads neither scipy.linalg nor cffi; then
+    scipy.linalg (and its BLAS), skimage's Lab conversion, a numba function calling np.dot and
+    the Lab fit all work, and every output equals that of a process that never started lean."""
+    code = """
+        import sys
+        import numpy as np
+        from PIL import Image
+        from napari_kmeans_filter.cli import main
+
+        cat, out, lab_out = sys.argv[1:4]
+        assert main([cat, "-k", "16", "-o", out, "-q"]) == 0
+        left_out = sorted(m for m in ("scipy.linalg", "cffi") if m in sys.modules)
+        print("left out:", left_out)
+
+        import scipy.linalg
+        from scipy.linalg import cython_blas  # noqa: F401
+        from skimage.color import lab2rgb, rgb2lab
+        assert np.allclose(scipy.linalg.inv(np.eye(3) * 2), np.eye(3) / 2)
+        image = np.asarray(Image.open(cat))
+        assert np.allclose(lab2rgb(rgb2lab(image)), image / 255, atol=1e-6)
+
+        import numba
+
+        @numba.njit
+        def dot(a, b):
+            return np.dot(a, b)
+
+        a = np.arange(6.0).reshape(2, 3)
+        assert np.allclose(dot(a, a.T), a @ a.T)
+        assert main([cat, "-k", "8", "--color-space", "lab", "-o", lab_out, "-q"]) == 0
+        print("ok")
+    """
+    lean = _python(code, cat_png, tmp_path / "lean.png", tmp_path / "lean_lab.png")
+    assert lean.returncode == 0, lean.stderr
+    assert lean.stdout.splitlines() == ["left out: []", "ok"]
+
+    usual = """
+        import sys
+        import numpy as np
+        import scipy.linalg  # numba finds its BLAS: the target starts as usual
+        from PIL import Image
+        from napari_kmeans_filter import quantize
+
+        cat, out, lab_out = sys.argv[1:4]
+        image = np.asarray(Image.open(cat))
+        Image.fromarray(quantize(image, 16).image).save(out)
+        Image.fromarray(quantize(image, 8, color_space="lab").image).save(lab_out)
+    """
+    plain = _python(usual, cat_png, tmp_path / "usual.png", tmp_path / "usual_lab.png")
+    assert plain.returncode == 0, plain.stderr
+    for lean_name, usual_name in (("lean.png", "usual.png"), ("lean_lab.png", "usual_lab.png")):
+        got = np.asarray(Image.open(tmp_path / lean_name).convert("RGB"))
+        want = np.asarray(Image.open(tmp_path / usual_name).convert("RGB"))
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_thread_of_its_own_is_never_kept_from_an_import():
+    """The guard blocks only the thread that starts numba's target, and only those names."""
+    finder = _jit._Unavailable(("scipy.linalg",), thread=-1)
+    assert finder.find_spec("scipy.linalg") is None
+    import threading
+
+    finder = _jit._Unavailable(("scipy.linalg",), thread=threading.get_ident())
+    with pytest.raises(ModuleNotFoundError):
+        finder.find_spec("scipy.linalg")
+    with pytest.raises(ModuleNotFoundError):
+        finder.find_spec("scipy.linalg.cython_blas")
+    assert finder.find_spec("scipy.linalgebra") is None
+    assert finder.find_spec("scipy") is None
+
+
+def test_a_first_ever_run_says_once_that_it_compiles_and_a_second_run_does_not(cat_png, tmp_path):
+    """An empty numba cache: the command line compiles its kernels (seconds) and says
+    "compiling (first run only)" once on stderr; the next run loads them and says nothing."""
+    cache = tmp_path / "numba-cache"
+    cache.mkdir()
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    command = [sys.executable, "-m", "napari_kmeans_filter", str(cat_png), "-k", "16"]
+    first = subprocess.run(
+        [*command, "-o", str(tmp_path / "first.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert first.returncode == 0, first.stderr
+    lines = first.stderr.splitlines()
+    assert lines.count(f"{PROG}: {COMPILING}") == 1, first.stderr
+    assert lines.index(f"{PROG}: {COMPILING}") == 0  # before the file's finished line
+    second = subprocess.run(
+        [*command, "-o", str(tmp_path / "second.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert second.returncode == 0, second.stderr
+    assert COMPILING not in second.stderr
+    quiet = subprocess.run(
+        [*command, "-o", str(tmp_path / "third.png"), "-q"],
+        capture_output=True,
+        text=True,
+        env={**env, "NUMBA_CACHE_DIR": str(tmp_path / "another-cache")},
+        timeout=900,
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # -q: nothing but warnings and errors
