@@ -339,3 +339,38 @@ def test_result_is_dropped_when_the_source_was_removed_during_the_run(
     wait_until_idle(widget)
     assert len(viewer.layers) == 0
     assert any("removed" in message for _, message in notifications)
+
+
+@pytest.mark.viewer
+def test_crossing_k_255_in_a_rerun_freezes_the_gui_for_no_compile(
+    make_napari_viewer, qtbot, open_widget, run_and_wait, result_layers, heartbeat
+):
+    """Issue 18 row 7: k = 250 → 256 → 250 changes the clusters' dtype (uint8 ↔ uint16).
+
+    Re-running updates the clusters layer in place: its new data meets its old colormap
+    for a moment, and napari mapped that pair (uint16 labels through a colormap of at most
+    254 colors, uint8 labels through one of more) with a numba kernel it compiled on the
+    GUI thread: 0.5-4 s frozen, each way.
+    """
+    import threading
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(skimage.data.astronaut()[:200, :200], rgb=True, name="astronaut")
+    widget = open_widget(viewer)
+    qtbot.waitUntil(
+        lambda: not any(t.name.endswith("warm-up") for t in threading.enumerate()),
+        timeout=120_000,
+    )
+    widget.controls.n_colors_input.value = 250
+    run_and_wait(widget)
+    freezes = []
+    for k, dtype in ((256, np.uint16), (250, np.uint8)):
+        widget.controls.n_colors_input.value = k
+        with heartbeat() as beat:
+            run_and_wait(widget)
+            qtbot.wait(100)
+        clusters, _image = result_layers(viewer, "astronaut")
+        assert clusters.data.dtype == dtype and len(clusters.metadata["palette"]["colors"]) == k
+        freezes.append(beat.longest_gap())
+    print("k = 250 → 256 → 250: longest GUI freezes", [f"{1000 * f:.0f} ms" for f in freezes])
+    assert max(freezes) < 0.3, freezes

@@ -244,6 +244,7 @@ class _Painter(QObject):
         super().__init__(parent)
         self._ink = ink
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopped = False
         self.figure: Any = None
 
     def start(self) -> None:
@@ -254,11 +255,14 @@ class _Painter(QObject):
         self._queue.put(picture)
 
     def stop(self) -> None:
+        self._stopped = True
         self._queue.put(None)
 
     def _loop(self) -> None:
         try:
             self._make_figure()
+            if self._stopped:
+                return
         except ImportError as exc:
             self.unavailable.emit(f"The k plot needs matplotlib ({exc}): pip install matplotlib")
             return
@@ -270,9 +274,13 @@ class _Painter(QObject):
             if picture is None:
                 return
             try:
-                self.rendered.emit(self._render(picture))
+                rendered = self._render(picture)
             except Exception as exc:  # a plot must never take the dock down
                 print(f"napari-kmeans-filter: the k plot could not be drawn: {exc!r}")
+                continue
+            if self._stopped:
+                return
+            self.rendered.emit(rendered)
 
     def _make_figure(self) -> None:
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg  # noqa: F401
@@ -537,9 +545,9 @@ class KPlot(QWidget):
             self._request = None  # measured in part: measure it again after the run
 
     def run_ended(self) -> None:
-        if self._pending and self.on:
-            self._pending = False
-            self.schedule()
+        """A Run ended: a curve asked for meanwhile is measured; the mark follows auto's k."""
+        self._pending = False
+        self.schedule()
 
     def abandon(self) -> None:
         """Stop without touching Qt (the dock was deleted): the worker gives up, unheard."""

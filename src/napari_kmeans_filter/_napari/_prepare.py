@@ -328,6 +328,9 @@ def warm_up_layers() -> None:
     core's own kernels: the first Run's "preparing layers" on the cat (k=8) took 3.1-3.7 s
     without it and 0.3-0.7 s with it (a fresh process each, load average 12 on 2 cores;
     measured by opening the dock, waiting for the warm-up thread, pressing Run).
+
+    Each colormap is also mapped for the other labels dtype (see :func:`_labels_colormap`),
+    so the kernels for all four pairs of labels dtype and colormap size are compiled here.
     """
     for n_colors in (8, 300):  # uint8 labels (k < 255), uint16 labels (k >= 255)
         swatches = np.linspace(0.0, 1.0, 4 * n_colors).reshape(n_colors, 4)
@@ -342,13 +345,28 @@ def _labels_colormap(swatches: np.ndarray, labels_dtype: np.dtype) -> DirectLabe
     and memory layout it meets; that takes a second or more, and would otherwise freeze
     the viewer when the layer is added. Mapping contiguous and strided arrays of the
     layer's dtype here, on the worker, with this very colormap compiles what the slices
-    and thumbnails will need.
+    and thumbnails will need, and fills the colormap's cache of its texture.
+
+    The other labels dtype (uint8 for uint16 labels, and back) is mapped too: a re-run that
+    crosses k = 255 updates the clusters layer in place, and napari maps the layer's old
+    data through the new colormap when it is set (:func:`._show._show_clusters` sets the
+    colormap first). Mapped there, on the GUI thread, that pair was compiled (1.6-1.8 s
+    frozen each way: astronaut, k = 250 → 256 → 250, load 5 on 2 cores) and its texture
+    built (~150 ms); ``tests/test_widget_run.py`` measures the crossing.
     """
     colormap = DirectLabelColormap(color_dict=_label_color_dict(swatches))
-    tiny = np.ones((4, 4), dtype=labels_dtype)
-    colormap.map(tiny)
-    colormap.map(tiny[::2, ::2])
+    for dtype in (np.dtype(labels_dtype), *_OTHER_LABEL_DTYPE.get(np.dtype(labels_dtype), ())):
+        tiny = np.ones((4, 4), dtype=dtype)
+        colormap.map(tiny)
+        colormap.map(tiny[::2, ::2])
     return colormap
+
+
+#: The labels dtype a clusters layer may have had before a re-run, for each it may get.
+_OTHER_LABEL_DTYPE = {
+    np.dtype(np.uint8): (np.dtype(np.uint16),),
+    np.dtype(np.uint16): (np.dtype(np.uint8),),
+}
 
 
 def _one_based_labels(labels: Any, n_palette_colors: int, alpha: Any = None) -> Any:

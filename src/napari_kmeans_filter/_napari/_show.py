@@ -116,8 +116,11 @@ def _show_clusters(
         )
         viewer.layers.append(layer)
         return layer
-    layer.data = prepared.labels_data
+    # The colormap first: it is ready for the old data's dtype as well (see
+    # _prepare._labels_colormap), while the old colormap has never met the new dtype, which
+    # napari would map on the GUI thread (a compile, seconds, when k crosses 255).
     layer.colormap = prepared.colormap
+    layer.data = prepared.labels_data
     layer.features = prepared.features if prepared.features is not None else {}
     _update_attributes(
         layer, {"blending": prepared.clusters_blending(), **prepared.source.placement}
