@@ -149,13 +149,15 @@ DISPLAY = Display()
 
 def start_numba(display: Display) -> None:
     """Before the first kernel of a command: numba starts without what the kernels never use
-    (:func:`napari_kmeans_filter._jit.lean_start`), and a first-ever run that compiles for more
-    than a second says so once."""
+    (:func:`napari_kmeans_filter._jit.lean_start`), and on a terminal a first-ever run that
+    compiles for more than a second says so once (like the bar, not in logs and pipes)."""
     from .. import _jit
 
     _jit.lean_start()
-    _jit.on_slow_compile("cli", lambda: display.note(COMPILING))
+    if display.live:
+        _jit.on_slow_compile("cli", lambda: display.note(COMPILING))
 
 
-#: Said once when the kernels compile for more than a second (an empty numba cache).
+#: Said once on a terminal when the kernels compile for more than a second (an empty numba
+#: cache).
 COMPILING = "compiling (first run only)"
