@@ -21,10 +21,10 @@ import numpy as np
 from . import _contract as contract
 from . import _validation as check
 from ._contract import default
-from ._fit import assign_rows, fit_fewest, fit_histogram
+from ._fit import PointSet, assign_rows, fit_fewest, fit_histogram
 from ._histogram import image_histogram, release_freed_memory
 from ._layout import layout_of
-from ._metrics import psnr
+from ._metrics import MeanDeltaE, psnr
 from ._options import FitOptions, fit_options
 from ._paint import paint_image
 from ._progress import ProgressCallback, stage
@@ -332,8 +332,8 @@ def _check_palette_units(palette, colors, layout, low, high) -> None:
         check.check_rgb_unit_range("palette", palette.color_space, layout.dtype, low, high)
 
 
-def _fit(layout, options: FitOptions, progress):
-    """Histogram and palette: everything quantize and fit_palette need."""
+def _counted(layout, options: FitOptions, progress):
+    """The image's histogram, its index, and the fit settings every k shares."""
     # Colours and targets in other units than a float image's values are refused before any
     # work for numpy input (one min/max pass, only when such a value is given), and for dask
     # input as soon as the histogram has seen every chunk (before the fit and any output).
@@ -358,6 +358,12 @@ def _fit(layout, options: FitOptions, progress):
         "tol": options.tol,
         "seed": options.seed,
     }
+    return histogram, index, common
+
+
+def _fit(layout, options: FitOptions, progress):
+    """Histogram and palette: everything quantize and fit_palette need."""
+    histogram, index, common = _counted(layout, options, progress)
     curve = None
     if options.n_colors == "auto":
         fewest = fit_fewest(
@@ -819,3 +825,101 @@ def apply_palette(
     if progress is not None:
         progress(1.0, "done")
     return result
+
+
+def error_curve(
+    image,
+    ks,
+    *,
+    delta_e: bool = False,
+    channel_axis: int | None = default("channel_axis"),
+    color_space: str = default("color_space"),
+    alpha: bool | None = default("alpha"),
+    speed: int = default("speed"),
+    mask=None,
+    sample_weight=None,
+    fixed_colors=None,
+    random_state=default("random_state"),
+    progress: ProgressCallback | None = default("progress"),
+) -> dict:
+    """The error of the fit at each number of colours in ``ks``: the curve to choose k by.
+
+    The histogram is counted once and each k is fitted on it as :func:`quantize` fits
+    (same parameters, same result for the same k), then measured as ``n_colors='auto'``
+    measures its tries. What the dock's k plot draws; ``QuantizeResult.error_curve`` is
+    the same curve over the ks an auto search tried.
+
+    Parameters
+    ----------
+    image, channel_axis, color_space, alpha, speed, mask, sample_weight, fixed_colors, \
+random_state, progress
+        As for :func:`quantize`. ``progress`` may raise to stop between fits.
+    ks : iterable of int
+        The numbers of colours, each a valid ``n_colors``; fitted in increasing order.
+        Those above the image's distinct colours (plus fixed colours) are left out: their
+        fit would repaint the image exactly.
+    delta_e : bool, optional
+        Also measure the mean CIEDE2000 of each fit (colour images only).
+
+    Returns
+    -------
+    dict
+        ``"n_colors"``: the ks fitted, sorted; ``"psnr"``: each fit's PSNR in dB (as
+        ``QuantizeResult.psnr``); with ``delta_e``, ``"delta_e"``: each fit's mean
+        CIEDE2000 over the visible pixels.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`quantize`, before any work; ``ks`` naming the bad k.
+    """
+    contract.validate("progress", progress)
+    ks = sorted({int(contract.validate("n_colors", k)) for k in ks if k != "auto"})
+    if not ks:
+        raise contract.invalid("ks", "hold at least one number of colours", ks)
+    layout = layout_of(image, channel_axis, alpha, mask, sample_weight)
+    if delta_e and layout.n_color_channels != 3:
+        raise contract.invalid(
+            "delta_e",
+            "be False for images without three colour channels",
+            delta_e,
+            "CIEDE2000 compares RGB colours.",
+        )
+    options = fit_options(
+        layout,
+        n_colors=ks[-1],
+        color_space=color_space,
+        speed=speed,
+        fixed_colors=fixed_colors,
+        init=default("init"),
+        n_init=default("n_init"),
+        max_iter=default("max_iter"),
+        tol=default("tol"),
+        random_state=random_state,
+    )
+    histogram, _, common = _counted(layout, options, progress)
+    n_visible = float(histogram.pixel_counts.sum())
+    n_fixed = 0 if options.fixed_colors is None else len(options.fixed_colors)
+    lossless = int(np.count_nonzero(histogram.weights > 0)) + n_fixed
+    ks = [k for k in ks if k <= max(lossless, ks[0])]
+    voters = histogram.weights > 0
+    points = PointSet(
+        histogram,
+        layout.encoding,
+        options.color_space,
+        None if np.all(voters) else np.flatnonzero(voters),
+    )
+    meter = MeanDeltaE(histogram, layout.encoding) if delta_e else None
+    curve: dict = {"n_colors": [], "psnr": []}
+    if delta_e:
+        curve["delta_e"] = []
+    for number, k in enumerate(ks):
+        fitted = fit_histogram(histogram, layout.encoding, k, points=points, **common)
+        mse = fitted.assignment.squared_error / max(n_visible * layout.n_color_channels, 1)
+        curve["n_colors"].append(k)
+        curve["psnr"].append(psnr(mse, layout.dtype, fitted.assignment.value_range))
+        if meter is not None:
+            curve["delta_e"].append(float(meter(fitted.colors, fitted.assignment.row_labels)))
+        if progress is not None:
+            progress(0.3 + 0.7 * (number + 1) / len(ks), f"fitted {k} colors")
+    return curve
