@@ -29,6 +29,13 @@ quadrangle inequality too, so divide and conquer stays exact.  Sketch: for runs
 ``c2`` to ``BC`` costs at most ``f(ABC) + f(B)`` (symmetric when ``c1 > c2``).
 The argument holds for centres restricted to any set, fixed ones included.
 
+The whole programme runs in one compiled call.  A row of ``q`` runs can only
+end at ``q .. L - n + q`` (``n`` free runs, one value each at least), so its
+work and its row of the table of choices are ``W = L - n + 1`` wide, not
+``L + 1``: k close to L is cheap (uint16 at k = 65 000: rows 537 wide, 140 MB
+of int32 starts), and ``k >= L`` with no fixed values needs no programme at
+all (every value its own centre).  Work is O(n W log W), table 4 n W bytes.
+
 Sums are kept exact where the data allow: integer values with integer weights
 use int64 prefix sums (sum of x^2 over 12 MP of uint16 is ~5e16, past the 2^53
 that float64 holds exactly) and each run's cost is formed in integers about an
@@ -396,7 +403,7 @@ def evaluations(n_levels: int, k: int, n_fixed: int = 0) -> float:
 def affordable(n_levels: int, k: int, n_fixed: int = 0) -> bool:
     """Whether :func:`fit` stays within ``MAX_TABLE_BYTES`` and ``MAX_EVALUATIONS``.
 
-    True for uint8, 12-bit and uint16 data up to k = 512, and for any ``k`` at
+    True for uint8 and 12-bit data at any k, uint16 up to k = 512, and for any ``k`` at
     least the number of levels (no fixed values: each level its own centre) or
     close to it (uint16 at k = 65 000: rows 537 ends wide); false for, e.g., a
     float image of 10 M distinct values, or uint16 at k = 4096.
