@@ -186,7 +186,8 @@ def dp(repeats, rows, run_id):
             )
         gap = r_int.cost / r_real.cost if r_int is not None and r_real.cost else 1.0
         gap_cell = f"{gap:.6f}" if r_int is not None else "–"
-        times = f"{t_int * 1e3:.1f} | {t_real * 1e3:.1f}"
+        int_cell = f"{t_int * 1e3:.1f}" if r_int is not None else "–"
+        times = f"{int_cell} | {t_real * 1e3:.1f}"
         print(f"| {name} | {len(values)} | {k} | {times} | {gap_cell} |")
         if r_int is not None:
             rows.append(
