@@ -151,22 +151,33 @@ def test_lab_adds_delta_e_and_another_layer_or_setting_refreshes_the_curve(
     make_napari_viewer, qtbot, open_widget
 ):
     viewer = make_napari_viewer()
-    viewer.add_image(skimage.data.chelsea(), rgb=True, name="chelsea")
+    viewer.add_image(skimage.data.chelsea()[::2, ::2], rgb=True, name="chelsea")
     widget = open_widget(viewer)
     widget.controls.color_space_choice.value = "lab"
     kplot = _show_curve(qtbot, widget)
     delta_e = np.array([p.delta_e for p in kplot.points])
+    assert len(delta_e) == KPLOT_MAX_K - 1
     assert np.all(delta_e > 0) and delta_e[-1] < delta_e[0] / 2
     assert np.all(np.diff(delta_e) < 0.3), delta_e
     assert kplot.twin.get_visible() and "ΔE" in kplot.twin.get_ylabel()
+
+    # A setting the curve depends on: measured again (rgb: PSNR only).
+    with qtbot.waitSignal(kplot.finished, timeout=CURVE_TIMEOUT_MS):
+        widget.controls.color_space_choice.value = "rgb"
+    assert all(p.delta_e is None for p in kplot.points) and not kplot.twin.get_visible()
     cat = {p.k: p.psnr for p in kplot.points}
 
     # Another layer: the curve is measured again, on it.
-    coffee = viewer.add_image(skimage.data.coffee(), rgb=True, name="coffee")
+    coffee = viewer.add_image(skimage.data.coffee()[::2, ::2], rgb=True, name="coffee")
     with qtbot.waitSignal(kplot.finished, timeout=CURVE_TIMEOUT_MS):
         viewer.layers.selection.active = coffee
-    assert "'coffee'" in kplot.caption.text()
+    assert "'coffee' (200 × 300 pixels" in kplot.caption.text()
     assert {p.k: p.psnr for p in kplot.points} != cat
+
+    # Its data replaced: measured again.
+    with qtbot.waitSignal(kplot.finished, timeout=CURVE_TIMEOUT_MS):
+        coffee.data = skimage.data.astronaut()[::2, ::2]
+    assert "'coffee' (256 × 256 pixels" in kplot.caption.text()
 
     # k beyond 64: the curve is extended up to it (log scale).
     with qtbot.waitSignal(kplot.finished, timeout=CURVE_TIMEOUT_MS):

@@ -148,6 +148,7 @@ class KMeansColourWidget(QWidget):
         self._viewer.dims.events.current_step.connect(self._on_dims_changed)
         for layer in self._viewer.layers:
             layer.events.name.connect(self._refresh_choices)
+            layer.events.data.connect(self._on_layer_data)
 
     def _disconnect(self) -> None:
         layer_events = self._viewer.layers.events
@@ -157,6 +158,7 @@ class KMeansColourWidget(QWidget):
         self._viewer.dims.events.current_step.disconnect(self._on_dims_changed)
         for layer in self._viewer.layers:
             layer.events.name.disconnect(self._refresh_choices)
+            layer.events.data.disconnect(self._on_layer_data)
 
     # ----------------------------------------------------------------------------------
     # Closing the dock
@@ -369,6 +371,7 @@ class KMeansColourWidget(QWidget):
         kind = getattr(event, "type", None)
         if kind == "inserted":
             event.value.events.name.connect(self._refresh_choices)
+            event.value.events.data.connect(self._on_layer_data)
         elif kind == "removed":
             self._on_layer_removed()
         self._refresh_choices()
@@ -391,6 +394,12 @@ class KMeansColourWidget(QWidget):
         self._update_enabled()
         self.preview.schedule()
         self.kplot.schedule()
+
+    def _on_layer_data(self, event: Any = None) -> None:
+        # An input's data replaced (or edited): its preview and its k plot are out of date.
+        if not self._closed and getattr(event, "source", None) in self.controls.layers:
+            self.preview.schedule()
+            self.kplot.schedule()
 
     def _on_dims_changed(self, _event: Any = None) -> None:
         layers = self.controls.layers
