@@ -5,6 +5,8 @@
     python benchmarks/bench_cli.py --quick              # small photos only, k=16 and 256, ~3 min
     python benchmarks/bench_cli.py --images chelsea mosaic12 --k 256 --repeats 3
     python benchmarks/bench_cli.py --no-profile         # skip -X importtime and the kernel count
+    python benchmarks/bench_cli.py --quick --ref-src /path/to/other/checkout/src   # A/B
+    python benchmarks/bench_cli.py --images chelsea --k 16 --cases ours --cold      # first-ever run
 
 Every case is one fresh process on a PNG file, timed by this script from spawn to exit;
 round-robin over the cases of a file (so load from other processes hits every tool alike),
@@ -19,6 +21,15 @@ each case (it warms the OS file cache and, for ours, numba's kernel cache):
   floor-numba     python -c "import numpy, numba, PIL.Image; read IN; write an 8-bit PNG of
                   the same size": the least any Python + numba tool pays on this file
   floor-python    the same without numba
+  ours-ref        with --ref-src DIR: ours from another source tree (PYTHONPATH=DIR), in turn
+                  with the others: an A/B of a change in the same run
+  ours-cold       with --cold: ours with NUMBA_CACHE_DIR an empty directory each run (a
+                  first-ever run: every kernel compiled), on the first image at the first k only,
+                  --cold-repeats runs (2), no untimed run
+
+Each row also gives `above_floor_s` (its median less floor-numba's on the same file, same
+run) and `x_pngquant` (its median / pngquant's at the same k), and the same two from the CPU
+times (`cpu_above_floor_s`, `cpu_x_pngquant`).
 
 The CPU time (user + sys, all threads) of each process is recorded too: on a loaded machine
 it moves less than the wall time. MSE: each output PNG is read back (Pillow, as RGB) and
@@ -71,6 +82,7 @@ CASES = (
     "pngquant-speed10",
     "imagemagick",
 )
+OPTIONAL_CASES = ("ours-ref", "ours-cold")
 
 FIELDS = [
     "image",
@@ -84,6 +96,10 @@ FIELDS = [
     "time_max_s",
     "times_s",
     "cpu_median_s",
+    "above_floor_s",
+    "cpu_above_floor_s",
+    "x_pngquant",
+    "cpu_x_pngquant",
     "mse",
     "psnr",
     "n_colors_out",
@@ -249,6 +265,8 @@ def shown(case: str, name: str, k: int) -> str:
         "floor-numba": f"python -c 'import numpy, numba, PIL.Image; read {f}; write an 8-bit PNG'",
         "ours": f"napari-kmeans-filter {f} -k {k} -o out.png --overwrite",
         "ours-speed10": f"napari-kmeans-filter {f} -k {k} --speed 10 -o out.png --overwrite",
+        "ours-ref": f"PYTHONPATH=REF napari-kmeans-filter {f} -k {k} -o out.png --overwrite",
+        "ours-cold": f"NUMBA_CACHE_DIR=$(mktemp -d) napari-kmeans-filter {f} -k {k} -o out.png",
         "pngquant": f"pngquant --nofs --force --output out.png {k} {f}",
         "pngquant-speed10": f"pngquant --nofs --speed 10 --force --output out.png {k} {f}",
         "imagemagick": f"convert {f} +dither -colors {k} out.png",
@@ -320,6 +338,84 @@ def kernel_profile(src: Path, out_dir: Path, k: int = 16) -> dict:
     return data
 
 
+def cold_row(src: Path, k: int, repeats: int, out_dir: Path, env: dict) -> dict:
+    """ours-cold: first-ever runs, each with an empty NUMBA_CACHE_DIR (every kernel compiled)."""
+    ref = read_rgb(src)
+    walls, cpus = [], []
+    row = dict(image=src.stem, megapixels=f"{ref.shape[0] * ref.shape[1] / 1e6:.3f}", k=k)
+    row.update(case="ours-cold", command=shown("ours-cold", src.stem, k))
+    load = []
+    for _ in range(repeats):
+        cache = Path(tempfile.mkdtemp(prefix="numba_cache_", dir=out_dir))
+        load.append(os.getloadavg()[0])
+        out = out_dir / "ours-cold.png"
+        wall, cpu, proc = timed(
+            command("ours-cold", src, out, k), {**env, "NUMBA_CACHE_DIR": str(cache)}
+        )
+        shutil.rmtree(cache, ignore_errors=True)
+        if proc.returncode != 0:
+            row.update(status="error", note=(proc.stderr or proc.stdout).strip()[-300:])
+            return row
+        walls.append(wall)
+        cpus.append(cpu)
+    got = read_rgb(out_dir / "ours-cold.png")
+    mse, psnr = mse_psnr(got, ref)
+    row.update(
+        status="ok",
+        n_runs=len(walls),
+        time_median_s=f"{statistics.median(walls):.4f}",
+        time_min_s=f"{min(walls):.4f}",
+        time_max_s=f"{max(walls):.4f}",
+        times_s=" ".join(f"{t:.3f}" for t in walls),
+        cpu_median_s=f"{statistics.median(cpus):.4f}",
+        mse=f"{mse:.4f}",
+        psnr=f"{psnr:.3f}",
+        n_colors_out=n_colors(got),
+        loadavg_1min=f"{statistics.median(load):.2f}",
+        timestamp=_runinfo.utc_stamp(),
+    )
+    print(
+        f"  {src.stem:16s} k={k:<4d} ours-cold (empty numba cache) {walls} s, CPU {cpus} s",
+        flush=True,
+    )
+    return row
+
+
+def add_relative_columns(rows: list[dict]) -> None:
+    """above_floor_s / x_pngquant (and their CPU twins) of every ok row of this run: against
+    floor-numba on the same file and pngquant at the same k, both from the same run."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    floor = {r["image"]: r for r in ok if r["case"] == "floor-numba"}
+    pngquant = {(r["image"], str(r["k"])): r for r in ok if r["case"] == "pngquant"}
+    for r in ok:
+        for suffix, key in (("", "time_median_s"), ("cpu_", "cpu_median_s")):
+            value = float(r[key])
+            f = floor.get(r["image"])
+            if f is not None and not r["case"].startswith("floor"):
+                r[f"{suffix}above_floor_s"] = f"{value - float(f[key]):.4f}"
+            q = pngquant.get((r["image"], str(r["k"])))
+            if q is not None and float(q[key]) > 0:
+                r[f"{suffix}x_pngquant"] = f"{value / float(q[key]):.2f}"
+
+
+def print_table(rows: list[dict]) -> None:
+    """The run's figures: median wall (CPU) s, above the floor, x pngquant."""
+    print(
+        f"{'image':16s} {'MP':>5s} {'k':>4s} {'case':17s} {'wall s':>7s} {'cpu s':>6s} "
+        f"{'above floor':>11s} {'x pngquant':>10s} {'MSE':>9s}"
+    )
+    for r in rows:
+        if r.get("status") != "ok":
+            print(f"{r['image']:16s} {'':5s} {r.get('k', '')!s:>4s} {r['case']:17s} {r['status']}")
+            continue
+        print(
+            f"{r['image']:16s} {float(r['megapixels']):5.2f} {r.get('k', '')!s:>4s} "
+            f"{r['case']:17s} {float(r['time_median_s']):7.3f} {float(r['cpu_median_s']):6.3f} "
+            f"{r.get('above_floor_s', ''):>11s} {r.get('x_pngquant', ''):>10s} "
+            f"{r.get('mse', ''):>9s}"
+        )
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(
@@ -327,7 +423,12 @@ def main(argv=None):
     )
     p.add_argument("--images", nargs="+", help=f"default {[*SMALL_PHOTOS, *BIG_IMAGES]}")
     p.add_argument("--k", nargs="+", type=int, default=list(KS))
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES + OPTIONAL_CASES)
+    p.add_argument(
+        "--ref-src", type=Path, help="add the case ours-ref: ours with PYTHONPATH=REF_SRC"
+    )
+    p.add_argument("--cold", action="store_true", help="add the case ours-cold")
+    p.add_argument("--cold-repeats", type=int, default=2, help="first-ever runs (ours-cold)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per case (small files)")
     p.add_argument("--big-repeats", type=int, default=3, help="timed runs at >= 4 MP")
     p.add_argument("--quick", action="store_true", help="the small photos only")
@@ -344,6 +445,14 @@ def main(argv=None):
     info["tools"] = tool_versions()
     print(f"run {run_id}; core {version}; {info['tools']}", flush=True)
     env = env_clean()
+    cases = [c for c in args.cases if c != "ours-cold"]
+    if args.ref_src is not None:
+        cases += [] if "ours-ref" in cases else ["ours-ref"]
+        envs = {"ours-ref": {**env, "PYTHONPATH": str(args.ref_src.resolve())}}
+        info["ref_src"] = str(args.ref_src.resolve())
+    else:
+        cases = [c for c in cases if c != "ours-ref"]
+        envs = {}
     out_dir = Path(tempfile.mkdtemp(prefix="nkf_cli_"))
     rows = []
     t_start = time.perf_counter()
@@ -372,7 +481,7 @@ def main(argv=None):
             repeats = args.big_repeats if mp >= 4 else args.repeats
             for k in args.k:
                 cmds = {}
-                for case in args.cases:
+                for case in cases:
                     if case.startswith("floor") and k != args.k[0]:
                         continue  # the floor does not depend on k: measured once per file
                     cmd = command(case, src, out_dir / f"{case}.png", k)
@@ -393,7 +502,7 @@ def main(argv=None):
                         if case in failed:
                             continue
                         load.append(os.getloadavg()[0])
-                        wall, cpu, proc = timed(cmd, env)
+                        wall, cpu, proc = timed(cmd, envs.get(case, env))
                         if proc.returncode != 0:
                             tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
                             failed[case] = " | ".join(tail)[:300]
@@ -409,6 +518,7 @@ def main(argv=None):
                         case=case,
                         command=shown(case, name, k),
                         core_version=version if case.startswith("ours") else "",
+                        note=f"PYTHONPATH={args.ref_src}" if case == "ours-ref" else "",
                         loadavg_1min=f"{statistics.median(load):.2f}",
                         run_id=run_id,
                         timestamp=_runinfo.utc_stamp(),
@@ -442,8 +552,12 @@ def main(argv=None):
                         f"  load {row['loadavg_1min']}",
                         flush=True,
                     )
+        if args.cold or "ours-cold" in args.cases:
+            rows.append(cold_row(input_png(images[0]), args.k[0], args.cold_repeats, out_dir, env))
+            rows[-1].update(run_id=run_id, core_version=version)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+    add_relative_columns(rows)
 
     csv_path, env_path = args.results / CSV_NAME, args.results / ENV_NAME
     csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -465,6 +579,7 @@ def main(argv=None):
             if key in earlier:
                 info[key] = earlier[key]
     _runinfo.save_env(env_path, info, merge=merge)
+    print_table([r for r in rows if r.get("run_id") == run_id])
     print(f"wrote {csv_path}")
     import make_report
 
