@@ -16,10 +16,12 @@ generated once in about 2 minutes on 2 cores, then reused); labels go to benchma
 Every measurement runs in a fresh subprocess (so peak RSS is that run's alone), after one
 untimed process on one frame (it fills the on-disk cache of JIT-compiled kernels, if any):
   ours:    quantize(da.from_zarr(store), 16, random_state=0); da.to_zarr(result.labels, ...)
+           (the core regroups an array straight from from_zarr into tasks of several storage
+           chunks, so this is the plain API call; its labels are stored in the task chunks)
   zarr-io: the I/O floor of any two-pass method, right after ours at each chunking:
            da.from_zarr(store).max().compute(); da.to_zarr(x[..., 0], ...)
   ours-grouped / zarr-io-grouped (issue 19): the same, with tasks of several storage
-           chunks each (``_tasks.regroup``: ~32 MB of whole storage chunks per task) and the
+           chunks each (``_tasks.regroup``: --task-mb of whole storage chunks per task) and the
            labels written with the input's storage chunks from tasks aligned to them
            (``_tasks.to_zarr``): the grouped floor is zarr-python's own read-twice-write-once
            I/O with tasks of the same size as ours, the honest floor.
@@ -277,7 +279,8 @@ def child(
     x = da.from_zarr(str(store_path(chunks, stack_frames)))
     storage_chunks = tuple(x.chunksize)
     if grouped:
-        # what the core and the CLI will do once wired: tasks of several storage chunks
+        # tasks of several storage chunks, of --task-mb (the core does this by itself at
+        # its default size; zarr-io-grouped needs it to be the honest floor)
         x = _tasks.regroup(x, target_bytes=int(TASK_MB[0] * 2**20))
     if frames < x.shape[0]:
         x = x[:frames]
@@ -289,8 +292,14 @@ def child(
     info["n_chunks"] = int(
         np.prod([-(-s // c) for s, c in zip(x.shape, storage_chunks, strict=True)])
     )
-    info["n_tasks"] = int(np.prod(x.numblocks))
-    info["tasks"] = chunk_tag(x.chunksize)
+    # the tasks the core runs: it regroups an array straight from from_zarr itself
+    tasks = x
+    if base == "ours" and not grouped:
+        from napari_kmeans_filter import _tasks as core_tasks
+
+        tasks = core_tasks.regroup(x)
+    info["n_tasks"] = int(np.prod(tasks.numblocks))
+    info["tasks"] = chunk_tag(tasks.chunksize)
 
     def write(labels):
         if grouped:
