@@ -228,7 +228,6 @@ def assert_stats_look_right(result, image: np.ndarray) -> None:
 @FAST
 @given(images(), st.integers(1, 6), st.booleans())
 def test_quantize_and_its_result_methods_over_the_float_range(image, k, dither):
-    assume(not tiny_spread(*data_range(image)))  # test_tiny_spreads_* (pending core patch)
     try:
         result = calling(quantize, image, k, dither=dither, random_state=0)
     except (ValueError, TypeError) as error:
@@ -241,7 +240,6 @@ def test_quantize_and_its_result_methods_over_the_float_range(image, k, dither):
 @FAST
 @given(images(), st.integers(1, 6))
 def test_fit_palette_over_the_float_range(image, k):
-    assume(not tiny_spread(*data_range(image)))
     try:
         palette = calling(fit_palette, image, k, random_state=0)
     except (ValueError, TypeError) as error:
@@ -256,7 +254,6 @@ def test_fit_palette_over_the_float_range(image, k):
 def test_apply_palette_over_the_float_range(image, dither, data):
     """A palette of colours the image holds, or of its range's ends, repaints it."""
     low, high = data_range(image)
-    assume(not tiny_spread(low, high))
     rows = pixels(image)
     picked = data.draw(st.lists(st.integers(0, len(rows) - 1), min_size=1, max_size=4))
     ends = np.array([[low]] if low == high else [[low], [high]])
@@ -281,8 +278,6 @@ def test_estimator_over_the_float_range(image, n_clusters, data):
 
     X = pixels(image).astype(image.dtype)
     assume(len(X) >= n_clusters)
-    low, high = data_range(image)
-    assume(not tiny_spread(low, high))
     n_distinct = len(np.unique(X, axis=0))
     estimator = KMeansQuantizer(n_clusters=n_clusters, random_state=0)
     try:
@@ -347,9 +342,6 @@ def test_scaling_by_a_power_of_two_scales_the_result(table_image, dtype, k, data
 
 #: Squared differences of float64 values this close underflow (to subnormals or 0).
 TINY = [5e-324, 1e-320, 2.2250738585072014e-308, 1e-300, 1e-200, 1e-160]
-PENDING = pytest.mark.xfail(
-    strict=True, reason="core patch pending: _visible_range to call check_float_values"
-)
 
 
 def tiny_image(magnitude: float, signs: str) -> np.ndarray:
@@ -364,8 +356,7 @@ def tiny_image(magnitude: float, signs: str) -> np.ndarray:
 @pytest.mark.parametrize("signs", ["positive", "mixed"])
 @pytest.mark.parametrize(
     "magnitude",
-    # Down to ~1e-160 the squares are subnormal but not 0: the fit still tells them apart.
-    [pytest.param(m, marks=[PENDING] if m < 1e-160 else []) for m in TINY],
+    TINY,
 )
 @pytest.mark.parametrize("function", ["quantize", "fit_palette", "apply_palette", "estimator"])
 def test_tiny_spreads_give_a_fit_or_name_the_range(function, magnitude, signs):
@@ -401,21 +392,8 @@ def test_tiny_spreads_give_a_fit_or_name_the_range(function, magnitude, signs):
     assert_palette_looks_right(np.unique(colors, axis=0), image, 3)
 
 
-PENDING_ESTIMATOR = pytest.mark.xfail(
-    strict=True, reason="estimator patch pending: rows refused beyond +-1e140 in _validated"
-)
-
-
-@pytest.mark.parametrize(
-    ("method", "magnitude"),
-    [
-        pytest.param(method, magnitude, marks=[PENDING_ESTIMATOR] if pending else [])
-        for method in ("predict", "transform", "score")
-        for magnitude in (1e141, 1e200, 1e300)
-        # predict's labels are right still: at 1e200 both centres are equally near in float64.
-        for pending in [method != "predict" and magnitude > 1e154]
-    ],
-)
+@pytest.mark.parametrize("magnitude", [1e141, 1e200, 1e300])
+@pytest.mark.parametrize("method", ["predict", "transform", "score"])
 def test_estimator_refuses_rows_beyond_the_range_after_a_fit(method, magnitude):
     """Rows far beyond the fitted data: right (nearest labels, finite distances and score) or
     refused naming the range.  Beyond ~1e154 their squared distances overflow: every distance
@@ -440,28 +418,9 @@ def test_estimator_refuses_rows_beyond_the_range_after_a_fit(method, magnitude):
 WEIGHT_MAGNITUDES = [5e-324, 1e-300, 1e-20, 1.0, 2.0**32, 1e10, 1e300, 1.7e308]
 
 
-PENDING_LAZY_WEIGHTS = pytest.mark.xfail(
-    strict=True, reason="core patch pending: _fit to rescale the histogram's votes"
-)
-
-
-@pytest.mark.parametrize(
-    ("magnitude", "spread", "lazy"),
-    [
-        pytest.param(
-            magnitude,
-            spread,
-            lazy,
-            marks=[PENDING_LAZY_WEIGHTS] if pending else [],
-            id=f"{magnitude:g}-{spread}-{'dask' if lazy else 'numpy'}",
-        )
-        for magnitude in WEIGHT_MAGNITUDES
-        for spread in ("constant", "mixed with 1")
-        for lazy in (False, True)
-        # Subnormal lazy weights: every weighted mean rounded to a multiple of 5e-324.
-        for pending in [lazy and spread == "constant" and magnitude < 1e-300]
-    ],
-)
+@pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "dask"])
+@pytest.mark.parametrize("spread", ["constant", "mixed with 1"])
+@pytest.mark.parametrize("magnitude", WEIGHT_MAGNITUDES)
 def test_sample_weights_over_the_float_range(magnitude, spread, lazy):
     """Weights from subnormal to the largest float: only their ratios matter.  Constant
     weights give the unweighted result; others a result that looks right; lazy weights

@@ -292,9 +292,6 @@ def test_row10_huge_floats_give_a_result_or_name_the_range(scale):
 
 # --------------------------------------------------------------------------- the estimator
 
-PENDING_ESTIMATOR = pytest.mark.xfail(
-    strict=True, reason="estimator patch pending: known, non-empty row chunks (_known_rows)"
-)
 ROWS = FRAMES[:, :2].reshape(-1, 3).astype(np.float64)  # 240 pixels as scikit-learn's rows
 ROW_WEIGHTS = np.linspace(0.5, 2.0, len(ROWS))
 
@@ -308,39 +305,9 @@ def awkward_rows(values: np.ndarray, chunking: str):
     return da.from_array(values, chunks=((100, 140), *rest))[keep]
 
 
-#: Measured on the estimator of this commit: a zero-size row chunk fails dask's reductions
-#: ("zero-size array to reduction operation minimum") in fit and score; unknown row chunks
-#: fail score ("unsupported operand type(s) for *: 'float' and 'curry'", or a broadcast of
-#: (nan,) with numpy weights) and fit with lazy weights ("sample_weight.shape == (nan,)").
-ESTIMATOR_FAILING = {
-    ("fit", "zero-size", "none"),
-    ("fit", "zero-size", "numpy"),
-    ("fit", "zero-size", "lazy"),
-    ("fit", "unknown", "lazy"),
-    ("score", "zero-size", "none"),
-    ("score", "zero-size", "numpy"),
-    ("score", "zero-size", "lazy"),
-    ("score", "unknown", "none"),
-    ("score", "unknown", "numpy"),
-}
-
-
-@pytest.mark.parametrize(
-    ("method", "chunking", "weights"),
-    [
-        pytest.param(
-            *case,
-            marks=[PENDING_ESTIMATOR] if case in ESTIMATOR_FAILING else [],
-            id="-".join(case),
-        )
-        for case in (
-            (method, chunking, weights)
-            for method in ("fit", "predict", "transform", "score")
-            for chunking in ("zero-size", "unknown")
-            for weights in ("none", "numpy", "lazy")
-        )
-    ],
-)
+@pytest.mark.parametrize("weights", ["none", "numpy", "lazy"])
+@pytest.mark.parametrize("chunking", ["zero-size", "unknown"])
+@pytest.mark.parametrize("method", ["fit", "predict", "transform", "score"])
 def test_estimator_with_awkward_chunks_gives_numpy_result_or_one_clear_error(
     method, chunking, weights
 ):

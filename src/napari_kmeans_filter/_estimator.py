@@ -28,11 +28,22 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import _contract
 from ._colorspace import rgb_unit_scale, to_fit_space
 from ._quantize import quantize
-from ._validation import is_dask_array
+from ._validation import check_float_values, checked_float_block, is_dask_array
 
 # Rows whose distances to every centre are held at once (rows x k x features
 # float64: ~32 MB at k = 256, 16 features).
 _CHUNK_VALUES = 2**22
+
+
+def _known_rows(array):
+    """A dask ``array`` with known, non-empty chunks along its rows (what scikit-learn's
+    shape checks and dask's reductions over them need): unknown sizes are computed, as the
+    row count must be known anyway, and empty chunks dropped."""
+    if any(np.isnan(size) for size in array.chunks[0]):
+        array = array.compute_chunk_sizes()
+    if 0 in array.chunks[0] and array.shape[0] > 0:
+        array = array.rechunk({0: tuple(size for size in array.chunks[0] if size)})
+    return array
 
 
 def _to_sklearn(constraint: _contract.Constraint):
@@ -205,6 +216,9 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
             dtype_in = getattr(X, "dtype", None)
             X = validate_data(self, X, dtype=[np.float64, np.float32], order="C")
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            if X.size:
+                # Refused as the engine would refuse the image, but naming X.
+                check_float_values(float(X.min()), float(X.max()), "X")
         self._check_shape(X)
         # The fit space's units: lab/oklab read RGB in [0, scale], the full range of an
         # integer dtype (a float X is in [0, 1]); X itself is float from here on.
@@ -297,8 +311,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"Expected a 2-D dask array (n_samples, n_features), got {X.ndim}-D.")
         if X.dtype.kind not in "uif":
             raise ValueError(f"X must hold integers or floats, not {X.dtype}.")
-        if np.isnan(X.shape[0]):
-            X = X.compute_chunk_sizes()
+        X = _known_rows(X)
         if X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(
                 f"Found array with shape {X.shape}: at least 1 sample and feature are required."
@@ -312,6 +325,8 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
             sample_weight = da.ones(X.shape[0], chunks=(X.chunks[0],))
         else:
             sample_weight = da.asarray(sample_weight).astype(np.float64)
+            if sample_weight.ndim == 1:
+                sample_weight = _known_rows(sample_weight)
             if sample_weight.shape != (X.shape[0],):
                 raise ValueError(
                     f"sample_weight.shape == {sample_weight.shape}, expected {(X.shape[0],)}!"
@@ -332,8 +347,12 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
                     f"X has {X.shape[-1]} features, but {type(self).__name__} is expecting "
                     f"{self.n_features_in_} features as input."
                 )
-            return X.rechunk({1: -1}).astype(np.float32 if X.dtype == np.float32 else np.float64)
-        return validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=False)
+            X = _known_rows(X).rechunk({1: -1})
+            X = X.astype(np.float32 if X.dtype == np.float32 else np.float64)
+            # Squared distances of rows beyond +-1e140 overflow: refused as each block is computed.
+            return X.map_blocks(checked_float_block, dtype=X.dtype)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=False)
+        return checked_float_block(X)
 
     def _fit_space(self, values):
         if self._scale == 1.0 and self.color_space.lower() == "rgb":
@@ -415,11 +434,17 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         if is_dask_array(X):
             import dask.array as da
 
-            weight = (
-                da.ones(X.shape[0], chunks=(X.chunks[0],))
-                if sample_weight is None
-                else sample_weight
-            )
+            if sample_weight is None:
+                weight = da.ones(X.shape[0], chunks=(X.chunks[0],))
+            else:
+                weight = da.asarray(sample_weight).astype(np.float64)
+                if weight.ndim == 1:
+                    weight = _known_rows(weight)
+                if weight.shape != (X.shape[0],):
+                    raise ValueError(
+                        f"sample_weight.shape == {weight.shape}, expected {(X.shape[0],)}!"
+                    )
+                weight = weight.rechunk((X.chunks[0],))
         else:
             weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         return -float(self._weighted_sum(self._nearest(X)[1], weight))

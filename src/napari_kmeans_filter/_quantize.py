@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -298,30 +298,18 @@ class QuantizeResult:
         return np.asarray(counts).astype(np.int64).reshape(n_frames, k).T
 
 
-# Squared distances (x - c)**2 summed over 16 channels and 2**40 pixels stay below float64's
-# 1.8e308 for values within +-1e140.
-_MAX_MAGNITUDE = 1e140
-
-
 def _visible_range(histogram, encoding) -> tuple[float, float]:
     """Smallest and largest colour value of the visible pixels (float images only).
 
     The histogram has refused NaN and infinity already (per chunk for dask); values too
-    large for squared distances in float64 are refused here.
+    large or too close together for squared distances in float64 are refused here.
     """
     colors = encoding.decode(histogram.codes)
     visible = colors[histogram.pixel_counts > 0]
     if not visible.size:
         return math.nan, math.nan
     low, high = float(visible.min()), float(visible.max())
-    if max(abs(low), abs(high)) > _MAX_MAGNITUDE:
-        raise contract.invalid(
-            "image",
-            f"hold values in the range [{-_MAX_MAGNITUDE:g}, {_MAX_MAGNITUDE:g}]",
-            None,
-            "Squared colour distances of larger values overflow float64; rescale the image.",
-            got=f"values in [{low:g}, {high:g}]",
-        )
+    check.check_float_values(low, high)
     return low, high
 
 
@@ -345,6 +333,11 @@ def _counted(layout, options: FitOptions, progress):
     check.check_votes(
         float(np.sum(histogram.weights)), layout.mask is not None, layout.sample_weight is not None
     )
+    if layout.sample_weight is not None and histogram.votes is not None:
+        # Only the weights' ratios matter: at a scale where their products with squared
+        # distances neither overflow nor turn subnormal (numpy weights are so already; lazy
+        # ones are known only now).
+        histogram = replace(histogram, votes=check.rescaled_weights(histogram.votes))
     if layout.dtype.kind == "f":
         low, high = _visible_range(histogram, layout.encoding)
         if check_units and layout.is_dask:
@@ -531,7 +524,10 @@ def quantize(
     sample_weight : array_like of float, optional
         The image's spatial shape; non-negative weight of every pixel in the
         fit (an importance map, as libimagequant's). Combined with ``mask``
-        and alpha by multiplication.
+        and alpha by multiplication. Only their ratios matter: weights whose
+        maximum lies outside [2**-32, 2**32] are rescaled exactly (dask
+        weights above 2**32 are refused, their maximum being known only once
+        computed).
     fixed_colors : array_like, shape (m, C), optional
         Colours in the image's units that appear in the palette exactly, as its
         first ``m`` entries in the given order, and never move (even with no
@@ -594,6 +590,9 @@ def quantize(
         targets in other units than a float image's values are refused too,
         before any work for numpy input, and for dask input once the colour
         histogram has been counted (before the fit and any output).
+        So are float images with values beyond +-1e140, or spread over less
+        than 1e-140 (max - min, not all equal): their squared colour
+        distances would overflow or underflow float64.
 
     Notes
     -----
