@@ -131,6 +131,50 @@ def test_float_histogram_beyond_the_old_table_budget():
     assert len(fast.centres) == 19_990
 
 
+def test_penalised_programme_equals_the_rows():
+    """Integer data, integer centres, no fixed values: the penalty-per-run programme
+    (bisection over the penalty, then, where the optimum with the fewest runs has
+    fewer than k and the one with the most has more, the two spliced) gives the
+    plain programme's optimum with exactly k runs, ties everywhere included."""
+    rng = np.random.default_rng(12)
+    for trial in range(300):  # ~50 of them need the splice (flat histograms)
+        n_levels = int(rng.integers(2, 50))
+        values = np.sort(rng.choice(300, n_levels, replace=False)).astype(np.float64)
+        weights = rng.integers(1, 30, n_levels)
+        if trial % 4 == 0:  # flat: many partitions of equal cost
+            values, weights = np.arange(n_levels, dtype=np.float64), np.ones(n_levels, int)
+        k = int(rng.integers(1, n_levels))
+        full = fit(values, weights, k, integer_centres=True, method="full")
+        fast = fit(values, weights, k, integer_centres=True, method="lagrangian")
+        assert fast.cost == full.cost
+        assert len(fast.centres) == k and np.all(np.diff(fast.centres) > 0)
+        assert _cost_of(fast, values, weights) == full.cost
+    # Small enough for the exhaustive search too.
+    values, weights = np.array([0.0, 1, 2, 3, 4, 5]), np.array([1, 1, 1, 1, 1, 1])
+    for k in range(1, 6):
+        result = fit(values, weights, k, integer_centres=True, method="lagrangian")
+        assert result.cost == pytest.approx(_exhaustive(values, weights, k, integer=True))
+
+
+def test_penalised_programme_on_12_bit_data_at_large_k():
+    """4096 levels at k = 1000: the rows and the penalised programme agree; auto picks
+    the penalised one where it is cheaper (k in the hundreds and more on uint16)."""
+    rng = np.random.default_rng(13)
+    values = np.arange(4096, dtype=np.float64)
+    weights = rng.multinomial(3_000_000, rng.dirichlet(np.ones(4096)))
+    keep = weights > 0
+    values, weights = values[keep], weights[keep]
+    rows = fit(values, weights, 1000, integer_centres=True, method="dc")
+    penalised = fit(values, weights, 1000, integer_centres=True, method="lagrangian")
+    assert penalised.cost == rows.cost
+    assert evaluations(65536, 4096) > 2**29 and affordable(65536, 4096, integer=True)
+    assert not affordable(65536, 4096, n_fixed=1, integer=True)
+    with pytest.raises(ValueError, match="lagrangian"):
+        fit(values, weights, 10, method="lagrangian")  # real centres
+    with pytest.raises(ValueError, match="lagrangian"):
+        fit(values, weights, 10, fixed=[5.0], integer_centres=True, method="lagrangian")
+
+
 @pytest.mark.parametrize("name", ["camera", "moon", "coins"])
 @pytest.mark.parametrize("classes", [2, 3, 4, 5])
 def test_thresholds_equal_threshold_multiotsu(name, classes):
