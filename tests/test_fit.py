@@ -192,3 +192,21 @@ def test_integer_sample_weight_equals_repeating_pixels():
     repeated = np.repeat(image.reshape(-1, 3), weight.reshape(-1), axis=0)[np.newaxis]
     plain = quantize(repeated, 5, random_state=1)
     np.testing.assert_array_equal(weighted.palette.colors, plain.palette.colors)
+
+
+@pytest.mark.parametrize("k", [40, 300])
+def test_palette_assignment_from_a_grid_guess_is_exact(k):
+    """A palette given without labels (apply_palette) starts each row's search from
+    the label of its grid cell: only a start, every row still gets its exact nearest
+    colour (ties: lowest index)."""
+    rng = np.random.default_rng(k)
+    image = rng.integers(0, 256, (150, 200, 3)).astype(np.uint8)
+    image[:50] //= 16  # a dense dark corner: cells of very different sizes
+    histogram, encoding = _histogram_of(image)
+    colors = rng.integers(0, 256, (k, 3)).astype(np.uint8)
+    colors[:5] = colors[5:10]  # equal colours: ties
+    result = _fit.assign_rows(histogram, encoding, colors, "rgb")
+    values = encoding.decode(histogram.codes).astype(np.float64)
+    np.testing.assert_array_equal(
+        result.row_labels, _brute_force_nearest(values, colors.astype(np.float64))
+    )

@@ -77,3 +77,25 @@ def test_rgb_dithering_past_the_neighbour_lists_picks_the_exact_nearest_colour(m
     monkeypatch.setattr(_paint, "_BRUTE_FORCE_K", 10**6)
     every = apply_palette(image, palette, dither=True)
     np.testing.assert_array_equal(fast.labels, every.labels)
+
+
+def test_rgb_dithering_cell_lists_with_alpha_and_planes(monkeypatch):
+    """The cell lists need no undithered labels: a stack of planes and an RGBA image
+    with transparent pixels (which keep their undithered label) give the labels of
+    comparing every colour."""
+    rng = np.random.default_rng(3)
+    rgb = np.clip(data.astronaut()[::4, ::4] + rng.normal(0, 8, (128, 128, 3)), 0, 255)
+    rgb = rgb.astype(np.uint8)
+    palette = quantize(rgb, 100, random_state=0, speed=10).palette
+    alpha = np.where(rng.random((128, 128)) < 0.2, 0, 255).astype(np.uint8)
+    rgba = np.concatenate([rgb, alpha[..., None]], axis=-1)
+    stack = np.stack([rgb, rgb[::-1]])
+    fast = [apply_palette(x, palette, dither=True) for x in (rgba, stack)]
+    monkeypatch.setattr(_paint, "_BRUTE_FORCE_K", 10**6)
+    every = [apply_palette(x, palette, dither=True) for x in (rgba, stack)]
+    for one, other in zip(fast, every, strict=True):
+        np.testing.assert_array_equal(one.labels, other.labels)
+        np.testing.assert_array_equal(one.image, other.image)
+    undithered = apply_palette(rgba, palette)
+    hidden = alpha == 0
+    np.testing.assert_array_equal(fast[0].labels[hidden], undithered.labels[hidden])

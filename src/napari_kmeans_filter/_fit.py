@@ -1043,8 +1043,9 @@ def assign_rows(
     centres = np.ascontiguousarray(
         to_fit_space(colors.astype(np.float64), color_space, encoding.dtype)
     )
-    labels = np.zeros(len(histogram), dtype=np.int32) if guess is None else guess
-    assign(points, centres, labels)
+    neighbours = Neighbours(centres)
+    labels = _grid_guess(points, centres, neighbours) if guess is None else guess
+    assign(points, centres, labels, neighbours=neighbours)
     palette_codes = encoding.encode(colors)
     order = np.argsort(palette_codes, kind="stable")
     sorted_codes = palette_codes[order]
@@ -1069,6 +1070,72 @@ def assign_rows(
             extremes,
         )
     return Assignment(labels, color_sums, squared_errors, (float(extremes[0]), float(extremes[1])))
+
+
+# Points and colours from which :func:`_grid_guess` pays: with fewer, every
+# point searches from colour 0 (the cat's 33 k colours at k = 16: 1.7 ms, with the
+# grid 2.2 ms; at k = 256 18 ms against 3.9 ms).
+_GUESS_MIN_POINTS = 2**12
+_GUESS_MIN_COLORS = 32
+# Its finer grid has at most 2**this many cells (32 an axis in 3-D).
+_GUESS_GRID_BITS = 15
+
+
+def _grid_guess(points, centres, neighbours):
+    """Where every point's nearest-centre search starts (int32 labels), for a
+    palette given without them (:func:`apply_palette`).
+
+    From centre 0, every point's search reaches up to twice its distance to
+    it: most of the palette at k = 256 (the astronaut's 113 k colours took
+    71 ms).  Instead the centres of a grid's cells over the points' box are
+    assigned first -- a coarse grid's from 0, then a finer one's each from its
+    coarse cell's label -- and every point starts from its fine cell's
+    label, a few neighbours away from its own.  Only a start: the search
+    stays exact.
+    """
+    n_dims = points.n_dims
+    labels = np.zeros(points.size, dtype=np.int32)
+    if points.size < _GUESS_MIN_POINTS or centres.shape[0] < _GUESS_MIN_COLORS:
+        return labels
+    fine = int(2 ** (_GUESS_GRID_BITS // n_dims))
+    if fine < 4:
+        return labels
+    coarse = max(2, fine // 4)
+    low = np.full(n_dims, np.inf)
+    high = np.full(n_dims, -np.inf)
+    for _, _, block, _ in points:
+        _widen_bounds(block, low, high)
+    size = np.maximum(high - low, 1e-300) / fine
+    if not np.all(np.isfinite(size)):
+        return labels
+
+    def cell_centres(bins, cells):
+        index = np.array(np.unravel_index(cells, (bins,) * n_dims), dtype=np.float64).T
+        return np.ascontiguousarray(low + (index + 0.5) * size * (fine / bins))
+
+    flats = []
+    occupied = np.zeros(fine**n_dims, dtype=bool)
+    for _, _, block, _ in points:
+        bins = np.clip(((block - low) / size).astype(np.int64), 0, fine - 1)
+        flat = bins[:, 0]
+        for c in range(1, n_dims):
+            flat = flat * fine + bins[:, c]
+        occupied[flat] = True
+        flats.append(flat)
+    coarse_labels = np.zeros(coarse**n_dims, dtype=np.int32)
+    coarse_cells = _Array(cell_centres(coarse, np.arange(coarse**n_dims)), np.ones(coarse**n_dims))
+    assign(coarse_cells, centres, coarse_labels, neighbours=neighbours)
+    # The occupied fine cells, each from its coarse parent's label.
+    cells = np.flatnonzero(occupied)
+    index = np.array(np.unravel_index(cells, (fine,) * n_dims)) // (fine // coarse)
+    fine_labels = coarse_labels[np.ravel_multi_index(tuple(index), (coarse,) * n_dims)]
+    fine_cells = _Array(cell_centres(fine, cells), np.ones(cells.size))
+    assign(fine_cells, centres, fine_labels, neighbours=neighbours)
+    label_of_cell = np.zeros(fine**n_dims, dtype=np.int32)
+    label_of_cell[cells] = fine_labels
+    for (start, stop), flat in zip(points.bounds(), flats, strict=True):
+        labels[start:stop] = label_of_cell[flat]
+    return labels
 
 
 def as_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

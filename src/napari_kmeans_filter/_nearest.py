@@ -18,7 +18,8 @@ What spares work, all exact (ties go to the lowest index):
   lets a Lloyd pass skip a point without any search (G. Hamerly, "Making
   k-means even faster", SDM 2010);
 * **cell lists** -- for dithered RGB, the colours that can be nearest to any
-  value in a cell of a 64^3 grid, made on a cell's first use (P. Heckbert,
+  value in a cell of a grid (finer with more colours, at most 64^3), made on
+  a cell's first use (P. Heckbert,
   "Color image quantization for frame buffer display", SIGGRAPH 1982).
 
 The search is written into each loop that runs it, four times: as one
@@ -64,9 +65,11 @@ _WORKERS = min(n_workers(), 8)
 # Relative slack on the stopping rule: a centre is skipped only when it is
 # provably (up to rounding of square roots) not nearer.
 _SLACK = 1e-9
-# Dithered RGB: the grid of nearest-colour candidate lists, cells an axis, and
-# the longest list kept (a longer one falls back to walking the neighbours).
+# Dithered RGB: the grid of nearest-colour candidate lists, at most _GRID cells
+# an axis and _CELLS_PER_SPACING x k**(1/3) (see grid_size), and the longest
+# list kept besides the home colour (a longer one walks the home's neighbours).
 _GRID = 64
+_CELLS_PER_SPACING = 4.0
 _CELL_LIST = 15
 
 
@@ -640,7 +643,10 @@ def dither_rgb(
     sums,
     squared,
     brute_force_k,
-    cells,
+    slots,
+    pool,
+    used,
+    grid,
     cell_sizes,
 ):
     """:func:`dither_plane` for three colour channels, the common case, with the
@@ -648,20 +654,26 @@ def dither_rgb(
     values live in an array the compiler must reload after every store).
 
     Above ``brute_force_k`` colours, the value range is cut into a grid of
-    ``_GRID`` cells an axis, and each cell a pixel falls in gets, on first use,
+    ``grid`` cells an axis, and each cell a value falls in gets, on first use,
     the list of the only colours that can be nearest to a point in it
-    (Heckbert's locally sorted search, 1982): those within the distance from
-    the cell's centre to its nearest colour plus the cell's diagonal.
-    ``cells`` (n cells, 1 + _CELL_LIST) holds the list's length (-1: not made
-    yet; more than _CELL_LIST: too long, the neighbour table is walked as in
-    :func:`dither_plane`) and the colours in index order.
+    (Heckbert's locally sorted search, 1982): the colour nearest the cell's
+    centre (its *home*) and the others within that distance plus the cell's
+    diagonal.  ``slots[cell]`` is the cell's row of ``pool`` (-1: not made
+    yet; ``used[0]`` rows are taken); a row holds the list's length (without
+    the home; more than fits: the home's neighbour table is walked instead,
+    as in :func:`dither_plane`), the home, then the others.  So no pixel
+    needs its undithered label: ``guess`` is read only for fully transparent
+    pixels, which keep it.
     """
     height, width, n_channels = pixels.shape
     k = colors.shape[0]
     n_neighbours = order.shape[1]
-    grid = _GRID
-    room = cells.shape[1] - 1
+    room = pool.shape[1] - 2
     s0, s1, s2 = cell_sizes[0], cell_sizes[1], cell_sizes[2]
+    # A value's cell by multiplication (a division is the slowest step of the
+    # chain from one pixel's error to the next); a value rounded into the
+    # next cell is still within the list's reach, which counts a whole diagonal.
+    i0, i1, i2 = 1.0 / s0, 1.0 / s1, 1.0 / s2
     diagonal = math.sqrt(s0 * s0 + s1 * s1 + s2 * s2) * (1.0 + _SLACK)
     errors = np.zeros((2, 3 * (width + 2)))  # (row, 3 * column + channel)
     now = 0
@@ -686,11 +698,9 @@ def dither_rgb(
             v0 = min(max(o0 + errors[now, here], low[0]), high[0])
             v1 = min(max(o1 + errors[now, here + 1], low[1]), high[1])
             v2 = min(max(o2 + errors[now, here + 2], low[2]), high[2])
-            cell = 0
-            listed = room + 1  # no list: compare all, or walk
             if k <= brute_force_k:
                 # In index order with a strict comparison: ties go to the
-                # lowest index, as in the walk below, and ``guess`` is unread.
+                # lowest index, as in the lists below.
                 best = 0
                 best_squared = np.inf
                 for j in range(k):
@@ -702,21 +712,28 @@ def dither_rgb(
                         best = j
                         best_squared = candidate
             else:
-                a0 = min(max(int((v0 - low[0]) / s0), 0), grid - 1)
-                a1 = min(max(int((v1 - low[1]) / s1), 0), grid - 1)
-                a2 = min(max(int((v2 - low[2]) / s2), 0), grid - 1)
+                a0 = min(max(int((v0 - low[0]) * i0), 0), grid - 1)
+                a1 = min(max(int((v1 - low[1]) * i1), 0), grid - 1)
+                a2 = min(max(int((v2 - low[2]) * i2), 0), grid - 1)
                 cell = (a0 * grid + a1) * grid + a2
-                listed = cells[cell, 0]
-                if listed < 0:
+                row = slots[cell]
+                if row < 0:
+                    row = used[0]
+                    used[0] += 1
+                    slots[cell] = row
                     c0 = low[0] + (a0 + 0.5) * s0
                     c1 = low[1] + (a1 + 0.5) * s1
                     c2 = low[2] + (a2 + 0.5) * s2
                     nearest = np.inf
+                    home = 0
                     for j in range(k):
                         d0 = c0 - colors[j, 0]
                         d1 = c1 - colors[j, 1]
                         d2 = c2 - colors[j, 2]
-                        nearest = min(nearest, d0 * d0 + d1 * d1 + d2 * d2)
+                        candidate = d0 * d0 + d1 * d1 + d2 * d2
+                        if candidate < nearest:
+                            nearest = candidate
+                            home = j
                     limit = math.sqrt(nearest) + diagonal
                     limit *= limit
                     listed = 0
@@ -724,48 +741,22 @@ def dither_rgb(
                         d0 = c0 - colors[j, 0]
                         d1 = c1 - colors[j, 1]
                         d2 = c2 - colors[j, 2]
-                        if d0 * d0 + d1 * d1 + d2 * d2 <= limit:
+                        if j != home and d0 * d0 + d1 * d1 + d2 * d2 <= limit:
                             listed += 1
                             if listed <= room:
-                                cells[cell, listed] = j
-                    cells[cell, 0] = listed
-                home = guess[y, x]
-                if listed <= room:
-                    home = cells[cell, 1]
+                                pool[row, 1 + listed] = j
+                    pool[row, 0] = listed
+                    pool[row, 1] = home
+                listed = pool[row, 0]
+                home = pool[row, 1]
                 d0 = v0 - colors[home, 0]
                 d1 = v1 - colors[home, 1]
                 d2 = v2 - colors[home, 2]
                 best = home
                 best_squared = d0 * d0 + d1 * d1 + d2 * d2
-            if k > brute_force_k and listed <= room:
-                for t in range(2, listed + 1):
-                    j = cells[cell, t]
-                    d0 = v0 - colors[j, 0]
-                    d1 = v1 - colors[j, 1]
-                    d2 = v2 - colors[j, 2]
-                    candidate = d0 * d0 + d1 * d1 + d2 * d2
-                    if candidate < best_squared:
-                        best = j
-                        best_squared = candidate
-            elif k > brute_force_k:
-                home_distance = math.sqrt(best_squared)
-                reach = 2.0 * home_distance * (1.0 + _SLACK) + 1e-300
-                exhausted = True
-                for m in range(n_neighbours):
-                    if gaps[home, m] > reach:
-                        exhausted = False
-                        break
-                    j = order[home, m]
-                    d0 = v0 - colors[j, 0]
-                    d1 = v1 - colors[j, 1]
-                    d2 = v2 - colors[j, 2]
-                    candidate = d0 * d0 + d1 * d1 + d2 * d2
-                    if candidate < best_squared or (candidate == best_squared and j < best):
-                        best = j
-                        best_squared = candidate
-                        reach = (home_distance + math.sqrt(candidate)) * (1.0 + _SLACK) + 1e-300
-                if exhausted and n_neighbours < k - 1:
-                    for j in range(k):
+                if listed <= room:
+                    for t in range(2, listed + 2):
+                        j = pool[row, t]
                         d0 = v0 - colors[j, 0]
                         d1 = v1 - colors[j, 1]
                         d2 = v2 - colors[j, 2]
@@ -773,6 +764,33 @@ def dither_rgb(
                         if candidate < best_squared or (candidate == best_squared and j < best):
                             best = j
                             best_squared = candidate
+                else:
+                    home_distance = math.sqrt(best_squared)
+                    reach = 2.0 * home_distance * (1.0 + _SLACK) + 1e-300
+                    exhausted = True
+                    for m in range(n_neighbours):
+                        if gaps[home, m] > reach:
+                            exhausted = False
+                            break
+                        j = order[home, m]
+                        d0 = v0 - colors[j, 0]
+                        d1 = v1 - colors[j, 1]
+                        d2 = v2 - colors[j, 2]
+                        candidate = d0 * d0 + d1 * d1 + d2 * d2
+                        if candidate < best_squared or (candidate == best_squared and j < best):
+                            best = j
+                            best_squared = candidate
+                            reach = (home_distance + math.sqrt(candidate)) * (1.0 + _SLACK)
+                            reach += 1e-300
+                    if exhausted and n_neighbours < k - 1:
+                        for j in range(k):
+                            d0 = v0 - colors[j, 0]
+                            d1 = v1 - colors[j, 1]
+                            d2 = v2 - colors[j, 2]
+                            candidate = d0 * d0 + d1 * d1 + d2 * d2
+                            if candidate < best_squared or (candidate == best_squared and j < best):
+                                best = j
+                                best_squared = candidate
             labels[y, x] = best
             counts[best] += 1
             sums[best, 0] += o0
@@ -806,18 +824,37 @@ def dither_rgb(
         now = later
 
 
-def cell_grid(low: np.ndarray, high: np.ndarray):
+def grid_size(n_colors: int) -> int:
+    """Cells an axis of :func:`dither_rgb`'s grid for a palette of ``n_colors``.
+
+    Finer with more colours (their spacing shrinks as k**(1/3)), so that a
+    cell's list stays a few colours long; a list costs 2k distances to make.
+    """
+    return int(min(_GRID, max(4, round(_CELLS_PER_SPACING * n_colors ** (1 / 3)))))
+
+
+def cell_grid(low: np.ndarray, high: np.ndarray, n_colors: int, n_pixels: int):
     """Empty candidate lists for :func:`dither_rgb` over the box ``[low, high]``.
 
-    Returns ``(cells, cell_sizes)``: one row per cell of a ``_GRID``-cell an
-    axis grid (the list's length, -1 until made, then the colours) and the
-    cells' sizes.  Lists are filled as values fall in them, so each thread
-    needs its own.
+    Returns ``(slots, pool, used, grid, cell_sizes)``: every cell's row of
+    ``pool`` (-1 until made), the rows (at most one per pixel or per cell,
+    uninitialised: only the rows taken are touched), the count of rows
+    taken, the cells an axis and their sizes.  Lists are made as values fall
+    in their cells, so each thread needs its own.
     """
-    cells = np.full((_GRID**3, 1 + _CELL_LIST), -1, dtype=np.int16)
-    return cells, np.maximum(np.asarray(high, np.float64) - low, 1e-300) / _GRID
+    grid = grid_size(n_colors)
+    slots = np.full(grid**3, -1, dtype=np.int32)
+    pool = np.empty((max(1, min(grid**3, n_pixels)), 2 + _CELL_LIST), dtype=np.int32)
+    sizes = np.maximum(np.asarray(high, np.float64) - low, 1e-300) / grid
+    return slots, pool, np.zeros(1, np.int64), grid, sizes
 
 
 def no_cell_grid():
-    """The ``(cells, cell_sizes)`` placeholder of palettes that compare all colours."""
-    return np.zeros((1, 1 + _CELL_LIST), dtype=np.int16), np.ones(3)
+    """The :func:`cell_grid` placeholder of palettes that compare all colours."""
+    return (
+        np.full(1, -1, dtype=np.int32),
+        np.zeros((1, 2 + _CELL_LIST), dtype=np.int32),
+        np.zeros(1, np.int64),
+        1,
+        np.ones(3),
+    )

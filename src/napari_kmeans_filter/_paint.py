@@ -181,9 +181,10 @@ class Painter:
 # Up to this many colours every pixel's nearest colour is found by comparing
 # them all; above it, among a per-cell candidate list (RGB) or by walking the
 # distance table from the undithered colour (other channel counts): the
-# kernels of :mod:`._nearest`.  Whole dithered apply_palette of a 12 MP noisy photo, ns a
-# pixel (compare all / candidate lists): k=8 59/108, 16 66/105, 32 102/118,
-# 64 146/133, 256 438/177.
+# kernels of :mod:`._nearest`.  RGB kernel alone, ns a pixel on the cat /
+# astronaut / 2 MP mosaic (compare all / candidate lists): k=16 35/37/35 vs
+# 48/48/44, 64 83/83/82 vs 108/60/62, 256 268/274/273 vs 155/141/77 (each list
+# costs 2k distances to make, and the cat's dithered values fall in 5 k cells).
 _BRUTE_FORCE_K = 48
 
 
@@ -229,10 +230,10 @@ class Ditherer:
         """
         n_color = self.painter.encoding.n_channels
         k = self.colors.shape[0]
-        if n_color == 3 and k <= _BRUTE_FORCE_K and not self.has_alpha:
-            # The RGB kernel compares every colour and reads no guess: 0.1 s
-            # of lookups saved at 12 MP.
-            guess = np.zeros(block.shape[:-1], dtype=self.painter.label_dtype)
+        if n_color == 3 and not self.has_alpha:
+            # The RGB kernel reads the undithered labels only for transparent
+            # pixels: their lookup (and its 16 MB code table) is spared.
+            guess = np.zeros((*block.shape[:-3], 1, 1), dtype=self.painter.label_dtype)
         else:
             guess = self.painter.labels(block.reshape(-1, block.shape[-1]))
             guess = guess.reshape(block.shape[:-1])
@@ -255,18 +256,17 @@ class Ditherer:
         palette = self.painter.colors.astype(np.float32) if half else self.painter.colors
         if n_color == 3 and k > _BRUTE_FORCE_K:
             # Candidate lists are per call: a dask chunk's thread has its own.
-            cells, cell_sizes = cell_grid(self.low, self.high)
+            n_pixels = int(np.prod(block.shape[:-1]))
+            grid = cell_grid(self.low, self.high, k, n_pixels)
         else:
-            cells, cell_sizes = no_cell_grid()
+            grid = no_cell_grid()
         order, gaps = self.neighbours.order, self.neighbours.gaps
         for p in range(planes.shape[0]):
             out = np.empty(pixels[p].shape, np.float32) if half else plane_image[p]
             common = (self.colors, order, gaps, plane_guess[p], self.level)
             common += (self.low, self.high, palette, plane_labels[p], out, counts, sums)
             if n_color == 3:
-                dither_rgb(
-                    pixels[p], alpha_channel, *common, squared, _BRUTE_FORCE_K, cells, cell_sizes
-                )
+                dither_rgb(pixels[p], alpha_channel, *common, squared, _BRUTE_FORCE_K, *grid)
             else:
                 dither_plane(pixels[p], n_color, alpha_channel, *common, squared, _BRUTE_FORCE_K)
             if half:
