@@ -217,3 +217,20 @@ def test_a_run_stops_the_curve_and_it_is_measured_after_the_run(
     viewer.window.remove_dock_widget("all")
     assert widget.is_closed
     qtbot.waitUntil(lambda: not kplot.is_busy, timeout=CURVE_TIMEOUT_MS)
+
+
+@pytest.mark.viewer
+def test_closing_the_viewer_while_the_curve_is_measured_is_quiet(
+    make_napari_viewer, qtbot, open_widget
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(skimage.data.chelsea(), rgb=True, name="chelsea")
+    widget = open_widget(viewer)
+    kplot = widget.kplot
+    kplot.check.value = True
+    qtbot.waitUntil(lambda: bool(kplot.points), timeout=CURVE_TIMEOUT_MS)
+    viewer.close()
+    assert widget.is_closed
+    # The worker stops at its next report; nothing of it reaches the deleted dock.
+    qtbot.waitUntil(lambda: kplot._computing == 0, timeout=CURVE_TIMEOUT_MS)
+    qtbot.wait(200)

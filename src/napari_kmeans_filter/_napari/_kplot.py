@@ -463,7 +463,8 @@ class KPlot(QWidget):
 
     @property
     def on(self) -> bool:
-        return bool(self.check.value) and not self._closed
+        # Closed first: after the dock is gone its checkbox may be deleted.
+        return not self._closed and bool(self.check.value)
 
     @property
     def is_busy(self) -> bool:
@@ -552,6 +553,7 @@ class KPlot(QWidget):
     def abandon(self) -> None:
         """Stop without touching Qt (the dock was deleted): the worker gives up, unheard."""
         self._closed = True
+        self._pending = False
         self._stop_worker()
         if self._painter is not None:
             self._painter.stop()
@@ -559,6 +561,7 @@ class KPlot(QWidget):
     def stop(self) -> None:
         """Stop for good (the dock or the viewer is closing)."""
         self._closed = True
+        self._pending = False
         self._timer.stop()
         self._redraw_timer.stop()
         self._stop_worker()
