@@ -371,8 +371,9 @@ def _programme(isums, hi, lo, mode, values, weights, fixed, n_free, full, arg, k
 # once better, stays better: the same inequality), O(L log L) per pass, exact
 # in int64.  A search over lam (6-18 passes; see _lagrangian) costs about the
 # same for any k: uint16 at k = 256 0.09 s against 0.8 s for the rows, at
-# k = 4096 0.11 s against ~20 s (Aggarwal, Schieber & Tokuyama 1994; Grønlund et al.
-# 2017, section 4).
+# k = 4096 0.11 s against ~20 s (Aggarwal, Schieber & Tokuyama, "Finding a
+# minimum-weight k-link path in graphs with the concave Monge property and
+# applications", 1994).
 
 
 @helper
