@@ -234,3 +234,22 @@ def test_closing_the_viewer_while_the_curve_is_measured_is_quiet(
     # The worker stops at its next report; nothing of it reaches the deleted dock.
     qtbot.waitUntil(lambda: kplot._computing == 0, timeout=CURVE_TIMEOUT_MS)
     qtbot.wait(200)
+
+
+@pytest.mark.viewer
+def test_a_stack_curve_is_of_the_slice_shown_and_follows_the_slider(
+    make_napari_viewer, qtbot, open_widget
+):
+    viewer = make_napari_viewer()
+    cat = skimage.data.chelsea()[::2, ::2]
+    frames = np.stack([cat, cat // 4, 255 - cat])
+    viewer.add_image(frames, rgb=True, name="stack")
+    viewer.dims.set_current_step(0, 0)
+    widget = open_widget(viewer)
+    kplot = _show_curve(qtbot, widget)
+    assert "'stack' (axis 0 at 0, 150 × 226 pixels" in kplot.caption.text()
+    first = [p.psnr for p in kplot.points]
+    with qtbot.waitSignal(kplot.finished, timeout=CURVE_TIMEOUT_MS):
+        viewer.dims.set_current_step(0, 1)
+    assert "(axis 0 at 1, 150 × 226 pixels" in kplot.caption.text()
+    assert [p.psnr for p in kplot.points] != first

@@ -111,6 +111,8 @@ class CurveRequest:
     keywords: dict
     ks: tuple[int, ...]
     key: tuple
+    #: The (axis, index) of every axis of a stack held at the current slice.
+    fixed: tuple[tuple[int, int], ...] = ()
 
     @property
     def color_space(self) -> str:
@@ -122,12 +124,15 @@ class CurveRequest:
 
     def describe(self) -> str:
         """Which data the curve measured, in a sentence."""
-        shape = " × ".join(str(n) for n in self.source.spatial_shape())
+        held = {axis for axis, _index in self.fixed}
+        shape = self.source.spatial_shape()
+        pixels = " × ".join(str(n) for axis, n in enumerate(shape) if axis not in held)
+        where = "".join(f"axis {axis} at {index}, " for axis, index in self.fixed)
         step = max(self.source.window.step[-2:], default=1.0)
-        sampled = f", every {step:g}th pixel" if step > 1 else ""
+        sampled = f", one pixel in {step:g} along each axis" if step > 1 else ""
         return (
-            f"Measured on the preview's slice of {self.source.name!r} ({shape} pixels"
-            f"{sampled}), fastest fit, no dithering."
+            f"Measured on the preview's slice of {self.source.name!r} ({where}{pixels} "
+            f"pixels{sampled}), fastest fit, no dithering."
         )
 
 
@@ -630,7 +635,7 @@ class KPlot(QWidget):
             id(self._controls.region_choice.value) if source.mask_factory else None,
         )
         ks = tuple(curve_ks(self.current_k(), lowest=max(2, n_fixed)))
-        return CurveRequest(source, keywords, ks, key)
+        return CurveRequest(source, keywords, ks, key, _held_axes(job.layers[0], source))
 
     def _start(self) -> None:
         if not self.on or self._canvas is None:
@@ -762,6 +767,20 @@ class KPlot(QWidget):
         if self._controls.auto_k_check.value:
             self._controls.auto_k_check.value = False
         self._controls.n_colors_input.value = k
+
+
+def _held_axes(layer: Any, source: LayerSource) -> tuple[tuple[int, int], ...]:
+    """The axes of a stack that the slice holds at one index: (axis, index) pairs."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    full = tuple(data.shape[:-1] if source.rgb else data.shape)
+    shape = source.spatial_shape()
+    if len(full) != len(shape):
+        return ()
+    return tuple(
+        (axis, int(source.window.start[axis]))
+        for axis, (n, total) in enumerate(zip(shape, full, strict=True))
+        if n == 1 and total > 1
+    )
 
 
 def _hashable(value: Any) -> Any:
