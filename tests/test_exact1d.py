@@ -175,6 +175,31 @@ def test_penalised_programme_on_12_bit_data_at_large_k():
         fit(values, weights, 10, fixed=[5.0], integer_centres=True, method="lagrangian")
 
 
+def test_auto_takes_the_penalised_programme_where_cheaper():
+    """16-bit-like data at k = 300: auto runs the penalised programme (fewer evaluations
+    than the rows), with the rows' optimum, centres, classes and thresholds."""
+    from napari_kmeans_filter import _exact1d
+
+    rng = np.random.default_rng(14)
+    values = np.sort(rng.choice(65536, 20_000, replace=False)).astype(np.float64)
+    weights = rng.integers(1, 200, values.size)
+    assert _exact1d._lagrangian_work(values.size, 16) < evaluations(values.size, 300)
+    calls = []
+    original = _exact1d._lagrangian
+    try:
+        _exact1d._lagrangian = lambda *args: calls.append(1) or original(*args)
+        result = fit(values, weights, 300, integer_centres=True)
+    finally:
+        _exact1d._lagrangian = original
+    assert calls
+    rows = fit(values, weights, 300, integer_centres=True, method="dc")
+    assert result.cost == rows.cost == _cost_of(result, values, weights)
+    np.testing.assert_array_equal(
+        np.searchsorted(result.thresholds, values, side="left"), result.labels
+    )
+    assert np.all(result.centres == np.round(result.centres))
+
+
 @pytest.mark.parametrize("name", ["camera", "moon", "coins"])
 @pytest.mark.parametrize("classes", [2, 3, 4, 5])
 def test_thresholds_equal_threshold_multiotsu(name, classes):
