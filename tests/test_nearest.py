@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from napari_kmeans_filter import _fit, _nearest, _paint, apply_palette, quantize
+from napari_kmeans_filter import Palette, _fit, _nearest, _paint, apply_palette, quantize
 
 
 def _brute_force_nearest(points, centres):
@@ -99,3 +99,25 @@ def test_rgb_dithering_cell_lists_with_alpha_and_planes(monkeypatch):
     undithered = apply_palette(rgba, palette)
     hidden = alpha == 0
     np.testing.assert_array_equal(fast[0].labels[hidden], undithered.labels[hidden])
+
+
+def test_integer_dithering_passes_on_whole_steps_only():
+    """An integer image receives diffused error in whole steps toward zero (the rest
+    is dropped, as in Pillow's integer Floyd-Steinberg), a float image all of it:
+    both still mix two colours to the mean of a flat area between them."""
+    palette = quantize(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8), 2).palette
+    grey = np.full((64, 64, 3), 64, np.uint8)
+    mixed = apply_palette(grey, palette, dither=True)
+    assert abs(mixed.image.mean() - 64) < 3
+    ramp = np.repeat(np.linspace(0, 1, 256)[None, :, None], 64, axis=0).repeat(3, axis=2)
+    floats = apply_palette(ramp, Palette(np.array([[0.0] * 3, [1.0] * 3])), dither=True)
+    assert np.abs(floats.image.mean(axis=(0, 2)) - ramp[0, :, 0]).mean() < 0.05
+    rgb = data.astronaut()[::4, ::4]
+    palette = quantize(rgb, 64, random_state=0, speed=10).palette
+    whole = apply_palette(rgb, palette, dither=True)
+    plain = apply_palette(rgb.astype(np.float64), palette_as_float(palette), dither=True)
+    assert whole.mse < plain.mse  # the dropped fractions: less noise
+
+
+def palette_as_float(palette):
+    return Palette(np.asarray(palette.colors, np.float64))
