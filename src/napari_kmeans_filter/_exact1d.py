@@ -604,24 +604,35 @@ def _check(values, weights, k, fixed):
     return values[keep], weights[keep], int(k), fixed
 
 
+def integer_sums(values, weights) -> bool:
+    """Whether the weighted sums of ``values`` are kept exactly in int64: integer values
+    and weights with ``sum(w) * range^2`` below 2^61 (so every run cost stays in int64).
+    What the penalised programme needs (``affordable(..., integer=True)``)."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.asarray(weights)
+    if not values.size:
+        return False
+    if not (_is_integral(values) and _is_integral(weights) and np.abs(values).max() < 2.0**52):
+        return False
+    span = float(values.max() - values.min())
+    return float(weights.sum()) * max(span, 1.0) ** 2 < _INT_LIMIT
+
+
 def _sums(values, weights, integer_centres):
     """Prefix sums (one row per prefix) and the run-cost mode; values shifted by a pivot."""
     n = values.size
     dummy_int = np.zeros((1, 3), np.int64)
-    integral = _is_integral(values) and _is_integral(weights) and np.abs(values).max() < 2.0**52
-    if integral:
+    if integer_sums(values, weights):
         shift = float(values[0])
-        span = float(values[-1] - values[0])
-        if float(weights.sum()) * max(span, 1.0) ** 2 < _INT_LIMIT:
-            x = (values - shift).astype(np.int64)
-            w = weights.astype(np.int64)
-            isums = np.zeros((n + 1, 3), np.int64)
-            np.cumsum(w, out=isums[1:, 0])
-            np.cumsum(w * x, out=isums[1:, 1])
-            np.cumsum(w * x * x, out=isums[1:, 2])
-            empty = np.zeros((1, 3))
-            mode = _INT_INT if integer_centres else _INT_REAL
-            return mode, shift, isums, empty, empty
+        x = (values - shift).astype(np.int64)
+        w = weights.astype(np.int64)
+        isums = np.zeros((n + 1, 3), np.int64)
+        np.cumsum(w, out=isums[1:, 0])
+        np.cumsum(w * x, out=isums[1:, 1])
+        np.cumsum(w * x * x, out=isums[1:, 2])
+        empty = np.zeros((1, 3))
+        mode = _INT_INT if integer_centres else _INT_REAL
+        return mode, shift, isums, empty, empty
     # A pivot near the middle keeps the shifted values small (less cancellation
     # in s2 - s1^2 / w); an integer pivot keeps integer centres integers.
     shift = float(np.round(values[n // 2])) if integer_centres else float(values[n // 2])

@@ -742,15 +742,26 @@ def fit_centres(
         dtype = points.encoding.dtype
         # 64-bit integers beyond 2**53 are not distinct as float64 values: heuristic fit.
         exact_in_float = dtype.kind == "f" or dtype.itemsize <= 4
-        if exact_in_float and exact1d.affordable(points.size, n_colors, n_fixed_1d):
+        values = weights = None
+        integer = False
+        if exact_in_float and dtype.kind in "ui" and n_fixed_1d == 0:
+            # Integer pixel counts (or integral weights) of an integer image: the penalised
+            # programme takes any k in O(L) memory (uint16 at k = 4096: ~0.1 s).
             values = np.concatenate([v[:, 0] for _, _, v, _ in points])
             weights = np.concatenate([w for _, _, _, w in points])
+            integer = exact1d.integer_sums(values, weights)
+        if exact_in_float and exact1d.affordable(
+            points.size, n_colors, n_fixed_1d, integer=integer
+        ):
+            if values is None:
+                values = np.concatenate([v[:, 0] for _, _, v, _ in points])
+                weights = np.concatenate([w for _, _, _, w in points])
             centres, labels, _ = exact1d.fit_points(
                 values,
                 weights,
                 n_colors,
                 fixed=fixed_1d,
-                integer_centres=points.encoding.dtype.kind in "ui",
+                integer_centres=dtype.kind in "ui",
             )
             report(1.0)
             return Fit(centres[:, None], labels, 0)

@@ -605,9 +605,12 @@ def quantize(
     With one colour channel and no ``init``, the palette is the exact global
     optimum of k-means over the values the output can hold (integers for
     integer images): dynamic programming over the weighted histogram [4]_,
-    sped up by divide and conquer [5]_ (``_exact1d.py``), where its table fits
-    its budget (uint8 and uint16 up to k = 256, 12-bit data up to k = 4096;
-    floats with millions of distinct values keep the heuristic fit).
+    sped up by divide and conquer [5]_, or for integer images by a penalty per
+    class searched exactly (``_exact1d.py``), where its work fits its budget
+    (integer images without fixed colours at any k, uint8 and 12-bit data with
+    them too; uint16 with fixed colours up to k = 512; floats up to ~1.6 M
+    distinct values at k = 16; beyond, and with float ``sample_weight``\s
+    beyond it, the heuristic fit).
 
     The histogram is exact for every dtype: 8- and 16-bit integers are packed
     into integer codes (counted in a direct table when they have at most 24
