@@ -136,7 +136,7 @@ def test_the_cat_curve_is_measured_off_the_gui_thread_marked_and_clicked(
     # into a process as large as napari's: 0.3-0.6 s under load. Machine noise aside,
     # measuring adds no freeze.
     assert first.longest_gap() < 1.0
-    assert again.longest_gap() < 0.25
+    assert again.longest_gap() < 0.3  # as the preview's test: shared machines stall too
 
     # Clicking a point sets k; the mark follows and the curve is not measured again.
     request = kplot.request

@@ -32,9 +32,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from napari_kmeans_filter import apply_palette, quantize
-from napari_kmeans_filter._histogram import Encoding, histogram_of_pixels
-from napari_kmeans_filter._metrics import MeanDeltaE
+from napari_kmeans_filter._quantize import error_curve
 
 from ._controls import user_message
 
@@ -65,7 +63,7 @@ _NOT_IN_CURVE = ("dither", "target_psnr", "n_colors")
 
 
 def curve_ks(current_k: int, lowest: int = 2) -> list[int]:
-    """The ks a curve measures, in the order they are fitted.
+    """The ks a curve measures, in the order they are shown (see :func:`curve_batches`).
 
     Every k from ``lowest`` to :data:`KPLOT_MAX_K`, then steps of :data:`KPLOT_STEP_BEYOND`
     up to ``current_k`` (the current k itself included). Powers of two (and the largest k)
@@ -90,7 +88,8 @@ class CurvePoint:
     k : int
         The number of colors asked for.
     n_colors : int
-        The number found (fewer when the slice has fewer distinct colors).
+        The number of colors fitted (k: the core leaves out the ks beyond the slice's
+        distinct colors).
     psnr : float
         In dB (infinite when nothing was lost).
     delta_e : float or None
@@ -150,7 +149,10 @@ class _Failed:
 def measure_curve(request: CurveRequest, should_stop: Callable[[], bool]) -> Iterator[Any]:
     """The worker's job: fit every k of ``request`` and yield a :class:`CurvePoint` for each.
 
-    Stops (without a word) when ``should_stop()`` says so, at the core's next progress report;
+    The core's :func:`~napari_kmeans_filter._quantize.error_curve` fits the ks on one count of
+    the slice's colors, as ``quantize`` fits them, and measures them as auto k does; it is
+    asked for a few ks at a time (:func:`curve_batches`) so that the plot fills in. Stops
+    (without a word) when ``should_stop()`` says so, at the core's next progress report;
     yields one ``_Failed`` and stops when the core refuses the settings.
     """
 
@@ -164,40 +166,36 @@ def measure_curve(request: CurveRequest, should_stop: Callable[[], bool]) -> Ite
         keywords = {**source.core_keywords(), **request.keywords}
         if source.mask_factory is not None:
             keywords["mask"] = np.asarray(source.mask)
-        measure_delta_e = _delta_e_meter(data, source.has_alpha) if request.with_delta_e else None
-        n_distinct = None
-        for k in request.ks:
+        for batch in curve_batches(request.ks):
             if should_stop():
                 return
-            if n_distinct is not None and k > n_distinct:
-                continue  # every color kept already: nothing more to see
-            result = quantize(data, k, progress=progress, **keywords)
-            n_distinct = result.n_input_colors
-            delta_e = measure_delta_e(result.palette) if measure_delta_e is not None else None
-            yield CurvePoint(k, len(result.palette), float(result.psnr), delta_e)
+            curve = error_curve(
+                data, batch, delta_e=request.with_delta_e, progress=progress, **keywords
+            )
+            delta_e = curve.get("delta_e", [None] * len(curve["n_colors"]))
+            for k, psnr, mean_delta_e in zip(
+                curve["n_colors"], curve["psnr"], delta_e, strict=True
+            ):
+                yield CurvePoint(int(k), int(k), float(psnr), mean_delta_e)
+            if len(curve["n_colors"]) < len(batch):
+                return  # the larger ks would keep every color: nothing more to see
     except _Stopped:
         return
     except (TypeError, ValueError, MemoryError) as exc:
         yield _Failed(user_message(exc))
 
 
-def _delta_e_meter(data: np.ndarray, has_alpha: bool) -> Callable[[Any], float]:
-    """``measure(palette)``: the mean CIEDE2000 of ``data`` repainted with ``palette``.
+def curve_batches(ks: tuple[int, ...], size: int = 16) -> list[list[int]]:
+    """``ks`` (in :func:`curve_ks`'s order) in the groups the core is asked for at a time.
 
-    The core's own measure (auto k's, over the visible pixels), on the histogram of the
-    slice; each distinct color takes the palette color it is painted with.
+    The first group is the powers of two (and the largest k), so the curve's shape shows
+    after one count of the colors; the rest follow in increasing groups of ``size``: each
+    group counts the slice's colors again (a few tens of milliseconds for the preview's
+    slice) and the plot fills in between groups.
     """
-    pixels = data.reshape(-1, data.shape[-1])
-    encoding = Encoding.for_image(data.dtype, 3)
-    histogram = histogram_of_pixels(pixels, encoding, alpha_channel=3 if has_alpha else -1)
-    colors = encoding.decode(histogram.codes)[:, np.newaxis, :]
-    mean_delta_e = MeanDeltaE(histogram, encoding)
-
-    def measure(palette: Any) -> float:
-        row_labels = np.asarray(apply_palette(colors, palette).labels).reshape(-1)
-        return float(mean_delta_e(palette.colors, row_labels))
-
-    return measure
+    first = [k for k in ks if k & (k - 1) == 0 or k == max(ks)]
+    rest = sorted(k for k in ks if k not in first)
+    return [first] + [rest[i : i + size] for i in range(0, len(rest), size)]
 
 
 # --------------------------------------------------------------------------------------
