@@ -131,7 +131,11 @@ class Neighbours:
             return
         for start in range(0, k, self._ROWS):
             rows = np.arange(start, min(start + self._ROWS, k))
-            squared = ((centres[rows, np.newaxis, :] - centres[np.newaxis, :, :]) ** 2).sum(axis=2)
+            # Summed a dimension at a time, in the order numpy's sum over the
+            # last axis takes (the same values), without a (rows, k, C) temporary.
+            squared = (centres[rows, np.newaxis, 0] - centres[np.newaxis, :, 0]) ** 2
+            for c in range(1, centres.shape[1]):
+                squared += (centres[rows, np.newaxis, c] - centres[np.newaxis, :, c]) ** 2
             squared[np.arange(rows.size), rows] = np.inf
             if n_neighbours < k - 1:
                 # One more than listed: its distance bounds the unlisted ones.
