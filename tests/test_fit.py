@@ -210,3 +210,15 @@ def test_palette_assignment_from_a_grid_guess_is_exact(k):
     np.testing.assert_array_equal(
         result.row_labels, _brute_force_nearest(values, colors.astype(np.float64))
     )
+
+
+def test_palette_assignment_without_search_gives_the_extremes():
+    """search=False (a repaint that finds its own labels, RGB dithering) skips the
+    search but gives the same extremes of the visible values."""
+    image = data.astronaut()[::4, ::4]
+    histogram, encoding = _histogram_of(image)
+    colors = np.array([[0, 0, 0], [255, 255, 255], [128, 64, 32]], np.uint8)
+    full = _fit.assign_rows(histogram, encoding, colors, "rgb")
+    quick = _fit.assign_rows(histogram, encoding, colors, "rgb", search=False)
+    assert quick.extremes == full.extremes
+    assert not quick.row_labels.any()

@@ -1040,8 +1040,13 @@ def assign_rows(
     color_space: str,
     guess=None,
     points=None,
+    search=True,
 ):
     """Index of the nearest palette colour of every histogram row, and the error.
+
+    With ``search`` False only the extremes of the visible values are found
+    (every row labelled 0, no error counted): for a repaint that finds its
+    own labels, such as RGB dithering, which counts its statistics itself.
 
     ``guess`` (int32 per row, overwritten) is where each row's search starts:
     any valid labels, exact anyway, but near ones make it cheap.  ``points``
@@ -1051,6 +1056,18 @@ def assign_rows(
     """
     if points is None or points.rows is not None:
         points = PointSet(histogram, encoding, color_space, None)
+    k, n_dims = colors.shape
+    if not search:
+        extremes = np.array([np.inf, -np.inf])
+        shown = histogram.pixel_counts > 0
+        for start in range(0, len(histogram), _SLICE_ROWS):
+            stop = min(start + _SLICE_ROWS, len(histogram))
+            values = points.values(start, stop)[shown[start:stop]]
+            if values.size:
+                extremes = [min(extremes[0], values.min()), max(extremes[1], values.max())]
+        labels = np.zeros(len(histogram), dtype=np.int32)
+        bounds = (float(extremes[0]), float(extremes[1]))
+        return Assignment(labels, np.zeros((k, n_dims)), np.zeros(k), bounds)
     centres = np.ascontiguousarray(
         to_fit_space(colors.astype(np.float64), color_space, encoding.dtype)
     )
@@ -1071,7 +1088,6 @@ def assign_rows(
         labels[same] = order[position[same]]
     shown = histogram.pixel_counts
     colors_float = colors.astype(np.float64)
-    k, n_dims = colors.shape
     color_sums = np.zeros((k, n_dims))
     squared_errors = np.zeros(k)
     extremes = np.array([np.inf, -np.inf])
