@@ -16,8 +16,9 @@ settings changed from outside, in this process only (the package's source is not
   n_init=3, n_init=8   more k-means++ starts
   adaptive         a density-adaptive grid: each channel's bins follow 0.5 x uniform + 0.5 x the
                    weighted CDF of that channel, so a dense range (a dark background) gets finer
-                   cells; the cells' centroids stay weighted means (a numpy prototype of a change
-                   to _fit.grid_cells)
+                   cells; the cells' centroids stay weighted means (the numpy prototype of
+                   _fit.grid_cells' adaptive bins, which the package now uses whenever the
+                   heaviest 2 % of the cells hold more than 80 % of the pixels)
 
 For each: MSE (uint8), CPU seconds (time.process_time, min of 2), how many palette colours lie
 in the background (mean of the channels < 20 DN) and the share of the error there; and, per
