@@ -133,5 +133,6 @@ def test_region_scope_needs_a_region_with_pixels(
         widget.run()  # the region is rasterized on the worker, before the core's work
         wait_until_idle(widget)
     assert notifications[-1][0] == "error"
-    assert "covers no pixel" in notifications[-1][1]
+    assert "cover at least one pixel" in notifications[-1][1]
+    assert "'empty', which covers none" in notifications[-1][1]
     assert len(viewer.layers) == 2

@@ -607,10 +607,9 @@ def quantize(
     integer images): dynamic programming over the weighted histogram [4]_,
     sped up by divide and conquer [5]_, or for integer images by a penalty per
     class searched exactly (``_exact1d.py``), where its work fits its budget
-    (integer images without fixed colours at any k, uint8 and 12-bit data with
-    them too; uint16 with fixed colours up to k = 512; floats up to ~1.6 M
-    distinct values at k = 16; beyond, and with float ``sample_weight``\s
-    beyond it, the heuristic fit).
+    (integer images without fixed colours or fractional weights at any k; uint8
+    and 12-bit data always; uint16 otherwise up to k = 512; floats up to ~1.6 M
+    distinct values at k = 16; beyond, the heuristic fit).
 
     The histogram is exact for every dtype: 8- and 16-bit integers are packed
     into integer codes (counted in a direct table when they have at most 24

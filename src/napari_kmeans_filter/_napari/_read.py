@@ -17,6 +17,7 @@ import numpy as np
 from napari.layers import Image, Labels, Shapes
 
 from napari_kmeans_filter import _tasks
+from napari_kmeans_filter._contract import invalid
 from napari_kmeans_filter._validation import is_dask_array
 
 if TYPE_CHECKING:
@@ -312,9 +313,11 @@ def read_layer_source(
         mask_factory=mask_factory,
     )
     if source.n_pixels < 2:
-        raise ValueError(
-            f"Layer {source.name!r} has {source.n_pixels} pixel(s) here: "
-            "k-means needs at least 2 pixels to find colors."
+        raise invalid(
+            "image",
+            "have at least 2 pixels (k-means needs two to find colors)",
+            None,
+            got=f"layer {source.name!r} with {source.n_pixels} pixel(s) here",
         )
     return source
 
@@ -512,9 +515,12 @@ def _region_mask_factory(region: Any, image: Image, shape: tuple[int, ...]) -> C
             else:
                 mask = np.broadcast_to(mask, shape)
         if not is_dask_array(mask) and not mask.any():
-            raise ValueError(
-                f"Region layer {region_name!r} covers no pixel of {image_name!r}: "
-                "draw the region over the image."
+            raise invalid(
+                "mask",
+                f"cover at least one pixel of {image_name!r}",
+                None,
+                "Draw the region over the image.",
+                got=f"region layer {region_name!r}, which covers none",
             )
         return mask
 
