@@ -24,11 +24,10 @@ import re
 import numpy as np
 import pytest
 
+# The core's table of bad values per parameter (pytest puts tests/ on the import path).
+from bad_values import BAD_VALUES
 from napari_kmeans_filter import Palette
 from napari_kmeans_filter._contract import PARAMETERS
-
-# The core's table of bad values per parameter (pytest puts tests/ on the import path).
-from test_common_checks import BAD_VALUES
 
 pytestmark = pytest.mark.viewer
 
