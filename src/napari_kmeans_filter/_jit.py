@@ -171,13 +171,19 @@ def _start_target_without(names) -> None:
 
 
 _watch = None
+_lock_fired = threading.Lock()
 
 
 def _watch_compiles() -> None:
     """Listen to numba's compile events (cache misses only); time the compiling."""
     global _watch
-    if _watch is not None:
-        return
+    with _lock_fired:
+        if _watch is not None:
+            return
+        _watch = _make_watch()
+
+
+def _make_watch():
     from numba.core import event
 
     class CompileWatch(event.Listener):
@@ -210,8 +216,9 @@ def _watch_compiles() -> None:
                     timer.cancel()
                 self.timers.clear()
 
-    _watch = CompileWatch()
-    event.register("numba:compile", _watch)
+    watch = CompileWatch()
+    event.register("numba:compile", watch)
+    return watch
 
 
 _fired: set = set()
@@ -231,6 +238,3 @@ def _fire(key) -> None:
         _slow_compile_callbacks[key][0]()
     except Exception:
         pass  # a note that cannot be shown must not stop the work
-
-
-_lock_fired = threading.Lock()
