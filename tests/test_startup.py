@@ -170,3 +170,38 @@ def test_a_first_ever_run_says_once_that_it_compiles_and_a_second_run_does_not(c
     assert piped.returncode == 0, piped.stderr
     assert COMPILING not in piped.stderr  # a log gets the finished line only
     assert len(piped.stderr.splitlines()) == 1
+
+
+def test_the_command_ends_its_process_at_once_with_every_line_and_file_written(cat_png, tmp_path):
+    """As a program (``python -m`` or the console script) the command ends without the
+    interpreter's teardown: its status, its lines on a pipe and its files are all there."""
+    command = [sys.executable, "-m", "napari_kmeans_filter"]
+    outputs = ["-o", str(tmp_path / "out.png"), "--palette", str(tmp_path / "out.json")]
+    done = subprocess.run(
+        [*command, str(cat_png), "-k", "4", *outputs],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "out.png" in done.stderr.splitlines()[-1]
+    assert Image.open(tmp_path / "out.png").size == Image.open(cat_png).size
+    assert (tmp_path / "out.json").read_text().strip().endswith("}")
+    failed = subprocess.run(
+        [*command, str(tmp_path / "missing.png"), "-k", "4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert failed.returncode == 2
+    assert failed.stderr.startswith(f"{PROG}: error: ")
+
+
+def test_main_called_from_python_returns_its_status(cat_png, tmp_path, monkeypatch):
+    """Called in a Python process (no argv: sys.argv), main returns: the process goes on."""
+    from napari_kmeans_filter.cli import main
+
+    out = tmp_path / "out.png"
+    monkeypatch.setattr(sys, "argv", [PROG, str(cat_png), "-k", "4", "-o", str(out), "-q"])
+    assert main() == 0
+    assert out.exists()

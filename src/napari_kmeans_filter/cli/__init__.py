@@ -30,6 +30,8 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from .errors import DEBUG_VARIABLE, PROG, CliError, error_line
 
@@ -89,7 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv : sequence of str, optional
         Arguments without the program name; default ``sys.argv[1:]``.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    status = _main(list(sys.argv[1:] if argv is None else argv))
+    if argv is None and _started_as_program():
+        _end_process(status)
+    return status
+
+
+def _main(argv: list[str]) -> int:
     try:
         with _stop_signals_raise():
             # 'demo' is a command only as the first word, so a file called 'demo' can
@@ -117,6 +125,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         _clear_display()
         print(f"{PROG}: error: {error_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _started_as_program() -> bool:
+    """Whether this process is the command itself: the console script or ``python -m``."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    if getattr(spec, "name", None) == f"{__package__.rpartition('.')[0]}.__main__":
+        return True
+    path = getattr(main_module, "__file__", None) or ""
+    # The console script (on Windows, __main__.py inside the launcher napari-kmeans-filter.exe).
+    return any(part.startswith(PROG) for part in Path(path).parts[-2:])
+
+
+def _end_process(status: int) -> NoReturn:
+    """End the process once the command is done, without the interpreter's teardown.
+
+    Freeing numba's and LLVM's objects and every module at exit costs ~0.15 s of CPU (a sixth
+    of a small file's whole call); every output is already complete and closed, the worker
+    threads are idle, and nothing registered at exit is ours. Only the streams are flushed.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (| head) or stream
+            pass
+    os._exit(status)
 
 
 def _clear_display() -> None:
