@@ -33,19 +33,30 @@ def test_assignment_is_the_exact_nearest_centre(k, guess):
 
 @pytest.mark.parametrize("k", [5, 300])
 def test_neighbour_lists_stay_sorted_and_bounded_as_centres_move(k):
-    """The lists are re-sorted in place as the centres move; with more than 256 other
+    """The lists are re-sorted in place as the centres move, or, while the moves are
+    small, their gaps lowered by twice the move: each row stays sorted, every gap a
+    lower bound, and every centre after a gap at least that far (what the search's
+    stopping rule needs); settle() makes them exact.  With more than 256 other
     centres, ``unlisted`` stays a lower bound on the distance to the unlisted ones."""
     rng = np.random.default_rng(k)
     centres = rng.normal(0, 50, (k, 3))
     neighbours = _nearest.Neighbours(centres)
-    for _ in range(5):
-        step = rng.normal(0, 1, centres.shape)
+    rows = np.arange(k)[:, None]
+    for scale in (1, 0.01, 0.01, 1, 0.001):
+        step = rng.normal(0, scale, centres.shape)
         centres = centres + step
         neighbours.update(centres, float(np.sqrt((step**2).sum(axis=1)).max()))
         distances = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(axis=2))
-        rows = np.arange(k)[:, None]
-        np.testing.assert_allclose(neighbours.gaps, distances[rows, neighbours.order], atol=1e-9)
+        listed = distances[rows, neighbours.order]
+        assert np.all(neighbours.gaps <= listed + 1e-9)
         assert np.all(np.diff(neighbours.gaps, axis=1) >= 0)
+        # Every centre listed after position m is at least gaps[:, m] away.
+        later = np.minimum.accumulate(listed[:, ::-1], axis=1)[:, ::-1]
+        assert np.all(later >= neighbours.gaps - 1e-9)
+        settled = neighbours.copy()
+        settled.settle(centres)
+        np.testing.assert_allclose(settled.gaps, distances[rows, settled.order], atol=1e-9)
+        assert np.all(np.diff(settled.gaps, axis=1) >= 0)
         for a in range(k):
             unlisted = np.setdiff1d(np.arange(k), [a, *neighbours.order[a]])
             if unlisted.size:

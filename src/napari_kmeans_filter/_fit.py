@@ -612,6 +612,7 @@ def lloyd(
         if changed == 0:
             stable = True  # the centres are the means of their clusters
             break
+    neighbours.settle(centres)  # exact gaps for the caller (the swap search reads them)
     if not final:
         return centres, math.nan, iteration, stable
     # One more full pass: the exact inertia and bounds of the returned centres.
