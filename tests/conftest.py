@@ -154,6 +154,86 @@ def heartbeat():
     return Heartbeat
 
 
+class GuiWork:
+    """Where the GUI thread's time goes during a run: the dock's own slots, and napari
+    inserting layers (``viewer.layers.append``, which the dock's slots call).
+
+    ``ours()`` is the longest time one of the dock's slots held the GUI thread, napari's
+    insertion of a layer inside it left out; ``inserts`` holds each insertion as
+    (seconds, layer type). What napari then does on its own turns of the event loop
+    (drawing the new layers) is in neither.
+    """
+
+    SLOTS = (
+        ("_widget", "KMeansColourWidget", "run"),
+        ("_task", "Task", "_on_returned"),
+        ("_task", "Task", "_add_next"),
+        ("_task", "Task", "_on_worker_finished"),
+        ("_run_controller", "RunController", "_show_progress"),
+    )
+
+    def __init__(self, monkeypatch, viewer):
+        import functools
+        import importlib
+
+        self.inserted: list[tuple[float, float, str]] = []
+        self.slots: list[tuple[float, float, str]] = []
+        self._depth = 0
+        layers = viewer.layers
+        append = layers.append
+
+        def timed_append(layer):
+            start = time.perf_counter()
+            try:
+                return append(layer)
+            finally:
+                self.inserted.append((start, time.perf_counter(), type(layer).__name__))
+
+        monkeypatch.setattr(layers, "append", timed_append)
+        for module, cls_name, name in self.SLOTS:
+            package = importlib.import_module(f"napari_kmeans_filter._napari.{module}")
+            cls = getattr(package, cls_name)
+            original = getattr(cls, name)
+
+            def timed(*args, _original=original, _name=name, **kwargs):
+                self._depth += 1
+                start = time.perf_counter()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    self._depth -= 1
+                    if self._depth == 0:
+                        self.slots.append((start, time.perf_counter(), _name))
+
+            monkeypatch.setattr(cls, name, functools.wraps(original)(timed))
+
+    def _napari_inside(self, start: float, stop: float) -> float:
+        return sum(max(0.0, min(stop, b) - max(start, a)) for a, b, _ in self.inserted)
+
+    def ours(self) -> float:
+        """The longest time one of the dock's slots held the GUI thread, without napari's
+        insertion of layers."""
+        return max(
+            (stop - start - self._napari_inside(start, stop) for start, stop, _ in self.slots),
+            default=0.0,
+        )
+
+    @property
+    def inserts(self) -> list[tuple[float, str]]:
+        return [(stop - start, kind) for start, stop, kind in self.inserted]
+
+    def report(self) -> str:
+        napari = ", ".join(f"{kind} {1000 * seconds:.0f} ms" for seconds, kind in self.inserts)
+        return f"longest of our slots {1000 * self.ours():.0f} ms; napari inserting: {napari}"
+
+
+@pytest.fixture
+def gui_work(monkeypatch):
+    """``gui_work(viewer)``: a :class:`GuiWork` timing the dock's slots and napari's layer
+    insertions from now on (make it before pressing Run)."""
+    return lambda viewer: GuiWork(monkeypatch, viewer)
+
+
 @pytest.fixture
 def run_console_examples():
     """``run_console_examples(examples, viewer, source)``: run napari console examples one

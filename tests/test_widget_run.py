@@ -262,7 +262,7 @@ def test_k_goes_up_to_the_api_maximum(
 @pytest.mark.viewer
 @pytest.mark.slow
 def test_viewer_stays_responsive_during_a_12_megapixel_run(
-    make_napari_viewer, qtbot, open_widget, run_and_wait, result_layers, heartbeat
+    make_napari_viewer, qtbot, open_widget, run_and_wait, result_layers, heartbeat, gui_work
 ):
     viewer = make_napari_viewer(show=True)
     photo = np.tile(skimage.data.chelsea(), (10, 9, 1))[:3000, :4000]
@@ -276,6 +276,7 @@ def test_viewer_stays_responsive_during_a_12_megapixel_run(
     widget.status_changed.connect(
         lambda text: phases.setdefault(text, (time.perf_counter(), time.thread_time()))
     )
+    work = gui_work(viewer)
 
     with heartbeat() as heartbeat:
         run_and_wait(widget)
@@ -293,8 +294,11 @@ def test_viewer_stays_responsive_during_a_12_megapixel_run(
     print(
         f"12 MP, k=256: longest GUI freeze {1000 * freeze:.0f} ms "
         f"(during the work {1000 * work_freeze:.0f} ms); GUI-thread CPU time adding the "
-        f"layers {1000 * gui_cpu:.0f} ms"
+        f"layers {1000 * gui_cpu:.0f} ms; {work.report()}"
     )
+    # Our own slots never hold the GUI thread long (QProgressBar.setValue repainted the
+    # whole window at once, new 12 MP layers included: 73-128 ms at the end of the run).
+    assert work.ours() < 0.1, work.report()
     assert work_freeze < 0.5, f"the GUI froze for {work_freeze:.2f} s during the work"
     assert gui_cpu < 1.2, f"adding the layers took {gui_cpu:.2f} s of GUI-thread time"
     assert freeze < 2.0, f"the GUI froze for {freeze:.2f} s"
@@ -374,3 +378,43 @@ def test_crossing_k_255_in_a_rerun_freezes_the_gui_for_no_compile(
         freezes.append(beat.longest_gap())
     print("k = 250 → 256 → 250: longest GUI freezes", [f"{1000 * f:.0f} ms" for f in freezes])
     assert max(freezes) < 0.3, freezes
+
+
+@pytest.mark.viewer
+def test_the_first_run_of_the_cat_holds_the_gui_briefly(
+    make_napari_viewer, qtbot, open_widget, run_and_wait, heartbeat, gui_work
+):
+    """Issue 18 row 7: the first Run of the cat, once the dock's warm-up has ended.
+
+    The warm-up pays napari's first-use costs of a result's layers in the background (its
+    colormap kernels for both labels dtypes, the features table's pandas import); what is
+    left on the GUI thread is napari inserting and drawing the two layers, reported apart.
+    Run alone (``pytest -s tests/test_widget_run.py -k first_run``) this is the process's
+    first Run.
+    """
+    import threading
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-kmeans-filter", "cat")
+    widget = open_widget(viewer)
+    qtbot.waitUntil(
+        lambda: not any(t.name.endswith("warm-up") for t in threading.enumerate()),
+        timeout=120_000,
+    )
+    qtbot.wait(100)
+    phases: dict[str, float] = {}
+    widget.status_changed.connect(lambda text: phases.setdefault(text, time.perf_counter()))
+    work = gui_work(viewer)
+
+    with heartbeat() as beat:
+        run_and_wait(widget)
+        qtbot.wait(100)
+
+    preparing = phases["adding layers…"] - phases["preparing layers"]
+    print(
+        f"first Run of the cat, k = 8: {work.report()}; longest GUI freeze "
+        f"{1000 * beat.longest_gap():.0f} ms (napari's inserting and drawing included); "
+        f"'preparing layers' {1000 * preparing:.0f} ms on the worker"
+    )
+    assert [kind for _, kind in work.inserts] == ["Image", "Labels"]
+    assert work.ours() < 0.1, work.report()
