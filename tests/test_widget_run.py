@@ -418,3 +418,35 @@ def test_the_first_run_of_the_cat_holds_the_gui_briefly(
     )
     assert [kind for _, kind in work.inserts] == ["Image", "Labels"]
     assert work.ours() < 0.1, work.report()
+
+
+@pytest.mark.viewer
+def test_a_phase_that_reports_nothing_for_seconds_says_how_long_it_has_run(
+    make_napari_viewer, qtbot, cat_crop, open_widget, run_and_wait, monkeypatch
+):
+    """Issue 18 row 7: auto k at 60 dB fits thousands of colors, seconds without a report
+    (the bar stood at ~65 % for 6.6 s); the status line then counts the phase's seconds."""
+    from napari_kmeans_filter._napari import _run
+
+    original = _run.quantize_source
+
+    def slow_fit(source, n_colors, *, progress=None, **kwargs):
+        progress(0.5, "finding the fewest colors")
+        time.sleep(3.3)  # one long fit, no report
+        return original(source, n_colors, progress=progress, **kwargs)
+
+    monkeypatch.setattr(_run, "quantize_source", slow_fit)
+    viewer = make_napari_viewer()
+    viewer.add_image(cat_crop(), rgb=True, name="crop")
+    widget = open_widget(viewer)
+    shown = []
+    widget.status_changed.connect(shown.append)
+
+    run_and_wait(widget)
+
+    counted = [text for text in shown if text.startswith("finding the fewest colors (")]
+    assert counted and counted[0] in {
+        "finding the fewest colors (2 s)",
+        "finding the fewest colors (3 s)",
+    }, shown
+    assert widget.runs.status_label.value.endswith("dB")  # the count goes with the run

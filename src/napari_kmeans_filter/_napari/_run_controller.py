@@ -7,11 +7,12 @@ turn of the event loop. However the run ends, its one :class:`~._task.Ending` co
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import Label, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QSizePolicy, QVBoxLayout, QWidget
 
 from ._console import announce_result, describe_result
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 PROGRESS_STEPS = 1000
 #: Share of the bar reached when the layers start going in (the rest: adding them).
 PREPARE_SHARE = 0.97
+
+#: A phase whose bar has not moved for this many seconds says how long it has run
+#: ("finding the fewest colors (7 s)"): one fit of auto k's search at thousands of colors
+#: reports nothing for seconds.
+STALL_SECONDS = 2.0
 
 #: Longest layer name shown whole in the status line; longer names are shortened in the
 #: middle (the full text is in the tooltip) so that the dock never widens.
@@ -95,6 +101,11 @@ class RunController(QWidget):
         layout.addWidget(self.progress_bar.native)
         layout.addWidget(status)
         self.cancel_button.changed.connect(self.cancel)
+        self._phase = ""
+        self._phase_started = self._moved_at = 0.0
+        self._ticker = QTimer(self)
+        self._ticker.setInterval(1000)
+        self._ticker.timeout.connect(self._show_phase)
 
     @property
     def is_running(self) -> bool:
@@ -150,7 +161,8 @@ class RunController(QWidget):
         self.cancel_button.enabled = True
         self._set_bar(0)
         self.running_changed.emit(True)
-        self.set_status(message)
+        self._new_phase(message)
+        self._ticker.start()
         self.started.emit(task)
         task.start()
         return task.worker
@@ -171,13 +183,36 @@ class RunController(QWidget):
     def _show_progress(self, fraction: float, message: str) -> None:
         if self._task is None or self.status_label.value == "cancelling…":
             return
-        self._set_bar(round(min(max(fraction, 0.0), 1.0) * PROGRESS_STEPS))
-        if message:
-            self.set_status(message)
+        value = round(min(max(fraction, 0.0), 1.0) * PROGRESS_STEPS)
+        if value != self.progress_bar.value:
+            self._moved_at = time.monotonic()
+            self._set_bar(value)
+        if message and message != self._phase:
+            self._new_phase(message)
+        else:
+            self._show_phase()
+
+    def _new_phase(self, message: str) -> None:
+        self._phase = message
+        self._phase_started = self._moved_at = time.monotonic()
+        self.set_status(message)
+
+    def _show_phase(self) -> None:
+        """The phase's name, and how long it has run once the bar stands still."""
+        if self._task is None or self._task.is_adding:
+            return
+        if self.status_label.value == "cancelling…":
+            return
+        now = time.monotonic()
+        text = self._phase
+        if now - self._moved_at >= STALL_SECONDS:
+            text = f"{text} ({now - self._phase_started:.0f} s)"
+        self.set_status(text)
 
     def _on_adding(self) -> None:
         # From here on the layers go in; cancelling now would leave half a result.
         self.cancel_button.enabled = False
+        self._ticker.stop()
         self._set_bar(round(PREPARE_SHARE * PROGRESS_STEPS))
         self.set_status("adding layers…")
 
@@ -187,6 +222,7 @@ class RunController(QWidget):
 
     def _on_ended(self, ending: Ending) -> None:
         self._task = None
+        self._ticker.stop()
         self.cancel_button.enabled = False
         name = ending.job.source.name
         if ending.kind == DONE:
