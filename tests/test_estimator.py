@@ -159,3 +159,23 @@ def test_no_warning_on_a_plain_fit(cat_pixels):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         KMeansQuantizer(n_clusters=3, random_state=0).fit(cat_pixels)
+
+
+def test_every_kmeans_parameter_is_accepted_so_kmeans_code_runs_unchanged():
+    """Code written for sklearn.cluster.KMeans passes its parameters by name (n_init,
+    verbose, copy_x, algorithm too): the estimator takes every one KMeans has, with KMeans's
+    defaults, and fits."""
+    from sklearn.cluster import KMeans
+
+    from napari_kmeans_filter import KMeansQuantizer
+
+    params = KMeans(n_clusters=4, random_state=0).get_params()
+    ours = KMeansQuantizer().get_params()
+    assert set(params) <= set(ours)
+    for name, value in KMeans().get_params().items():
+        assert ours[name] == value or name in ("random_state",), name
+    pixels = data.chelsea()[::4, ::4].reshape(-1, 3)
+    fitted = KMeansQuantizer(**params).fit(pixels)
+    assert fitted.cluster_centers_.shape == (4, 3)
+    many = KMeansQuantizer(**{**params, "n_init": 10, "algorithm": "elkan", "verbose": 1})
+    assert many.fit(pixels).inertia_ <= fitted.inertia_ * 1.01

@@ -117,6 +117,18 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
     tol : float, default=1e-4
         Lloyd stops when the centres move less than ``tol`` times the data's
         mean variance (scikit-learn's definition).
+    n_init : "auto" or int, default="auto"
+        k-means++ starts; ``"auto"`` lets ``speed`` decide (more starts at
+        small ``n_clusters``).  Ignored with an array ``init`` (one start).
+    verbose : int, default=0
+        Accepted for code written for :class:`sklearn.cluster.KMeans`; the
+        engine prints nothing.
+    copy_x : bool, default=True
+        Accepted for the same reason; ``X`` is never modified either way.
+    algorithm : {"lloyd", "elkan"}, default="lloyd"
+        Accepted for the same reason; both give k-means, which the engine runs
+        with its own exact Lloyd iterations (sorted neighbour lists; the
+        centres do not depend on this choice).
 
     Attributes
     ----------
@@ -167,6 +179,13 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         "init": _constraints("init"),
         "max_iter": _constraints("max_iter"),
         "tol": _constraints("tol"),
+        "n_init": _constraints("n_init"),
+        # scikit-learn's KMeans parameters that code written for it passes: accepted so that
+        # it runs unchanged, without effect (the engine never modifies X, prints nothing and
+        # runs its own exact Lloyd iterations; see the class docstring).
+        "verbose": [Interval(numbers.Integral, 0, None, closed="left"), "boolean"],
+        "copy_x": ["boolean"],
+        "algorithm": [StrOptions({"lloyd", "elkan"})],
     }
 
     def __init__(
@@ -179,6 +198,10 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         init="k-means++",
         max_iter=300,
         tol=1e-4,
+        n_init="auto",
+        verbose=0,
+        copy_x=True,
+        algorithm="lloyd",
     ):
         self.n_clusters = n_clusters
         self.color_space = color_space
@@ -187,6 +210,10 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.init = init
         self.max_iter = max_iter
         self.tol = tol
+        self.n_init = n_init
+        self.verbose = verbose
+        self.copy_x = copy_x
+        self.algorithm = algorithm
 
     # ------------------------------------------------------------------ fit
 
@@ -253,6 +280,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
             init=init,
             max_iter=self.max_iter,
             tol=self.tol,
+            n_init=self.n_init,
             random_state=self.random_state,
         )
         centres = np.asarray(result.palette.colors, dtype=np.float64) * self._scale
