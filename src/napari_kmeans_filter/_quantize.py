@@ -147,7 +147,11 @@ class QuantizeResult:
     ----------
     labels : ndarray or dask array of uint8/uint16
         Palette index of every pixel; the image's shape without its channel
-        axis. Label 0 is the first palette colour.
+        axis. Label 0 is the first palette colour. Fully transparent pixels
+        (alpha 0) get the label of the colour they are repainted with, but
+        count nowhere (``palette.counts``, ``cluster_stats``, ``mse``); the
+        alpha kept in ``image`` tells them apart. (napari's clusters layer
+        numbers colours 1..k and gives them 0, its background.)
     image : ndarray or dask array
         The quantised image: same shape and dtype as the input, colour channels
         equal to ``palette.colors[labels]``, alpha (if any) copied unchanged.
