@@ -1349,3 +1349,27 @@ def test_plain_zarr_outputs_keep_the_inputs_chunks_and_format(tmp_path, monkeypa
     assert image.chunks == (1, 16, 32, 3) and labels.chunks == (1, 16, 32)
     np.testing.assert_array_equal(image[...], expected.image)
     np.testing.assert_array_equal(labels[...], expected.labels)
+
+
+@pytest.mark.parametrize("channel_axis", [None, 2])
+def test_imagej_hyperstack_keeps_its_axes_through_the_command_line(tmp_path, channel_axis):
+    """A TZCYX ImageJ hyperstack comes out as one (issue 19): the quantised image TZCYX, the
+    labels TZYX when --channel-axis names C (channels clustered jointly), else TZCYX too."""
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 255, (2, 3, 2, 40, 50)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "hyper.tif", stack, imagej=True, metadata={"axes": "TZCYX"})
+    options = [] if channel_axis is None else ["--channel-axis", str(channel_axis)]
+    completed = run_cli(
+        "hyper.tif", "-k", "4", *options, "-o", "out.tif", "--labels", "labels.tif", cwd=tmp_path
+    )
+    assert completed.returncode == 0, completed.stderr
+    with tifffile.TiffFile(tmp_path / "out.tif") as written:
+        assert written.is_imagej and written.series[0].axes == "TZCYX"
+        image = written.asarray()
+    with tifffile.TiffFile(tmp_path / "labels.tif") as written:
+        assert written.is_imagej
+        assert written.series[0].axes == ("TZCYX" if channel_axis is None else "TZYX")
+        labels = written.asarray()
+    assert image.shape == stack.shape
+    assert labels.shape == (stack.shape if channel_axis is None else (2, 3, 40, 50))
+    assert labels.max() < 4

@@ -212,6 +212,12 @@ def _write_outputs(job: Job, result, args) -> None:
                 continue  # already stored chunk by chunk
             is_image = role == "image"
             extra = {"icc_profile": icc_profile} if is_image and icc_profile else {}
+            # An ImageJ hyperstack or OME-TIFF input keeps its axes (and ImageJ calibration)
+            # in TIFF outputs: the labels lose the channel axis the palette replaces.
+            axes = _io.output_axes(job.source, in_memory[role].shape, job.channel_axis)
+            if axes is not None:
+                extra["axes"] = axes
+                extra["imagej"] = getattr(job.source, "imagej", None)
             _io.write_array(
                 temporaries[role],
                 in_memory[role],
