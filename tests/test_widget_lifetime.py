@@ -263,3 +263,128 @@ def test_a_source_renamed_during_the_run_names_the_result(
     wait_until_idle(widget)
     names = sorted(layer.name for layer in viewer.layers)
     assert names == ["kitten", "kitten clusters", "kitten k=5"]
+
+
+def press_the_close_button(window) -> None:
+    """Ask the X server to close ``window`` as a window manager's close button does
+    (WM_DELETE_WINDOW): Qt gets a spontaneous close event, which napari may ask about
+    first and which the dock sees only when the window then hides."""
+    import ctypes
+    import ctypes.util
+
+    class ClientMessage(ctypes.Structure):
+        _fields_ = [
+            ("type", ctypes.c_int),
+            ("serial", ctypes.c_ulong),
+            ("send_event", ctypes.c_int),
+            ("display", ctypes.c_void_p),
+            ("window", ctypes.c_ulong),
+            ("message_type", ctypes.c_ulong),
+            ("format", ctypes.c_int),
+            ("l", ctypes.c_long * 5),
+        ]
+
+    class Event(ctypes.Union):
+        _fields_ = [("xclient", ClientMessage), ("pad", ctypes.c_long * 24)]
+
+    x11 = ctypes.CDLL(ctypes.util.find_library("X11"))
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XInternAtom.restype = ctypes.c_ulong
+    x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    x11.XSendEvent.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_ulong,
+        ctypes.c_int,
+        ctypes.c_long,
+        ctypes.POINTER(Event),
+    ]
+    x11.XFlush.argtypes = x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    display = x11.XOpenDisplay(None)
+    event = Event()
+    event.xclient.type = 33  # ClientMessage
+    event.xclient.window = int(window.winId())
+    event.xclient.message_type = x11.XInternAtom(display, b"WM_PROTOCOLS", 0)
+    event.xclient.format = 32
+    event.xclient.l[0] = x11.XInternAtom(display, b"WM_DELETE_WINDOW", 0)
+    x11.XSendEvent(display, event.xclient.window, 0, 0, ctypes.byref(event))
+    x11.XFlush(display)
+    x11.XCloseDisplay(display)
+
+
+#: How the viewer's window is closed: from code (``window.close()``: napari's File >
+#: Close Window, a script) or with its title bar's close button.
+CLOSE_THE_WINDOW = {
+    "window.close()": lambda window: window.close(),
+    "close button": press_the_close_button,
+}
+
+
+@pytest.mark.parametrize("close", list(CLOSE_THE_WINDOW))
+@pytest.mark.parametrize("moment", ["mid-run", "mid-preview"])
+def test_closing_the_window_mid_run_or_preview_leaves_nothing_running(
+    make_napari_viewer,
+    qtbot,
+    cat_crop,
+    open_widget,
+    run_and_wait,
+    notifications,
+    close,
+    moment,
+):
+    from qtpy.QtCore import QThreadPool
+    from qtpy.QtWidgets import QApplication, QDialog
+
+    from napari_kmeans_filter._napari import _task
+
+    if close == "close button" and QApplication.platformName() != "xcb":
+        pytest.skip("the close button is pressed through the X server")
+
+    # napari asks before a close button closes its window (there are running tasks; there
+    # are layers): the user says yes.
+    asked = []
+
+    def say_yes() -> None:
+        dialog = QApplication.activeModalWidget()
+        if isinstance(dialog, QDialog):
+            asked.append(type(dialog).__name__)
+            dialog.accept()
+
+    answer = QTimer()
+    answer.timeout.connect(say_yes)
+    answer.start(50)
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(skimage.data.astronaut(), rgb=True, name="astronaut")
+    widget = open_widget(viewer)
+    widget.controls.n_colors_input.value = 200  # a preview that takes a while too
+    if moment == "mid-run":
+        widget.run()
+        task = widget.runs.task
+    else:
+        widget.preview.check.value = True
+        qtbot.waitUntil(lambda: widget.preview.task is not None, timeout=5_000)
+        task = widget.preview.task
+    assert task is not None and not task._worker_done  # its worker is computing
+
+    CLOSE_THE_WINDOW[close](viewer.window._qt_window)
+
+    qtbot.waitUntil(lambda: widget.is_closed, timeout=5_000)
+    answer.stop()
+    assert bool(asked) == (close == "close button")
+    # Every task ended and its worker finished; no worker thread is left busy.
+    qtbot.waitUntil(lambda: not _task._LIVE, timeout=60_000)
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
+    qtbot.wait(200)  # anything queued for the deleted dock would arrive (and fail the test)
+    assert not [message for severity, message in notifications if severity == "error"]
+    # napari's fixture closes its viewers at teardown through their window, deleted here
+    # with the Qt window: tear down what napari's own Window.close() would have.
+    viewer.window._teardown()
+    del viewer.window._qt_window
+
+    # The process is healthy: another viewer's dock runs to the end.
+    again = make_napari_viewer(show=True)
+    again.add_image(cat_crop(), rgb=True, name="crop")
+    other = open_widget(again)
+    run_and_wait(other)
+    assert other.runs.status_label.value.endswith("dB")
