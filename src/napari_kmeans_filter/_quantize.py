@@ -805,7 +805,12 @@ def apply_palette(
         low, high = _visible_range(histogram, layout.encoding)
         if layout.is_dask:
             _check_palette_units(palette, colors, layout, low, high)
-    assignment = assign_rows(histogram, layout.encoding, colors, palette.color_space)
+    # RGB dithering without alpha finds every label itself and counts its own statistics
+    # (_paint.Ditherer): the rows need no nearest-colour search, only the value range.
+    own_labels = bool(level) and layout.n_color_channels == 3 and not layout.has_alpha
+    assignment = assign_rows(
+        histogram, layout.encoding, colors, palette.color_space, search=not own_labels
+    )
     counts = np.bincount(
         assignment.row_labels, weights=histogram.pixel_counts, minlength=len(colors)
     ).astype(np.int64)
