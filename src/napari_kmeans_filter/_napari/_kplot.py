@@ -13,8 +13,9 @@ the settings asks for a new curve after :data:`KPLOT_DEBOUNCE_MS`; a curve being
 then stopped at the core's next progress report and dropped, as a superseded preview is; a
 change of k alone only moves the mark. A Run takes precedence: the curve waits for it.
 
-matplotlib (its Qt canvas) is imported only when the plot is first shown, in the background:
-opening the dock, the command line and scripts never import it.
+matplotlib (its Qt canvas) is imported in the background only: by the dock's warm-up thread
+once the kernels are warm (:func:`preload_matplotlib`, if it is installed), or when the plot is
+first shown; importing the dock's modules, the command line and scripts never import it.
 """
 
 from __future__ import annotations
@@ -224,6 +225,26 @@ class _Rendered:
     x: np.ndarray  # display x (physical pixels from the left) of each k's point
     y: np.ndarray  # display y (from the bottom), NaN where PSNR is infinite
     axes_x: tuple[float, float]  # the axes' extent in display x
+
+
+def preload_matplotlib() -> None:
+    """Import what the plot's first show imports, if matplotlib is installed (any thread).
+
+    The dock's warm-up calls this after the core's kernels and napari's layer costs:
+    matplotlib's import grows the heap enough that Python's garbage collector then makes
+    a full pass (0.25-0.65 s, holding the interpreter lock), which froze the GUI when the
+    plot was first shown; while the user is still looking at a dock just opened, nothing
+    waits for it.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return
+    try:
+        from matplotlib.backends import backend_agg, backend_qtagg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    except Exception:  # the plot says why when it is shown
+        return
 
 
 class _Painter(QObject):

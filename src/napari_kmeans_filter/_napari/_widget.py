@@ -34,7 +34,7 @@ from napari_kmeans_filter._warmup import warm_up
 
 from ._console import describe_result
 from ._controls import Controls, user_message
-from ._kplot import KPlot
+from ._kplot import KPlot, preload_matplotlib
 from ._palette_panel import PalettePanel
 from ._prepare import warm_up_layers
 from ._preview import Preview
@@ -421,6 +421,7 @@ class KMeansColourWidget(QWidget):
 def _warm_up_all() -> None:
     warm_up()
     warm_up_layers()
+    preload_matplotlib()
 
 
 def _abandon_tasks(runs: _Runs, preview: Preview, kplot: KPlot, *_args: Any) -> None:
