@@ -1477,6 +1477,9 @@ def fit_fewest(
 
     def reaches(k):
         if k not in tried:
+            done = len(tried)
+            # Progress within each fit too: the last fits of a high target (k in the
+            # thousands) take seconds each.
             fitted = fit_histogram(
                 histogram,
                 encoding,
@@ -1484,6 +1487,7 @@ def fit_fewest(
                 color_space=color_space,
                 fixed_colors=fixed_colors,
                 points=points,
+                report=lambda fraction: report(min(0.95, (done + fraction) / 16)),
                 **fit_options,
             )
             mse = fitted.assignment.squared_error / (n_visible * encoding.n_channels)
