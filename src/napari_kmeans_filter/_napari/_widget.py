@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QSize, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QDockWidget,
     QFrame,
@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_kmeans_filter import Palette
+from napari_kmeans_filter import Palette, _jit
 from napari_kmeans_filter._warmup import warm_up
 
 from ._console import describe_result
@@ -94,6 +94,8 @@ class KMeansColourWidget(QWidget):
         # first Run or preview does not pay for them (~1 s from numba's cache; the very
         # first time after installing, the kernels are compiled: several seconds), and
         # napari's own kernels for the clusters layer's colors (see warm_up_layers).
+        # The very first time (an empty numba cache) that takes seconds: say so, once.
+        _watch_first_compile()
         threading.Thread(
             target=_warm_up_all, name="napari-kmeans-filter warm-up", daemon=True
         ).start()
@@ -416,6 +418,34 @@ class KMeansColourWidget(QWidget):
         self.runs.set_input_ready(ready)
         self.palette_panel.set_input_ready(ready)
         self.controls.update_enabled()
+
+
+class _CompileNote(QObject):
+    """Carries numba's "compiling" news from its timer thread to the GUI thread. One per
+    process, parented to the application: a dock may be closed before the news comes."""
+
+    compiling = Signal()
+
+
+_compile_note: _CompileNote | None = None
+
+
+def _watch_first_compile() -> None:
+    """On the GUI thread, once per process: say "compiling (first run only)" when the
+    kernels compile for over a second (an empty numba cache)."""
+    global _compile_note
+    if _compile_note is not None:
+        return
+    from qtpy.QtWidgets import QApplication
+
+    _compile_note = _CompileNote(QApplication.instance())
+    _compile_note.compiling.connect(_say_compiling)  # queued: emitted from another thread
+    _jit.on_slow_compile("widget", _compile_note.compiling.emit)
+
+
+def _say_compiling() -> None:
+    """On the GUI thread: napari's notification, once per session."""
+    show_info("napari-kmeans-filter: compiling (first run only)")
 
 
 def _warm_up_all() -> None:
