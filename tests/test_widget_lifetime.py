@@ -176,9 +176,22 @@ def test_the_panel_status_and_export_follow_the_result_layers(
     widget.preview.check.value = False
     widget.controls.fixed_colors_input.value = ""
 
-    # The result layers deleted: nothing to show, nothing to export.
+    # A Run, then a preview at another k, then preview off: the Run's palette and status come
+    # back, since its layers are still there (they showed "no result yet").
     run_and_wait(widget)
     assert panel.export_button.enabled and panel.title.text() == "chelsea: 5 colors"
+    run_status = widget.runs.status_label.value
+    widget.controls.n_colors_input.value = 3
+    widget.preview.check.value = True
+    wait_for_preview(qtbot, widget)
+    assert panel.title.text().startswith("preview of chelsea: 3")
+    widget.preview.check.value = False
+    assert panel.title.text() == "chelsea: 5 colors" and len(panel.palette) == 5
+    assert panel.export_button.enabled
+    assert widget.runs.status_label.value == run_status != ""
+    widget.controls.n_colors_input.value = 5
+
+    # The result layers deleted: nothing to show, nothing to export.
     for layer in result_layers(viewer, "chelsea"):
         viewer.layers.remove(layer)
     assert panel.palette is None and panel.title.text() == NO_RESULT

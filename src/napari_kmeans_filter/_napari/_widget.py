@@ -76,6 +76,8 @@ class KMeansColourWidget(QWidget):
         self._panel_layers: list[Any] = []
         self._panel_sources: tuple[Any, ...] = ()
         self._panel_is_preview = False
+        #: The last Run's result (prepared, job, layers), shown again after a preview.
+        self._last_run: tuple[PreparedResult, Job, list[Any]] | None = None
 
         self.controls = Controls(self._viewer)
         self.runs = RunController(self._viewer)
@@ -309,6 +311,7 @@ class KMeansColourWidget(QWidget):
     def _on_run_ended(self, ending: Ending) -> None:
         self._update_enabled()
         if ending.kind == DONE:
+            self._last_run = (ending.prepared, ending.job, list(ending.added))
             self._show_palette(ending.prepared, ending.job, ending.added)
             if ending.job.n_colors == "auto":
                 self.controls.show_k(ending.prepared.n_colors)
@@ -326,7 +329,17 @@ class KMeansColourWidget(QWidget):
     def _on_preview_cleared(self) -> None:
         # The preview's layers are gone: so are its palette and its status line.
         if self._panel_is_preview:
-            self._clear_panel()
+            self._panel_result_gone()
+
+    def _panel_result_gone(self) -> None:
+        """The panel's result layers are gone: the last Run's result comes back if its
+        layers are still in the viewer (after a preview), else the panel is empty."""
+        self._clear_panel()
+        if self._last_run is not None:
+            prepared, job, layers = self._last_run
+            if layers and all(layer in self._viewer.layers for layer in layers):
+                self.runs.set_status(describe_result(prepared.result))
+                self._show_palette(prepared, job, layers)
 
     def _show_palette(self, prepared: PreparedResult, job: Job, layers: list[Any]) -> None:
         kind = "preview of " if job.preview else ""
@@ -385,7 +398,7 @@ class KMeansColourWidget(QWidget):
             self.runs.stop(SOURCE_REMOVED)
         self.preview.sources_removed()
         if self._panel_layers and not any(layer in layers for layer in self._panel_layers):
-            self._clear_panel()
+            self._panel_result_gone()
 
     def _follow_layer_selection(self, _event: Any = None) -> None:
         if self._closed:
