@@ -39,7 +39,8 @@ def test_ks_beyond_the_distinct_colours_are_left_out():
 
 
 @pytest.mark.parametrize(
-    ("ks", "name"), [([0, 4], "n_colors"), ([4, 5000], "n_colors"), ([], "ks")]
+    ("ks", "name"),
+    [([0, 4], "n_colors"), ([4, 5000], "n_colors"), ([], "ks"), ([4, "auto"], "ks")],
 )
 def test_bad_ks_are_refused_before_any_work(ks, name):
     calls = []

@@ -318,6 +318,9 @@ def _programme(isums, hi, lo, mode, values, weights, fixed, n_free, full, arg, k
                 else:
                     # Knuth's bound holds for runs with free centres only.
                     below = arg[q - 1, 0]
+                    # One call site per run-cost function: numba specialises the row
+                    # kernel on the function passed, and a variable holding either one
+                    # would not type.
                     if mode == 1:
                         _free_row_dc(
                             previous[f],

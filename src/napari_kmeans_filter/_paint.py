@@ -141,17 +141,23 @@ class Painter:
             np.take(self.row_labels, rows, out=labels)
 
             def work(part):
-                if pixels.dtype == np.float16:  # numba has no float16
-                    image[part, :n_color] = self.colors[labels[part]]
-                    image[part, n_color:] = pixels[part, n_color:]
-                    return
-                _paint_labels(labels[part], pixels[part], n_color, self.colors, image[part])
+                self.paint_labelled(pixels[part], labels[part], image[part])
 
         n_parts = min(n_workers(), max(1, pixels.shape[0] // _PARALLEL_PIXELS))
         bounds = np.linspace(0, pixels.shape[0], n_parts + 1).astype(int)
         parts = [slice(a, b) for a, b in itertools.pairwise(bounds)]
         run_parts(work, parts, n_parts)
         return labels, image
+
+    def paint_labelled(self, pixels, labels, image) -> None:
+        """Write into ``image`` (n, channels) ``pixels`` (n, channels) whose ``labels`` are
+        known: each its label's colour, the channels beyond the colours (alpha) as they were."""
+        n_color = self.encoding.n_channels
+        if pixels.dtype == np.float16:  # numba has no float16
+            image[:, :n_color] = self.colors[labels]
+            image[:, n_color:] = pixels[:, n_color:]
+            return
+        _paint_labels(labels, pixels, n_color, self.colors, image)
 
     def labels(self, pixels):
         """Labels of channel-last ``pixels`` of shape (n, channels), without painting."""
@@ -379,11 +385,11 @@ def _image_of_labels(block, labels, ditherer):
     """The dithered image of a block from its labels: each pixel its label's colour,
     the channels beyond the colours (alpha) as they were, as :meth:`Ditherer.paint`
     writes it."""
-    colors = ditherer.painter.colors
-    n_color = colors.shape[1]
     image = np.empty(block.shape, block.dtype)
-    image[..., :n_color] = colors[labels[..., 0]]
-    image[..., n_color:] = block[..., n_color:]
+    channels = block.shape[-1]
+    ditherer.painter.paint_labelled(
+        block.reshape(-1, channels), labels.reshape(-1), image.reshape(-1, channels)
+    )
     return image
 
 

@@ -884,7 +884,10 @@ random_state, progress
         As :func:`quantize`, before any work; ``ks`` naming the bad k.
     """
     contract.validate("progress", progress)
-    ks = sorted({int(contract.validate("n_colors", k)) for k in ks if k != "auto"})
+    ks = list(ks)
+    if "auto" in ks:
+        raise contract.invalid("ks", "hold numbers of colours, not 'auto'", ks)
+    ks = sorted({int(contract.validate("n_colors", k)) for k in ks})
     if not ks:
         raise contract.invalid("ks", "hold at least one number of colours", ks)
     layout = layout_of(image, channel_axis, alpha, mask, sample_weight)
