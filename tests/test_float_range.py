@@ -25,9 +25,13 @@ from napari_kmeans_filter import Palette, apply_palette, fit_palette, quantize
 from napari_kmeans_filter._contract import InvalidParameterError
 from napari_kmeans_filter._validation import MAX_FLOAT_MAGNITUDE, MIN_FLOAT_SPREAD
 
+# The same examples on every run and machine (CI included): a failure found once is found
+# again, and no run fails by the luck of the draw.
 FAST = settings(
     max_examples=40,
     deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
 )
@@ -336,6 +340,19 @@ def test_scaling_by_a_power_of_two_scales_the_result(table_image, dtype, k, data
     )
     assert result.psnr == pytest.approx(reference.psnr, rel=1e-12)
     assert result.mse == pytest.approx(math.ldexp(reference.mse, 2 * j), rel=1e-12)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: with k-means++ starts on this image, an odd power-of-two scale picks "
+    "another start (a worse local optimum, MSE 2.10 against 1.73 per unit); even powers "
+    "give the same result. Cause not yet found (found by the property above).",
+)
+def test_scaling_by_an_odd_power_of_two_keeps_the_labels():
+    table = np.array([[[-2, 4, 4], [0, -1, 4], [4, -6, 4], [4, 4, 4], [4, 4, 4]], [[4, 4, 4]] * 5])
+    reference = quantize(table.astype(np.float32), 2, random_state=0)
+    scaled = quantize((table * 2.0).astype(np.float32), 2, random_state=0)
+    np.testing.assert_array_equal(scaled.labels, reference.labels)
 
 
 # ------------------------------------------------------------------- the tiny-spread edge
