@@ -205,3 +205,35 @@ def test_main_called_from_python_returns_its_status(cat_png, tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", [PROG, str(cat_png), "-k", "4", "-o", str(out), "-q"])
     assert main() == 0
     assert out.exists()
+
+
+def test_only_our_kernels_compiling_counts_as_a_first_run():
+    """napari compiles its own (uncached) numba kernels in every session: that must not
+    make the dock say "compiling (first run only)"; one of our kernels compiling does."""
+    import threading
+
+    import numba
+
+    from napari_kmeans_filter import quantize
+
+    quantize(np.arange(48, dtype=np.uint8).reshape(4, 4, 3), 2)  # numba started, watch on
+    fired = threading.Event()
+    _jit.on_slow_compile("test: not ours", fired.set, after=0.0)
+
+    @numba.njit
+    def someone_elses(x):
+        return x + 1
+
+    someone_elses(1)
+    assert not fired.wait(0.3)
+
+    ours = threading.Event()
+    _jit.on_slow_compile("test: ours", ours.set, after=0.0)
+
+    @_jit.kernel
+    def a_kernel_of_ours(x):
+        return x * 2
+
+    a_kernel_of_ours.__wrapped__.__module__ = "napari_kmeans_filter._test_kernel"
+    a_kernel_of_ours(np.float32(2.0))
+    assert ours.wait(5.0)

@@ -183,12 +183,20 @@ def _watch_compiles() -> None:
         _watch = _make_watch()
 
 
+def _is_ours(event_) -> bool:
+    """Whether a numba compile event is of one of this package's kernels."""
+    data = getattr(event_, "data", None) or {}
+    function = getattr(data.get("dispatcher"), "py_func", None)
+    return getattr(function, "__module__", "").startswith(__name__.rpartition(".")[0])
+
+
 def _make_watch():
     from numba.core import event
 
     class CompileWatch(event.Listener):
         def __init__(self) -> None:
             self.depth = 0
+            self.counting = False
             self.spent = 0.0
             self.since = 0.0
             self.timers = []
@@ -198,6 +206,11 @@ def _make_watch():
             with self.lock:
                 self.depth += 1
                 if self.depth > 1:
+                    return
+                # Only our kernels' compiles count: napari compiles its own (uncached)
+                # colormap kernels in every session, and those are not a first run.
+                self.counting = _is_ours(event_)
+                if not self.counting:
                     return
                 self.since = time.perf_counter()
                 for key, after in _pending():
@@ -209,7 +222,7 @@ def _make_watch():
         def on_end(self, event_) -> None:
             with self.lock:
                 self.depth -= 1
-                if self.depth > 0:
+                if self.depth > 0 or not self.counting:
                     return
                 self.spent += time.perf_counter() - self.since
                 for timer in self.timers:
