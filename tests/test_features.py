@@ -203,6 +203,22 @@ def test_auto_finds_the_fewest_colors_reaching_the_psnr(name, target):
     assert result.params["n_colors"] == "auto" and result.params["target_psnr"] == target
 
 
+def test_auto_progress_is_weighted_by_each_fits_cost():
+    """The bar of an auto-k search never goes back and is near its end when the last fit
+    ends: each fit used to count 1/16 whatever its k, so the bar parked at 60-75 %
+    through the costly last fits of a high target, then jumped."""
+    reports = []
+    result = quantize(
+        data.chelsea(), "auto", target_psnr=38.0, progress=lambda f, m: reports.append((f, m))
+    )
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions)
+    search = [f for f, m in reports if m.startswith("finding the fewest")]
+    # the stage spans 0.3-0.9 of the bar; the search tried several ks
+    assert len(result.error_curve["n_colors"]) >= 8
+    assert search[-1] >= 0.3 + 0.6 * 0.9
+
+
 def test_auto_with_a_delta_e_target():
     photo = data.astronaut()
     result = quantize(photo, "auto", target_delta_e=4.0)

@@ -1474,12 +1474,24 @@ def fit_fewest(
     n_visible = float(histogram.pixel_counts.sum())
     delta_e = None if target_delta_e is None else MeanDeltaE(histogram, encoding)
     tried = {}
+    # Progress is weighted by each fit's cost, about linear in k (a fixed part for the
+    # passes over the points): the last fits of a high target take most of the time.
+    # The total is an estimate made before each fit (the fits still to come if this one
+    # decides), so the bar is kept from going back.
+    spent, shown = [0.0], [0.0]
 
-    def reaches(k):
+    def cost(k):
+        return k + 8.0
+
+    def show(fraction):
+        shown[0] = max(shown[0], min(0.95, fraction))
+        report(shown[0])
+
+    def reaches(k, later):
+        """Whether the fit at ``k`` reaches the targets; ``later``: the estimated cost
+        of the fits after it."""
         if k not in tried:
-            done = len(tried)
-            # Progress within each fit too: the last fits of a high target (k in the
-            # thousands) take seconds each.
+            total = spent[0] + cost(k) + later
             fitted = fit_histogram(
                 histogram,
                 encoding,
@@ -1487,9 +1499,10 @@ def fit_fewest(
                 color_space=color_space,
                 fixed_colors=fixed_colors,
                 points=points,
-                report=lambda fraction: report(min(0.95, (done + fraction) / 16)),
+                report=lambda fraction: show((spent[0] + fraction * cost(k)) / total),
                 **fit_options,
             )
+            spent[0] += cost(k)
             mse = fitted.assignment.squared_error / (n_visible * encoding.n_channels)
             figures = {"psnr": psnr(mse, encoding.dtype, fitted.assignment.value_range)}
             ok = target_psnr is None or figures["psnr"] >= target_psnr
@@ -1497,20 +1510,25 @@ def fit_fewest(
                 figures["delta_e"] = delta_e(fitted.colors, fitted.assignment.row_labels)
                 ok = ok and figures["delta_e"] <= target_delta_e
             tried[k] = (ok, fitted, figures)
-            report(min(0.95, len(tried) / 16))
+            show(spent[0] / total)
         return tried[k][0]
+
+    def bisections(low, high):
+        """Fits a bisection between a k that missed and one that reached still needs."""
+        return max(0, int(np.ceil(np.log2(max(1, high - low)))))
 
     lowest = max(1, n_fixed)
     # Lossless at the number of distinct colours: no need to look further.
     highest = min(max_colors, int(np.count_nonzero(voters)) + n_fixed)
     missed, k = lowest - 1, max(lowest, min(2, highest))
-    while not reaches(k) and k < highest:
+    # Doubling: if this k reaches, a bisection down to the last k that missed follows.
+    while not reaches(k, bisections(k // 2, k) * cost(0.75 * k)) and k < highest:
         missed, k = k, min(2 * k, highest)
     reached = tried[k][0]
     if reached:
         while k - missed > 1:
             middle = (missed + k) // 2
-            if reaches(middle):
+            if reaches(middle, (bisections(missed, k) - 1) * cost(middle)):
                 k = middle
             else:
                 missed = middle
