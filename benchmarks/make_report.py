@@ -62,6 +62,8 @@ LARGE_K = (1024, 4096)  # "k up to 4096 must work (uint16 labels)"
 T_DASK_MPS = 40.0
 T_DASK_RSS_MB = 700.0
 T_DASK_SPREAD = 2.0  # slowest chunking / fastest chunking
+T_DASK_SPREAD_19 = 1.5  # issue 19: slowest chunking / fastest, labels in storage chunks
+T_DASK_FLOOR_19 = 1.25  # issue 19: time / grouped I/O floor where the floor is < 40 MP/s
 # Earlier targets of the project, still checked
 T_SPEEDUP_VS_SKLEARN = 30.0  # 12 MP, k=16: scikit-learn KMeans on all pixels / ours
 T_MEM_FACTOR, T_MEM_EXTRA_MB = 2.0, 200.0  # peak extra memory < 2 x input + 200 MB
@@ -520,6 +522,7 @@ def dask_targets(drows):
             for r in drows
             if r.get("method") == "zarr-io"
             and (r.get("chunks") or "") == chunks
+            and r.get("run_id") in {o.get("run_id") for o in groups[chunks]}
             and r.get("status") == "ok"
             and r.get("scope") == ("small" if small else "full")
         ]
@@ -567,6 +570,76 @@ def dask_targets(drows):
         out = [
             (g, n, goal, m, "INFO" if st in ("PASS", "FAIL") else st) for g, n, goal, m, st in out
         ]
+    return out
+
+
+def dask_targets_19(drows):
+    """Issue 19: tasks of several storage chunks, labels written with the input's storage
+    chunks (``ours-grouped``, and the command line, ``cli``, when measured), against the
+    grouped I/O floor (``zarr-io-grouped``) of the same run and scheduler."""
+    g = "issue 19, dask"
+    full = [r for r in drows if r.get("scope") == "full" and r.get("status") == "ok"]
+    floors = defaultdict(list)
+    for r in full:
+        if r.get("method") == "zarr-io-grouped":
+            floors[(r.get("scheduler") or "threads", r.get("run_id"), r["chunks"])].append(r)
+    out = []
+    for method in ("ours-grouped", "cli"):
+        for scheduler in sorted({r.get("scheduler") or "threads" for r in full}):
+            rows = [
+                r
+                for r in full
+                if r.get("method") == method and (r.get("scheduler") or "threads") == scheduler
+            ]
+            if not rows:
+                continue
+            medians = {}
+            for chunks in dict.fromkeys(r["chunks"] for r in rows):
+                ok = [r for r in rows if r["chunks"] == chunks]
+                wall = statistics.median(float(r["wall_s"]) for r in ok)
+                mps = statistics.median(float(r["mp_per_s"]) for r in ok)
+                medians[chunks] = wall
+                floor = floors.get((scheduler, ok[0].get("run_id"), chunks), [])
+                name = f"{method}, {scheduler}, chunks ({chunks.replace('x', ', ')})"
+                if not floor:
+                    out.append((g, name, ">= 40 MP/s", f"{mps:.1f} MP/s, no floor", "INFO"))
+                    continue
+                floor_wall = statistics.median(float(r["wall_s"]) for r in floor)
+                floor_mps = statistics.median(float(r["mp_per_s"]) for r in floor)
+                ratio = wall / floor_wall
+                if floor_mps < T_DASK_MPS:
+                    goal = f"<= {T_DASK_FLOOR_19:g}x the floor (floor {floor_mps:.1f} MP/s)"
+                    ok_target = ratio <= T_DASK_FLOOR_19
+                else:
+                    goal = f">= {T_DASK_MPS:g} MP/s"
+                    ok_target = mps >= T_DASK_MPS
+                workers = ok[0].get("worker_peak_rss_mb")
+                rss = max(float(r["peak_rss_mb"]) for r in ok)
+                out.append(
+                    (
+                        g,
+                        name,
+                        goal,
+                        f"{mps:.1f} MP/s, {ratio:.2f}x the grouped floor ({wall:.1f} s vs "
+                        f"{floor_wall:.1f} s; medians of {len(ok)} and {len(floor)}), peak RSS "
+                        f"{rss:.0f} MB" + (f", workers {workers} MB" if workers else ""),
+                        "PASS" if ok_target else "FAIL",
+                    )
+                )
+            if len(medians) >= 2:
+                best = min(medians, key=medians.get)
+                worst = max(medians, key=medians.get)
+                spread = medians[worst] / medians[best]
+                out.append(
+                    (
+                        g,
+                        f"{method}, {scheduler}: slowest chunking / fastest",
+                        f"<= {T_DASK_SPREAD_19:g}",
+                        f"{spread:.2f} ({worst}: {medians[worst]:.1f} s vs {best}: "
+                        f"{medians[best]:.1f} s)",
+                        "PASS" if spread <= T_DASK_SPREAD_19 else "FAIL",
+                    )
+                )
     return out
 
 
@@ -1033,6 +1106,7 @@ def targets_summary(results=DEFAULT_RESULTS, only=None):
         out += quantize_targets(data["q"])
     if only in (None, "dask"):
         out += dask_targets(data["d"])
+        out += dask_targets_19(data["d"])
     if only in (None, "startup"):
         out += startup_summary(data["s"])
     if only in (None, "features"):
