@@ -291,3 +291,39 @@ def test_architecture_page_is_current_and_the_core_imports_no_shell():
             elif group in module.SHELLS.values():
                 # A shell imports the core and itself, never another shell.
                 assert target_group in ("core", group), f"{name} imports {target}"
+    # Nowhere an import circle, function-level imports included: each module reads as a
+    # layer over the ones it imports (two shell modules once imported each other).
+    assert _cycles({name: info["imports"] for name, info in found.items()}) == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target == node:
+                continue
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return out

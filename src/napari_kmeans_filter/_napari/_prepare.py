@@ -319,36 +319,6 @@ def _cluster_tables(result: QuantizeResult, source: LayerSource) -> tuple[dict, 
     return features, long_format
 
 
-def warm_up_layers() -> None:
-    """Pay napari's first-use costs of a result's layers now, without adding any to a viewer.
-
-    The first Run would otherwise wait for them in "preparing layers": napari compiles
-    (numba) the function that maps labels through a DirectLabelColormap the first time it
-    meets each labels dtype, and a Labels layer's first ``features`` table imports pandas
-    (0.5-0.9 s; a viewer does not import it). The dock calls this in a background thread
-    when it opens, after the core's own kernels, so this prepares (as a Run does, with
-    :func:`prepare_result`, layers built) the result of a tiny RGB image at k = 8 (uint8
-    labels) and k = 300 (uint16 labels); the layers are dropped. Each colormap is also
-    mapped for the other labels dtype (see :func:`_labels_colormap`), so the kernels for
-    all four pairs of labels dtype and colormap size are compiled here.
-
-    Measured by opening the dock, waiting for the warm-up thread and pressing Run on the
-    cat (k = 8), a fresh process each: "preparing layers" took 3.1-3.7 s with no warm-up,
-    0.2-0.35 s with the colormaps alone, and 0.05-0.1 s with this.
-    """
-    from ._read import read_layer_source
-    from ._run import quantize_source  # _run imports this module
-
-    # 24 x 24 pixels, every one a colour of its own: enough for k = 300.
-    values = np.arange(24 * 24)
-    rgb = np.stack([values % 24 * 10, values // 24 * 10, values % 7 * 30], axis=-1)
-    layer = Image(rgb.reshape(24, 24, 3).astype(np.uint8), rgb=True, name="warm-up")
-    source = read_layer_source(layer)
-    for n_colors in (8, 300):  # uint8 labels (k < 255), uint16 labels (k >= 255)
-        result = quantize_source(source, n_colors, random_state=0, speed=10)
-        prepare_result(result, source, build_layers=True)
-
-
 def _labels_colormap(swatches: np.ndarray, labels_dtype: np.dtype) -> DirectLabelColormap:
     """The clusters layer's colormap, with napari's numba kernels for it compiled already.
 

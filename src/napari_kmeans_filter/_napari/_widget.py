@@ -36,8 +36,8 @@ from ._console import describe_result
 from ._controls import Controls, user_message
 from ._kplot import KPlot, preload_matplotlib
 from ._palette_panel import PalettePanel
-from ._prepare import warm_up_layers
 from ._preview import Preview
+from ._run import warm_up_layers
 from ._run_controller import RunController, shorten
 from ._show import find_clusters_layer
 from ._task import CLOSED, DONE, SOURCE_REMOVED, Ending
