@@ -9,6 +9,7 @@ napari-ome-zarr uses.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -95,10 +96,15 @@ def test_rgb_round_trip(tmp_path, zarr_format, version):
     attrs = _label_attrs(out)
     label = attrs["image-label"]
     palette = np.asarray(expected.palette.colors)
-    assert [c["label-value"] for c in label["colors"]] == list(range(1, len(palette) + 1))
-    np.testing.assert_array_equal([c["rgba"][:3] for c in label["colors"]], palette)
-    assert [p["label-value"] for p in label["properties"]] == list(range(1, len(palette) + 1))
-    assert [p["count"] for p in label["properties"]] == expected.palette.counts.tolist()
+    # label 0, the background, transparent; then the palette, opaque
+    assert label["colors"][0] == {"label-value": 0, "rgba": [0, 0, 0, 0]}
+    assert [c["label-value"] for c in label["colors"]] == list(range(len(palette) + 1))
+    np.testing.assert_array_equal([c["rgba"][:3] for c in label["colors"][1:]], palette)
+    assert all(c["rgba"][3] == 255 for c in label["colors"][1:])
+    # the same label values (ome-zarr-models checks it), the background without statistics
+    assert label["properties"][0] == {"label-value": 0}
+    assert [p["label-value"] for p in label["properties"]] == list(range(len(palette) + 1))
+    assert [p["count"] for p in label["properties"][1:]] == expected.palette.counts.tolist()
     assert label["source"] == {"image": "../../"}
     multiscale = attrs["multiscales"][0]
     assert [a["name"] for a in multiscale["axes"]] == ["y", "x"]
@@ -237,6 +243,7 @@ def test_napari_ome_zarr_reader_finds_the_labels_and_colours(tmp_path):
     assert label_nodes
     colors = label_nodes[0].metadata["color"]
     palette = np.asarray(result.palette.colors) / 255
+    assert colors[0] == [0, 0, 0, 0]  # the background, transparent
     for index, rgb_value in enumerate(palette):
         np.testing.assert_allclose(colors[index + 1][:3], rgb_value, atol=1e-6)
     # its properties, keyed by label value, are the cluster statistics
@@ -324,7 +331,16 @@ def test_napari_ome_zarr_opens_image_and_clusters_with_the_palette(tmp_path, mak
     _omezarr.write_result_labels(image, result)
 
     viewer = make_napari_viewer()
-    layers = viewer.open(path, plugin="napari-ome-zarr")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layers = viewer.open(path, plugin="napari-ome-zarr")
+    # Opening warns of nothing our metadata causes.  napari warns that the colour dict has
+    # no default (`None`) entry whatever the metadata holds: napari-ome-zarr passes
+    # image-label.colors on as a plain dict, and OME-NGFF label values are integers
+    # (ome/ome-zarr-py#459, "fix that warning in napari-ome-zarr by always specifying a
+    # default color"); label 0 listed as transparent does not silence it.
+    upstream = "color_dict did not provide a default color"
+    assert [str(w.message) for w in caught if upstream not in str(w.message)] == []
     (labels,) = [layer for layer in layers if layer.__class__.__name__ == "Labels"]
     assert labels.multiscale and len(labels.data) == 2
     np.testing.assert_array_equal(np.asarray(labels.data[0]), result.labels.compute() + 1)

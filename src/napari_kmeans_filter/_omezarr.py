@@ -509,12 +509,14 @@ def write_labels(
         shape without its channel axis.
     colors : array_like, shape (k, 4)
         0-255 RGBA display colour of each palette entry (see :func:`label_colors`);
-        written as ``image-label.colors`` for label values 1 ... k.
+        written as ``image-label.colors`` for label values 1 ... k, after label 0 (the
+        background) as transparent black (0, 0, 0, 0).
     name : str, optional
         The label image's name under ``labels/`` ("kmeans").
     properties : dict of str to array_like, optional
         Per-cluster columns, one row per palette entry (``result.cluster_stats()``);
-        written as ``image-label.properties`` (see :func:`label_properties`).
+        written as ``image-label.properties`` (see :func:`label_properties`), after a row
+        for label 0 holding its ``label-value`` only.
     transparent : array_like of bool, optional
         Where the image is transparent (alpha == 0): label 0 there.
     overwrite : bool, optional
@@ -595,11 +597,16 @@ def write_labels(
     image_label: dict[str, Any] = {}
     if version == "0.4":
         image_label["version"] = "0.4"
-    image_label["colors"] = [
+    # Label 0, the background, listed as transparent: a viewer that colours only the listed
+    # values (or draws unlisted ones with a colour of its own) shows the image through it.
+    image_label["colors"] = [{"label-value": 0, "rgba": [0, 0, 0, 0]}] + [
         {"label-value": i + 1, "rgba": [int(v) for v in rgba]} for i, rgba in enumerate(colors)
     ]
     if properties is not None:
-        image_label["properties"] = label_properties(properties, k)
+        # Label 0 listed here too, with no statistics (the background is no cluster): the
+        # label values of ``colors`` and ``properties`` must be the same set for OME-NGFF
+        # validators (ome-zarr-models refuses the label image otherwise).
+        image_label["properties"] = [{"label-value": 0}, *label_properties(properties, k)]
     image_label["source"] = {"image": "../../"}
     _set_ome(
         group,

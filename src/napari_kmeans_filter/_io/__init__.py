@@ -33,6 +33,7 @@ from .write import (
     icc_profile_note,
     output_axes,
     output_format,
+    tiff_metadata,
     write_array,
     zarr_output_chunks,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "output_axes",
     "output_format",
     "read_mask",
+    "tiff_metadata",
     "write_array",
     "write_tiff_from_dask",
     "zarr_output_chunks",

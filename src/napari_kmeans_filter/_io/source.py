@@ -12,6 +12,20 @@ import numpy as np
 
 from .errors import ImageIOError, _as_notes, _describe, _library_messages, _with_messages
 
+#: Length units as OME-XML writes them (its ``UnitsLength`` symbols), from the names
+#: ImageJ, OME-XML and OME-NGFF (UDUNITS-2) give them.  A size in another unit (ImageJ's
+#: "pixel", no unit at all) is no physical size and is not kept.
+LENGTH_UNITS = {
+    **dict.fromkeys(("µm", "\u03bcm", "\\u00B5m", "um", "micron", "microns", "micrometer"), "µm"),
+    **dict.fromkeys(("nm", "nanometer"), "nm"),
+    **dict.fromkeys(("mm", "millimeter"), "mm"),
+    **dict.fromkeys(("cm", "centimeter"), "cm"),
+    **dict.fromkeys(("m", "meter"), "m"),
+    **dict.fromkeys(("pm", "picometer"), "pm"),
+    **dict.fromkeys(("Å", "angstrom"), "Å"),
+    **dict.fromkeys(("in", "inch"), "in"),
+}
+
 
 @dataclass
 class InputImage:
@@ -57,6 +71,11 @@ class InputImage:
     imagej : dict or None
         The ImageJ metadata of an ImageJ hyperstack (tifffile's ``imagej_metadata``),
         to write the outputs as hyperstacks again.
+    pixel_sizes : dict or None
+        The physical size of a pixel along the axes ``"X"``, ``"Y"`` (and ``"Z"``) as
+        ``(value, unit)``, the unit an OME-XML length symbol (``"µm"``...): an OME-TIFF's
+        ``PhysicalSizeX/Y/Z``, an ImageJ file's resolution and ``spacing``, an OME-Zarr
+        image's ``scale``.  TIFF outputs keep them.  None when the file gives none.
     """
 
     path: Path
@@ -75,6 +94,7 @@ class InputImage:
     zarr_format: int | None = None
     ome_zarr: Any = field(default=None, repr=False)
     imagej: dict | None = field(default=None, repr=False)
+    pixel_sizes: dict[str, tuple[float, str]] | None = field(default=None, repr=False)
     _closers: list[Any] = field(default_factory=list, repr=False)
 
     def load(self):

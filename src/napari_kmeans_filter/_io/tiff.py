@@ -5,8 +5,10 @@ chunk by chunk through its zarr store above :data:`LAZY_TIFF_BYTES`.  Samples co
 whatever the ``planarconfig``; pages of one kind written one at a time are the frames of
 one stack; reduced-resolution pages (previews, pyramid levels) are left out, with a
 note.  Other TIFFs (bilevel, palette, CMYK...) go to Pillow.  ImageJ hyperstacks and
-OME-TIFFs keep their axes (T, Z, C...): read with them, and written back as such.  Dask
-arrays are written as tiled TIFFs one band of rows at a time.
+OME-TIFFs keep their axes (T, Z, C...) and the physical size of their pixels: read with
+them, and written back as such.  Dask arrays are written a part at a time: tiled TIFFs
+one band of rows at a time, ImageJ hyperstacks (which ImageJ reads in strips only) one
+run of whole pages at a time.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from .errors import ImageIOError, _describe, _require_zarr, _shorten
 from .icc import _matching_profile
 from .pillow import _open_pillow, _reduced_note
-from .source import InputImage
+from .source import LENGTH_UNITS, InputImage
 from .zarr import _lazy_array
 
 #: TIFFs whose pixels would take more than this many bytes are read chunk by chunk even
@@ -140,11 +142,15 @@ def _parse_tiff(path: Path, *, chunked: bool) -> InputImage:
             # own names for other files (Q, I) say nothing.
             named = (tif.is_imagej or tif.is_ome) and len(kept) == 1
             imagej = dict(tif.imagej_metadata or {}) if tif.is_imagej else None
+            pixel_sizes = _pixel_sizes(tif, page, imagej) if named else None
     except ImageIOError:
         raise
     except Exception as exc:
         raise ImageIOError(f"cannot read image {path}: {_describe(exc)}") from exc
     order, names = _tiff_view_axes(axes, orientation)
+    if pixel_sizes and orientation and orientation[0]:
+        # rows and columns swapped for viewing: so are the pixels' width and height
+        pixel_sizes = {{"X": "Y", "Y": "X"}.get(a, a): size for a, size in pixel_sizes.items()}
     shape = tuple(shape[i] for i in order)
     if "S" in names:
         channel_axis, n_colour = -1, 3 if photometric == PHOTOMETRIC.RGB else 1
@@ -165,7 +171,50 @@ def _parse_tiff(path: Path, *, chunked: bool) -> InputImage:
         icc_profile=icc_profile,
         axes=tuple(names) if named else None,
         imagej=imagej,
+        pixel_sizes=pixel_sizes,
     )
+
+
+def _positive(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _pixel_sizes(tif, page, imagej) -> dict[str, tuple[float, str]] | None:
+    """The physical size of a pixel along X, Y (and Z) of an OME-TIFF or ImageJ file.
+
+    OME-TIFF: the first image's ``Pixels`` ``PhysicalSizeX/Y/Z`` and their units (µm
+    when the file names none, as OME-XML says).  ImageJ: the XResolution and
+    YResolution tags, in pixels per ``unit`` of the ImageJ description (inches or
+    centimetres by the ResolutionUnit tag when it names none), and ``spacing`` along Z,
+    as ImageJ reads its calibration.  None when the file gives no size in a length unit.
+    """
+    import tifffile
+    from tifffile import RESUNIT
+
+    sizes = {}
+    if tif.is_ome:
+        try:
+            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        except Exception:  # OME-XML tifffile cannot parse: its pages are read all the same
+            return None
+        for axis in "XYZ":
+            value = pixels.get(f"PhysicalSize{axis}")
+            unit = LENGTH_UNITS.get(str(pixels.get(f"PhysicalSize{axis}Unit", "µm")))
+            if _positive(value) and unit:
+                sizes[axis] = (float(value), unit)
+    elif imagej is not None:
+        unit = imagej.get("unit") or {RESUNIT.INCH: "in", RESUNIT.CENTIMETER: "cm"}.get(
+            page.resolutionunit
+        )
+        unit = LENGTH_UNITS.get(str(unit))
+        if unit:
+            for axis, resolution in zip("XY", page.resolution, strict=True):
+                if _positive(resolution):
+                    sizes[axis] = (1.0 / resolution, unit)
+            if _positive(imagej.get("spacing")):
+                sizes["Z"] = (float(imagej["spacing"]), unit)
+    return sizes or None
 
 
 def _tiff_kind(series) -> tuple:
@@ -261,25 +310,83 @@ def _read_tiff(source: InputImage, series: list[int], order: list[int], names: s
     return array
 
 
-def can_stream_tiff(ndim: int, channel_axis: int | None) -> bool:
-    """Whether :func:`write_tiff_from_dask` handles this layout (channels last or none)."""
-    return channel_axis is None or channel_axis % ndim == ndim - 1
+def can_stream_tiff(ndim: int, channel_axis: int | None, axes=None) -> bool:
+    """Whether :func:`write_tiff_from_dask` handles this layout.
+
+    Channels last or none; or, with ``axes`` naming the array's axes (an ImageJ
+    hyperstack's, an OME-TIFF's: :func:`napari_kmeans_filter._io.tiff_metadata`), any
+    array ending in Y and X, whose leading axes (channels among them) are pages.
+    """
+    if channel_axis is None or channel_axis % ndim == ndim - 1:
+        return True
+    return axes is not None and "".join(axes).upper().endswith("YX")
 
 
 def write_tiff_from_dask(
-    path, array, channel_axis, alpha=None, *, progress=None, icc_profile=None
+    path,
+    array,
+    channel_axis,
+    alpha=None,
+    *,
+    progress=None,
+    icc_profile=None,
+    axes=None,
+    imagej=None,
+    pixel_sizes=None,
 ) -> None:
-    """Write a dask array as a zlib-compressed, tiled TIFF, one band of rows at a time.
+    """Write a dask array as a zlib-compressed TIFF, a part at a time, keeping named axes.
 
-    tifffile takes the tiles in file order (page by page, row of tiles by row of tiles),
-    so the array is cut into bands of whole rows, a multiple of the tile height and
-    about :data:`CHUNK_BYTES` each, computed one after the other: memory holds one band.
-    ``channel_axis`` must be None or the last axis (:func:`can_stream_tiff`);
-    ``progress(fraction)`` is called after each band; ``icc_profile`` is embedded.
+    Memory holds one part: about :data:`CHUNK_BYTES`, computed one after the other.
+    ``axes``, ``imagej`` and ``pixel_sizes`` are those of :func:`write_tiff`, which
+    writes the same layouts from memory:
+
+    * an ImageJ hyperstack (``imagej`` and ``axes`` it can hold) is written in strips,
+      as ImageJ reads them, from runs of whole pages (planes, with their RGB samples)
+      in ImageJ's page order: a part is one page when a page is larger;
+    * every other TIFF is tiled, and tifffile takes the tiles in file order (page by
+      page, row of tiles by row of tiles), so the array is cut into bands of whole rows,
+      a multiple of the tile height: an OME-TIFF (``axes`` OME can hold, with
+      ``pixel_sizes`` as ``PhysicalSizeX/Y/Z``), or the layout :func:`_tiff_layout` gives
+      ``channel_axis`` and ``alpha`` (channels last, or among the pages when ``axes``
+      end in Y and X: :func:`can_stream_tiff`).
+
+    ``progress(fraction)`` is called as each part is computed (the last call: 1.0);
+    ``icc_profile`` is embedded.
     """
     import tifffile
 
-    y = array.ndim - 2 - (channel_axis is not None)
+    named = _named_layout(array.shape, array.dtype, axes, imagej, pixel_sizes)
+    nbytes = math.prod(array.shape) * array.dtype.itemsize
+    common = {
+        "shape": array.shape,
+        "dtype": array.dtype,
+        "compression": "zlib",
+        "iccprofile": icc_profile or None,
+    }
+    if named is not None and named.get("imagej"):
+        # ImageJ reads strips only (no tiles); tifffile cuts each page it is given into
+        # strips. BigTIFF only past classic TIFF's 4 GB, where tifffile itself switches
+        # (ImageJ 1.x reads classic TIFF; Fiji and Bio-Formats read both).
+        samples = named["metadata"]["axes"].endswith("S")
+        n_lead = array.ndim - 2 - samples
+        tifffile.imwrite(
+            path,
+            _computed_pages(_page_runs(array, n_lead), n_lead, progress),
+            bigtiff=nbytes > 2**32 - 2**25,
+            **common,
+            **named,
+        )
+        return
+    if named is not None:
+        samples = named["metadata"]["axes"].endswith("S")
+        layout = named
+    elif channel_axis is not None and channel_axis % array.ndim == array.ndim - 1:
+        samples = True
+        layout = _tiff_layout(array.shape, array.dtype, channel_axis, alpha)
+    else:
+        samples = False  # no channels, or channels among the pages
+        layout = {"photometric": "minisblack"}
+    y = array.ndim - 2 - samples
     row_bytes = array.dtype.itemsize * math.prod(array.shape[y + 1 :])
     rows = max(1, CHUNK_BYTES // (row_bytes * _TILE)) * _TILE
     array = array.rechunk((1,) * y + (rows,) + array.shape[y + 1 :])
@@ -288,23 +395,50 @@ def write_tiff_from_dask(
     def tiles():
         for number, index in enumerate(np.ndindex(*array.numblocks), start=1):
             band = np.asarray(array.blocks[index].compute())[(0,) * y]
+            # Told as the band is computed: tifffile asks for no tile past the last one,
+            # so a report after a band's tiles never came for the last band.
+            if progress is not None:
+                progress(number / n_blocks)
             for top in range(0, band.shape[0], _TILE):
                 for left in range(0, band.shape[1], _TILE):
                     yield band[top : top + _TILE, left : left + _TILE]
-            if progress is not None:
-                progress(number / n_blocks)
 
     tifffile.imwrite(
         path,
         tiles(),
-        shape=array.shape,
-        dtype=array.dtype,
         tile=(_TILE, _TILE),
-        compression="zlib",
-        bigtiff=math.prod(array.shape) * array.dtype.itemsize > 2**31,  # size unknown yet
-        iccprofile=icc_profile or None,
-        **_tiff_layout(array.shape, array.dtype, channel_axis, alpha),
+        bigtiff=nbytes > 2**31,  # size unknown yet
+        **common,
+        **layout,
     )
+
+
+def _page_runs(array, n_pages_axes: int):
+    """``array`` rechunked into runs of whole pages (its last ``ndim - n_pages_axes``
+    axes) of about :data:`CHUNK_BYTES`, whose blocks in C order hold the pages in C
+    order: the innermost page axes whole as long as they fit, then one partly, every
+    axis outside it one page at a time."""
+    page_shape = array.shape[n_pages_axes:]
+    budget = max(1, CHUNK_BYTES // max(1, array.dtype.itemsize * math.prod(page_shape)))
+    lead = []
+    for size in reversed(array.shape[:n_pages_axes]):
+        take = max(1, min(size, budget))
+        lead.append(take)
+        budget = budget // size if take == size else 0
+    return array.rechunk((*reversed(lead), *page_shape))
+
+
+def _computed_pages(array, n_lead: int, progress):
+    """The pages of a :func:`_page_runs` array (``n_lead`` page axes) in file order, one
+    block computed at a time; ``progress`` is told as each block is computed (tifffile
+    asks for no item past the last page, so a report after it would never come)."""
+    page_shape = array.shape[n_lead:]
+    n_blocks = math.prod(array.numblocks)
+    for number, index in enumerate(np.ndindex(*array.numblocks), start=1):
+        block = np.asarray(array.blocks[index].compute())
+        if progress is not None:
+            progress(number / n_blocks)
+        yield from block.reshape(-1, *page_shape)
 
 
 #: ImageJ hyperstack axes, in the one order ImageJ accepts (any may be missing but Y, X).
@@ -313,6 +447,8 @@ _IMAGEJ_AXES = "TZCYXS"
 _IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
 #: ImageJ metadata kept from an input hyperstack (calibration; the rest is recomputed).
 _IMAGEJ_KEPT = ("spacing", "unit", "finterval", "fps", "loop", "mode")
+#: ImageJ's names of OME length units where they differ (it reads "micron" everywhere).
+_IMAGEJ_UNITS = {"µm": "micron", "in": "inch"}
 
 
 def imagej_axes(axes, shape, dtype) -> str | None:
@@ -356,42 +492,81 @@ def ome_tiff_axes(axes, shape) -> str | None:
     return text
 
 
-def write_tiff(
-    path, array, channel_axis, alpha=None, *, icc_profile=None, axes=None, imagej=None
-) -> None:
-    """Write an in-memory array as a zlib-compressed TIFF, keeping named axes.
-
-    With ``imagej`` (the input's ImageJ metadata) and ``axes`` an ImageJ hyperstack can
-    hold (:func:`imagej_axes`: e.g. "TZCYX" of the input, "TZYX" for its labels), an
-    ImageJ hyperstack with those axes and the input's calibration.  Otherwise, with
-    ``axes`` an OME-TIFF can hold (:func:`ome_tiff_axes`: an OME-TIFF or OME-Zarr
-    input's), an OME-TIFF with those axes.  Otherwise the layout :func:`_tiff_layout`
-    gives ``channel_axis`` and ``alpha``.
-    """
-    import tifffile
-
-    options = {"compression": "zlib", "iccprofile": icc_profile or None}
-    hyperstack = imagej_axes(axes, array.shape, array.dtype) if imagej is not None else None
+def _named_layout(shape, dtype, axes, imagej, pixel_sizes) -> dict | None:
+    """``tifffile.imwrite`` keywords of an ImageJ hyperstack or OME-TIFF with ``axes``
+    (see :func:`write_tiff`), or None for a plain TIFF."""
+    hyperstack = imagej_axes(axes, shape, dtype) if imagej is not None else None
     if hyperstack is not None:
         metadata = {key: value for key, value in imagej.items() if key in _IMAGEJ_KEPT}
         if "C" not in hyperstack:
             metadata.pop("mode", None)  # composite/colour display needs channels
         metadata["axes"] = hyperstack
-        rgb = "S" in hyperstack
-        photometric = "rgb" if rgb else "minisblack"
-        tifffile.imwrite(
-            path, array, imagej=True, photometric=photometric, metadata=metadata, **options
-        )
-        return
-    ome = ome_tiff_axes(axes, array.shape)
-    if ome is not None and ome not in ("YX", "YXS"):
-        photometric = "rgb" if ome.endswith("S") else "minisblack"
+        photometric = "rgb" if "S" in hyperstack else "minisblack"
+        layout = {"imagej": True, "photometric": photometric, "metadata": metadata}
+        return layout | _imagej_calibration(pixel_sizes, metadata)
+    ome = ome_tiff_axes(axes, shape)
+    # A plain 2-D image needs OME-XML only to carry its pixel size.
+    if ome is not None and (ome not in ("YX", "YXS") or pixel_sizes):
         metadata = {"axes": ome}
-        tifffile.imwrite(
-            path, array, ome=True, photometric=photometric, metadata=metadata, **options
-        )
-        return
-    layout = _tiff_layout(array.shape, array.dtype, channel_axis, alpha)
+        for axis, (value, unit) in sorted((pixel_sizes or {}).items()):
+            metadata[f"PhysicalSize{axis}"] = value
+            metadata[f"PhysicalSize{axis}Unit"] = unit
+        photometric = "rgb" if ome.endswith("S") else "minisblack"
+        return {"ome": True, "photometric": photometric, "metadata": metadata}
+    return None
+
+
+def _imagej_calibration(pixel_sizes, metadata: dict) -> dict:
+    """The ``resolution`` keyword of an ImageJ hyperstack from ``pixel_sizes``, its
+    ``unit`` and Z ``spacing`` set in ``metadata`` where the input's ImageJ metadata did
+    not already give them.  ImageJ has one unit for X, Y and Z: without X and Y sizes in
+    one unit there is no calibration, and a Z size in another unit is left out."""
+    if not pixel_sizes or "X" not in pixel_sizes or "Y" not in pixel_sizes:
+        return {}
+    (width, unit), (height, y_unit) = pixel_sizes["X"], pixel_sizes["Y"]
+    if y_unit != unit:
+        return {}
+    metadata.setdefault("unit", _IMAGEJ_UNITS.get(unit, unit))
+    if "Z" in pixel_sizes and pixel_sizes["Z"][1] == unit:
+        metadata.setdefault("spacing", pixel_sizes["Z"][0])
+    # pixels per unit; ImageJ's ResolutionUnit stays NONE (tifffile's default for ImageJ)
+    return {"resolution": (1.0 / width, 1.0 / height)}
+
+
+def write_tiff(
+    path,
+    array,
+    channel_axis,
+    alpha=None,
+    *,
+    icc_profile=None,
+    axes=None,
+    imagej=None,
+    pixel_sizes=None,
+) -> None:
+    """Write an in-memory array as a zlib-compressed TIFF, keeping named axes.
+
+    With ``imagej`` (the input's ImageJ metadata) and ``axes`` an ImageJ hyperstack can
+    hold (:func:`imagej_axes`: e.g. "TZCYX" of the input, "TZYX" for its labels), an
+    ImageJ hyperstack with those axes and the input's calibration (``pixel_sizes`` as
+    its X/Y resolution, unit and Z spacing).  Otherwise, with ``axes`` an OME-TIFF can
+    hold (:func:`ome_tiff_axes`: an OME-TIFF or OME-Zarr input's), an OME-TIFF with
+    those axes and ``pixel_sizes`` as ``PhysicalSizeX/Y/Z`` (a plain 2-D image without
+    pixel sizes is a plain TIFF).  Otherwise the layout :func:`_tiff_layout` gives
+    ``channel_axis`` and ``alpha``.
+
+    Parameters
+    ----------
+    pixel_sizes : dict, optional
+        ``{"X": (value, unit), "Y": ..., "Z": ...}``, OME length units
+        (:attr:`InputImage.pixel_sizes`).
+    """
+    import tifffile
+
+    options = {"compression": "zlib", "iccprofile": icc_profile or None}
+    layout = _named_layout(array.shape, array.dtype, axes, imagej, pixel_sizes)
+    if layout is None:
+        layout = _tiff_layout(array.shape, array.dtype, channel_axis, alpha)
     tifffile.imwrite(path, array, **options, **layout)
 
 

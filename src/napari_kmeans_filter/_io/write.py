@@ -138,6 +138,7 @@ def write_array(
     icc_profile: bytes | None = None,
     axes: tuple[str, ...] | None = None,
     imagej: dict | None = None,
+    pixel_sizes: dict | None = None,
 ) -> None:
     """Write an in-memory array to ``path`` (a temporary path) as ``fmt``, keeping its dtype.
 
@@ -167,11 +168,11 @@ def write_array(
         The input's ICC colour profile (:attr:`InputImage.icc_profile`), embedded in PNG
         (iCCP), JPEG and TIFF outputs; npy and zarr cannot hold one
         (:func:`icc_profile_note`).
-    axes, imagej : optional
-        The names of the array's axes and the input's ImageJ metadata
-        (:func:`output_axes`, :attr:`InputImage.imagej`): a TIFF is then written as an
-        ImageJ hyperstack (ImageJ input) or an OME-TIFF with those axes when the format
-        can hold them (:func:`.tiff.write_tiff`).
+    axes, imagej, pixel_sizes : optional
+        The names of the array's axes, the input's ImageJ metadata and its pixels'
+        physical size (:func:`tiff_metadata` gives all three): a TIFF is then written as
+        an ImageJ hyperstack (ImageJ input) or an OME-TIFF with those axes and pixel
+        sizes when the format can hold them (:func:`.tiff.write_tiff`).
     """
     from PIL import Image
 
@@ -190,7 +191,14 @@ def write_array(
         Image.fromarray(array).save(path, format="JPEG", quality=95, **profile)
     elif fmt == "tiff":
         write_tiff(
-            path, array, channel_axis, alpha, icc_profile=icc_profile, axes=axes, imagej=imagej
+            path,
+            array,
+            channel_axis,
+            alpha,
+            icc_profile=icc_profile,
+            axes=axes,
+            imagej=imagej,
+            pixel_sizes=pixel_sizes,
         )
     elif fmt == "npy":
         with open(path, "wb") as handle:  # np.save(path) would append ".npy"
@@ -279,6 +287,28 @@ def output_axes(
         if shape == tuple(n for i, n in enumerate(source.shape) if i != axis):
             return tuple(name for i, name in enumerate(axes) if i != axis)
     return None
+
+
+def tiff_metadata(
+    source: InputImage, shape: tuple[int, ...], channel_axis: int | None
+) -> dict[str, object]:
+    """What a TIFF output of ``shape`` made from ``source`` keeps of the input's metadata.
+
+    The keywords ``axes`` (:func:`output_axes`), ``imagej`` (:attr:`InputImage.imagej`)
+    and ``pixel_sizes`` (:attr:`InputImage.pixel_sizes`) of :func:`write_array`,
+    :func:`.tiff.write_tiff_from_dask` and (``axes``) :func:`.tiff.can_stream_tiff`:
+    an ImageJ hyperstack or OME-TIFF input gives hyperstacks or OME-TIFFs with its axes
+    and calibration, the image and its labels alike.  Empty when the input names no axes
+    or ``shape`` does not follow from it.
+    """
+    axes = output_axes(source, shape, channel_axis)
+    if axes is None:
+        return {}
+    return {
+        "axes": axes,
+        "imagej": getattr(source, "imagej", None),
+        "pixel_sizes": getattr(source, "pixel_sizes", None),
+    }
 
 
 def icc_profile_note(path: str | os.PathLike, icc_profile: bytes | None) -> str | None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import _tasks
 from .errors import ImageIOError, _describe, _require_zarr
-from .source import InputImage
+from .source import LENGTH_UNITS, InputImage
 
 
 def _open_zarr(path: Path) -> InputImage:
@@ -95,7 +95,26 @@ def _open_ome_zarr(path: Path) -> InputImage:
         storage_chunks=tuple(int(c) for c in full.chunks),
         zarr_format=image.zarr_format,
         ome_zarr=image,
+        pixel_sizes=_ome_zarr_pixel_sizes(image),
     )
+
+
+def _ome_zarr_pixel_sizes(image) -> dict[str, tuple[float, str]] | None:
+    """The physical pixel size of an OME-Zarr image's full resolution along x, y and z:
+    its ``scale`` (the dataset's times the multiscale's, OME-NGFF #trafo-md) in the unit
+    of its axis, for the axes with a length unit (TIFF outputs keep them)."""
+    scale = image.scales()[0]
+    for transform in image.multiscale.get("coordinateTransformations") or ():
+        if transform.get("type") == "scale" and scale is not None:
+            scale = [a * float(b) for a, b in zip(scale, transform["scale"], strict=True)]
+    if scale is None:
+        return None
+    sizes = {}
+    for axis, value in zip(image.axes, scale, strict=True):
+        name, unit = str(axis["name"]).upper(), LENGTH_UNITS.get(str(axis.get("unit")))
+        if name in ("X", "Y", "Z") and unit and value > 0:
+            sizes[name] = (value, unit)
+    return sizes or None
 
 
 def _level_path(image, index: int) -> str:
