@@ -1251,11 +1251,13 @@ def test_ome_zarr_labels_go_under_the_input_image(tmp_path, zarr_format):
     assert labels["0"].chunks == (16, 16)
     assert labels["0"].metadata.zarr_format == zarr_format
     meta = ome_attributes(image / "labels" / "kmeans")["image-label"]
-    assert meta["colors"] == [
+    # label 0, the background, transparent and without statistics; then the palette
+    assert meta["colors"] == [{"label-value": 0, "rgba": [0, 0, 0, 0]}] + [
         {"label-value": i + 1, "rgba": [*map(int, colour), 255]}
         for i, colour in enumerate(expected.palette.colors)
     ]
-    assert [row["count"] for row in meta["properties"]] == expected.palette.counts.tolist()
+    assert meta["properties"][0] == {"label-value": 0}
+    assert [row["count"] for row in meta["properties"][1:]] == expected.palette.counts.tolist()
     assert meta["source"] == {"image": "../../"}
 
     written = read_image(tmp_path / "out.zarr")

@@ -9,6 +9,9 @@ by tifffile's OME-XML and ImageJ parsers.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -283,3 +286,73 @@ def test_tiled_writing_reports_every_band_to_the_end(tmp_path, monkeypatch):
     array = da.zeros((600, 300, 3), dtype=np.uint8, chunks=100)
     tiff.write_tiff_from_dask(tmp_path / "t.tif", array, -1, progress=fractions.append)
     assert fractions == [1 / 3, 2 / 3, 1.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the command line
+
+
+def _cli(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "napari_kmeans_filter", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+    )
+
+
+def test_command_line_keeps_hyperstacks_and_calibration_in_memory_and_chunked(tmp_path):
+    """A calibrated TZCYX hyperstack through the command line, whole and with --chunked:
+    image TZCYX and labels TZYX hyperstacks with its resolution, unit and spacing, the
+    same pixels either way (chunked, the image was an uncompressed memory map with
+    tifffile's axes QQQYX and the labels a tiled QQYX TIFF, neither calibrated)."""
+    stack = RNG.integers(0, 255, (2, 3, 2, 40, 50), dtype=np.uint8)
+    tifffile.imwrite(
+        tmp_path / "hyper.tif",
+        stack,
+        imagej=True,
+        resolution=(4.0, 8.0),
+        metadata={"axes": "TZCYX", "unit": "micron", "spacing": 0.75},
+    )
+    written = {}
+    for mode in ("whole", "chunked"):
+        options = ["--chunked"] if mode == "chunked" else []
+        completed = _cli(
+            "hyper.tif", "-k", "4", "--channel-axis", "2", *options,
+            "-o", f"{mode}.tif", "--labels", f"{mode}_labels.tif", cwd=tmp_path,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr
+        for name, axes in ((mode, "TZCYX"), (f"{mode}_labels", "TZYX")):
+            path = tmp_path / f"{name}.tif"
+            assert _imagej_calibration(path) == (4.0, 8.0, "micron", 0.75)
+            with tifffile.TiffFile(path) as tif:
+                assert tif.series[0].axes == axes
+                written[name] = tif.asarray()
+    np.testing.assert_array_equal(written["chunked"], written["whole"])
+    np.testing.assert_array_equal(written["chunked_labels"], written["whole_labels"])
+    assert written["whole_labels"].max() < 4
+
+
+def test_command_line_keeps_ome_pixel_sizes_in_memory_and_chunked(tmp_path):
+    stack = RNG.integers(0, 3, (2, 3, 32, 24), dtype=np.uint16) * 1000  # C Z Y X
+    tifffile.imwrite(
+        tmp_path / "in.ome.tif", stack, ome=True, metadata={"axes": "CZYX", **OME_SIZES}
+    )
+    written = {}
+    for mode in ("whole", "chunked"):
+        options = ["--chunked"] if mode == "chunked" else []
+        completed = _cli(
+            "in.ome.tif", "-k", "4", "--channel-axis", "0", *options,
+            "-o", f"{mode}.tif", "--labels", f"{mode}_labels.tif", cwd=tmp_path,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr
+        for name, axes in ((mode, "CZYX"), (f"{mode}_labels", "ZYX")):
+            path = tmp_path / f"{name}.tif"
+            assert _ome_sizes(path) == OME_SIZES
+            with tifffile.TiffFile(path) as tif:
+                assert tif.series[0].axes == axes
+                written[name] = tif.asarray()
+    np.testing.assert_array_equal(written["chunked"], written["whole"])
+    np.testing.assert_array_equal(written["chunked_labels"], written["whole_labels"])

@@ -212,12 +212,9 @@ def _write_outputs(job: Job, result, args) -> None:
                 continue  # already stored chunk by chunk
             is_image = role == "image"
             extra = {"icc_profile": icc_profile} if is_image and icc_profile else {}
-            # An ImageJ hyperstack or OME-TIFF input keeps its axes (and ImageJ calibration)
-            # in TIFF outputs: the labels lose the channel axis the palette replaces.
-            axes = _io.output_axes(job.source, in_memory[role].shape, job.channel_axis)
-            if axes is not None:
-                extra["axes"] = axes
-                extra["imagej"] = getattr(job.source, "imagej", None)
+            # An ImageJ hyperstack or OME-TIFF input keeps its axes and calibration (pixel
+            # sizes) in TIFF outputs: the labels lose the channel axis the palette replaces.
+            extra.update(_io.tiff_metadata(job.source, in_memory[role].shape, job.channel_axis))
             _io.write_array(
                 temporaries[role],
                 in_memory[role],
@@ -285,10 +282,14 @@ def _store_or_compute(
     sources, targets, streamed = [], [], []
     for role, (path, array, channel_axis, alpha) in outputs.items():
         fmt = _io.output_format(path)
+        # A TIFF keeps an ImageJ or OME-TIFF input's axes and pixel sizes, as in memory.
+        metadata = (
+            {} if job is None else _io.tiff_metadata(job.source, array.shape, job.channel_axis)
+        )
         if not is_dask_array(array) or fmt not in ("tiff", "zarr"):
             wanted[role] = array
-        elif fmt == "tiff" and _io.can_stream_tiff(array.ndim, channel_axis):
-            streamed.append((role, temporaries[role], array, channel_axis, alpha))
+        elif fmt == "tiff" and _io.can_stream_tiff(array.ndim, channel_axis, metadata.get("axes")):
+            streamed.append((role, temporaries[role], array, channel_axis, alpha, metadata))
         elif fmt == "zarr":
             source = job.source if job is not None else None
             storage = None
@@ -347,7 +348,7 @@ def _store_or_compute(
         for target in targets:
             if hasattr(target, "flush"):  # TIFF memory map: push the pages to the file
                 target.flush()
-    for role, temporary, array, channel_axis, alpha in streamed:
+    for role, temporary, array, channel_axis, alpha, metadata in streamed:
         extra = {"icc_profile": icc_profile} if role == "image" and icc_profile else {}
         _io.write_tiff_from_dask(
             temporary,
@@ -356,6 +357,7 @@ def _store_or_compute(
             alpha,
             progress=DISPLAY.writing("writing TIFF"),
             **extra,
+            **metadata,
         )
     return dict(zip(wanted, values, strict=True))
 
