@@ -1476,8 +1476,8 @@ def fit_fewest(
     tried = {}
     # Progress is weighted by each fit's cost, about linear in k (a fixed part for the
     # passes over the points): the last fits of a high target take most of the time.
-    # The total is an estimate made before each fit (the fits still to come if this one
-    # decides), so the bar is kept from going back.
+    # The total is estimated before each fit, from the k at which the targets are
+    # expected to be reached (:func:`_predicted_k`), and the bar is kept from going back.
     spent, shown = [0.0], [0.0]
 
     def cost(k):
@@ -1517,12 +1517,21 @@ def fit_fewest(
         """Fits a bisection between a k that missed and one that reached still needs."""
         return max(0, int(np.ceil(np.log2(max(1, high - low)))))
 
+    def still_to_come(k):
+        """The estimated cost of the fits after ``k`` while doubling: the doublings up to
+        the k expected to reach, then the bisection below it."""
+        expected = _predicted_k(tried, k, highest, target_psnr, target_delta_e)
+        doublings, j = 0.0, k
+        while j < expected:
+            j = min(2 * j, highest)
+            doublings += cost(j)
+        return doublings + bisections(j // 2, j) * cost(0.75 * j)
+
     lowest = max(1, n_fixed)
     # Lossless at the number of distinct colours: no need to look further.
     highest = min(max_colors, int(np.count_nonzero(voters)) + n_fixed)
     missed, k = lowest - 1, max(lowest, min(2, highest))
-    # Doubling: if this k reaches, a bisection down to the last k that missed follows.
-    while not reaches(k, bisections(k // 2, k) * cost(0.75 * k)) and k < highest:
+    while not reaches(k, still_to_come(k)) and k < highest:
         missed, k = k, min(2 * k, highest)
     reached = tried[k][0]
     if reached:
@@ -1537,3 +1546,35 @@ def fit_fewest(
     if delta_e is not None:
         curve["delta_e"] = [tried[j][2]["delta_e"] for j in ks]
     return FewestFit(tried[k][1], curve)
+
+
+def _predicted_k(tried: dict, k: int, highest: int, target_psnr, target_delta_e) -> int:
+    """The k (a doubling of ``k``, at most ``highest``) at which a search for the fewest
+    colours is expected to reach its targets, for its progress bar only.
+
+    PSNR and the logarithm of the mean CIEDE2000 change about linearly with log2 k on
+    photos, so the last two fits tried give the doublings still needed; before two, the
+    guess is 64 colours.
+    """
+    done = sorted(tried)
+    if len(done) < 2:
+        return min(highest, max(k, 64))
+    low, high = done[-2], done[-1]
+    span = np.log2(high / low)
+    needed = 1.0
+    figures = []
+    if target_psnr is not None:
+        figures.append(("psnr", target_psnr, 1.0))
+    if target_delta_e is not None:
+        figures.append(("delta_e", target_delta_e, -1.0))
+    for name, target, sign in figures:
+        before, after = tried[low][2][name], tried[high][2][name]
+        if name == "delta_e":
+            before, after, target = (np.log(max(v, 1e-12)) for v in (before, after, target))
+        gain = sign * (after - before) / span  # per doubling, toward the target
+        gap = sign * (target - after)
+        needed = max(needed, 8.0 if gain <= 0 else min(8.0, gap / gain))
+    expected = k
+    for _ in range(int(np.ceil(needed)) - 1):
+        expected = min(2 * expected, highest)
+    return expected
