@@ -237,3 +237,51 @@ def test_only_our_kernels_compiling_counts_as_a_first_run():
     a_kernel_of_ours.__wrapped__.__module__ = "napari_kmeans_filter._test_kernel"
     a_kernel_of_ours(np.float32(2.0))
     assert ours.wait(5.0)
+
+
+_OPEN_DOCK_THEN_ADD = """
+import logging, sys, threading, time
+import napari, pint
+from pint.registry import LazyRegistry
+from qtpy.QtWidgets import QApplication
+from skimage import data
+
+failures = []
+threading.excepthook = lambda args: failures.append(repr(args.exc_value))
+logging.getLogger("napari_kmeans_filter").addHandler(
+    type("H", (logging.Handler,), {"emit": lambda self, r: failures.append(r.getMessage())})()
+)
+logging.getLogger("napari_kmeans_filter").setLevel(logging.INFO)
+viewer = napari.Viewer(show=True)
+lazy_before = type(pint.get_application_registry().get()) is LazyRegistry
+viewer.window.add_plugin_dock_widget("napari-kmeans-filter", "K-means color filter")
+loaded_after = type(pint.get_application_registry().get()) is not LazyRegistry
+viewer.add_image(data.chelsea(), name="chelsea")  # at once, as a script does
+start = time.monotonic()
+while time.monotonic() - start < 300 and any(
+    t.name.startswith("napari-kmeans-filter warm-up") for t in threading.enumerate()
+):
+    QApplication.processEvents()
+    time.sleep(0.005)
+print("lazy_before", lazy_before, "loaded_after", loaded_after, "failures", failures)
+viewer.close()
+sys.stdout.flush()
+"""
+
+
+@pytest.mark.viewer
+def test_the_dock_warms_up_whole_while_a_script_adds_its_first_layer():
+    """A script opens the dock and adds an image at once (fresh process): the warm-up's
+    layers (built on its own thread) and napari's first layer (on the GUI thread) must not
+    both load pint's unit registry, which is not thread-safe ("'pixel' is not defined in the
+    unit registry" killed the warm-up in 1-6 of 6 runs). The dock loads it on the GUI
+    thread first, and no warm-up step fails."""
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_DOCK_THEN_ADD],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("lazy_before")), "")
+    assert line == "lazy_before True loaded_after True failures []", done.stdout + done.stderr

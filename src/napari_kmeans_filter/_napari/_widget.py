@@ -13,6 +13,7 @@ core does the work, the layer modules (:mod:`._read`, :mod:`._run`, :mod:`._prep
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import partial
 from pathlib import Path
@@ -98,6 +99,7 @@ class KMeansColourWidget(QWidget):
         # napari's own kernels for the clusters layer's colors (see warm_up_layers).
         # The very first time (an empty numba cache) that takes seconds: say so, once.
         _watch_first_compile()
+        _load_napari_units()
         threading.Thread(
             target=_warm_up_all, name="napari-kmeans-filter warm-up", daemon=True
         ).start()
@@ -461,10 +463,29 @@ def _say_compiling() -> None:
     show_info("napari-kmeans-filter: compiling (first run only)")
 
 
+def _load_napari_units() -> None:
+    """Load napari's units (pint's application registry) on the GUI thread.
+
+    pint loads its registry on first use, and not thread-safely: a second thread using it
+    meanwhile finds no units ("'pixel' is not defined in the unit registry"). The warm-up
+    builds napari layers on its own thread, which must not be the first use while the
+    user adds a first layer on the GUI thread (a script that opens the dock, then adds an
+    image, hit it in 1-6 of 6 runs). Free once napari has made a layer; else about 0.3 s,
+    once per session, which the first layer would pay anyway.
+    """
+    import pint
+
+    pint.get_application_registry().pixel  # noqa: B018 (the access loads the registry)
+
+
 def _warm_up_all() -> None:
-    warm_up()
-    warm_up_layers()
-    preload_matplotlib()
+    """Each warm-up in turn, on a background thread: one that fails (an optional speed-up)
+    costs only its own saving, logged, never an error in the user's session."""
+    for step in (warm_up, warm_up_layers, preload_matplotlib):
+        try:
+            step()
+        except Exception:
+            logging.getLogger(__name__).info("warm-up step %s failed", step.__name__, exc_info=True)
 
 
 def _abandon_tasks(runs: _Runs, preview: Preview, kplot: KPlot, *_args: Any) -> None:
