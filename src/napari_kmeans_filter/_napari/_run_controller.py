@@ -232,13 +232,17 @@ class RunController(QWidget):
                 announce_result(ending.prepared.result, ending.job.n_colors, name)
         elif ending.kind == CLOSED:
             pass  # the dock is going away: nothing to tell
+        elif ending.kind == SOURCE_REMOVED:
+            # Said on the status line only: the user removed the layer (or closed the viewer,
+            # whose layers go before its docks), and a notification popping up as a large
+            # layer goes has crashed napari's canvas under Mesa's software renderer.
+            self._set_bar(0)
+            self.set_status(f"{shorten(name)!r} was removed; result dropped")
         else:
             self._set_bar(0)
             self.set_status(ending.kind)
             if ending.kind == CANCELLED:
                 show_info(f"K-means color filter: cancelled, {name!r} left as it was.")
-            elif ending.kind == SOURCE_REMOVED:
-                show_info(f"K-means color filter: {name!r} was removed; result dropped.")
             else:
                 show_error(f"K-means color filter on {name!r} failed: {ending.message}")
         self.running_changed.emit(False)
