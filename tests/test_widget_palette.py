@@ -84,6 +84,28 @@ def test_clicking_a_swatch_selects_its_label_in_the_clusters_layer(
     assert clusters.selected_label == 4
 
 
+def test_a_swatch_of_an_image_only_result_selects_no_older_clusters_layer(
+    make_napari_viewer, qtbot, result_layers, run_on_cat, run_and_wait, notifications
+):
+    """A Run with outputs "image" leaves the last clusters layer (k = 3) as it was: a
+    swatch of the new palette (k = 6) must not select its own index there, a label that
+    layer does not have or that means another colour."""
+    viewer = make_napari_viewer(show=True)
+    _cat, widget = run_on_cat(viewer, k=3)
+    clusters, _ = result_layers(viewer, "cat")
+    widget.controls.outputs_choice.value = "image"
+    widget.controls.n_colors_input.value = 6
+    run_and_wait(widget)
+    assert widget.palette_panel.swatches.count() == 6
+    selected = clusters.selected_label
+    swatches = widget.palette_panel.swatches
+    qtbot.wait(50)
+    position = swatches.visualItemRect(swatches.item(4)).center()
+    qtbot.mouseClick(swatches.viewport(), Qt.MouseButton.LeftButton, pos=position)
+    assert clusters.selected_label == selected
+    assert any("no clusters layer" in message for _, message in notifications)
+
+
 def test_palette_panel_screenshot_shows_every_palette_color(
     make_napari_viewer,
     qtbot,

@@ -363,8 +363,12 @@ class KMeansColourWidget(QWidget):
         self._update_enabled()
 
     def _select_label(self, label: int) -> None:
-        layers = self._panel_sources
-        clusters = find_clusters_layer(self._viewer, layers) if layers else None
+        # The clusters layer of the result the panel shows, never an older one of the same
+        # source (a Run with outputs "image" leaves the last clusters layer as it was; its
+        # labels are another palette's).
+        clusters = find_clusters_layer(self._viewer, self._panel_sources)
+        if clusters is not None and clusters not in self._panel_layers:
+            clusters = None
         if clusters is None:
             show_info(
                 "K-means color filter: this result has no clusters layer (a preview, or "
