@@ -354,3 +354,8 @@ def test_bad_value_on_the_command_line_is_one_line_naming_the_option(
     assert_refused_in_option_words(name, number, status, capsys.readouterr().err)
     assert calls == [], "work started before the option was refused"
     assert _folder_state(cli_folder) == before, "a refused run wrote a file"
+
+
+def test_a_repeated_fixed_colour_is_named():
+    with pytest.raises(ValueError, match=r"Got \(255, 0, 0\) more than once"):
+        quantize(RGB, 4, fixed_colors=[[0, 0, 0], [255, 0, 0], [9, 9, 9], [255, 0, 0]])

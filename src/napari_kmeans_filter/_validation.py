@@ -381,8 +381,11 @@ def check_fixed_colors(fixed_colors, n_colors, n_color_channels, dtype):
             got=f"{colors.shape[0]} colours",
         )
     _check_integer_units(colors, np.dtype(dtype), "fixed_colors")
-    if len(np.unique(colors, axis=0)) != len(colors):
-        raise invalid("fixed_colors", "not repeat a colour", None, got="a repeated colour")
+    unique, first, counts = np.unique(colors, axis=0, return_index=True, return_counts=True)
+    if len(unique) != len(colors):
+        repeated = colors[np.sort(first[counts > 1])[0]]
+        values = ", ".join(f"{v:g}" for v in repeated.tolist())
+        raise invalid("fixed_colors", "not repeat a colour", None, got=f"({values}) more than once")
     return colors
 
 
