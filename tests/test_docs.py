@@ -327,3 +327,16 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if node not in index:
             visit(node)
     return out
+
+
+def test_the_widget_page_names_the_sample_images_as_the_menu_does():
+    import yaml
+
+    manifest = yaml.safe_load(
+        (ROOT / "src" / "napari_kmeans_filter" / "napari.yaml").read_text(encoding="utf-8")
+    )
+    page = (ROOT / "docs" / "napari.md").read_text(encoding="utf-8")
+    names = [sample["display_name"] for sample in manifest["contributions"]["sample_data"]]
+    assert names
+    for name in names:
+        assert f"**{name}**" in page, name
