@@ -134,6 +134,9 @@ def _refused(qtbot, viewer, widget, start, label: str) -> None:
     after = [(layer, layer.name, _data_key(layer)) for layer in viewer.layers]
     assert after == before, "a layer was added or changed"
     assert not widget.palette_panel.export_button.enabled
+    # the status line says so too, whatever it said before (a refused Run once kept the
+    # last success there)
+    assert widget.runs.status_label.value == "failed"
 
 
 def test_every_parameter_of_the_table_is_checked_here_or_said_not_exposed():

@@ -298,6 +298,8 @@ class KMeansColourWidget(QWidget):
             job = self.controls.make_job(preview=False, palette=palette, palette_origin=origin)
         except (TypeError, ValueError) as exc:
             show_error(f"K-means color filter: {user_message(exc)}")
+            # As a run that fails: the status line must not keep the last success.
+            self.runs.set_status("failed")
             return None
         self.preview.run_started()  # a running preview stops and is dropped
         self.kplot.run_started()  # so does a curve being measured
