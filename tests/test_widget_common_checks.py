@@ -118,6 +118,7 @@ def _refused(qtbot, viewer, widget, start, label: str) -> None:
 
     notification_manager.notification_ready.connect(collect)
     widget.runs.started.connect(watch)
+    widget.runs.set_status("cat: 8 colors")  # what a last success left there
     try:
         start()
         qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
