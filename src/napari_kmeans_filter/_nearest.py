@@ -261,6 +261,7 @@ def _assign(
             # other centres visited, or what the stopping rule proves of the rest.
             reach = 2.0 * home_distance * (1.0 + _SLACK) + 1e-300
             second = np.inf
+            second_squared = np.inf
             exhausted = True
             for m in range(n_neighbours):
                 if gaps[home, m] > reach:
@@ -273,17 +274,18 @@ def _assign(
                     step = points[i, c] - centres[j, c]
                     candidate += step * step
                 if candidate < best_squared or (candidate == best_squared and j < best):
-                    second = min(second, math.sqrt(best_squared))
+                    second_squared = min(second_squared, best_squared)
                     best = j
                     best_squared = candidate
                     reach = (home_distance + math.sqrt(candidate)) * (1.0 + _SLACK) + 1e-300
                 else:
-                    second = min(second, math.sqrt(candidate))
+                    second_squared = min(second_squared, candidate)
             if n_neighbours < k - 1 and (exhausted or reach >= unlisted[home]):
                 # A centre missing from the list could be nearer: search them all.
                 best = home
                 best_squared = home_squared
                 second = np.inf
+                second_squared = np.inf
                 for j in range(k):
                     if j == best:
                         continue
@@ -292,13 +294,15 @@ def _assign(
                         step = points[i, c] - centres[j, c]
                         candidate += step * step
                     if candidate < best_squared or (candidate == best_squared and j < best):
-                        second = min(second, math.sqrt(best_squared))
+                        second_squared = min(second_squared, best_squared)
                         best = j
                         best_squared = candidate
                     else:
-                        second = min(second, math.sqrt(candidate))
+                        second_squared = min(second_squared, candidate)
             elif n_neighbours < k - 1:
                 second = min(second, unlisted[home] - home_distance)
+            # The square root of the least squared distance: the least distance, one root.
+            second = min(second, math.sqrt(second_squared))
             lower[i] = second * (1.0 - _SLACK)
         else:
             lower[i] = bound
@@ -390,6 +394,7 @@ def _reassign(
         best_squared = home_squared
         reach = 2.0 * home_distance * (1.0 + _SLACK) + 1e-300
         second = np.inf
+        second_squared = np.inf
         exhausted = True
         for m in range(n_neighbours):
             if gaps[home, m] > reach:
@@ -402,16 +407,17 @@ def _reassign(
                 step = points[i, c] - centres[j, c]
                 candidate += step * step
             if candidate < best_squared or (candidate == best_squared and j < best):
-                second = min(second, math.sqrt(best_squared))
+                second_squared = min(second_squared, best_squared)
                 best = j
                 best_squared = candidate
                 reach = (home_distance + math.sqrt(candidate)) * (1.0 + _SLACK) + 1e-300
             else:
-                second = min(second, math.sqrt(candidate))
+                second_squared = min(second_squared, candidate)
         if n_neighbours < k - 1 and (exhausted or reach >= unlisted[home]):
             best = home
             best_squared = home_squared
             second = np.inf
+            second_squared = np.inf
             for j in range(k):
                 if j == best:
                     continue
@@ -420,14 +426,16 @@ def _reassign(
                     step = points[i, c] - centres[j, c]
                     candidate += step * step
                 if candidate < best_squared or (candidate == best_squared and j < best):
-                    second = min(second, math.sqrt(best_squared))
+                    second_squared = min(second_squared, best_squared)
                     best = j
                     best_squared = candidate
                 else:
-                    second = min(second, math.sqrt(candidate))
+                    second_squared = min(second_squared, candidate)
         elif n_neighbours < k - 1:
             second = min(second, unlisted[home] - home_distance)
         upper[i] = math.sqrt(best_squared)
+        # The square root of the least squared distance: the least distance, one root.
+        second = min(second, math.sqrt(second_squared))
         lower[i] = second * (1.0 - _SLACK)
         if best != home:
             if upper[i] > radius[best]:
