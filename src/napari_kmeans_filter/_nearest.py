@@ -16,7 +16,10 @@ What spares work, all exact (ties go to the lowest index):
   k-means and related clustering algorithms", ALENEX 2002);
 * **bounds** -- Hamerly's lower bound on the distance to every other centre
   lets a Lloyd pass skip a point without any search (G. Hamerly, "Making
-  k-means even faster", SDM 2010);
+  k-means even faster", SDM 2010); it is set to the exact second distance
+  when a point is searched, and lowered only by the moves of the centres
+  near the point's own (:func:`_local_drift`), as late in a fit at large k
+  most centres stand still while a few move;
 * **cell lists** -- for dithered RGB, the colours that can be nearest to any
   value in a cell of a grid (finer with more colours, at most 64^3), made on
   a cell's first use (P. Heckbert,
