@@ -55,7 +55,7 @@ from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
 from ._jit import helper, kernel
 from ._metrics import MeanDeltaE, psnr
-from ._nearest import Neighbours, assign, reassign
+from ._nearest import Neighbours, assign, cluster_radius, reassign
 from ._progress import Report
 
 DEFAULT_SPEED = 4
@@ -588,6 +588,7 @@ def lloyd(
         points, centres, labels, squared, neighbours=neighbours, lower=lower, drift=0.0
     )
     upper = np.sqrt(squared, out=squared)
+    radius = cluster_radius(labels, upper, centres.shape[0])
     stable = False
     iteration = 1
     while True:
@@ -605,7 +606,7 @@ def lloyd(
             break
         iteration += 1
         delta_sums, delta_totals, changed = reassign(
-            points, centres, labels, upper, lower, neighbours, drift
+            points, centres, labels, upper, lower, neighbours, drift, radius
         )
         sums += delta_sums
         totals += delta_totals

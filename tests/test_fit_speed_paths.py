@@ -1,0 +1,100 @@
+"""Lloyd's bounded passes at large k: what they spare stays exact, and moves far away spare more."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_kmeans_filter import _fit, _nearest
+
+
+def _brute_force_nearest(points, centres):
+    squared = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    return np.argmin(squared, axis=1)  # ties: lowest index, as the engine promises
+
+
+def _blobs(rng, centres, n_each, spread):
+    points = np.concatenate([c + rng.normal(0, spread, (n_each, 3)) for c in centres])
+    return np.ascontiguousarray(points)
+
+
+def _first_pass(points, centres):
+    """Labels, upper and lower bounds and cluster radii after a full assignment pass."""
+    cells = _fit._Array(points, np.ones(len(points)))
+    neighbours = _nearest.Neighbours(centres)
+    labels = np.zeros(len(points), np.int32)
+    lower = np.zeros(len(points))
+    squared = np.empty(len(points))
+    _nearest.assign(cells, centres, labels, squared, neighbours=neighbours, lower=lower)
+    upper = np.sqrt(squared)
+    radius = _nearest.cluster_radius(labels, upper, len(centres))
+    return cells, neighbours, labels, upper, lower, radius
+
+
+def test_a_centre_moving_far_away_leaves_the_other_points_bounds_alone():
+    """Two groups of clusters far apart: when one centre of the first group moves, the
+    points of the second keep their bounds on the other centres (Hamerly's single bound
+    lowers every point's by the largest move of any centre, so that after a few such moves
+    every point is searched again), and the first group's points lose at most that move."""
+    rng = np.random.default_rng(0)
+    near = np.array([[10.0, 10, 10], [30, 10, 10], [10, 30, 10], [10, 10, 30]])
+    far = near + 200.0
+    centres = np.concatenate([near, far])
+    points = _blobs(rng, centres, 200, 3.0)
+    cells, neighbours, labels, upper, lower, radius = _first_pass(points, centres)
+    before = lower.copy()
+    moved = centres.copy()
+    moved[0] += [1.5, 0.0, 0.0]
+    drift = np.sqrt(((moved - centres) ** 2).sum(axis=1))
+    neighbours.update(moved, float(drift.max()))
+    _nearest.reassign(cells, moved, labels, upper, lower, neighbours, drift, radius)
+    np.testing.assert_array_equal(labels, _brute_force_nearest(points, moved))
+    in_far = labels >= 4
+    assert in_far.sum() == 800
+    # Unchanged (up to the relative slack that guards rounding), not lowered by 1.5.
+    np.testing.assert_allclose(lower[in_far], before[in_far], rtol=1e-8)
+    assert np.all(lower >= before - drift.max() - 1e-9)
+
+
+def test_bounded_lloyd_passes_find_the_exact_nearest_centre_at_every_iteration():
+    """Many Lloyd iterations at k = 256 on integer colours (exact ties), some centres
+    standing still and some moving (as late in a fit): after every pass each point's
+    label is the brute-force nearest centre, ties to the lowest index."""
+    rng = np.random.default_rng(1)
+    points = rng.integers(0, 40, (6000, 3)).astype(np.float64)
+    weights = rng.integers(1, 5, len(points)).astype(np.float64)
+    centres = points[rng.choice(len(points), 256, replace=False)] + 0.25
+    cells = _fit._Array(points, weights)
+    neighbours = _nearest.Neighbours(centres)
+    labels = np.zeros(len(points), np.int32)
+    lower = np.zeros(len(points))
+    squared = np.empty(len(points))
+    sums, totals, _, _ = _nearest.assign(
+        cells, centres, labels, squared, neighbours=neighbours, lower=lower
+    )
+    upper = np.sqrt(squared)
+    radius = _nearest.cluster_radius(labels, upper, len(centres))
+    for iteration in range(12):
+        updated = centres.copy()
+        filled = totals > 0
+        updated[filled] = sums[filled] / totals[filled, np.newaxis]
+        if iteration % 3 == 2:
+            # A few centres jump (as a swap moves one): the others keep their bounds.
+            jumped = rng.choice(256, 4, replace=False)
+            updated[jumped] = points[rng.choice(len(points), 4, replace=False)] + 0.5
+        drift = np.sqrt(((updated - centres) ** 2).sum(axis=1))
+        centres = updated
+        neighbours.update(centres, float(drift.max()))
+        delta_sums, delta_totals, _ = _nearest.reassign(
+            cells, centres, labels, upper, lower, neighbours, drift, radius
+        )
+        sums += delta_sums
+        totals += delta_totals
+        np.testing.assert_array_equal(labels, _brute_force_nearest(points, centres))
+        # The kept bounds are bounds: upper on the own centre, lower on every other.
+        distances = np.sqrt(((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2))
+        own = distances[np.arange(len(points)), labels]
+        assert np.all(upper >= own * (1 - 1e-9))
+        distances[np.arange(len(points)), labels] = np.inf
+        assert np.all(lower <= distances.min(axis=1) * (1 + 1e-9))
+        for h in np.unique(labels):
+            assert radius[h] >= own[labels == h].max() * (1 - 1e-9)
