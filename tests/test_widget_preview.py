@@ -186,6 +186,28 @@ def test_preview_of_a_stack_follows_the_slider(make_napari_viewer, qtbot, open_w
     assert stack.data.shape == (4, 64, 64)
 
 
+def test_preview_of_a_stack_follows_the_switch_to_3d_view(make_napari_viewer, qtbot, open_widget):
+    """In 3-D view a stack's slice is the volume on screen (as a "current slice" Run takes
+    it): switching views gives a new preview, not the last plane drawn over the volume."""
+    viewer = make_napari_viewer()
+    frames = np.stack([skimage.data.camera()[:64, :64] // (t + 1) for t in range(4)])
+    viewer.add_image(frames, name="movie")
+    widget = open_widget(viewer)
+    widget.controls.n_colors_input.value = 3
+    widget.preview.check.value = True
+    wait_for_preview(qtbot, widget, 0.0)
+    assert preview_layer(viewer).data.shape == (1, 64, 64)
+
+    shown = widget.preview.shown_at
+    viewer.dims.ndisplay = 3
+    wait_for_preview(qtbot, widget, shown)
+    assert preview_layer(viewer).data.shape == (4, 64, 64)
+    shown = widget.preview.shown_at
+    viewer.dims.ndisplay = 2
+    wait_for_preview(qtbot, widget, shown)
+    assert preview_layer(viewer).data.shape == (1, 64, 64)
+
+
 def test_a_big_preview_is_downsampled_and_lands_on_the_source(
     make_napari_viewer, qtbot, cat_crop, open_widget
 ):

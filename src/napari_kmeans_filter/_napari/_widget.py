@@ -152,6 +152,8 @@ class KMeansColourWidget(QWidget):
         layer_events.moved.connect(self._on_layers_changed)
         self._viewer.layers.selection.events.changed.connect(self._follow_layer_selection)
         self._viewer.dims.events.current_step.connect(self._on_dims_changed)
+        self._viewer.dims.events.ndisplay.connect(self._on_displayed_changed)
+        self._viewer.dims.events.order.connect(self._on_displayed_changed)
         for layer in self._viewer.layers:
             layer.events.name.connect(self._refresh_choices)
             layer.events.data.connect(self._on_layer_data)
@@ -162,6 +164,8 @@ class KMeansColourWidget(QWidget):
             emitter.disconnect(self._on_layers_changed)
         self._viewer.layers.selection.events.changed.disconnect(self._follow_layer_selection)
         self._viewer.dims.events.current_step.disconnect(self._on_dims_changed)
+        self._viewer.dims.events.ndisplay.disconnect(self._on_displayed_changed)
+        self._viewer.dims.events.order.disconnect(self._on_displayed_changed)
         for layer in self._viewer.layers:
             layer.events.name.disconnect(self._refresh_choices)
             layer.events.data.disconnect(self._on_layer_data)
@@ -431,6 +435,14 @@ class KMeansColourWidget(QWidget):
         # Only a stack's preview depends on the slice shown.
         ndim = max(layer.ndim for layer in layers)
         if ndim > len(self._viewer.dims.displayed):
+            self.preview.schedule()
+            self.kplot.schedule()
+
+    def _on_displayed_changed(self, _event: Any = None) -> None:
+        # 2-D <-> 3-D view, or other axes on screen: a stack's slice is another one (in 3-D
+        # the displayed volume, as a "current slice" Run takes it), so is its preview.
+        layers = self.controls.layers
+        if layers and max(layer.ndim for layer in layers) > 2:
             self.preview.schedule()
             self.kplot.schedule()
 
