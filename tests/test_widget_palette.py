@@ -116,6 +116,12 @@ def test_palette_panel_screenshot_shows_every_palette_color(
     _cat, widget = run_on_cat(viewer, k=6)
     clusters, _ = result_layers(viewer, "cat")
     qtbot.wait(50)
+    # One swatch selected: it keeps its colour (Qt tinted a selected icon grey-blue).
+    swatches = widget.palette_panel.swatches
+    position = swatches.visualItemRect(swatches.item(2)).center()
+    qtbot.mouseClick(swatches.viewport(), Qt.MouseButton.LeftButton, pos=position)
+    assert swatches.item(2).isSelected()
+    qtbot.wait(50)
     shot = widget.palette_panel.swatches.viewport().grab().toImage()
     width, height = shot.width(), shot.height()
     pixels = np.array(

@@ -168,7 +168,11 @@ class PalettePanel(QWidget):
         for index, (rgba, share) in enumerate(zip(swatches, self.shares, strict=True)):
             pixmap = QPixmap(24, 24)
             pixmap.fill(QColor.fromRgbF(*(float(c) for c in rgba[:3])))
-            item = QListWidgetItem(QIcon(pixmap), f"{100 * share:.1f}%")
+            icon = QIcon(pixmap)
+            # Selected, Qt would tint the swatch with the highlight colour: the colour
+            # about to be selected or fixed must stay as it is (the highlight is behind it).
+            icon.addPixmap(pixmap, QIcon.Mode.Selected)
+            item = QListWidgetItem(icon, f"{100 * share:.1f}%")
             values = ", ".join(format_value(v) for v in palette.colors[index])
             item.setToolTip(
                 f"label {index + 1}: ({values}), {100 * share:.2f} % of the pixels "
