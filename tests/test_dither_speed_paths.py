@@ -57,18 +57,21 @@ def _palette(image, k, rng):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("k", [2, 16, 64, 256, 700])
-@pytest.mark.parametrize("level", [1.0, 0.6])
-@pytest.mark.parametrize("search", ["default", "cells"])
+@pytest.mark.parametrize(
+    ("level", "search"),
+    [(1.0, "default"), (0.6, "default"), (1.0, "cells"), (1.0, "coarse lists")],
+)
 def test_byte_dithering_is_floyd_steinberg_with_the_exact_nearest_colour(
     dtype, k, level, search, monkeypatch
 ):
     """Every colour compared (few colours) or the cells' lists searched (more, or
-    forced here): the labels, image and statistics of the plain algorithm."""
-    if search == "cells":
-        if level != 1.0:
-            pytest.skip("partial dithering has no cell search of its own")
+    forced here, also with the lists' blocks run out): the labels, image and
+    statistics of the plain algorithm."""
+    if search != "default":  # (partial dithering has no cell search of its own)
         monkeypatch.setattr(_paint, "_BYTE_COMPARE_ALL_K", 0)
         monkeypatch.setattr(_paint, "_BRUTE_FORCE_K", 0)
+        if search == "coarse lists":  # a cell made when no blocks are left
+            monkeypatch.setattr(_paint, "_MAX_BLOCKS", 3)
     image = _noisy(dtype)
     rng = np.random.default_rng(k)
     colors = _palette(image, k, rng)

@@ -81,9 +81,6 @@ _SLACK = 1e-9
 _GRID = 64
 _CELLS_PER_SPACING = 4.0
 _CELL_LIST = 15
-# The longest list a row of dither_rgb_cells's pool holds besides the home (keys
-# of 12 bits of index: k <= 4096).
-_CELL_ROOM = 6
 # Pixels whose statistics dither_rgb_cells packs before unpacking: 21-bit fields hold
 # 8192 values of 255 (and 2**42 the squared errors of as many, 195 075 at most each).
 _PACKED = 8192
@@ -951,7 +948,7 @@ def dither_rgb_cells(
     compare_all,
     fine_bits,
     state,
-    pool,
+    blocks,
     used,
     coarse_bits,
     coarse_made,
@@ -970,17 +967,21 @@ def dither_rgb_cells(
     three pixels above it are done (Floyd and Steinberg's weights 1, 5, 3): the
     chain from one pixel's error to the next one's colour is short.
 
-    The values fall in cells of ``2**fine_bits`` levels an axis; each cell, on
-    first use, gets the colours that can be nearest to one of its values
-    (:func:`_box_list`, Heckbert's locally sorted search made exact for
-    integer boxes), taken from its coarse cell's list (``2**coarse_bits``
-    levels an axis, made from every colour on first use).  Most cells have a
-    single such colour: ``state[cell]`` is then that label, and the pixel
-    needs no distance at all; else ``state[cell] - k`` is the cell's row of
-    ``pool`` (its list: length, home, others) or, when the list is longer
-    than a row holds (length -1), the row names the coarse cell whose list is
-    searched.  ``state`` starts at -1, ``coarse_made`` at 0 (``used[0]`` rows
-    of ``pool`` are taken).
+    Up to ``compare_all`` colours every colour is compared, without branches
+    (vectorised): the least key ``distance << 12 | index`` is the nearest
+    colour, ties to the lowest index.  Above, the values fall in cells of
+    ``2**fine_bits`` levels an axis; each cell, on first use, gets the colours
+    that can be nearest to one of its values (:func:`_box_list`, Heckbert's
+    locally sorted search made exact for integer boxes), taken from its
+    coarse cell's list (``2**coarse_bits`` levels an axis, made from every
+    colour on first use).  Many cells have a single such colour:
+    ``state[cell]`` is then that label, and the pixel needs no distance at
+    all.  Else ``state[cell] - k`` is ``first << 9 | n``: the cell's list in
+    ``n`` rows of ``blocks`` from ``first`` (levels of each channel, then
+    indices, 16 colours a row, the last padded with the home), searched whole
+    by keys; ``n`` is 0 when the blocks ran out, and ``first`` then names the
+    coarse cell whose list is searched.  ``state`` starts at -1,
+    ``coarse_made`` at 0 (``used[0]`` rows of ``blocks`` are taken).
 
     ``ints`` are the palette's levels (``palette - offset`` as int64).  The
     statistics are added, in levels, into ``counts``, ``sums`` and ``squared``
@@ -991,7 +992,6 @@ def dither_rgb_cells(
     """
     height, width, n_channels = pixels.shape
     k = ints.shape[0]
-    room = _CELL_ROOM
     keep_seen = seen.shape[0] > 0
     fine_side = 256 >> fine_bits
     coarse_side = 256 >> coarse_bits
@@ -1092,42 +1092,44 @@ def dither_rgb_cells(
                     if listed == 0:
                         entry = spare[1]
                     else:
-                        row = used[0]
-                        used[0] += 1
-                        entry = k + row
-                        if listed <= room:
-                            # Padded with the home: every row is searched whole.
-                            pool[row, 0] = listed
-                            for t in range(1, _CELL_ROOM + 2):
-                                pool[row, t] = spare[t] if t < listed + 2 else spare[1]
-                        else:
-                            pool[row, 0] = -1
-                            pool[row, 1] = wide
+                        # The list in blocks of 16 (levels by channel, then indices),
+                        # the last padded with the home: searched whole, vectorised.
+                        n_blocks = (listed + 16) >> 4
+                        start = used[0]
+                        if start + n_blocks <= blocks.shape[0]:
+                            used[0] += n_blocks
+                            for t in range(n_blocks * 16):
+                                j = spare[1 + t] if t <= listed else spare[1]
+                                block, lane = start + (t >> 4), t & 15
+                                blocks[block, 0, lane] = ints[j, 0]
+                                blocks[block, 1, lane] = ints[j, 1]
+                                blocks[block, 2, lane] = ints[j, 2]
+                                blocks[block, 3, lane] = j
+                            entry = k + ((start << 9) | n_blocks)
+                        else:  # no room left: the coarse list is searched
+                            entry = k + (wide << 9)
                     state[cell] = entry
                 if entry < k:
                     best = entry
                 else:
-                    row = entry - k
-                    if pool[row, 0] >= 0:
-                        # A whole row, without branches: the least (distance, index) key.
-                        key = np.int64(2**62)
-                        for t in range(1, _CELL_ROOM + 2):
-                            j = np.int64(pool[row, t])
-                            d0 = w0 - ints[j, 0]
-                            d1 = w1 - ints[j, 1]
-                            d2 = w2 - ints[j, 2]
-                            key = min(key, ((d0 * d0 + d1 * d1 + d2 * d2) << 12) | j)
-                        best = key & 4095
+                    start, n_blocks = (entry - k) >> 9, (entry - k) & 511
+                    least = np.int64(2**62)
+                    if n_blocks > 0:
+                        for block in range(start, start + n_blocks):
+                            for lane in range(16):
+                                d0 = w0 - blocks[block, 0, lane]
+                                d1 = w1 - blocks[block, 1, lane]
+                                d2 = w2 - blocks[block, 2, lane]
+                                key = ((d0 * d0 + d1 * d1 + d2 * d2) << 12) | blocks[block, 3, lane]
+                                least = min(least, key)
                     else:
-                        wide = pool[row, 1]
-                        key = np.int64(2**62)
-                        for t in range(1, coarse[wide, 0] + 2):
-                            j = np.int64(coarse[wide, t])
+                        for t in range(1, coarse[start, 0] + 2):
+                            j = np.int64(coarse[start, t])
                             d0 = w0 - ints[j, 0]
                             d1 = w1 - ints[j, 1]
                             d2 = w2 - ints[j, 2]
-                            key = min(key, ((d0 * d0 + d1 * d1 + d2 * d2) << 12) | j)
-                        best = key & 4095
+                            least = min(least, ((d0 * d0 + d1 * d1 + d2 * d2) << 12) | j)
+                    best = least & 4095
                 g0, g1, g2 = ints[best, 0], ints[best, 1], ints[best, 2]
                 e0, e1, e2 = w0 - g0, w1 - g1, w2 - g2
                 labels[y, x] = best

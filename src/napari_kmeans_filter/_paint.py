@@ -15,7 +15,6 @@ import threading
 
 import numpy as np
 
-from . import _nearest
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
 from ._nearest import (
@@ -205,15 +204,18 @@ _BRUTE_FORCE_K = 48
 # same labels, in integers) above this many colours, by the kernels above otherwise.
 _BYTE_CELLS_FROM_K = 0
 # That kernel compares every colour (branch-free, vectorised) up to this many
-# colours, or up to _BRUTE_FORCE_K if higher, and searches cells that mostly hold a
-# single possible colour above it.  Kernel alone, ms, on the cat / 2 MP mosaic
-# (compare all / cells): k=16 3.5 / 45 vs 6.8 / 60, 64 5.4 vs 10.4, 256 13 / 188
-# vs 14 / 103 (2 cores shared, busy: noisy).
+# colours, or up to _BRUTE_FORCE_K if higher, and searches cells above it.  Kernel
+# alone, CPU ns a pixel on the 2 MP mosaic (compare all / cells): k=16 23 vs 40,
+# 64 38 vs 50; at 256 on the cat 13 ms vs 11 ms (2 cores shared, busy: noisy).
 _BYTE_COMPARE_ALL_K = 64
-# Its cells: 2**_FINE_BITS levels an axis (64**3 cells), their lists made from
-# those of coarse cells of 2**_COARSE_BITS levels (8**3).
-_FINE_BITS = 2
+# Its cells: 2**_FINE_BITS levels an axis (32**3 cells), their lists made from
+# those of coarse cells of 2**_COARSE_BITS levels (8**3), and kept in at most
+# _MAX_BLOCKS blocks of 16 colours (512 bytes each; a cell made past them searches
+# its coarse list).  Cells of 4 levels (64**3) made 3.5 times as many lists: the
+# cat at k=256 took 18-21 ms against 12 ms.
+_FINE_BITS = 3
 _COARSE_BITS = 5
+_MAX_BLOCKS = 2**16
 _SEEN_WORDS = 2**24 // 64  # a bit per 8-bit RGB colour
 
 
@@ -362,9 +364,8 @@ class Ditherer:
         state = _scratch.get("state", fine_side**3, np.int32)
         state.fill(-1)
         n_pixels = planes.shape[0] * planes.shape[1] * planes.shape[2]
-        pool = _scratch.get(
-            "pool", (min(fine_side**3, n_pixels), 2 + _nearest._CELL_ROOM), np.int32
-        )
+        n_blocks = max(1, min(fine_side**3 * ((k + 16) // 16), n_pixels, _MAX_BLOCKS))
+        blocks = _scratch.get("blocks", (n_blocks, 4, 16), np.int64)
         coarse_made = _scratch.get("coarse_made", coarse_side**3, np.uint8)
         coarse_made.fill(0)
         coarse = _scratch.get("coarse", (coarse_side**3, k + 2), np.int32)
@@ -387,7 +388,7 @@ class Ditherer:
                 max(_BYTE_COMPARE_ALL_K, _BRUTE_FORCE_K),
                 _FINE_BITS,
                 state,
-                pool,
+                blocks,
                 used,
                 _COARSE_BITS,
                 coarse_made,
