@@ -84,6 +84,10 @@ _CELL_LIST = 15
 # Pixels whose statistics dither_rgb_cells packs before unpacking: 21-bit fields hold
 # 8192 values of 255 (and 2**42 the squared errors of as many, 195 075 at most each).
 _PACKED = 8192
+# Colours a row of dither_rgb_cells's blocks holds: 8 (one vector of int64) took, k=256,
+# 10.4-11.3 / 17-20 / 107-128 ms on the cat / astronaut / 2 MP mosaic, 16 took
+# 11.3-12.4 / 23-27 / 126-160 ms (most lists are shorter than 8).
+_LANES = 8
 
 
 # --------------------------------------------------------------------------- sorted neighbours
@@ -978,7 +982,7 @@ def dither_rgb_cells(
     ``state[cell]`` is then that label, and the pixel needs no distance at
     all.  Else ``state[cell] - k`` is ``first << 9 | n``: the cell's list in
     ``n`` rows of ``blocks`` from ``first`` (levels of each channel, then
-    indices, 16 colours a row, the last padded with the home), searched whole
+    indices, ``_LANES`` colours a row, the last padded with the home), searched whole
     by keys; ``n`` is 0 when the blocks ran out, and ``first`` then names the
     coarse cell whose list is searched.  ``state`` starts at -1,
     ``coarse_made`` at 0 (``used[0]`` rows of ``blocks`` are taken).
@@ -1092,15 +1096,15 @@ def dither_rgb_cells(
                     if listed == 0:
                         entry = spare[1]
                     else:
-                        # The list in blocks of 16 (levels by channel, then indices),
+                        # The list in blocks of _LANES (levels by channel, then indices),
                         # the last padded with the home: searched whole, vectorised.
-                        n_blocks = (listed + 16) >> 4
+                        n_blocks = (listed + _LANES) // _LANES
                         start = used[0]
                         if start + n_blocks <= blocks.shape[0]:
                             used[0] += n_blocks
-                            for t in range(n_blocks * 16):
+                            for t in range(n_blocks * _LANES):
                                 j = spare[1 + t] if t <= listed else spare[1]
-                                block, lane = start + (t >> 4), t & 15
+                                block, lane = start + t // _LANES, t % _LANES
                                 blocks[block, 0, lane] = ints[j, 0]
                                 blocks[block, 1, lane] = ints[j, 1]
                                 blocks[block, 2, lane] = ints[j, 2]
@@ -1116,7 +1120,7 @@ def dither_rgb_cells(
                     least = np.int64(2**62)
                     if n_blocks > 0:
                         for block in range(start, start + n_blocks):
-                            for lane in range(16):
+                            for lane in range(_LANES):
                                 d0 = w0 - blocks[block, 0, lane]
                                 d1 = w1 - blocks[block, 1, lane]
                                 d2 = w2 - blocks[block, 2, lane]

@@ -5,7 +5,9 @@ distance computation per pixel: the fit already assigned every distinct colour
 to its palette entry.  For dense codes (8-bit RGB, 8/16-bit greyscale) a
 direct table maps the code to the label, and one compiled pass writes the
 labels and the repainted image together; other encodings look codes up in the
-sorted histogram.
+sorted histogram.  Dithering finds every pixel's label itself, as the error
+reaches it (:class:`Ditherer`); 8-bit RGB needs no histogram for it at all
+(:func:`dither_bytes`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 
 import numpy as np
 
+from . import _nearest
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
 from ._nearest import (
@@ -210,9 +213,9 @@ _BYTE_CELLS_FROM_K = 0
 _BYTE_COMPARE_ALL_K = 64
 # Its cells: 2**_FINE_BITS levels an axis (32**3 cells), their lists made from
 # those of coarse cells of 2**_COARSE_BITS levels (8**3), and kept in at most
-# _MAX_BLOCKS blocks of 16 colours (512 bytes each; a cell made past them searches
-# its coarse list).  Cells of 4 levels (64**3) made 3.5 times as many lists: the
-# cat at k=256 took 18-21 ms against 12 ms.
+# _MAX_BLOCKS blocks of _nearest._LANES colours (256 bytes each; a cell made past
+# them searches its coarse list).  Cells of 4 levels (64**3) made 3.5 times as many
+# lists: the cat at k=256 took 18-21 ms against 12 ms.
 _FINE_BITS = 3
 _COARSE_BITS = 5
 _MAX_BLOCKS = 2**16
@@ -364,8 +367,9 @@ class Ditherer:
         state = _scratch.get("state", fine_side**3, np.int32)
         state.fill(-1)
         n_pixels = planes.shape[0] * planes.shape[1] * planes.shape[2]
-        n_blocks = max(1, min(fine_side**3 * ((k + 16) // 16), n_pixels, _MAX_BLOCKS))
-        blocks = _scratch.get("blocks", (n_blocks, 4, 16), np.int64)
+        lanes = _nearest._LANES
+        n_blocks = max(1, min(fine_side**3 * ((k + lanes) // lanes), n_pixels, _MAX_BLOCKS))
+        blocks = _scratch.get("blocks", (n_blocks, 4, _nearest._LANES), np.int64)
         coarse_made = _scratch.get("coarse_made", coarse_side**3, np.uint8)
         coarse_made.fill(0)
         coarse = _scratch.get("coarse", (coarse_side**3, k + 2), np.int32)
