@@ -949,6 +949,7 @@ def dither_rgb_cells(
     sums,
     squared,
     seen,
+    distinct,
     compare_all,
     fine_bits,
     state,
@@ -990,7 +991,8 @@ def dither_rgb_cells(
     ``ints`` are the palette's levels (``palette - offset`` as int64).  The
     statistics are added, in levels, into ``counts``, ``sums`` and ``squared``
     (int64: exact), and every visible pixel's colour is marked in the bit set
-    ``seen`` (2**18 words) unless it is empty.  Fully transparent pixels keep
+    ``seen`` (2**18 words) unless it is empty, ``distinct[0]`` counting the
+    colours newly marked.  Fully transparent pixels keep
     their ``guess``, pass on no error and count nowhere, as in
     :func:`dither_rgb`.
     """
@@ -1144,7 +1146,10 @@ def dither_rgb_cells(
                     image[y, x, c] = pixels[y, x, c]
                 if keep_seen:
                     code = (r0 << 16) | (r1 << 8) | r2
-                    seen[code >> 6] |= np.uint64(1) << np.uint64(code & 63)
+                    word, bit = code >> 6, np.uint64(code & 63)
+                    # Counted as marked: no pass over the 2 MB of bits after.
+                    distinct[0] += np.int64(((seen[word] >> bit) & np.uint64(1)) ^ np.uint64(1))
+                    seen[word] |= np.uint64(1) << bit
                 d0, d1, d2 = r0 - g0, r1 - g1, r2 - g2
                 levels[best] += r0 | (r1 << 21) | (r2 << 42)
                 tallies[best] += 1 | ((d0 * d0 + d1 * d1 + d2 * d2) << 21)

@@ -290,13 +290,13 @@ class Ditherer:
         # The byte kernel needs no neighbour table (1.2 ms of a 4 ms dithering of the cat).
         self.neighbours = None if self.bytewise else Neighbours(self.colors)
 
-    def paint(self, block, seen=None):
+    def paint(self, block, seen=None, distinct=None):
         """``(labels, image, counts, sums, squared)`` of a channel-last block.
 
         The last two spatial axes of ``block`` are the planes' rows and
         columns; leading axes are dithered plane by plane.  ``seen`` (8-bit
-        RGB only: 2**18 uint64, zeroed) gets a bit set for every visible
-        pixel's colour.
+        RGB at level 1 only: 2**18 uint64, zeroed) gets a bit set for every
+        visible pixel's colour, and ``distinct`` (int64, one) counts them.
         """
         n_color = self.encoding.n_channels
         k = self.colors.shape[0]
@@ -322,7 +322,7 @@ class Ditherer:
         plane_image = image.reshape(-1, *image.shape[-3:])
         if self.bytewise:
             stats = self._paint_bytes(
-                planes, alpha_channel, plane_guess, plane_labels, plane_image, seen
+                planes, alpha_channel, plane_guess, plane_labels, plane_image, seen, distinct
             )
             return labels, image, *stats
         # numba has no float16: such planes are dithered in float32.
@@ -352,7 +352,7 @@ class Ditherer:
                 plane_image[p] = out
         return labels, image, counts, sums, squared
 
-    def _paint_bytes(self, planes, alpha_channel, guess, labels, image, seen):
+    def _paint_bytes(self, planes, alpha_channel, guess, labels, image, seen, distinct):
         """:meth:`paint` of 8-bit RGB planes by :func:`._nearest.dither_rgb_cells`;
         returns the statistics ``(counts, sums, squared)``."""
         k = self.colors.shape[0]
@@ -375,6 +375,7 @@ class Ditherer:
         coarse = _scratch.get("coarse", (coarse_side**3, k + 2), np.int32)
         used = np.zeros(1, np.int64)
         seen = np.zeros(0, np.uint64) if seen is None else seen
+        distinct = np.zeros(1, np.int64) if distinct is None else distinct
         for p in range(planes.shape[0]):
             dither_rgb_cells(
                 planes[p],
@@ -389,6 +390,7 @@ class Ditherer:
                 sums,
                 squared,
                 seen,
+                distinct,
                 max(_BYTE_COMPARE_ALL_K, _BRUTE_FORCE_K),
                 _FINE_BITS,
                 state,
@@ -412,8 +414,9 @@ def dither_bytes(data, colors):
     ditherer = Ditherer(encoding, colors, 1.0, False, None)
     seen = _scratch.get("seen", _SEEN_WORDS, np.uint64)
     seen.fill(0)
-    labels, image, counts, sums, squared = ditherer.paint(data, seen)
-    n_colors = int(np.bitwise_count(seen).sum(dtype=np.int64))
+    distinct = np.zeros(1, np.int64)
+    labels, image, counts, sums, squared = ditherer.paint(data, seen, distinct)
+    n_colors = int(distinct[0])
     return labels, image, counts, sums, squared, n_colors
 
 
