@@ -23,9 +23,11 @@ What spares work, all exact (ties go to the lowest index):
 * **cell lists** -- for dithered RGB, the colours that can be nearest to any
   value in a cell of a grid (finer with more colours, at most 64^3), made on
   a cell's first use (P. Heckbert,
-  "Color image quantization for frame buffer display", SIGGRAPH 1982).
+  "Color image quantization for frame buffer display", SIGGRAPH 1982); for
+  8-bit colour, integer cells whose lists are exact (:func:`_box_list`),
+  most of them a single colour.
 
-The search is written into each loop that runs it, four times: as one
+The search is written into each loop that runs it, five times: as one
 :func:`._jit.helper` inlined by numba into each, it measured slower
 everywhere (CPU seconds, best of 7, 2 cores shared, re-measured for this
 module): 60 Lloyd iterations on the astronaut's 113 k colours 0.093 -> 0.11
@@ -40,10 +42,14 @@ stay, each beside the others here, where one change reads against all:
   (three, the values in scalars: 3-4x faster than the general loop, whose
   values live in an array the compiler must reload after every store), the
   search fused with Floyd-Steinberg error diffusion, whose value at a pixel
-  is known only when the pixel is reached.
+  is known only when the pixel is reached;
+* :func:`dither_rgb_cells` -- :func:`dither_rgb` for 8-bit colour, in
+  integers: the error to the next pixel in a register, the distances exact.
 
-All four find the exact nearest centre, ties going to the lowest index
-(``tests/test_nearest.py`` checks each against a brute-force argmin).
+All five find the exact nearest centre, ties going to the lowest index
+(``tests/test_nearest.py`` checks each against a brute-force argmin, and
+``tests/test_dither_speed_paths.py`` the 8-bit kernel against plain
+Floyd-Steinberg).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ import math
 
 import numpy as np
 
-from ._jit import kernel
+from ._jit import helper, kernel
 from ._workers import n_workers, run_parts
 
 # Complete neighbour lists are re-sorted only once the centres have moved by this
@@ -78,6 +84,13 @@ _SLACK = 1e-9
 _GRID = 64
 _CELLS_PER_SPACING = 4.0
 _CELL_LIST = 15
+# Pixels whose statistics dither_rgb_cells packs before unpacking: 21-bit fields hold
+# 8192 values of 255 (and 2**42 the squared errors of as many, 195 075 at most each).
+_PACKED = 8192
+# Colours a row of dither_rgb_cells's blocks holds: 8 (one vector of int64) took, k=256,
+# 10.4-11.3 / 17-20 / 107-128 ms on the cat / astronaut / 2 MP mosaic, 16 took
+# 11.3-12.4 / 23-27 / 126-160 ms (most lists are shorter than 8).
+_LANES = 8
 
 
 # --------------------------------------------------------------------------- sorted neighbours
@@ -1007,6 +1020,306 @@ def dither_rgb(
             errors[later, ahead + 1] += e1 * (1.0 / 16.0)
             errors[later, ahead + 2] += e2 * (1.0 / 16.0)
         now = later
+
+
+@helper
+def _box_list(lo0, lo1, lo2, hi0, hi1, hi2, ints, squares, source, n_source, out):
+    """The colours that can be nearest to some point of the integer box ``[lo, hi]``.
+
+    ``source[:n_source]`` holds every such colour (all colours, or a larger
+    box's list).  Writes the colour nearest the box's centre (the *home*
+    ``h``) to ``out[1]``, then every other colour ``j`` of ``source`` that is
+    nearer than ``h`` to some point of the box, or as near with a lower index:
+    ``|p - j|^2 - |p - h|^2`` is linear in ``p``, so its least value over the
+    box is at a corner, computed exactly in integers.  A colour that is
+    nearest anywhere in the box is ``h`` or listed.  Returns how many are
+    listed besides ``h`` (``out[0]`` is left to the caller).
+    """
+    # Twice the centre, in integers.
+    m0, m1, m2 = lo0 + hi0, lo1 + hi1, lo2 + hi2
+    home = source[0]
+    nearest = np.int64(2**62)
+    for t in range(n_source):
+        j = source[t]
+        d0 = m0 - 2 * ints[j, 0]
+        d1 = m1 - 2 * ints[j, 1]
+        d2 = m2 - 2 * ints[j, 2]
+        d = d0 * d0 + d1 * d1 + d2 * d2
+        if d < nearest or (d == nearest and j < home):
+            nearest = d
+            home = j
+    out[1] = home
+    h0, h1, h2 = ints[home, 0], ints[home, 1], ints[home, 2]
+    listed = 0
+    for t in range(n_source):
+        j = source[t]
+        if j == home:
+            continue
+        g0, g1, g2 = ints[j, 0] - h0, ints[j, 1] - h1, ints[j, 2] - h2
+        reach = g0 * (hi0 if g0 > 0 else lo0)
+        reach += g1 * (hi1 if g1 > 0 else lo1)
+        reach += g2 * (hi2 if g2 > 0 else lo2)
+        # The least of |p - j|^2 - |p - h|^2 over the box's corners.
+        least = squares[j] - squares[home] - 2 * reach
+        if least < 0 or (least == 0 and j < home):
+            out[2 + listed] = j
+            listed += 1
+    return listed
+
+
+@kernel
+def dither_rgb_cells(
+    pixels,
+    alpha_channel,
+    offset,
+    ints,
+    guess,
+    palette,
+    labels,
+    image,
+    counts,
+    sums,
+    squared,
+    seen,
+    distinct,
+    compare_all,
+    fine_bits,
+    state,
+    blocks,
+    used,
+    coarse_bits,
+    coarse_made,
+    coarse,
+):
+    """:func:`dither_rgb` at level 1 for 8-bit colour (integer images of one byte a
+    channel): the same values and labels, in integers.
+
+    The diffused error reaches such a pixel in whole steps, so every value
+    ``v`` is an integer triple in 0..255 (after subtracting ``offset``, the
+    dtype's minimum), every error a whole number of sixteenths, and every
+    distance to a palette colour an exact integer: the float kernel's values
+    and nearest colours exactly (its sums of sixteenths are exact too), ties
+    to the lowest index.  The error passed to the next pixel stays in a
+    register, and the next row's error at a column is written once, when the
+    three pixels above it are done (Floyd and Steinberg's weights 1, 5, 3): the
+    chain from one pixel's error to the next one's colour is short.
+
+    Up to ``compare_all`` colours every colour is compared, without branches
+    (vectorised): the least key ``distance << 12 | index`` is the nearest
+    colour, ties to the lowest index.  Above, the values fall in cells of
+    ``2**fine_bits`` levels an axis; each cell, on first use, gets the colours
+    that can be nearest to one of its values (:func:`_box_list`, Heckbert's
+    locally sorted search made exact for integer boxes), taken from its
+    coarse cell's list (``2**coarse_bits`` levels an axis, made from every
+    colour on first use).  Many cells have a single such colour:
+    ``state[cell]`` is then that label, and the pixel needs no distance at
+    all.  Else ``state[cell] - k`` is ``first << 9 | n``: the cell's list in
+    ``n`` rows of ``blocks`` from ``first`` (levels of each channel, then
+    indices, ``_LANES`` colours a row, the last padded with the home), searched whole
+    by keys; ``n`` is 0 when the blocks ran out, and ``first`` then names the
+    coarse cell whose list is searched.  ``state`` starts at -1,
+    ``coarse_made`` at 0 (``used[0]`` rows of ``blocks`` are taken).
+
+    ``ints`` are the palette's levels (``palette - offset`` as int64).  The
+    statistics are added, in levels, into ``counts``, ``sums`` and ``squared``
+    (int64: exact), and every visible pixel's colour is marked in the bit set
+    ``seen`` (2**18 words) unless it is empty, ``distinct[0]`` counting the
+    colours newly marked.  Fully transparent pixels keep
+    their ``guess``, pass on no error and count nowhere, as in
+    :func:`dither_rgb`.
+    """
+    height, width, n_channels = pixels.shape
+    k = ints.shape[0]
+    keep_seen = seen.shape[0] > 0
+    fine_side = 256 >> fine_bits
+    coarse_side = 256 >> coarse_bits
+    fine_top = (1 << fine_bits) - 1
+    coarse_top = (1 << coarse_bits) - 1
+    squares = np.empty(k, np.int64)
+    for j in range(k):
+        squares[j] = ints[j, 0] ** 2 + ints[j, 1] ** 2 + ints[j, 2] ** 2
+    columns = np.ascontiguousarray(ints.T).astype(np.int32)
+    everyone = np.arange(k)
+    spare = np.empty(k + 2, np.int64)
+    # Statistics of up to _PACKED pixels a label, three to a word (21 bits each):
+    # two additions a pixel instead of five.  Unpacked into the totals when full.
+    levels = np.zeros(k, np.int64)  # value sums, per channel
+    tallies = np.zeros(k, np.int64)  # pixel count, and squared error above it
+    packed = 0
+    field = np.int64((1 << 21) - 1)
+    # Sixteenths of error each column of the current row has from the row above
+    # (index column + 1), and of the next row, written as it is complete.
+    errors = np.zeros((2, 3 * (width + 2)), np.int64)
+    now = 0
+    for y in range(height):
+        step = 1 if y % 2 == 0 else -1
+        later = 1 - now
+        # The error passed on to the next pixel, and the last two pixels' errors.
+        c0 = c1 = c2 = 0
+        p0 = p1 = p2 = 0  # the previous pixel's
+        q0 = q1 = q2 = 0  # the one before
+        for index in range(width):
+            x = index if step == 1 else width - 1 - index
+            here = 3 * (x + 1)
+            if alpha_channel >= 0 and pixels[y, x, alpha_channel] == 0:
+                home = guess[y, x]
+                labels[y, x] = home
+                for c in range(3):
+                    image[y, x, c] = palette[home, c]
+                for c in range(3, n_channels):
+                    image[y, x, c] = pixels[y, x, c]
+                e0 = e1 = e2 = 0
+            else:
+                r0 = np.int64(pixels[y, x, 0]) - offset
+                r1 = np.int64(pixels[y, x, 1]) - offset
+                r2 = np.int64(pixels[y, x, 2]) - offset
+                s0 = errors[now, here] + c0
+                s1 = errors[now, here + 1] + c1
+                s2 = errors[now, here + 2] + c2
+                # Whole steps toward zero (an arithmetic shift floors: round
+                # negative sixteenths up first).
+                w0 = min(max(r0 + ((s0 + ((s0 >> 63) & 15)) >> 4), 0), 255)
+                w1 = min(max(r1 + ((s1 + ((s1 >> 63) & 15)) >> 4), 0), 255)
+                w2 = min(max(r2 + ((s2 + ((s2 >> 63) & 15)) >> 4), 0), 255)
+                if k <= compare_all:
+                    # Every colour, without branches (vectorised): the least key.
+                    least = np.int32(2**31 - 1)
+                    for j in range(k):
+                        d0 = np.int32(w0) - columns[0, j]
+                        d1 = np.int32(w1) - columns[1, j]
+                        d2 = np.int32(w2) - columns[2, j]
+                        least = min(least, ((d0 * d0 + d1 * d1 + d2 * d2) << 12) | np.int32(j))
+                    entry = least & 4095
+                else:
+                    cell = ((w0 >> fine_bits) * fine_side + (w1 >> fine_bits)) * fine_side
+                    cell += w2 >> fine_bits
+                    entry = state[cell]
+                if entry < 0:
+                    a0, a1, a2 = w0 >> coarse_bits, w1 >> coarse_bits, w2 >> coarse_bits
+                    wide = (a0 * coarse_side + a1) * coarse_side + a2
+                    if coarse_made[wide] == 0:
+                        coarse_made[wide] = 1
+                        coarse[wide, 0] = _box_list(
+                            a0 << coarse_bits,
+                            a1 << coarse_bits,
+                            a2 << coarse_bits,
+                            (a0 << coarse_bits) + coarse_top,
+                            (a1 << coarse_bits) + coarse_top,
+                            (a2 << coarse_bits) + coarse_top,
+                            ints,
+                            squares,
+                            everyone,
+                            k,
+                            coarse[wide],
+                        )
+                    b0, b1, b2 = w0 >> fine_bits, w1 >> fine_bits, w2 >> fine_bits
+                    n_wide = coarse[wide, 0] + 1  # with its home
+                    listed = _box_list(
+                        b0 << fine_bits,
+                        b1 << fine_bits,
+                        b2 << fine_bits,
+                        (b0 << fine_bits) + fine_top,
+                        (b1 << fine_bits) + fine_top,
+                        (b2 << fine_bits) + fine_top,
+                        ints,
+                        squares,
+                        coarse[wide, 1 : n_wide + 1],
+                        n_wide,
+                        spare,
+                    )
+                    if listed == 0:
+                        entry = spare[1]
+                    else:
+                        # The list in blocks of _LANES (levels by channel, then indices),
+                        # the last padded with the home: searched whole, vectorised.
+                        n_blocks = (listed + _LANES) // _LANES
+                        start = used[0]
+                        if start + n_blocks <= blocks.shape[0]:
+                            used[0] += n_blocks
+                            for t in range(n_blocks * _LANES):
+                                j = spare[1 + t] if t <= listed else spare[1]
+                                block, lane = start + t // _LANES, t % _LANES
+                                blocks[block, 0, lane] = ints[j, 0]
+                                blocks[block, 1, lane] = ints[j, 1]
+                                blocks[block, 2, lane] = ints[j, 2]
+                                blocks[block, 3, lane] = j
+                            entry = k + ((start << 9) | n_blocks)
+                        else:  # no room left: the coarse list is searched
+                            entry = k + (wide << 9)
+                    state[cell] = entry
+                if entry < k:
+                    best = entry
+                else:
+                    start, n_blocks = (entry - k) >> 9, (entry - k) & 511
+                    least = np.int64(2**62)
+                    if n_blocks > 0:
+                        for block in range(start, start + n_blocks):
+                            for lane in range(_LANES):
+                                d0 = w0 - blocks[block, 0, lane]
+                                d1 = w1 - blocks[block, 1, lane]
+                                d2 = w2 - blocks[block, 2, lane]
+                                key = ((d0 * d0 + d1 * d1 + d2 * d2) << 12) | blocks[block, 3, lane]
+                                least = min(least, key)
+                    else:
+                        for t in range(1, coarse[start, 0] + 2):
+                            j = np.int64(coarse[start, t])
+                            d0 = w0 - ints[j, 0]
+                            d1 = w1 - ints[j, 1]
+                            d2 = w2 - ints[j, 2]
+                            least = min(least, ((d0 * d0 + d1 * d1 + d2 * d2) << 12) | j)
+                    best = least & 4095
+                g0, g1, g2 = ints[best, 0], ints[best, 1], ints[best, 2]
+                e0, e1, e2 = w0 - g0, w1 - g1, w2 - g2
+                labels[y, x] = best
+                image[y, x, 0] = palette[best, 0]
+                image[y, x, 1] = palette[best, 1]
+                image[y, x, 2] = palette[best, 2]
+                for c in range(3, n_channels):
+                    image[y, x, c] = pixels[y, x, c]
+                if keep_seen:
+                    code = (r0 << 16) | (r1 << 8) | r2
+                    word, bit = code >> 6, np.uint64(code & 63)
+                    # Counted as marked: no pass over the 2 MB of bits after.
+                    distinct[0] += np.int64(((seen[word] >> bit) & np.uint64(1)) ^ np.uint64(1))
+                    seen[word] |= np.uint64(1) << bit
+                d0, d1, d2 = r0 - g0, r1 - g1, r2 - g2
+                levels[best] += r0 | (r1 << 21) | (r2 << 42)
+                tallies[best] += 1 | ((d0 * d0 + d1 * d1 + d2 * d2) << 21)
+                packed += 1
+                if packed == _PACKED:
+                    _unpack(levels, tallies, field, counts, sums, squared)
+                    packed = 0
+            c0, c1, c2 = 7 * e0, 7 * e1, 7 * e2
+            if index > 0:
+                # The column behind this pixel in the next row is complete.
+                behind = here - 3 * step
+                errors[later, behind] = q0 + 5 * p0 + 3 * e0
+                errors[later, behind + 1] = q1 + 5 * p1 + 3 * e1
+                errors[later, behind + 2] = q2 + 5 * p2 + 3 * e2
+            q0, q1, q2 = p0, p1, p2
+            p0, p1, p2 = e0, e1, e2
+        last = 3 * (width if step == 1 else 1)
+        errors[later, last] = q0 + 5 * p0
+        errors[later, last + 1] = q1 + 5 * p1
+        errors[later, last + 2] = q2 + 5 * p2
+        now = later
+    _unpack(levels, tallies, field, counts, sums, squared)
+
+
+@helper
+def _unpack(levels, tallies, field, counts, sums, squared):
+    """Add the packed statistics of :func:`dither_rgb_cells` into the totals, and clear them."""
+    for j in range(levels.shape[0]):
+        value, tally = levels[j], tallies[j]
+        if tally == 0:
+            continue
+        sums[j, 0] += value & field
+        sums[j, 1] += (value >> 21) & field
+        sums[j, 2] += value >> 42
+        counts[j] += tally & field
+        squared[j] += tally >> 21
+        levels[j] = 0
+        tallies[j] = 0
 
 
 def grid_size(n_colors: int) -> int:

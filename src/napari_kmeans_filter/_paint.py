@@ -5,18 +5,29 @@ distance computation per pixel: the fit already assigned every distinct colour
 to its palette entry.  For dense codes (8-bit RGB, 8/16-bit greyscale) a
 direct table maps the code to the label, and one compiled pass writes the
 labels and the repainted image together; other encodings look codes up in the
-sorted histogram.
+sorted histogram.  Dithering finds every pixel's label itself, as the error
+reaches it (:class:`Ditherer`); 8-bit RGB needs no histogram for it at all
+(:func:`dither_bytes`).
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 
 import numpy as np
 
+from . import _nearest
 from ._histogram import ColorHistogram, Encoding
 from ._jit import kernel
-from ._nearest import Neighbours, cell_grid, dither_plane, dither_rgb, no_cell_grid
+from ._nearest import (
+    Neighbours,
+    cell_grid,
+    dither_plane,
+    dither_rgb,
+    dither_rgb_cells,
+    no_cell_grid,
+)
 from ._workers import n_workers, run_parts
 
 # Above this many pixels a numpy image is painted by one thread per core (the
@@ -192,6 +203,38 @@ class Painter:
 # 48/48/44, 64 83/83/82 vs 108/60/62, 256 268/274/273 vs 155/141/77 (each list
 # costs 2k distances to make, and the cat's dithered values fall in 5 k cells).
 _BRUTE_FORCE_K = 48
+# 8-bit colour at level 1 is dithered by :func:`._nearest.dither_rgb_cells` (the
+# same labels, in integers) above this many colours, by the kernels above otherwise.
+_BYTE_CELLS_FROM_K = 0
+# That kernel compares every colour (branch-free, vectorised) up to this many
+# colours, or up to _BRUTE_FORCE_K if higher, and searches cells above it.  Kernel
+# alone, CPU ns a pixel on the 2 MP mosaic (compare all / cells): k=16 23 vs 40,
+# 64 38 vs 50; at 256 on the cat 13 ms vs 11 ms (2 cores shared, busy: noisy).
+_BYTE_COMPARE_ALL_K = 64
+# Its cells: 2**_FINE_BITS levels an axis (32**3 cells), their lists made from
+# those of coarse cells of 2**_COARSE_BITS levels (8**3), and kept in at most
+# _MAX_BLOCKS blocks of _nearest._LANES colours (256 bytes each; a cell made past
+# them searches its coarse list).  Cells of 4 levels (64**3) made 3.5 times as many
+# lists: the cat at k=256 took 18-21 ms against 12 ms.
+_FINE_BITS = 3
+_COARSE_BITS = 5
+_MAX_BLOCKS = 2**16
+_SEEN_WORDS = 2**24 // 64  # a bit per 8-bit RGB colour
+
+
+class _Scratch(threading.local):
+    """The byte kernel's working arrays, kept per thread and reused: faulting in
+    fresh pages costs more here than filling them (see ``_histogram._Scratch``)."""
+
+    def get(self, name: str, shape, dtype) -> np.ndarray:
+        array = self.__dict__.get(name)
+        size = int(np.prod(shape))
+        if array is None or array.size < size or array.dtype != dtype:
+            array = self.__dict__[name] = np.empty(size, dtype)
+        return array[:size].reshape(shape)
+
+
+_scratch = _Scratch()
 
 
 class Ditherer:
@@ -199,8 +242,10 @@ class Ditherer:
 
     Parameters
     ----------
-    painter : Painter
-        Gives the undithered labels that start every nearest-colour search.
+    encoding : Encoding
+        The image's encoding (channels and dtype).
+    colors : ndarray, shape (k, C)
+        The palette in the image's dtype.
     level : float
         Share of the error passed on, in (0, 1].
     has_alpha : bool
@@ -208,19 +253,25 @@ class Ditherer:
     extremes : (float, float)
         The smallest and largest colour value of the image (float images are
         clamped to them).
+    painter : Painter, optional
+        Gives the undithered labels that start every nearest-colour search of
+        the general kernel and that fully transparent pixels keep; needed
+        unless the image is RGB without alpha.
     """
 
-    def __init__(self, painter: Painter, level: float, has_alpha: bool, extremes):
+    def __init__(self, encoding, colors, level: float, has_alpha: bool, extremes, painter=None):
+        self.encoding = encoding
         self.painter = painter
+        self.palette = np.ascontiguousarray(colors)
+        self.label_dtype = label_dtype(len(colors))
         self.level = float(level)
         self.has_alpha = has_alpha
-        self.colors = painter.colors.astype(np.float64)
-        self.neighbours = Neighbours(self.colors)
+        self.colors = self.palette.astype(np.float64)
         # Values plus diffused error are clamped to what the image can hold
         # (integers) or holds (floats): clamping to the palette's bounding box
         # instead biased the diffusion (blurred error on the cat at k = 8:
         # 50.7 against 33.1; undithered 42.7).
-        dtype = painter.encoding.dtype
+        dtype = encoding.dtype
         # Integer images receive diffused error in whole steps (see dither_plane).
         self.whole = dtype.kind in "ui"
         if dtype.kind in "ui":
@@ -229,23 +280,34 @@ class Ditherer:
             low, high = extremes
         n_color = self.colors.shape[1]
         self.low, self.high = np.full(n_color, low), np.full(n_color, high)
+        self.bytewise = (
+            n_color == 3
+            and dtype.kind in "ui"
+            and dtype.itemsize == 1
+            and self.level == 1.0
+            and _BYTE_CELLS_FROM_K < len(colors) <= 4096  # 12 bits of index in its keys
+        )
+        # The byte kernel needs no neighbour table (1.2 ms of a 4 ms dithering of the cat).
+        self.neighbours = None if self.bytewise else Neighbours(self.colors)
 
-    def paint(self, block):
+    def paint(self, block, seen=None, distinct=None):
         """``(labels, image, counts, sums, squared)`` of a channel-last block.
 
         The last two spatial axes of ``block`` are the planes' rows and
-        columns; leading axes are dithered plane by plane.
+        columns; leading axes are dithered plane by plane.  ``seen`` (8-bit
+        RGB at level 1 only: 2**18 uint64, zeroed) gets a bit set for every
+        visible pixel's colour, and ``distinct`` (int64, one) counts them.
         """
-        n_color = self.painter.encoding.n_channels
+        n_color = self.encoding.n_channels
         k = self.colors.shape[0]
-        if n_color == 3 and not self.has_alpha:
-            # The RGB kernel reads the undithered labels only for transparent
+        if self.painter is None or (n_color == 3 and not self.has_alpha):
+            # The RGB kernels read the undithered labels only for transparent
             # pixels: their lookup (and its 16 MB code table) is spared.
-            guess = np.zeros((*block.shape[:-3], 1, 1), dtype=self.painter.label_dtype)
+            guess = np.zeros((*block.shape[:-3], 1, 1), dtype=self.label_dtype)
         else:
             guess = self.painter.labels(block.reshape(-1, block.shape[-1]))
             guess = guess.reshape(block.shape[:-1])
-        labels = np.empty(block.shape[:-1], dtype=self.painter.label_dtype)
+        labels = np.empty(block.shape[:-1], dtype=self.label_dtype)
         image = np.empty(block.shape, dtype=block.dtype)
         counts = np.zeros(k, dtype=np.int64)
         sums = np.zeros((k, n_color))
@@ -258,10 +320,15 @@ class Ditherer:
         plane_labels = labels.reshape(-1, *labels.shape[-2:])
         plane_guess = guess.reshape(-1, *guess.shape[-2:])
         plane_image = image.reshape(-1, *image.shape[-3:])
+        if self.bytewise:
+            stats = self._paint_bytes(
+                planes, alpha_channel, plane_guess, plane_labels, plane_image, seen, distinct
+            )
+            return labels, image, *stats
         # numba has no float16: such planes are dithered in float32.
         half = planes.dtype == np.float16
         pixels = planes.astype(np.float32) if half else planes
-        palette = self.painter.colors.astype(np.float32) if half else self.painter.colors
+        palette = self.palette.astype(np.float32) if half else self.palette
         if n_color == 3 and k > _BRUTE_FORCE_K:
             # Candidate lists are per call: a dask chunk's thread has its own.
             n_pixels = int(np.prod(block.shape[:-1]))
@@ -285,6 +352,73 @@ class Ditherer:
                 plane_image[p] = out
         return labels, image, counts, sums, squared
 
+    def _paint_bytes(self, planes, alpha_channel, guess, labels, image, seen, distinct):
+        """:meth:`paint` of 8-bit RGB planes by :func:`._nearest.dither_rgb_cells`;
+        returns the statistics ``(counts, sums, squared)``."""
+        k = self.colors.shape[0]
+        offset = int(np.iinfo(self.encoding.dtype).min)
+        ints = self.palette.astype(np.int64) - offset
+        counts = np.zeros(k, np.int64)
+        sums = np.zeros((k, 3), np.int64)
+        squared = np.zeros(k, np.int64)
+        fine_side, coarse_side = 256 >> _FINE_BITS, 256 >> _COARSE_BITS
+        # Cell states start unmade (every call: the palette may differ); rows are
+        # written before they are read.
+        state = _scratch.get("state", fine_side**3, np.int32)
+        state.fill(-1)
+        n_pixels = planes.shape[0] * planes.shape[1] * planes.shape[2]
+        lanes = _nearest._LANES
+        n_blocks = max(1, min(fine_side**3 * ((k + lanes) // lanes), n_pixels, _MAX_BLOCKS))
+        blocks = _scratch.get("blocks", (n_blocks, 4, _nearest._LANES), np.int64)
+        coarse_made = _scratch.get("coarse_made", coarse_side**3, np.uint8)
+        coarse_made.fill(0)
+        coarse = _scratch.get("coarse", (coarse_side**3, k + 2), np.int32)
+        used = np.zeros(1, np.int64)
+        seen = np.zeros(0, np.uint64) if seen is None else seen
+        distinct = np.zeros(1, np.int64) if distinct is None else distinct
+        for p in range(planes.shape[0]):
+            dither_rgb_cells(
+                planes[p],
+                alpha_channel,
+                offset,
+                ints,
+                guess[p],
+                self.palette,
+                labels[p],
+                image[p],
+                counts,
+                sums,
+                squared,
+                seen,
+                distinct,
+                max(_BYTE_COMPARE_ALL_K, _BRUTE_FORCE_K),
+                _FINE_BITS,
+                state,
+                blocks,
+                used,
+                _COARSE_BITS,
+                coarse_made,
+                coarse,
+            )
+        # Exact integers (< 2**53 below 4e10 pixels): as float64 the same values
+        # the float kernels sum pixel by pixel.
+        sums += offset * counts[:, np.newaxis]  # the kernel sums levels (value - offset)
+        return counts, sums.astype(np.float64), squared.astype(np.float64)
+
+
+def dither_bytes(data, colors):
+    """Fully dithered ``(labels, image, counts, sums, squared, n_colors)`` of a numpy
+    8-bit RGB image without alpha (channel-last), with no histogram: the statistics
+    are counted while dithering, and the distinct colours (``n_colors``) in a bit set."""
+    encoding = Encoding.for_image(data.dtype, 3)
+    ditherer = Ditherer(encoding, colors, 1.0, False, None)
+    seen = _scratch.get("seen", _SEEN_WORDS, np.uint64)
+    seen.fill(0)
+    distinct = np.zeros(1, np.int64)
+    labels, image, counts, sums, squared = ditherer.paint(data, seen, distinct)
+    n_colors = int(distinct[0])
+    return labels, image, counts, sums, squared, n_colors
+
 
 # --------------------------------------------------------------------------- images
 
@@ -304,7 +438,9 @@ def paint_image(layout, histogram, index, assignment, colors, dither):
     """
     painter = Painter(histogram, layout.encoding, assignment.row_labels, colors)
     if dither:
-        ditherer = Ditherer(painter, dither, layout.has_alpha, assignment.extremes)
+        ditherer = Ditherer(
+            layout.encoding, colors, dither, layout.has_alpha, assignment.extremes, painter
+        )
     if not layout.is_dask:
         if dither:
             labels, image, *stats = ditherer.paint(layout.data)

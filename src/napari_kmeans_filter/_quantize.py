@@ -26,7 +26,7 @@ from ._histogram import image_histogram, release_freed_memory
 from ._layout import layout_of
 from ._metrics import MeanDeltaE, psnr
 from ._options import FitOptions, fit_options
-from ._paint import paint_image
+from ._paint import dither_bytes, paint_image
 from ._progress import ProgressCallback, stage
 
 
@@ -800,6 +800,33 @@ def apply_palette(
     if layout.dtype.kind == "f" and not layout.is_dask:
         values = layout.data[..., : layout.n_color_channels]
         _check_palette_units(palette, colors, layout, np.nanmin(values), np.nanmax(values))
+    params = {
+        "palette": palette.to_dict(),
+        "channel_axis": layout.channel_axis,
+        "alpha": bool(layout.has_alpha),
+        "dither": level if level > 0 else False,
+    }
+    bytes_rgb = layout.encoding.dense and layout.n_color_channels == 3
+    if level == 1 and bytes_rgb and not layout.is_dask and not layout.has_alpha:
+        # 8-bit RGB dithering finds every label, counts the statistics and marks the
+        # distinct colours itself: no histogram (CPU, 2 MP noisy photo at k = 16: 139 -> 53 ms
+        # with dither_rgb_cells; the cat 8.7 -> 4.2 ms).
+        labels, painted, counts, sums, squared, n_colors = dither_bytes(layout.data, colors)
+        mse = float(squared.sum()) / max(layout.n_pixels * 3, 1)
+        if progress is not None:
+            progress(1.0, "done")
+        return QuantizeResult(
+            labels=labels,
+            image=layout.restore(painted),
+            palette=Palette(colors, counts, palette.color_space),
+            n_input_colors=n_colors,
+            mse=mse,
+            psnr=psnr(mse, layout.dtype, math.nan),  # 8-bit: the peak is 255
+            n_iter=0,
+            params=params,
+            _color_sums=sums,
+            _squared_errors=squared,
+        )
     histogram, index = image_histogram(layout, stage(progress, 0.0, 0.8, "counting colors"))
     if layout.dtype.kind == "f":
         low, high = _visible_range(histogram, layout.encoding)
@@ -814,12 +841,6 @@ def apply_palette(
     counts = np.bincount(
         assignment.row_labels, weights=histogram.pixel_counts, minlength=len(colors)
     ).astype(np.int64)
-    params = {
-        "palette": palette.to_dict(),
-        "channel_axis": layout.channel_axis,
-        "alpha": bool(layout.has_alpha),
-        "dither": level if level > 0 else False,
-    }
     result = _result(
         layout,
         histogram,

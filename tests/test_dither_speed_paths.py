@@ -1,0 +1,140 @@
+"""Dithering 8-bit colour: the integer cell search and the repaint without a histogram
+give what Floyd-Steinberg with the exact nearest colour gives, and what the general
+path (histogram, float search) reports."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from skimage import data
+
+from napari_kmeans_filter import Palette, _paint, _quantize, apply_palette
+
+
+def _floyd_steinberg(image, colors, level):
+    """Serpentine Floyd-Steinberg, pixel by pixel: the value is the pixel plus its
+    diffused error cut to whole steps, clamped to the dtype; its colour the nearest
+    palette entry (ties: lowest index)."""
+    info = np.iinfo(image.dtype)
+    height, width, _ = image.shape
+    palette = colors.astype(np.float64)
+    errors = np.zeros((height + 1, width + 2, 3))
+    labels = np.empty((height, width), np.intp)
+    for y in range(height):
+        step = 1 if y % 2 == 0 else -1
+        for x in range(width)[::step]:
+            value = image[y, x].astype(np.float64) + np.trunc(errors[y, x + 1])
+            value = np.clip(value, info.min, info.max)
+            best = int(np.argmin(((palette - value) ** 2).sum(axis=1)))
+            labels[y, x] = best
+            spill = (value - palette[best]) * level
+            errors[y, x + 1 + step] += spill * (7 / 16)
+            errors[y + 1, x + 1 - step] += spill * (3 / 16)
+            errors[y + 1, x + 1] += spill * (5 / 16)
+            errors[y + 1, x + 1 + step] += spill * (1 / 16)
+    return labels
+
+
+def _noisy(dtype, shape=(40, 56)):
+    rng = np.random.default_rng(7)
+    photo = data.astronaut()[100 : 100 + 4 * shape[0] : 4, 120 : 120 + 4 * shape[1] : 4]
+    noisy = np.clip(photo + rng.normal(0, 12, photo.shape), 0, 255)
+    return (noisy + np.iinfo(dtype).min).astype(dtype)
+
+
+def _palette(image, k, rng):
+    """k colours drawn from the image, with repeats and colours an equal step apart
+    (many exact ties between two entries)."""
+    pixels = image.reshape(-1, 3)
+    colors = pixels[rng.integers(0, len(pixels), k)].astype(np.int64)
+    if k >= 4:
+        info = np.iinfo(image.dtype)
+        colors[1] = colors[0]  # a duplicate: the lower index wins
+        colors[3] = np.clip(colors[2] + 2, info.min, info.max)  # ties halfway
+    return colors.astype(image.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("k", [2, 16, 64, 256, 700])
+@pytest.mark.parametrize(
+    ("level", "search"),
+    [(1.0, "default"), (0.6, "default"), (1.0, "cells"), (1.0, "coarse lists")],
+)
+def test_byte_dithering_is_floyd_steinberg_with_the_exact_nearest_colour(
+    dtype, k, level, search, monkeypatch
+):
+    """Every colour compared (few colours) or the cells' lists searched (more, or
+    forced here, also with the lists' blocks run out): the labels, image and
+    statistics of the plain algorithm."""
+    if search != "default":  # (partial dithering has no cell search of its own)
+        monkeypatch.setattr(_paint, "_BYTE_COMPARE_ALL_K", 0)
+        monkeypatch.setattr(_paint, "_BRUTE_FORCE_K", 0)
+        if search == "coarse lists":  # a cell made when no blocks are left
+            monkeypatch.setattr(_paint, "_MAX_BLOCKS", 3)
+    image = _noisy(dtype)
+    rng = np.random.default_rng(k)
+    colors = _palette(image, k, rng)
+    result = apply_palette(image, Palette(colors), dither=level)
+    labels = _floyd_steinberg(image, colors, level)
+    np.testing.assert_array_equal(result.labels, labels)
+    np.testing.assert_array_equal(result.image, colors[labels])
+    # Statistics counted while dithering, exactly as from the labels.
+    values = image.reshape(-1, 3).astype(np.float64)
+    flat = labels.ravel()
+    np.testing.assert_array_equal(result.palette.counts, np.bincount(flat, minlength=k))
+    squared = ((values - colors[flat].astype(np.float64)) ** 2).sum(axis=1)
+    assert result.mse == squared.sum() / values.size
+    stats = result.cluster_stats()
+    for c in range(3):
+        sums = np.bincount(flat, weights=values[:, c], minlength=k)
+        used = result.palette.counts > 0
+        np.testing.assert_array_equal(
+            stats[f"mean_{c}"][used], sums[used] / result.palette.counts[used]
+        )
+    assert result.n_input_colors == len(np.unique(image.reshape(-1, 3), axis=0))
+
+
+def test_dithered_byte_colour_is_repainted_without_a_histogram(monkeypatch):
+    """Dithering finds every label itself: apply_palette counts no colour histogram
+    for an 8-bit RGB image (an RGBA one still needs it: its transparent pixels keep
+    their undithered colour)."""
+    counted = []
+    histogram = _quantize.image_histogram
+
+    def spy(layout, *args):
+        counted.append(layout.data.shape)
+        return histogram(layout, *args)
+
+    monkeypatch.setattr(_quantize, "image_histogram", spy)
+    image = data.chelsea()
+    palette = Palette(image[::50, ::50].reshape(-1, 3)[:16])
+    apply_palette(image, palette, dither=True)
+    assert counted == []
+    apply_palette(np.dstack([image, np.full(image.shape[:2], 255, np.uint8)]), palette, dither=1)
+    apply_palette(image, palette)
+    assert len(counted) == 2
+
+
+@pytest.mark.parametrize("k", [6, 200])
+def test_byte_dithering_without_a_histogram_reports_what_the_histogram_path_reports(k):
+    """The same labels, image, counts, error, distinct colours and per-cluster
+    statistics as an opaque RGBA copy and a dask array (both counted by histogram)."""
+    image = np.stack([data.chelsea()[:90, :120], data.chelsea()[90:180, 200:320]])
+    rng = np.random.default_rng(k)
+    palette = Palette(_palette(image[0], k, rng))
+    fast = apply_palette(image, palette, dither=True)
+    opaque = np.concatenate([image, np.full((*image.shape[:3], 1), 255, np.uint8)], axis=-1)
+    counted = apply_palette(opaque, palette, dither=True)
+    lazy = apply_palette(da.from_array(image, chunks=(1, 90, 120, 3)), palette, dither=True)
+    for other in (counted, lazy):
+        np.testing.assert_array_equal(fast.labels, np.asarray(other.labels))
+        np.testing.assert_array_equal(fast.image, np.asarray(other.image)[..., :3])
+        np.testing.assert_array_equal(fast.palette.counts, other.palette.counts)
+        assert fast.n_input_colors == other.n_input_colors
+        assert fast.mse == pytest.approx(other.mse, rel=1e-12)
+        assert fast.psnr == pytest.approx(other.psnr, rel=1e-12)
+        mine, theirs = fast.cluster_stats(), other.cluster_stats()
+        for column in mine:
+            np.testing.assert_allclose(mine[column], theirs[column], rtol=1e-12)
+    assert fast.params == {**counted.params, "alpha": False}
