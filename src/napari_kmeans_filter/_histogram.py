@@ -389,6 +389,23 @@ def _count_into(pixels, n_color, offset, bits, low, high):
 
 
 @kernel
+def _read_tables(lows, highs, n_tables, codes, counts):
+    """Every code counted in the first ``n_tables`` rows of ``lows`` and ``highs`` (see
+    :func:`_count_into`), ascending, and its count summed over them, written at the front
+    of ``codes`` and ``counts``; returns how many."""
+    found = 0
+    for code in range(lows.shape[1]):
+        total = 0
+        for t in range(n_tables):
+            total += np.int64(lows[t, code]) + np.int64(highs[t, code])
+        if total:
+            codes[found] = code
+            counts[found] = total
+            found += 1
+    return found
+
+
+@kernel
 def _merge_sorted(codes, columns, bounds, low_bits, merged_codes, merged):
     """Merge sorted histograms, adding the counts of equal codes.
 
@@ -773,8 +790,12 @@ class _CountTables:
         pair = self.size * (2 + self.high_dtype.itemsize)
         self.max_tables = max(1, min(CPU_COUNT, _TABLE_BYTES // pair))
         self._ready = threading.Condition()
-        self._tables: list[tuple[np.ndarray, np.ndarray]] = []
-        self._free: list[tuple[np.ndarray, np.ndarray]] = []
+        # One row per table, made when first needed: the pages of rows never counted into
+        # are never written (numpy's zeros maps fresh zero pages), so they take no memory.
+        self._lows: np.ndarray | None = None
+        self._highs: np.ndarray | None = None
+        self._made = 0
+        self._free: list[int] = []
 
     def __dask_tokenize__(self):
         return self.token
@@ -783,34 +804,36 @@ class _CountTables:
     def tables(self):
         """``(low, high)``: tables no other thread counts into meanwhile."""
         with self._ready:
-            while not self._free and len(self._tables) >= self.max_tables:
+            while not self._free and self._made >= self.max_tables:
                 self._ready.wait()
+            if self._lows is None:
+                self._lows = np.zeros((self.max_tables, self.size), np.uint16)
+                self._highs = np.zeros((self.max_tables, self.size), self.high_dtype)
             if self._free:
-                pair = self._free.pop()
+                row = self._free.pop()
             else:
-                pair = (np.zeros(self.size, np.uint16), np.zeros(self.size, self.high_dtype))
-                self._tables.append(pair)
+                row, self._made = self._made, self._made + 1
         try:
-            yield pair
+            yield self._lows[row], self._highs[row]
         finally:
             with self._ready:
-                self._free.append(pair)
+                self._free.append(row)
                 self._ready.notify()
 
     def histogram(self) -> ColorHistogram:
         """The histogram of every pixel counted (the tables are given up)."""
-        pairs, self._tables, self._free = self._tables, [], []
-        if not pairs:
+        lows, highs, made = self._lows, self._highs, self._made
+        self._lows = self._highs = None
+        if not made:
             return merge_histograms([], self.encoding)
-        total = pairs[0][1]
-        for low, high in pairs:
-            if high is not total:
-                total += high
-            total += low
-        del pairs
-        codes = np.flatnonzero(total)
-        counts = _compact(total[codes])
-        return ColorHistogram(codes.astype(self.encoding.code_dtype), counts)
+        # Codes and counts written in one pass over the tables, serially after the counting:
+        # 0.15 s on the 1 GB benchmark stack (two tables) against 0.26-0.30 s for summing
+        # them with numpy, then np.flatnonzero.
+        codes = np.empty(self.size, self.encoding.code_dtype)
+        counts = np.empty(self.size, np.int64)
+        found = _read_tables(lows, highs, made, codes, counts)
+        del lows, highs
+        return ColorHistogram(codes[:found].copy(), _compact(counts[:found]))
 
 
 def _counts_in_tables(layout, encoding, data) -> bool:
