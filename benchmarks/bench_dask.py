@@ -14,7 +14,8 @@ the stack). It is stored once per chunking, each store chunked as the dask array
 generated once in about 2 minutes on 2 cores, then reused); labels go to benchmarks/_out/.
 
 Every measurement runs in a fresh subprocess (so peak RSS is that run's alone), after one
-untimed process on one frame (it fills the on-disk cache of JIT-compiled kernels, if any):
+untimed process on two frames (two tasks: it fills the on-disk cache of JIT-compiled kernels,
+those of a stack of several tasks included):
   ours:    quantize(da.from_zarr(store), 16, random_state=0); da.to_zarr(result.labels, ...)
            (the core regroups an array straight from from_zarr into tasks of several storage
            chunks, so this is the plain API call; its labels are stored in the task chunks)
@@ -28,10 +29,16 @@ untimed process on one frame (it fills the on-disk cache of JIT-compiled kernels
   --clusters 0 1 2: each grouped method also on a dask.distributed LocalCluster of 1 worker
            process (2 threads) and of 2 worker processes (1 thread each); each worker's
            peak RSS (VmHWM) is recorded, the client process's too.
+  cli:     the command line as a user runs it, `napari-kmeans-filter stack.zarr -k 16 -o
+           image.zarr --labels labels.zarr`, timed as a whole process (start-up and imports
+           included; it writes the quantised image too, 3 bytes a pixel, and both outputs keep
+           the input's storage chunks); its peak RSS is the process's (ru_maxrss).
   dask-ml: (--dask-ml) the seed article's usage on the first --dask-ml-frames frames of the
            (1, 2048, 2048, 3) store: dask_ml.cluster.KMeans(n_clusters=16).fit(pixels),
            labels_ to zarr; the full-stack time is extrapolated linearly, and labelled so.
-Throughput = stack pixels / wall time of the fit + writing the labels. Peak RSS = the child's
+Throughput = stack pixels / wall time of the fit + writing the labels. CPU time (cpu_s,
+fit_cpu_s, write_cpu_s: the process's, every thread) is steadier than wall time when other
+work shares the cores: compare it too. Peak RSS = the child's
 VmHWM (whole process, imports included), cross-checked by a psutil thread sampling every
 10 ms. A first run slower than --slow-seconds is not repeated; a run is stopped after
 --timeout seconds. Results: <results>/dask.csv (+ dask_env.json); the report is regenerated.
@@ -71,7 +78,7 @@ SOURCES = ("chelsea", "astronaut", "coffee", "china", "flower")
 RECIPE = 2  # bump when the frame recipe changes, to regenerate the cache
 N_COLORS = 16
 CHUNKINGS = [(1, 1024, 345, 3), (1, 512, 512, 3), (1, 256, 256, 3), (1, 2048, 2048, 3)]
-METHODS = ("ours", "zarr-io", "ours-grouped", "zarr-io-grouped")
+METHODS = ("ours", "zarr-io", "ours-grouped", "zarr-io-grouped", "cli")
 FULL_FRAME = (1, SIZE, SIZE, 3)
 
 FIELDS = [
@@ -85,6 +92,9 @@ FIELDS = [
     "wall_s",
     "fit_s",
     "write_s",
+    "cpu_s",
+    "fit_cpu_s",
+    "write_cpu_s",
     "mp_per_s",
     "peak_rss_mb",
     "peak_rss_sampled_mb",
@@ -248,6 +258,9 @@ def _worker_peak_mb() -> float:
 def child(
     method: str, stack_frames: int, frames: int, out: str, scheduler: str, chunks, cluster: int = 0
 ) -> None:
+    if method == "cli":
+        _cli_child(stack_frames, frames, out, chunks)
+        return
     import dask
     import dask.array as da
 
@@ -308,13 +321,13 @@ def child(
         else:
             da.to_zarr(labels, out, overwrite=True)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if base == "ours":
         # the core's progress messages name its stages: peak RSS is attributed to them
         res = quantize(
             x, N_COLORS, random_state=0, progress=lambda f, msg: sampler.set_stage(_stage_name(msg))
         )
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         sampler.set_stage("write labels")
         write(res.labels)
         info["n_colors"] = len(res.palette)
@@ -326,7 +339,7 @@ def child(
         # pass), then read every chunk again and write one uint8 per pixel.
         sampler.set_stage("read")
         x.max().compute()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         sampler.set_stage("write labels")
         write(x[..., 0])
         info["mse"] = None
@@ -335,13 +348,13 @@ def child(
         km = KMeans(n_clusters=N_COLORS, random_state=0)
         sampler.set_stage("fit")
         km.fit(pixels)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         sampler.set_stage("write labels")
         labels = km.labels_.reshape(x.shape[:-1])
         da.to_zarr(labels, out, overwrite=True)
         info["n_colors"] = int(km.cluster_centers_.shape[0])
         centers = np.asarray(km.cluster_centers_, dtype=np.float64)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     sampler.stop.set()
     sampler.join()
     if client is not None:
@@ -352,6 +365,11 @@ def child(
         wall_s=t2 - t0,
         fit_s=t1 - t0,
         write_s=t2 - t1,
+        # CPU seconds of the whole process (every thread; the workers' not counted on a
+        # cluster): steadier than wall time when other work shares the cores
+        cpu_s=c2 - c0,
+        fit_cpu_s=c1 - c0,
+        write_cpu_s=c2 - c1,
         megapixels=n_px / 1e6,
         peak_rss_mb=_status_mb("VmHWM"),
         peak_rss_sampled_mb=sampler.peak / 2**20,
@@ -376,6 +394,42 @@ def child(
             d = px - centers[np.asarray(z[i]).reshape(-1)]
             err += float(np.einsum("ij,ij->", d, d))
         info["mse"] = err / (n_px * x.shape[-1])
+    print(json.dumps(info))
+
+
+def _cli_child(stack_frames: int, frames: int, out: str, chunks) -> None:
+    """The command line on the whole stack, as a user runs it: one process, timed whole
+    (start-up, imports, reading, fit, and its outputs: the quantised image, which the
+    command line always writes, and the labels, both with the input's storage chunks)."""
+    import resource
+
+    import zarr
+
+    if frames != stack_frames:
+        raise SystemExit("the cli method runs on the whole stack only")
+    store = store_path(chunks, stack_frames)
+    image = str(Path(out).with_name(Path(out).stem + "_image.zarr"))
+    cmd = [sys.executable, "-m", "napari_kmeans_filter", str(store), "-k", str(N_COLORS)]
+    cmd += ["-o", image, "--labels", out, "--overwrite", "-q"]
+    t0 = time.perf_counter()
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    finally:
+        wall = time.perf_counter() - t0
+        shutil.rmtree(image, ignore_errors=True)  # 1 GB: not kept
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command line's process only
+    z = zarr.open_array(out, mode="r")
+    assert tuple(z.shape) == (stack_frames, SIZE, SIZE), z.shape
+    assert tuple(z.chunks) == tuple(chunks[:-1]), (z.chunks, chunks)
+    assert int(np.asarray(z[0]).max()) < N_COLORS
+    info = {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "megapixels": stack_frames * SIZE * SIZE / 1e6,
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # kB on Linux
+        "n_chunks": int(np.prod([-(-s // c) for s, c in zip(z.shape, z.chunks, strict=True)])),
+        "core_version": _runinfo.core_version(),
+    }
     print(json.dumps(info))
 
 
@@ -569,10 +623,20 @@ def main(argv=None):
             print(
                 f"  {method:15s} {row['scheduler'][:24]:24s} chunks {chunk_tag(chunks):15s} "
                 f"tasks {res.get('tasks', '')} ({res.get('n_tasks', '')}) {n_frames:3d} frames "
-                f"{res['megapixels']:6.1f} MP {res['wall_s']:8.2f} s (fit {res['fit_s']:.2f} + "
-                f"write {res['write_s']:.2f})  {row['mp_per_s']:6.1f} MP/s  peak RSS "
-                f"{res['peak_rss_mb']:.0f} MB (sampled {res['peak_rss_sampled_mb']:.0f}, "
-                f"baseline {res['baseline_rss_mb']:.0f})"
+                f"{res['megapixels']:6.1f} MP {res['wall_s']:8.2f} s"
+                + (
+                    f" (fit {res['fit_s']:.2f} + write {res['write_s']:.2f})"
+                    if "fit_s" in res
+                    else " (whole process)"
+                )
+                + f"  {row['mp_per_s']:6.1f} MP/s  CPU {res['cpu_s']:.1f} s  peak RSS "
+                f"{res['peak_rss_mb']:.0f} MB"
+                + (
+                    f" (sampled {res['peak_rss_sampled_mb']:.0f}, "
+                    f"baseline {res['baseline_rss_mb']:.0f})"
+                    if "peak_rss_sampled_mb" in res
+                    else ""
+                )
                 + (f", workers {workers} MB" if workers else ""),
                 flush=True,
             )
@@ -585,8 +649,8 @@ def main(argv=None):
     t_start = time.perf_counter()
     # One untimed fresh process on one frame first: a core with JIT-compiled kernels fills
     # its on-disk cache there, so the timed runs load it (as a user's second run does).
-    warm = run_child("ours", frames, 1, args.scheduler, chunkings[0], args.timeout)
-    print(f"warm-up process (1 frame, untimed): {warm['status']}", flush=True)
+    warm = run_child("ours", frames, 2, args.scheduler, chunkings[0], args.timeout)
+    print(f"warm-up process (2 frames, untimed): {warm['status']}", flush=True)
     scope = "full" if frames == N_FRAMES else "small"
     for chunks in chunkings:
         n_chunks = frames * np.prod(
