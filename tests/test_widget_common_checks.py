@@ -119,6 +119,7 @@ def _refused(qtbot, viewer, widget, start, label: str) -> None:
     notification_manager.notification_ready.connect(collect)
     widget.runs.started.connect(watch)
     widget.runs.set_status("cat: 8 colors")  # what a last success left there
+    widget.runs.progress_bar.value = widget.runs.progress_bar.max
     try:
         start()
         qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
@@ -138,6 +139,7 @@ def _refused(qtbot, viewer, widget, start, label: str) -> None:
     # the status line says so too, whatever it said before (a refused Run once kept the
     # last success there)
     assert widget.runs.status_label.value == "failed"
+    assert widget.runs.progress_bar.value == 0
 
 
 def test_every_parameter_of_the_table_is_checked_here_or_said_not_exposed():

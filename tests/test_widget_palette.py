@@ -103,7 +103,10 @@ def test_a_swatch_of_an_image_only_result_selects_no_older_clusters_layer(
     position = swatches.visualItemRect(swatches.item(4)).center()
     qtbot.mouseClick(swatches.viewport(), Qt.MouseButton.LeftButton, pos=position)
     assert clusters.selected_label == selected
-    assert any("no clusters layer" in message for _, message in notifications)
+    told = [message for _, message in notifications if "no clusters layer" in message]
+    assert len(told) == 1, told  # once for the click (it also moved the current item)
+    # ... and the old clusters (another palette) no longer cover the new image
+    assert not clusters.visible
 
 
 def test_palette_panel_screenshot_shows_every_palette_color(

@@ -122,6 +122,11 @@ class RunController(QWidget):
         """The current run, or None."""
         return self._task
 
+    def show_refused(self) -> None:
+        """A Run refused before it started: the bar at 0 and "failed", as a failed run."""
+        self._set_bar(0)
+        self.set_status("failed")
+
     def set_status(self, text: str) -> None:
         if text != self.status_label.value:
             self.status_label.value = text

@@ -83,6 +83,13 @@ def show_result_steps(
             yield layer
     if not prepared.preview:
         _remove_previews(viewer, prepared.group)  # what a Run did not take over
+        if CLUSTERS not in prepared.outputs:
+            # A Run without clusters leaves the last clusters layer as it was (it may hold
+            # the user's painting), but hidden: drawn above the new image, it showed the
+            # old palette instead of the result.
+            old = _find_result_layer(viewer, bookkeeping(prepared.group, CLUSTERS), Labels)
+            if old is not None:
+                old.visible = False
     clusters_layer = None
     if CLUSTERS in prepared.outputs:
         clusters_layer = _show_clusters(viewer, prepared, names)

@@ -76,6 +76,7 @@ class KMeansColourWidget(QWidget):
         #: The layers whose palette the panel shows, and their source layers.
         self._panel_layers: list[Any] = []
         self._panel_sources: tuple[Any, ...] = ()
+        self._told_no_clusters = False
         self._panel_is_preview = False
         #: The last Run's result (prepared, job, layers), shown again after a preview.
         self._last_run: tuple[PreparedResult, Job, list[Any]] | None = None
@@ -302,8 +303,8 @@ class KMeansColourWidget(QWidget):
             job = self.controls.make_job(preview=False, palette=palette, palette_origin=origin)
         except (TypeError, ValueError) as exc:
             show_error(f"K-means color filter: {user_message(exc)}")
-            # As a run that fails: the status line must not keep the last success.
-            self.runs.set_status("failed")
+            # As a run that fails: the bar and status line must not keep the last success.
+            self.runs.show_refused()
             return None
         self.preview.run_started()  # a running preview stops and is dropped
         self.kplot.run_started()  # so does a curve being measured
@@ -356,6 +357,7 @@ class KMeansColourWidget(QWidget):
         self._panel_layers = list(layers)
         self._panel_sources = job.layers
         self._panel_is_preview = job.preview
+        self._told_no_clusters = False
         self._update_enabled()
 
     def _clear_panel(self) -> None:
@@ -376,10 +378,14 @@ class KMeansColourWidget(QWidget):
         if clusters is not None and clusters not in self._panel_layers:
             clusters = None
         if clusters is None:
-            show_info(
-                "K-means color filter: this result has no clusters layer (a preview, or "
-                "outputs without clusters) to select a label in."
-            )
+            # Said once per result shown: a click also moves the current swatch (two
+            # signals), and each arrow key selects again.
+            if not self._told_no_clusters:
+                self._told_no_clusters = True
+                show_info(
+                    "K-means color filter: this result has no clusters layer (a preview, or "
+                    "outputs without clusters) to select a label in."
+                )
             return
         clusters.selected_label = label
 
