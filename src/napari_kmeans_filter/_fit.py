@@ -712,7 +712,10 @@ class Fit:
 
     centres: np.ndarray  # (k, C) in the fit space
     labels: np.ndarray  # (points.size,) each point's centre
-    n_iter: int
+    n_iter: int  # Lloyd iterations run, over every start, swap trial and refinement
+    #: Lloyd iterations of the start the centres come from (scikit-learn's ``n_iter_``: the
+    #: best run's, at most ``max_iter``); the swaps and passes that follow only polish it.
+    best_run_iter: int = 0
 
 
 def fit_centres(
@@ -778,6 +781,7 @@ def fit_centres(
     report(0.1)
     n_iter = 0
     best = None
+    best_run_iter = 0
     for start in range(settings.n_init):
         centres, labels = _kmeans_pp(coarse, n_colors, fixed, rng)
         neighbours, lower = Neighbours(centres), np.zeros(coarse.size)
@@ -795,6 +799,7 @@ def fit_centres(
         if best is None or inertia < best[1]:
             best = (centres, inertia, labels, neighbours, lower)
             stable_best = stable
+            best_run_iter = iterations
         report(0.1 + 0.6 * (start + 1) / settings.n_init)
     best, iterations, stable = _swap_search(
         coarse,
@@ -861,7 +866,7 @@ def fit_centres(
         )
         n_iter += iterations
     report(1.0)
-    return Fit(centres, labels, n_iter)
+    return Fit(centres, labels, n_iter, best_run_iter)
 
 
 def lloyd_from(
@@ -899,7 +904,7 @@ def lloyd_from(
         relocate=True,
     )
     report(1.0)
-    return Fit(centres, labels, n_iter)
+    return Fit(centres, labels, n_iter, n_iter)
 
 
 def _relocate_empty(points, centres, labels, upper, lower, sums, totals, fixed=0) -> None:
@@ -1256,7 +1261,8 @@ class PaletteFit:
     colors: np.ndarray  # (k, C) image dtype; fixed colours first, then dark to light
     counts: np.ndarray  # (k,) int64 visible pixels per colour
     assignment: Assignment
-    n_iter: int
+    n_iter: int  # Lloyd iterations run in all (0: no clustering needed)
+    best_run_iter: int = 0  # those of the start the palette comes from (see Fit)
 
 
 def luminance_order(colors: np.ndarray) -> np.ndarray:
@@ -1370,7 +1376,7 @@ def _fit_histogram(
     fixed = None if fixed_colors is None else as_dtype(np.asarray(fixed_colors), dtype)
     n_fixed = 0 if fixed is None else fixed.shape[0]
     rows = None if np.all(voters) else np.flatnonzero(voters)
-    n_iter = 0
+    n_iter = best_run_iter = 0
     fit = None
     if np.count_nonzero(voters) <= n_colors - n_fixed:
         # Few enough colours: the palette is exactly the image's own colours.
@@ -1390,7 +1396,7 @@ def _fit_histogram(
             seed=seed,
             report=report,
         )
-        n_iter = fit.n_iter
+        n_iter, best_run_iter = fit.n_iter, fit.best_run_iter
         colors_float = from_fit_space(fit.centres, color_space, dtype)
         colors = as_dtype(colors_float, dtype)
         if init is None and color_space == "rgb" and dtype.kind in "ui" and n_fixed == 0:
@@ -1422,7 +1428,7 @@ def _fit_histogram(
         keep = ~unused
         colors, counts = colors[keep], counts[keep]
         assignment = assignment.renumbered(keep)
-    return PaletteFit(colors, counts, assignment, n_iter)
+    return PaletteFit(colors, counts, assignment, n_iter, best_run_iter)
 
 
 def _to_fit(values, color_space, dtype):
