@@ -211,6 +211,9 @@ class QuantizeResult:
     # Where alpha is in ``image`` (an axis and index), or None: what cluster_stats needs to
     # count visible pixels, kept here rather than read back from ``params``.
     _alpha_axis: int | None = field(default=None, repr=False)
+    # Lloyd iterations of the start the palette comes from (at most max_iter): the
+    # estimator's n_iter_, as scikit-learn counts it; n_iter counts every start.
+    _best_run_iter: int = field(default=0, repr=False)
 
     def __repr__(self) -> str:
         # Short, as Palette's: typing `result` in a console must not print every pixel.
@@ -677,6 +680,7 @@ def quantize(
         options.params(layout.channel_axis, layout.has_alpha),
         curve,
     )
+    result = replace(result, _best_run_iter=fitted.best_run_iter)
     if progress is not None:
         progress(1.0, "done")
     return result
