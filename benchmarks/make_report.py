@@ -1638,7 +1638,9 @@ def dask_table(drows):
                 r["scope"],
                 r["frames"],
                 f"{float(r['megapixels']):.1f}",
-                f"{float(r['wall_s']):.2f} ({float(r['fit_s']):.2f} + {float(r['write_s']):.2f})",
+                f"{float(r['wall_s']):.2f} ({float(r['fit_s']):.2f} + {float(r['write_s']):.2f})"
+                if r.get("fit_s")
+                else f"{float(r['wall_s']):.2f} (whole process)",
                 f"{float(r['mp_per_s']):.1f}",
                 f"{float(r['peak_rss_mb']):.0f}",
                 f"{float(r['mse']):.3f}" if r.get("mse") else "",
