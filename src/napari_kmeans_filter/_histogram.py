@@ -485,6 +485,10 @@ def _merge_sorted(codes, columns, bounds, low_bits, merged_codes, merged):
 
 
 def _dense_histogram(pixels, encoding, alpha_channel, mask):
+    # One memory layout for the kernel: a strided view (a slice across another axis of a
+    # stack, as napari's rolled axes give) would compile a second version of it, seconds on
+    # a first use; the copy of such a slice costs microseconds to milliseconds.
+    pixels = np.ascontiguousarray(pixels)
     n = pixels.shape[0]
     low_bits = min(_LOW_BITS, encoding.total_bits)
     n_columns = 1 + (alpha_channel >= 0) + (mask is not None)

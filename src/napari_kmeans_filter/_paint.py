@@ -127,6 +127,9 @@ class Painter:
 
         ``rows`` (the pixels' histogram rows) saves the lookup when known.
         """
+        # One memory layout for the kernels (see _histogram._dense_histogram): a strided
+        # view would compile second versions of them.
+        pixels = np.ascontiguousarray(pixels)
         n_color = self.encoding.n_channels
         labels = np.empty(pixels.shape[0], dtype=self.label_dtype)
         image = np.empty(pixels.shape, dtype=pixels.dtype)
