@@ -280,13 +280,7 @@ def test_the_dock_warms_up_whole_while_a_script_adds_its_first_layer():
     both load pint's unit registry, which is not thread-safe ("'pixel' is not defined in the
     unit registry" killed the warm-up in 1-6 of 6 runs). The dock loads it on the GUI
     thread first, and no warm-up step fails."""
-    done = subprocess.run(
-        [sys.executable, "-c", _OPEN_DOCK_THEN_ADD],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = _python(_OPEN_DOCK_THEN_ADD)
     line = next((x for x in done.stdout.splitlines() if x.startswith("lazy_before")), "")
     assert line == "lazy_before True loaded_after True failures []", done.stdout + done.stderr
 
@@ -315,13 +309,5 @@ print("ours compiled:", sorted(compiled))
 def test_a_slice_across_other_axes_compiles_no_kernel_again(tmp_path):
     """napari's rolled axes give strided slices of a stack: the kernels must see them in
     the layout they were compiled for (a first preview after a roll compiled for 2.6 s)."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
-    done = subprocess.run(
-        [sys.executable, "-c", _STRIDED_SLICES],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=env,
-    )
+    done = _python(_STRIDED_SLICES, env={"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")})
     assert "ours compiled: []" in done.stdout, done.stdout + done.stderr
