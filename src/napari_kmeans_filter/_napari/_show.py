@@ -254,14 +254,6 @@ def is_result_layer(layer: Any) -> bool:
     return METADATA_KEY in getattr(layer, "metadata", {})
 
 
-def find_clusters_layer(
-    viewer: napari.viewer.Viewer, source_layers: Sequence[Image]
-) -> Labels | None:
-    """The clusters layer of these source layers, if there is one."""
-    group = "+".join(str(layer.unique_id) for layer in source_layers)
-    return _find_result_layer(viewer, bookkeeping(group, CLUSTERS), Labels)
-
-
 # Clusters layers the user has painted on (weak: removed layers drop out).
 _EDITED_CLUSTERS: weakref.WeakSet = weakref.WeakSet()
 # Per clusters layer with 'show selected' on: the layers hidden meanwhile.

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
@@ -40,7 +41,6 @@ from ._palette_panel import PalettePanel
 from ._preview import Preview
 from ._run import warm_up_layers
 from ._run_controller import RunController, shorten
-from ._show import find_clusters_layer
 from ._task import CLOSED, DONE, SOURCE_REMOVED, Ending
 
 if TYPE_CHECKING:
@@ -75,7 +75,6 @@ class KMeansColourWidget(QWidget):
         self._window_closing = False
         #: The layers whose palette the panel shows, and their source layers.
         self._panel_layers: list[Any] = []
-        self._panel_sources: tuple[Any, ...] = ()
         self._told_no_clusters = False
         self._panel_is_preview = False
         #: The last Run's result (prepared, job, layers), shown again after a preview.
@@ -355,7 +354,6 @@ class KMeansColourWidget(QWidget):
         title = f"{kind}{shorten(job.source.name)}: {prepared.n_colors} colors"
         self.palette_panel.show_palette(prepared.palette, prepared.swatches, title)
         self._panel_layers = list(layers)
-        self._panel_sources = job.layers
         self._panel_is_preview = job.preview
         self._told_no_clusters = False
         self._update_enabled()
@@ -364,7 +362,6 @@ class KMeansColourWidget(QWidget):
         """The panel's result is gone: show nothing, and no status of it."""
         self.palette_panel.clear()
         self._panel_layers = []
-        self._panel_sources = ()
         self._panel_is_preview = False
         if not self.is_running:
             self.runs.set_status("")
@@ -374,9 +371,14 @@ class KMeansColourWidget(QWidget):
         # The clusters layer of the result the panel shows, never an older one of the same
         # source (a Run with outputs "image" leaves the last clusters layer as it was; its
         # labels are another palette's).
-        clusters = find_clusters_layer(self._viewer, self._panel_sources)
-        if clusters is not None and clusters not in self._panel_layers:
-            clusters = None
+        clusters = next(
+            (
+                layer
+                for layer in self._panel_layers
+                if isinstance(layer, Labels) and layer in self._viewer.layers
+            ),
+            None,
+        )
         if clusters is None:
             # Said once per result shown: a click also moves the current swatch (two
             # signals), and each arrow key selects again.
