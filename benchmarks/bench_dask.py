@@ -29,10 +29,10 @@ those of a stack of several tasks included):
   --clusters 0 1 2: each grouped method also on a dask.distributed LocalCluster of 1 worker
            process (2 threads) and of 2 worker processes (1 thread each); each worker's
            peak RSS (VmHWM) is recorded, the client process's too.
-  cli:     the command line as a user runs it, `napari-kmeans-filter stack.zarr -k 16 -o
-           image.zarr --labels labels.zarr`, timed as a whole process (start-up and imports
-           included; it writes the quantised image too, 3 bytes a pixel, and both outputs keep
-           the input's storage chunks); its peak RSS is the process's (ru_maxrss).
+  cli:     the command line as a user runs it for the labels, `napari-kmeans-filter
+           stack.zarr -k 16 --no-image --labels labels.zarr`, timed as a whole process
+           (start-up and imports included; the labels keep the input's storage chunks); its
+           peak RSS is the process's (ru_maxrss).
   dask-ml: (--dask-ml) the seed article's usage on the first --dask-ml-frames frames of the
            (1, 2048, 2048, 3) store: dask_ml.cluster.KMeans(n_clusters=16).fit(pixels),
            labels_ to zarr; the full-stack time is extrapolated linearly, and labelled so.
@@ -398,9 +398,9 @@ def child(
 
 
 def _cli_child(stack_frames: int, frames: int, out: str, chunks) -> None:
-    """The command line on the whole stack, as a user runs it: one process, timed whole
-    (start-up, imports, reading, fit, and its outputs: the quantised image, which the
-    command line always writes, and the labels, both with the input's storage chunks)."""
+    """The command line on the whole stack, as a user runs it for the labels: one process,
+    timed whole (start-up, imports, reading, fit, and the labels in the input's storage
+    chunks; ``--no-image``: the same work as the API method)."""
     import resource
 
     import zarr
@@ -408,15 +408,11 @@ def _cli_child(stack_frames: int, frames: int, out: str, chunks) -> None:
     if frames != stack_frames:
         raise SystemExit("the cli method runs on the whole stack only")
     store = store_path(chunks, stack_frames)
-    image = str(Path(out).with_name(Path(out).stem + "_image.zarr"))
     cmd = [sys.executable, "-m", "napari_kmeans_filter", str(store), "-k", str(N_COLORS)]
-    cmd += ["-o", image, "--labels", out, "--overwrite", "-q"]
+    cmd += ["--no-image", "--labels", out, "--overwrite", "-q"]
     t0 = time.perf_counter()
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-    finally:
-        wall = time.perf_counter() - t0
-        shutil.rmtree(image, ignore_errors=True)  # 1 GB: not kept
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command line's process only
     z = zarr.open_array(out, mode="r")
     assert tuple(z.shape) == (stack_frames, SIZE, SIZE), z.shape

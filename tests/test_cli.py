@@ -288,6 +288,27 @@ def test_zarr_input_to_tiff_and_png(images, tmp_path):
     np.testing.assert_array_equal(palette.colors[labels], written)
 
 
+def test_no_image_writes_the_labels_alone_in_the_inputs_storage_chunks(tmp_path):
+    """A segmentation run (``--no-image``) of a lazy zarr stack writes the labels, in the
+    input's storage chunks, equal to the numpy result's, and no quantised image anywhere."""
+    da = pytest.importorskip("dask.array")
+    zarr = pytest.importorskip("zarr")
+    stack = np.stack([data.astronaut()[::4, ::4], data.chelsea()[:128, :128]])
+    zarr.create_array(str(tmp_path / "stack.zarr"), data=stack, chunks=(1, 32, 64, 3))
+    completed = run_cli(
+        "stack.zarr", "-k", 6, "--no-image", "--labels", "labels.zarr", cwd=tmp_path
+    )
+    assert_ok(completed)
+    (line,) = stderr_lines(completed)
+    assert FILE_LINE.match(line).group(4) == "labels.zarr", line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr", "stack.zarr"]
+    labels = zarr.open_array(str(tmp_path / "labels.zarr"), mode="r")
+    assert labels.chunks == (1, 32, 64)
+    expected = quantize(stack, 6, random_state=0)
+    np.testing.assert_array_equal(labels[...], expected.labels)
+    assert da.from_zarr(str(tmp_path / "labels.zarr")).dtype == expected.labels.dtype
+
+
 def test_zarr_group_member_is_protected_and_named_after_the_group(tmp_path, monkeypatch, capsys):
     zarr = pytest.importorskip("zarr")
     from napari_kmeans_filter.cli import main
@@ -606,6 +627,18 @@ IN_PROCESS_ERROR_CASES = {
     "speed-with-apply-palette": (
         ["chelsea.png", "--apply-palette", "rgb.json", "--speed", "3"],
         ["--speed", "--apply-palette"],
+    ),
+    "no-image-nothing-to-write": (
+        ["chelsea.png", "-k", "4", "--no-image"],
+        ["--no-image", "--labels", "nothing to write"],
+    ),
+    "no-image-with-output": (
+        ["chelsea.png", "-k", "4", "--no-image", "-o", "x.png"],
+        ["--no-image", "-o/--output"],
+    ),
+    "no-image-with-format": (
+        ["chelsea.png", "-k", "4", "--no-image", "--labels", "l.png", "--format", "tif"],
+        ["--no-image", "--format"],
     ),
     "stats-suffix": (["chelsea.png", "-k", "4", "--stats", "s.txt"], ["--stats", ".csv"]),
     "stats-needs-stem": (

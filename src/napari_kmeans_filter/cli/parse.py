@@ -236,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for the outputs, named <stem>_k<K>.<ext> (<stem>_auto.<ext> with "
         "-k auto; created if needed); default: beside each input",
     )
+    where.add_argument(
+        "--no-image",
+        action="store_true",
+        help="write no quantised image, only what --labels, --palette and --stats name "
+        "(a segmentation: the label image alone)",
+    )
     parser.add_argument(
         "--format",
         choices=FORMAT_CHOICES,

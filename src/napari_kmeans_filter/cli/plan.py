@@ -52,7 +52,8 @@ class Job:
     channel_axis: int | None
     #: Whether the last colour channel is alpha (None: the core's rule).
     alpha: bool | None
-    output: Path
+    #: The quantised image's file; None with --no-image.
+    output: Path | None
     labels: Path | None
     palette: Path | None
     stats: Path | None = None
@@ -154,7 +155,7 @@ def _plan_opened(source, path: Path, args, palette, k, fixed_from, masks: dict) 
         source,
         layout.channel_axis,
         _alpha(source, args.channel_axis, layout),
-        args.output or _default_output(path, source, args, k),
+        None if args.no_image else args.output or _default_output(path, source, args, k),
         labels=_expand(args.labels, fields, "--labels"),
         palette=_expand(args.palette, fields, "--palette"),
         stats=_expand(args.stats, fields, "--stats"),
@@ -350,6 +351,13 @@ def _check_combinations(args: argparse.Namespace, palette: Any | None) -> None:
         )
     if args.output is not None and args.format is not None:
         raise CliError("--format names the outputs of --out-dir; with -o the suffix decides")
+    if args.no_image:
+        if args.format is not None:
+            raise CliError("--format names the quantised images, which --no-image leaves out")
+        if args.labels is None and args.palette is None and args.stats is None:
+            raise CliError(
+                "--no-image leaves nothing to write: name --labels, --palette or --stats"
+            )
     patterns = (("--labels", args.labels), ("--palette", args.palette), ("--stats", args.stats))
     for option, pattern in patterns:
         if pattern is not None and several and "{stem}" not in pattern:
@@ -460,7 +468,7 @@ def _check_outputs(jobs: list[Job], args, k, failed: Callable | None = None) -> 
             jobs.remove(job)
             continue
         seen |= outputs
-        if _io.output_format(job.output) == "jpeg" and not warned_jpeg:
+        if job.output is not None and _io.output_format(job.output) == "jpeg" and not warned_jpeg:
             warned_jpeg = True
             DISPLAY.warn(
                 "JPEG compression re-introduces colours: the JPEG will have many more "
@@ -526,7 +534,10 @@ def _check_formats(job: Job, k) -> None:
     from .._contract import MAX_N_COLORS
     from .._paint import label_dtype
 
-    _io.check_writable(job.output, job.source.shape, job.source.dtype, job.channel_axis, job.alpha)
+    if job.output is not None:
+        _io.check_writable(
+            job.output, job.source.shape, job.source.dtype, job.channel_axis, job.alpha
+        )
     if job.labels is not None and job.ome_labels is None:
         # -k auto may choose up to the most colours there are: the labels' dtype for those.
         dtype = label_dtype(MAX_N_COLORS if k == "auto" else k)

@@ -100,11 +100,20 @@ def _run_job(job: Job, args, palette, number: int, total: int, arrow: str) -> No
         _write_outputs(job, result, args)
     elapsed = time.perf_counter() - job_started
     display.finish(
-        f"[{number}/{total}] {name} {arrow} {job.output.name}  "
+        f"[{number}/{total}] {name} {arrow} {_written_name(job)}  "
         f"{result.n_input_colors}{arrow}{_palette_text(result.palette)}"
         f"{' (auto)' if args.n_colors == 'auto' else ''}  "
         f"{_quality_text(result, args)}  {elapsed:.2f} s"
     )
+
+
+def _written_name(job: Job) -> str:
+    """The file named in the finished line: the image, or with --no-image what is written."""
+    if job.output is not None:
+        return job.output.name
+    if job.ome_labels is not None:
+        return f"labels/{job.ome_labels}"
+    return next(path.name for path in (job.labels, job.palette, job.stats) if path is not None)
 
 
 def _process(job: Job, args, palette, progress):
@@ -183,14 +192,17 @@ def _write_outputs(job: Job, result, args) -> None:
     ome_image = getattr(job.source, "ome_zarr", None)
     # From an OME-Zarr image a .zarr output is a new OME-Zarr image like it (axes, pyramid,
     # storage chunks, zarr format): written by _omezarr, not as a plain array.
-    ome_output = ome_image is not None and _io.output_format(job.output) == "zarr"
+    image_format = None if job.output is None else _io.output_format(job.output)
+    ome_output = ome_image is not None and image_format == "zarr"
     outputs = {}
-    if not ome_output:
+    if job.output is not None and not ome_output:
         outputs["image"] = (job.output, result.image, job.channel_axis, job.alpha)
     if job.labels is not None and job.ome_labels is None:
         outputs["labels"] = (job.labels, result.labels, None, None)
-    indexed = args.indexed_png and _io.output_format(job.output) == "png"
-    note = _io.icc_profile_note(job.output, icc_profile) if icc_profile else None
+    indexed = args.indexed_png and image_format == "png"
+    note = None
+    if icc_profile and job.output is not None:
+        note = _io.icc_profile_note(job.output, icc_profile)
     if note:
         DISPLAY.warn(note)
     with contextlib.ExitStack() as stack:
