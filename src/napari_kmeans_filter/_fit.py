@@ -46,6 +46,7 @@ starts, swaps and refinement iterations are spent; see :func:`settings_for`.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,7 @@ from ._jit import helper, kernel
 from ._metrics import MeanDeltaE, psnr
 from ._nearest import Neighbours, assign, cluster_radius, reassign
 from ._progress import Report
+from ._workers import n_workers, run_parts
 
 DEFAULT_SPEED = 4
 
@@ -630,13 +632,18 @@ def lloyd(
     return centres, inertia, iteration, stable or changed == 0
 
 
-def _kmeans_pp(points: _Array, k: int, given: np.ndarray, rng: np.random.RandomState):
+def _kmeans_pp_draws(k: int, given: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """The random numbers one k-means++ start of :func:`_kmeans_pp` uses, drawn from ``rng``
+    (drawn before the starts run, in their order, so that they can run at once)."""
+    return rng.random_sample(1 + (k - len(given)) * (2 + int(math.log(k))))
+
+
+def _kmeans_pp(points: _Array, k: int, given: np.ndarray, uniforms: np.ndarray):
     n_trials = 2 + int(math.log(k))
     centres = np.zeros((k, points.n_dims))
     centres[: len(given)] = given
     labels = np.empty(points.size, dtype=np.int32)
     squared = np.empty(points.size)
-    uniforms = rng.random_sample(1 + (k - len(given)) * n_trials)
     links = np.empty(2 * points.size + k, dtype=np.int64)
     scratch = np.empty(2 * points.size + 2 * k)
     filled = _seed(
@@ -800,8 +807,12 @@ def fit_centres(
     n_iter = 0
     best = None
     best_run_iter = 0
-    for start in range(settings.n_init):
-        centres, labels = _kmeans_pp(coarse, n_colors, fixed, rng)
+    draws = [_kmeans_pp_draws(n_colors, fixed, rng) for _ in range(settings.n_init)]
+    runs: list = [None] * settings.n_init
+    done = []
+
+    def run_start(start: int) -> None:
+        centres, labels = _kmeans_pp(coarse, n_colors, fixed, draws[start])
         neighbours, lower = Neighbours(centres), np.zeros(coarse.size)
         centres, inertia, iterations, stable = lloyd(
             coarse,
@@ -813,12 +824,22 @@ def fit_centres(
             neighbours=neighbours,
             lower=lower,
         )
+        runs[start] = (centres, inertia, labels, neighbours, lower, iterations, stable)
+        done.append(start)
+        if threading.get_ident() == caller:  # progress is told from the calling thread
+            report(0.1 + 0.6 * len(done) / settings.n_init)
+
+    # The starts are independent (their random numbers are drawn above, in order): they run
+    # on every core, and the best is taken in their order, as one after the other would.
+    caller = threading.get_ident()
+    run_parts(run_start, range(settings.n_init), n_workers())
+    for centres, inertia, labels, neighbours, lower, iterations, stable in runs:
         n_iter += iterations
         if best is None or inertia < best[1]:
             best = (centres, inertia, labels, neighbours, lower)
             stable_best = stable
             best_run_iter = iterations
-        report(0.1 + 0.6 * (start + 1) / settings.n_init)
+    report(0.7)
     best, iterations, stable = _swap_search(
         coarse,
         best,

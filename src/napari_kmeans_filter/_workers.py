@@ -78,9 +78,11 @@ def run_parts(work: Callable, parts: Sequence, n_threads: int) -> None:
             work(part)
 
     futures = [pool.submit(lane_work, lane) for lane in lanes[1:]]
+    _inside.active = True  # parts run parts of their own in their thread, here too
     try:
         lane_work(lanes[0])
     finally:
+        _inside.active = False
         for future in futures:
             future.exception()  # wait for every lane before raising anything
     for future in futures:
