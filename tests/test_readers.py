@@ -1241,3 +1241,38 @@ def test_ome_tiff_keeps_its_axes_through_a_round_trip(tmp_path):
             assert tif.is_ome and tif.series[0].axes == axes
             np.testing.assert_array_equal(tif.asarray(), array)
     np.testing.assert_array_equal(np.asarray(result.image), stack)
+
+
+# ------------------------------------------------------------------ a picture is decoded once
+
+
+def test_a_picture_is_decoded_once_per_run(tmp_path, monkeypatch, capsys):
+    """Opening a PNG decodes it (its shape as viewers show it needs the pixels); the command
+    line's read then takes those pixels instead of decoding the file again."""
+    from napari_kmeans_filter._io import pillow
+
+    Image.fromarray(np.arange(120 * 90 * 3, dtype=np.uint8).reshape(120, 90, 3)).save(
+        tmp_path / "in.png"
+    )
+    decoded = []
+    real = pillow._read_pictures
+    monkeypatch.setattr(pillow, "_read_pictures", lambda path: decoded.append(path) or real(path))
+    assert main([str(tmp_path / "in.png"), "-k", "4", "-o", str(tmp_path / "out.png")]) == 0
+    assert len(decoded) == 1
+    capsys.readouterr()
+
+
+def test_a_picture_changed_after_opening_is_read_again(tmp_path):
+    """The pixels kept from opening are used only for the same, unchanged file."""
+    path = tmp_path / "in.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    source = open_image(path)
+    # Another size, so that the change shows even within one tick of the file clock.
+    Image.fromarray(np.full((8, 9, 3), 200, np.uint8)).save(path)
+    with source:
+        assert int(source.load().min()) == 200
+    other = open_image(path)
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(tmp_path / "b.png")
+    open_image(tmp_path / "b.png")  # the slot now holds b.png's pixels
+    with other:
+        assert int(other.load().min()) == 200
