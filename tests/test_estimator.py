@@ -188,3 +188,42 @@ def test_n_iter_counts_the_best_run_as_scikit_learn_does(max_iter):
     X = data.chelsea().reshape(-1, 3).astype(np.float64)
     fitted = KMeansQuantizer(n_clusters=8, random_state=0, max_iter=max_iter).fit(X)
     assert 1 <= fitted.n_iter_ <= max_iter
+
+
+@pytest.mark.parametrize("weights", [[-1.0, 1, 1, 1], [np.nan, 1, 1, 1], [0.0, 0, 0, 0]])
+def test_bad_sample_weights_get_quantizes_message(weights):
+    """Negative weights were taken without a word (the fit left their rows out, the inertia
+    counted them): refused as quantize refuses them, in fit and in score."""
+    X = np.array([[0.1, 0.2, 0.3], [0.9, 0.8, 0.7], [0.5, 0.5, 0.5], [0.2, 0.2, 0.9]])
+    weights = np.repeat(weights, 25)
+    X = np.repeat(X, 25, axis=0)
+    # All 0: scikit-learn's own check says it first ("Sample weights must contain ...").
+    with pytest.raises(ValueError, match=r"(?i)sample.weight"):
+        KMeansQuantizer(n_clusters=2, random_state=0).fit(X, sample_weight=weights)
+    if np.isfinite(weights).all() and weights.min() < 0:
+        fitted = KMeansQuantizer(n_clusters=2, random_state=0).fit(X)
+        with pytest.raises(ValueError, match=r"'sample_weight' .* \[0, inf\)"):
+            fitted.score(X, sample_weight=weights)
+
+
+def test_lab_predicts_new_rows_a_little_outside_the_rgb_range_with_a_warning():
+    """A scaler fitted on training rows maps held-out rows slightly beyond [0, 1]: predict,
+    transform and score measure them as the nearest RGB colour (clipped), with a warning,
+    so a grid search over color_space scores every candidate."""
+    rng = np.random.default_rng(0)
+    X = rng.random((600, 3))
+    km = KMeansQuantizer(n_clusters=4, color_space="lab", random_state=0).fit(X)
+    new = X[:50].copy()
+    new[0, 0], new[1, 1] = -0.02, 1.03
+    with pytest.warns(UserWarning, match=r"outside the RGB range \[0, 1\].*clipped"):
+        labels = km.predict(new)
+    np.testing.assert_array_equal(labels, km.predict(np.clip(new, 0, 1)))
+    assert new[0, 0] == -0.02  # the caller's array is not changed
+    with pytest.warns(UserWarning):
+        assert np.isfinite(km.score(new))
+    pipeline = make_pipeline(MinMaxScaler(), KMeansQuantizer(n_clusters=2, random_state=0))
+    search = GridSearchCV(pipeline, {"kmeansquantizer__color_space": ["rgb", "lab"]}, cv=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        search.fit(rng.random((90, 3)) * 0.8 + 0.1)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()

@@ -28,7 +28,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import _contract
 from ._colorspace import rgb_unit_scale, to_fit_space
 from ._quantize import quantize
-from ._validation import check_float_values, checked_float_block, is_dask_array
+from ._validation import check_float_values, check_weights, checked_float_block, is_dask_array
 
 # Rows whose distances to every centre are held at once (rows x k x features
 # float64: ~32 MB at k = 256, 16 features).
@@ -104,7 +104,10 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         k-means).  ``"lab"``/``"oklab"``: ``X`` must be RGB (3 features) in
         ``[0, 1]`` for floats or the full range of an integer dtype; centres
         are still reported in ``X``'s units, while ``transform``, ``score`` and
-        ``inertia_`` measure in the perceptual space.
+        ``inertia_`` measure in the perceptual space (so scores of different
+        colour spaces are in different units: do not compare them in a grid
+        search).  New rows beyond that range (a scaler fitted on other rows)
+        are measured as the nearest RGB colour, clipped, with a warning.
     speed : int, default=4
         1 (most thorough) to 10 (fastest), pngquant's convention: how many
         starts, swaps and refinement iterations the engine spends.
@@ -250,6 +253,10 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
             dtype_in = getattr(X, "dtype", None)
             X = validate_data(self, X, dtype=[np.float64, np.float32], order="C")
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            if weighted:
+                # quantize's rule and message (scikit-learn's KMeans takes negative weights
+                # without a word, and fits nonsense).
+                check_weights(sample_weight)
             if X.size:
                 # Refused as the engine would refuse the image, but naming X.
                 check_float_values(float(X.min()), float(X.max()), "X")
@@ -396,9 +403,27 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
             np.asarray(values, np.float64) / self._scale, self.color_space.lower(), np.float64
         )
 
+    def _in_gamut(self, block):
+        """``block`` for a perceptual fit space: rows outside the RGB cube [0, scale] (new
+        data a scaler fitted elsewhere maps a little beyond it) clipped to it, with a
+        warning. Lab and OKLab are defined for RGB colours only; fit refuses such X."""
+        if self.color_space.lower() == "rgb" or not block.size:
+            return block
+        low, high = float(block.min()), float(block.max())
+        if low >= 0 and high <= self._scale:
+            return block
+        warnings.warn(
+            f"X has values in [{low:g}, {high:g}], outside the RGB range [0, {self._scale:g}] "
+            f"that color_space={self.color_space!r} converts: clipped to it to measure "
+            "distances (X itself is not changed).",
+            UserWarning,
+            stacklevel=6,  # the caller of predict, transform or score
+        )
+        return np.clip(block, 0, self._scale)
+
     def _block_distances(self, block):
         """Squared distances of a block of rows to every centre, in the fit space."""
-        points = self._fit_space(block)
+        points = self._fit_space(self._in_gamut(block))
         centres = self._fit_space(self.cluster_centers_)
         out = np.empty((len(points), len(centres)))
         step = max(1, _CHUNK_VALUES // max(1, centres.size))
@@ -482,6 +507,8 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
                 weight = weight.rechunk((X.chunks[0],))
         else:
             weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            if sample_weight is not None:
+                check_weights(weight)
         return -float(self._weighted_sum(self._nearest(X)[1], weight))
 
     def __sklearn_tags__(self):

@@ -262,7 +262,7 @@ def check_sample_weight(sample_weight, spatial_shape):
         raise invalid("sample_weight", "be numeric", None, got=f"dtype {weights.dtype}")
     weights = weights.astype(np.float64)
     if not is_dask_array(weights):
-        _check_weights(weights)
+        check_weights(weights)
         weights = rescaled_weights(weights)
     return weights
 
@@ -283,7 +283,8 @@ def rescaled_weights(weights: np.ndarray) -> np.ndarray:
     return np.where(weights > 0, np.maximum(scaled, np.nextafter(0.0, 1.0)), 0.0)
 
 
-def _check_weights(weights: np.ndarray) -> None:
+def check_weights(weights: np.ndarray) -> None:
+    """Refuse negative, NaN, infinite or all-zero numpy weights (``sample_weight``)."""
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
         finite = weights[np.isfinite(weights)]
         if not finite.size:
@@ -304,7 +305,7 @@ def checked_weights(block: np.ndarray) -> np.ndarray:
     histogram's total votes.
     """
     if block.size and (not np.all(np.isfinite(block)) or np.any(block < 0)):
-        _check_weights(block)
+        check_weights(block)
     if block.size and block.max() > MAX_PLAIN_WEIGHT:
         raise invalid(
             "sample_weight",
