@@ -309,6 +309,16 @@ def test_no_image_writes_the_labels_alone_in_the_inputs_storage_chunks(tmp_path)
     assert da.from_zarr(str(tmp_path / "labels.zarr")).dtype == expected.labels.dtype
 
 
+def test_chunked_on_a_picture_says_it_is_read_whole(images, tmp_path, monkeypatch, capsys):
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = [str(images / "chelsea.png"), "-k", "4", "--chunked", "-o", "out.png"]
+    assert main(args) == 0
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert "--chunked reads TIFF files only" in warning and "chelsea.png" in warning
+
+
 def test_zarr_group_member_is_protected_and_named_after_the_group(tmp_path, monkeypatch, capsys):
     zarr = pytest.importorskip("zarr")
     from napari_kmeans_filter.cli import main
@@ -624,6 +634,11 @@ IN_PROCESS_ERROR_CASES = {
         ["chelsea.png", "--apply-palette", "rgb.json", "--mask", "black.png"],
         ["--mask", "--apply-palette"],
     ),
+    "seed-with-apply-palette": (
+        ["chelsea.png", "--apply-palette", "rgb.json", "--seed", "3"],
+        ["--seed", "--apply-palette"],
+    ),
+    "output-is-a-directory": (["chelsea.png", "-k", "4", "-o", "."], [".", "is a directory"]),
     "speed-with-apply-palette": (
         ["chelsea.png", "--apply-palette", "rgb.json", "--speed", "3"],
         ["--speed", "--apply-palette"],

@@ -335,7 +335,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed",
         type=option_type("random_state", "--seed"),
-        default=default("random_state"),
         metavar="N",
         help=f"random seed of the fit, {seed_low} to {seed_high} "
         f"(default: {default('random_state')}); the same seed gives the same result",

@@ -40,6 +40,7 @@ _FIT_OPTIONS = (
     ("fixed_colors_from", "--fixed-colors-from"),
     ("mask", "--mask"),
     ("color_space", "--color-space"),
+    ("seed", "--seed"),
 )
 
 
@@ -135,6 +136,9 @@ class _OptionError(CliError):
 def _plan_job(path: Path, args, palette, k, fixed_from, masks: dict) -> Job:
     """One input opened and checked by the core on its header, its outputs named."""
     source = _io.open_image(path, chunked=args.chunked)
+    if args.chunked and not source.lazy:
+        # Said on the input's line: a batch may mix TIFFs (read in chunks) with others.
+        source.notes.append("--chunked reads TIFF files only; this picture is read whole")
     try:
         return _plan_opened(source, path, args, palette, k, fixed_from, masks)
     except BaseException:
@@ -498,6 +502,8 @@ def _check_job_outputs(job: Job, args, k, inputs: list[Path], seen: dict) -> dic
             own[resolved] = f"the labels of {job.source.path}"
             continue
         resolved = path.resolve()
+        if path.is_dir() and path.suffix.lower() != ".zarr":  # a zarr store is a directory
+            raise CliError(f"{path} is a directory: name a file for the {role}")
         for input_path in inputs:
             if _same_or_nested(resolved, input_path):
                 raise CliError(

@@ -113,7 +113,7 @@ def _written_name(job: Job) -> str:
         return job.output.name
     if job.ome_labels is not None:
         return f"labels/{job.ome_labels}"
-    return next(path.name for path in (job.labels, job.palette, job.stats) if path is not None)
+    return str(next(path for path in (job.labels, job.palette, job.stats) if path is not None))
 
 
 def _process(job: Job, args, palette, progress):
@@ -128,6 +128,7 @@ def _process(job: Job, args, palette, progress):
             ("dither", args.dither),
             ("speed", getattr(args, "speed", None)),
             ("color_space", getattr(args, "color_space", None)),
+            ("random_state", getattr(args, "seed", None)),
         )
         if value is not None
     }
@@ -153,7 +154,6 @@ def _process(job: Job, args, palette, progress):
                     fixed_colors=job.fixed_colors,
                     target_psnr=args.target_psnr,
                     target_delta_e=args.target_delta_e,
-                    random_state=args.seed,
                     progress=progress,
                     **optional,
                 )
