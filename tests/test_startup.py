@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from napari_kmeans_filter import _jit
+from napari_kmeans_filter import _jit, quantize
 from napari_kmeans_filter.cli.progress import COMPILING
 
 PROG = "napari-kmeans-filter"
@@ -311,3 +311,26 @@ def test_a_slice_across_other_axes_compiles_no_kernel_again(tmp_path):
     the layout they were compiled for (a first preview after a roll compiled for 2.6 s)."""
     done = _python(_STRIDED_SLICES, env={"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")})
     assert "ours compiled: []" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_zarr_run_does_not_import_dask_distributed(tmp_path):
+    """A command line starts no Client, so dask's scheduler is named for it: without that,
+    dask imports distributed (0.4-0.5 s) at the first compute to look for a Client. The
+    labels are the API's."""
+    import zarr
+
+    stack = np.stack([np.asarray(data.chelsea())[:96, :128]] * 3)
+    zarr.create_array(str(tmp_path / "stack.zarr"), data=stack, chunks=(1, 48, 64, 3))
+    completed = _python(
+        """
+        import sys
+        from napari_kmeans_filter.cli import main
+        status = main([sys.argv[1], "-k", "4", "--no-image", "--labels", sys.argv[2], "-q"])
+        print(status, "distributed" in sys.modules)
+        """,
+        tmp_path / "stack.zarr",
+        tmp_path / "labels.zarr",
+    )
+    assert completed.stdout.split() == ["0", "False"], completed.stderr
+    labels = zarr.open_array(str(tmp_path / "labels.zarr"), mode="r")[...]
+    np.testing.assert_array_equal(labels, quantize(stack, 4, random_state=0).labels)
