@@ -212,6 +212,40 @@ def test_labels_list_keeps_other_label_images(tmp_path):
     _validate(path, 3)
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_an_overwrite_that_fails_keeps_the_earlier_labels(tmp_path, monkeypatch, zarr_format):
+    """Replacing labels/kmeans writes the new label image under a name of its own and moves
+    it into place once complete: a failure (or a stop) while writing leaves the earlier
+    labels whole and no partial group."""
+    rgb = _noisy((3, 32, 32))
+    path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", zarr_format, (3, 16, 16), (2,))
+    image = _omezarr.read_image(path)
+    first = quantize(image.data, 4, channel_axis=0, random_state=0)
+    _omezarr.write_result_labels(image, first)
+    before = np.asarray(zarr.open_array(f"{path}/labels/kmeans/0", mode="r")[...])
+    second = quantize(image.data, 6, channel_axis=0, random_state=0)
+
+    real = _omezarr._set_ome
+
+    def fail_on_the_label_metadata(group, version, **attributes):
+        if "image-label" in attributes:  # the levels are written by now
+            raise KeyboardInterrupt  # what a stop signal raises in the command line
+        real(group, version, **attributes)
+
+    monkeypatch.setattr(_omezarr, "_set_ome", fail_on_the_label_metadata)
+    with pytest.raises(KeyboardInterrupt):
+        _omezarr.write_result_labels(image, second)
+    labels = tmp_path / "rgb.zarr" / "labels"
+    assert sorted(p.name for p in labels.iterdir() if p.is_dir()) == ["kmeans"]
+    after = np.asarray(zarr.open_array(f"{path}/labels/kmeans/0", mode="r")[...])
+    np.testing.assert_array_equal(after, before)
+    assert len(_label_attrs(f"{path}/labels/kmeans")["image-label"]["colors"]) == 5
+    monkeypatch.undo()
+    _omezarr.write_result_labels(image, second)  # and a complete one replaces them
+    assert len(_label_attrs(f"{path}/labels/kmeans")["image-label"]["colors"]) == 7
+    _validate(path, zarr_format)
+
+
 def test_transparent_pixels_are_background(tmp_path):
     rgb = _noisy((3, 32, 32))
     path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", 2, (3, 16, 16), (2,))

@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -572,13 +574,42 @@ def write_labels(
     version = NGFF_VERSION.get(image.zarr_format, "0.4")
     root = zarr.open_group(image.path, mode="r+")
     labels_group = root.require_group("labels")
-    if name in labels_group:
-        if not overwrite:
-            raise OmeZarrError(f"{image.path}/labels/{name} exists")
+    replacing = name in labels_group
+    if replacing and not overwrite:
+        raise OmeZarrError(f"{image.path}/labels/{name} exists")
+    folder = Path(str(image.path)) / "labels"
+    final = folder / name
+    # Written under a name of its own and moved into place once complete, so that a run that
+    # fails or is stopped leaves the labels as they were (none, or the earlier ones).
+    local = folder.is_dir()
+    written = folder / f".{name}.partial-{uuid.uuid4().hex[:8]}" if local else final
+    if not local and replacing:
         del labels_group[name]
-    group = labels_group.create_group(name)
-    _write_levels(group, levels, level_chunks, dtype, image.zarr_format, names)
+    try:
+        if local:
+            group = zarr.open_group(str(written), mode="w", zarr_format=image.zarr_format)
+        else:
+            group = labels_group.create_group(name)
+        _write_levels(group, levels, level_chunks, dtype, image.zarr_format, names)
+        _describe_label_image(group, image, name, version, axes, channel, colors, properties, k)
+    except BaseException:
+        shutil.rmtree(written, ignore_errors=True)
+        raise
+    if local:
+        old = folder / f".{name}.old-{uuid.uuid4().hex[:8]}"
+        if final.exists():
+            os.rename(final, old)
+        os.rename(written, final)
+        shutil.rmtree(old, ignore_errors=True)
+    listed = _ome_attrs(dict(labels_group.attrs))[0].get("labels") or []
+    if name not in listed:
+        listed = [*listed, name]
+    _set_ome(labels_group, version, labels=list(listed))
+    return f"{image.path.rstrip('/')}/labels/{name}"
 
+
+def _describe_label_image(group, image, name, version, axes, channel, colors, properties, k):
+    """The OME-NGFF metadata of a label image: its multiscales and image-label."""
     datasets = [
         {
             "path": str(index),
@@ -614,11 +645,6 @@ def write_labels(
         multiscales=[_multiscale_entry(version, axes, datasets, name=name, extra=extra)],
         **{"image-label": image_label},
     )
-    listed = _ome_attrs(dict(labels_group.attrs))[0].get("labels") or []
-    if name not in listed:
-        listed = [*listed, name]
-    _set_ome(labels_group, version, labels=list(listed))
-    return f"{image.path.rstrip('/')}/labels/{name}"
 
 
 def write_result_labels(

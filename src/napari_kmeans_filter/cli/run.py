@@ -270,18 +270,12 @@ def _write_outputs(job: Job, result, args) -> None:
 def _write_ome_labels(job: Job, result, image) -> None:
     """The OME-NGFF label image ``labels/<name>`` of the OME-Zarr input: label values 1 ... k
     coloured with the palette, the cluster statistics as its properties, one level per image
-    level. Written in place (inside the input's group); removed again if the run stops."""
-    import shutil
-
+    level. Written inside the input's group, under a name of its own until complete: a run
+    that fails or stops leaves the input's labels as they were."""
     from .._omezarr import write_result_labels
 
-    path = job.ome_labels_path
-    try:
-        with DISPLAY.dask_writing("writing OME-NGFF labels"):
-            write_result_labels(image, result, name=job.ome_labels, overwrite=True)
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
+    with DISPLAY.dask_writing("writing OME-NGFF labels"):
+        write_result_labels(image, result, name=job.ome_labels, overwrite=True)
 
 
 def _store_or_compute(
