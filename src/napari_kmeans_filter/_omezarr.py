@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import _tasks
+from ._files import move_into_place, remove_output
 from ._paint import label_dtype
 
 # OME-NGFF version written for each zarr format (0.4 is the last on zarr v2, 0.5 the first
@@ -593,14 +593,11 @@ def write_labels(
         _write_levels(group, levels, level_chunks, dtype, image.zarr_format, names)
         _describe_label_image(group, image, name, version, axes, channel, colors, properties, k)
     except BaseException:
-        shutil.rmtree(written, ignore_errors=True)
+        # Unfinished: removed until the threads still writing its chunks have stopped.
+        remove_output(written)
         raise
     if local:
-        old = folder / f".{name}.old-{uuid.uuid4().hex[:8]}"
-        if final.exists():
-            os.rename(final, old)
-        os.rename(written, final)
-        shutil.rmtree(old, ignore_errors=True)
+        move_into_place(written, final)  # the earlier labels are put back on failure
     listed = _ome_attrs(dict(labels_group.attrs))[0].get("labels") or []
     if name not in listed:
         listed = [*listed, name]

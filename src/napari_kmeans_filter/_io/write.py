@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from .._files import move_into_place, remove_output
 from .errors import ImageIOError, _require_zarr
 from .png import write_png
 from .source import InputImage
@@ -106,22 +106,13 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Path]
     if path.is_dir() and path.suffix.lower() != ".zarr":
         raise ImageIOError(f"cannot write {path}: it is a directory")
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    _remove(temporary)
+    remove_output(temporary, writers=False)  # left by an earlier process of this pid
     try:
         yield temporary
-        if path.is_dir():  # an old .zarr directory: os.replace cannot replace a directory
-            shutil.rmtree(path)
-        os.replace(temporary, path)
+        move_into_place(temporary, path)  # an old .zarr directory is put back on failure
     finally:
-        _remove(temporary)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        # Unfinished: removed until the threads still writing its chunks have stopped.
+        remove_output(temporary)
 
 
 def write_array(

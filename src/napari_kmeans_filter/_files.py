@@ -1,0 +1,86 @@
+"""Outputs put in place safely: a finished temporary moved over the old output, and the
+removal of an unfinished one once nothing writes into it any more.
+
+Every output is written under a temporary name beside its destination and moved there
+when complete (:func:`._io.atomic_output`, :func:`._omezarr.write_labels`), so that a run
+that fails or is stopped leaves the destination as it was.  Two things make that harder
+for directories (zarr stores):
+
+* a directory cannot be replaced in one step: the old one is moved aside first, and put
+  back if the new one could not be moved in (:func:`move_into_place`);
+* a stopped dask computation does not stop the threads running its tasks: each finishes
+  the chunks it writes, and a chunk written after the temporary directory was removed
+  creates it again.  :func:`remove_output` therefore removes it until it stays gone (a
+  new user found such leftovers after Ctrl-C while a 2048² OME-Zarr was written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+#: How long a removed temporary must stay gone before the writers count as stopped, and
+#: how long to keep removing it at most (a task writes a block of storage chunks: tens of
+#: milliseconds, on a slow disk seconds).
+SETTLE_S = 0.3
+GIVE_UP_S = 20.0
+
+
+def _remove_once(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def remove_output(path: str | os.PathLike, *, writers: bool = True) -> None:
+    """Remove an unfinished output (a file or a directory tree), if it exists.
+
+    With ``writers`` (threads may still be writing into it) it is removed again whenever
+    it reappears, until it has stayed gone for :data:`SETTLE_S` seconds (at most
+    :data:`GIVE_UP_S`).  Nothing is waited for when it does not exist.
+    """
+    path = Path(path)
+    if not _exists(path):
+        return
+    deadline = time.monotonic() + GIVE_UP_S
+    while True:
+        _remove_once(path)
+        if not writers:
+            return
+        quiet_until = time.monotonic() + SETTLE_S
+        while time.monotonic() < quiet_until and not _exists(path):
+            time.sleep(0.02)
+        if not _exists(path) or time.monotonic() > deadline:
+            return
+
+
+def move_into_place(temporary: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Move the finished ``temporary`` to ``destination``, replacing what is there.
+
+    A file is replaced in one step (``os.replace``).  A directory is moved aside first
+    and removed once the new one is in place; if the new one cannot be moved in (an
+    error, a stop signal in between), the old one is put back.
+    """
+    temporary, destination = Path(temporary), Path(destination)
+    if not (destination.is_dir() and not destination.is_symlink()):
+        os.replace(temporary, destination)
+        return
+    aside = destination.with_name(f".{destination.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(destination, aside)
+    try:
+        os.rename(temporary, destination)
+    except BaseException:
+        if not _exists(destination):
+            os.rename(aside, destination)
+        raise
+    remove_output(aside, writers=False)

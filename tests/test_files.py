@@ -1,0 +1,75 @@
+"""Outputs put in place safely: nothing unfinished left behind, nothing old lost."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from napari_kmeans_filter import _files
+from napari_kmeans_filter._io import atomic_output
+
+
+def _late_writer(folder, stop_after: float):
+    """A thread that keeps writing chunks into ``folder`` (creating it again if removed),
+    as a dask task still running after its computation was stopped."""
+
+    def write():
+        end = time.monotonic() + stop_after
+        n = 0
+        while time.monotonic() < end:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"c{n}").write_bytes(b"x")
+            n += 1
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+def test_a_stopped_output_is_removed_after_its_last_writer(tmp_path):
+    destination = tmp_path / "out.zarr"
+    writer = None
+    with pytest.raises(KeyboardInterrupt), atomic_output(destination, overwrite=False) as temp:
+        temp.mkdir()
+        writer = _late_writer(temp, 0.15)
+        raise KeyboardInterrupt
+    writer.join()
+    time.sleep(0.05)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_removing_without_writers_does_not_wait(tmp_path):
+    (tmp_path / "d").mkdir()
+    started = time.monotonic()
+    _files.remove_output(tmp_path / "d", writers=False)
+    _files.remove_output(tmp_path / "absent")  # nothing to remove: no wait either
+    assert time.monotonic() - started < _files.SETTLE_S
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_directory_that_cannot_be_moved_in_puts_the_old_one_back(tmp_path, monkeypatch):
+    old, new = tmp_path / "labels.zarr", tmp_path / ".labels.zarr.partial"
+    old.mkdir()
+    (old / "chunk").write_text("old")
+    new.mkdir()
+    (new / "chunk").write_text("new")
+    real_rename = os.rename
+
+    def rename(source, target):
+        if str(source) == str(new):
+            raise KeyboardInterrupt  # a stop signal between the two moves
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        _files.move_into_place(new, old)
+    monkeypatch.undo()
+    assert (old / "chunk").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".labels.zarr.partial", "labels.zarr"]
+    _files.move_into_place(new, old)
+    assert (old / "chunk").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]
