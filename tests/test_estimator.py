@@ -227,3 +227,15 @@ def test_lab_predicts_new_rows_a_little_outside_the_rgb_range_with_a_warning():
         warnings.simplefilter("ignore", UserWarning)
         search.fit(rng.random((90, 3)) * 0.8 + 0.1)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_lazy_bad_weights_in_score_get_the_same_message():
+    """Dask weights in score are checked as their blocks are computed, as fit checks them."""
+    X = np.random.default_rng(1).random((400, 3))
+    fitted = KMeansQuantizer(n_clusters=3, random_state=0).fit(X)
+    weights = np.ones(400)
+    weights[7] = -1.0
+    with pytest.raises(ValueError, match=r"'sample_weight' .* \[0, inf\)"):
+        fitted.score(da.from_array(X, chunks=100), sample_weight=da.from_array(weights, chunks=100))
+    good = fitted.score(da.from_array(X, chunks=100), sample_weight=da.ones(400, chunks=100))
+    assert good == pytest.approx(fitted.score(X))

@@ -28,7 +28,13 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import _contract
 from ._colorspace import rgb_unit_scale, to_fit_space
 from ._quantize import quantize
-from ._validation import check_float_values, check_weights, checked_float_block, is_dask_array
+from ._validation import (
+    check_float_values,
+    check_weights,
+    checked_float_block,
+    checked_weights,
+    is_dask_array,
+)
 
 # Rows whose distances to every centre are held at once (rows x k x features
 # float64: ~32 MB at k = 256, 16 features).
@@ -479,6 +485,10 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the (sample-weighted) sum of squared distances to the nearest centre.
 
+        Distances are measured in the fit space: with ``color_space="lab"`` or ``"oklab"``
+        in that space's units, so scores of estimators with different colour spaces cannot
+        be compared (a grid search over ``color_space`` would pick by units, not fit).
+
         Parameters
         ----------
         X : array-like or dask array of shape (n_samples, n_features)
@@ -504,7 +514,10 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
                     raise ValueError(
                         f"sample_weight.shape == {weight.shape}, expected {(X.shape[0],)}!"
                     )
-                weight = weight.rechunk((X.chunks[0],))
+                # Refused as numpy weights are, as each block is computed.
+                weight = weight.rechunk((X.chunks[0],)).map_blocks(
+                    checked_weights, dtype=np.float64
+                )
         else:
             weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
             if sample_weight is not None:
