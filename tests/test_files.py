@@ -20,8 +20,11 @@ def _late_writer(folder, stop_after: float):
         end = time.monotonic() + stop_after
         n = 0
         while time.monotonic() < end:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"c{n}").write_bytes(b"x")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"c{n}").write_bytes(b"x")
+            except FileNotFoundError:  # removed between the two: write again
+                continue
             n += 1
             time.sleep(0.01)
 
@@ -73,3 +76,22 @@ def test_a_directory_that_cannot_be_moved_in_puts_the_old_one_back(tmp_path, mon
     _files.move_into_place(new, old)
     assert (old / "chunk").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]
+
+
+def test_a_writer_pool_is_stopped_before_its_output_is_removed(tmp_path):
+    """A task of the run's writer threads that writes long after the stop (computing its
+    block first) still finds nothing to recreate: the pool is stopped before removing."""
+    temp = tmp_path / ".out.zarr.partial"
+    temp.mkdir()
+    with _files.writer_threads(2) as pool:
+
+        def slow_task():
+            time.sleep(3 * _files.SETTLE_S)  # longer than the settle time
+            temp.mkdir(exist_ok=True)
+            (temp / "late-chunk").write_bytes(b"x")
+
+        pool.submit(slow_task)
+        time.sleep(0.05)
+        _files.remove_output(temp)
+        assert not temp.exists()
+    assert not temp.exists()

@@ -10,8 +10,11 @@ for directories (zarr stores):
   back if the new one could not be moved in (:func:`move_into_place`);
 * a stopped dask computation does not stop the threads running its tasks: each finishes
   the chunks it writes, and a chunk written after the temporary directory was removed
-  creates it again.  :func:`remove_output` therefore removes it until it stays gone (a
-  new user found such leftovers after Ctrl-C while a 2048² OME-Zarr was written).
+  creates it again (a new user found such leftovers after Ctrl-C while a 2048² OME-Zarr
+  was written).  A program that owns its process (the command line) runs its dask work
+  on :func:`writer_threads`, which :func:`remove_output` stops (running tasks finish,
+  queued ones are dropped) before it removes anything; for other schedulers it removes
+  the output until it stays gone.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 #: How long a removed temporary must stay gone before the writers count as stopped, and
@@ -42,16 +47,36 @@ def _exists(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
+_writer_pools: list[ThreadPoolExecutor] = []
+
+
+@contextlib.contextmanager
+def writer_threads(n_threads: int) -> Iterator[ThreadPoolExecutor]:
+    """A pool of threads for the computations that write outputs (give it to dask as its
+    ``pool``): an unfinished output is removed only once they have stopped."""
+    pool = ThreadPoolExecutor(n_threads, thread_name_prefix="napari-kmeans-filter-dask")
+    _writer_pools.append(pool)
+    try:
+        yield pool
+    finally:
+        _writer_pools.remove(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def remove_output(path: str | os.PathLike, *, writers: bool = True) -> None:
     """Remove an unfinished output (a file or a directory tree), if it exists.
 
-    With ``writers`` (threads may still be writing into it) it is removed again whenever
-    it reappears, until it has stayed gone for :data:`SETTLE_S` seconds (at most
+    With ``writers`` (threads may still be writing into it) the :func:`writer_threads`
+    are stopped first (their running tasks finish), and the output is removed again
+    whenever it reappears, until it has stayed gone for :data:`SETTLE_S` seconds (at most
     :data:`GIVE_UP_S`).  Nothing is waited for when it does not exist.
     """
     path = Path(path)
     if not _exists(path):
         return
+    if writers:
+        for pool in list(_writer_pools):
+            pool.shutdown(wait=True, cancel_futures=True)
     deadline = time.monotonic() + GIVE_UP_S
     while True:
         _remove_once(path)

@@ -87,16 +87,24 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
 def _local_dask(lazy: bool):
-    """For lazy inputs: dask's threaded scheduler, named. A command line starts no
-    dask.distributed Client, and without a scheduler named dask imports distributed at the
-    first compute to look for one (0.4-0.5 s of a run)."""
+    """For lazy inputs: dask's threaded scheduler, named, on threads of the run's own. A
+    command line starts no dask.distributed Client, and without a scheduler named dask
+    imports distributed at the first compute to look for one (0.4-0.5 s of a run). A run
+    stopped while writing stops those threads before removing what they wrote."""
     if not lazy:
-        return contextlib.nullcontext()
+        yield
+        return
     import dask
     import dask.threaded
+    from dask.system import CPU_COUNT
 
-    return dask.config.set(scheduler=dask.threaded.get)
+    from .._files import writer_threads
+
+    with writer_threads(CPU_COUNT) as pool:
+        with dask.config.set(scheduler=dask.threaded.get, pool=pool):
+            yield
 
 
 def _run_job(job: Job, args, palette, number: int, total: int, arrow: str) -> None:
