@@ -97,4 +97,6 @@ def test_a_writer_pool_is_stopped_before_its_output_is_removed(tmp_path):
         time.sleep(0.05)
         _files.remove_output(temp)
         assert not temp.exists()
+        # The pool still runs the next output's work (--keep-going goes on to the next input).
+        assert pool.submit(lambda: 42).result(timeout=10) == 42
     assert not temp.exists()

@@ -12,8 +12,8 @@ for directories (zarr stores):
   the chunks it writes, and a chunk written after the temporary directory was removed
   creates it again (a new user found such leftovers after Ctrl-C while a 2048² OME-Zarr
   was written).  A program that owns its process (the command line) runs its dask work
-  on :func:`writer_threads`, which :func:`remove_output` stops (running tasks finish,
-  queued ones are dropped) before it removes anything; for other schedulers it removes
+  on :func:`writer_threads`, whose tasks :func:`remove_output` lets settle (running ones
+  finish, queued ones are dropped) before it removes anything; for other schedulers it removes
   the output until it stays gone.
 """
 
@@ -22,10 +22,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 #: How long a removed temporary must stay gone before the writers count as stopped, and
@@ -47,14 +48,44 @@ def _exists(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
-_writer_pools: list[ThreadPoolExecutor] = []
+class _WriterPool(ThreadPoolExecutor):
+    """A thread pool that knows its unfinished tasks, so that they can be let finish (or
+    dropped, if not started) while the pool stays usable for the next computation."""
+
+    def __init__(self, n_threads: int) -> None:
+        super().__init__(n_threads, thread_name_prefix="napari-kmeans-filter-dask")
+        self._unfinished: set[Future] = set()
+        self._unfinished_lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = super().submit(fn, *args, **kwargs)
+        with self._unfinished_lock:
+            self._unfinished.add(future)
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, future: Future) -> None:
+        with self._unfinished_lock:
+            self._unfinished.discard(future)
+
+    def settle(self) -> None:
+        """Drop the tasks not started and wait for the running ones."""
+        with self._unfinished_lock:
+            unfinished = list(self._unfinished)
+        for future in unfinished:
+            future.cancel()
+        wait(unfinished)
+
+
+_writer_pools: list[_WriterPool] = []
 
 
 @contextlib.contextmanager
 def writer_threads(n_threads: int) -> Iterator[ThreadPoolExecutor]:
     """A pool of threads for the computations that write outputs (give it to dask as its
-    ``pool``): an unfinished output is removed only once they have stopped."""
-    pool = ThreadPoolExecutor(n_threads, thread_name_prefix="napari-kmeans-filter-dask")
+    ``pool``): an unfinished output is removed only once their tasks have stopped, and the
+    pool stays usable for the next output (``--keep-going``)."""
+    pool = _WriterPool(n_threads)
     _writer_pools.append(pool)
     try:
         yield pool
@@ -67,16 +98,17 @@ def remove_output(path: str | os.PathLike, *, writers: bool = True) -> None:
     """Remove an unfinished output (a file or a directory tree), if it exists.
 
     With ``writers`` (threads may still be writing into it) the :func:`writer_threads`
-    are stopped first (their running tasks finish), and the output is removed again
-    whenever it reappears, until it has stayed gone for :data:`SETTLE_S` seconds (at most
-    :data:`GIVE_UP_S`).  Nothing is waited for when it does not exist.
+    settle first (their running tasks finish, those not started are dropped), and the
+    output is removed again whenever it reappears, until it has stayed gone for
+    :data:`SETTLE_S` seconds (at most :data:`GIVE_UP_S`).  Nothing is waited for when it
+    does not exist.
     """
     path = Path(path)
     if not _exists(path):
         return
     if writers:
         for pool in list(_writer_pools):
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.settle()
     deadline = time.monotonic() + GIVE_UP_S
     while True:
         _remove_once(path)
