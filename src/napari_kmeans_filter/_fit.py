@@ -810,6 +810,7 @@ def fit_centres(
     draws = [_kmeans_pp_draws(n_colors, fixed, rng) for _ in range(settings.n_init)]
     runs: list = [None] * settings.n_init
     done = []
+    caller = threading.get_ident()  # progress is told from the calling thread only
 
     def run_start(start: int) -> None:
         centres, labels = _kmeans_pp(coarse, n_colors, fixed, draws[start])
@@ -826,12 +827,11 @@ def fit_centres(
         )
         runs[start] = (centres, inertia, labels, neighbours, lower, iterations, stable)
         done.append(start)
-        if threading.get_ident() == caller:  # progress is told from the calling thread
+        if threading.get_ident() == caller:
             report(0.1 + 0.6 * len(done) / settings.n_init)
 
     # The starts are independent (their random numbers are drawn above, in order): they run
     # on every core, and the best is taken in their order, as one after the other would.
-    caller = threading.get_ident()
     run_parts(run_start, range(settings.n_init), n_workers())
     for centres, inertia, labels, neighbours, lower, iterations, stable in runs:
         n_iter += iterations
