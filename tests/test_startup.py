@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -334,3 +335,111 @@ def test_a_zarr_run_does_not_import_dask_distributed(tmp_path):
     assert completed.stdout.split() == ["0", "False"], completed.stderr
     labels = zarr.open_array(str(tmp_path / "labels.zarr"), mode="r")[...]
     np.testing.assert_array_equal(labels, quantize(stack, 4, random_state=0).labels)
+
+
+def test_the_second_compiling_process_compiles_the_fit_kernels_a_call_uses(cat_png, tmp_path):
+    """A first-ever run's second process compiles the fit's kernels for the argument types
+    a real call passes: after it, a colour quantisation compiles none of them again (a
+    mismatch would only cost time, which no other test would see)."""
+    cache, claims = tmp_path / "cache", tmp_path / "claims"
+    claims.mkdir()
+    env = {"NUMBA_CACHE_DIR": str(cache), _jit._CLAIMS_ENV: str(claims)}
+    second = subprocess.run(
+        [sys.executable, "-m", "napari_kmeans_filter._warmup"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=900,
+    )
+    assert second.returncode == 0, second.stderr
+    assert not claims.exists()  # removed by the second process when it stops
+    call = _python(
+        """
+        import sys
+        import numpy as np
+        from numba.core import event
+        from PIL import Image
+        from napari_kmeans_filter import _jit, quantize
+
+        _jit.COMPILE_ALONGSIDE = False
+        compiled = []
+
+        class Listener(event.Listener):
+            def on_start(self, ev):
+                compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+
+            def on_end(self, ev):
+                pass
+
+        event.register("numba:compile", Listener())
+        for n_colors in (16, 256):
+            quantize(np.asarray(Image.open(sys.argv[1])), n_colors, random_state=0)
+        print(" ".join(compiled))
+        from napari_kmeans_filter._warmup import fit_plan
+
+        print(" ".join(call.__name__ for call, _ in fit_plan()))
+        """,
+        cat_png,
+        env={"NUMBA_CACHE_DIR": str(cache)},
+    )
+    assert call.returncode == 0, call.stderr
+    compiled_line, planned_line = call.stdout.splitlines()[-2:]
+    compiled, planned = set(compiled_line.split()), set(planned_line.split())
+    assert "_count_dense" in compiled  # the histogram's kernel is not the fit's
+    assert len(planned) == 10 and "_seed" in planned
+    assert not compiled & planned, compiled & planned
+
+
+def test_a_first_ever_run_in_two_processes_writes_the_same_file_and_stops_the_other(
+    cat_png, tmp_path
+):
+    """With a core to spare (the load average is made to say so), an empty cache starts the
+    second compiling process: the command writes the same file as one that compiles
+    everything itself, and when it ends the other process has ended and its claims
+    directory is gone."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    code = """
+        import os, sys
+        os.getloadavg = lambda: (0.0, 0.0, 0.0)
+        from napari_kmeans_filter import _jit
+        from napari_kmeans_filter.cli import main
+
+        _jit.COMPILE_ALONGSIDE = sys.argv[3] == "two"
+        status = main([sys.argv[1], "-k", "16", "-o", sys.argv[2]])
+        helper = _jit._alongside
+        print(-1 if helper is None else helper.process.pid)
+        sys.exit(status)
+        """
+    pids = {}
+    for mode in ("two", "one"):
+        env = {"NUMBA_CACHE_DIR": str(tmp_path / f"cache-{mode}"), "TMPDIR": str(temp)}
+        done = _python(code, cat_png, tmp_path / f"{mode}.png", mode, env=env)
+        assert done.returncode == 0, done.stderr
+        pids[mode] = int(done.stdout.split()[-1])
+    assert pids["one"] == -1 and pids["two"] > 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids["two"], 0)
+    assert not [name for name in os.listdir(temp) if name.startswith("nkf-claims-")]
+    assert (tmp_path / "two.png").read_bytes() == (tmp_path / "one.png").read_bytes()
+    # As a program the command ends with os._exit (no exit handler runs): the second
+    # process sees it and stops after its current kernel, removing its directory.
+    program = _python(
+        """
+        import os, runpy, sys
+        os.getloadavg = lambda: (0.0, 0.0, 0.0)
+        sys.argv = ["napari-kmeans-filter", sys.argv[1], "-k", "16", "-o", sys.argv[2]]
+        runpy.run_module("napari_kmeans_filter", run_name="__main__", alter_sys=True)
+        """,
+        cat_png,
+        tmp_path / "program.png",
+        env={"NUMBA_CACHE_DIR": str(tmp_path / "cache-program"), "TMPDIR": str(temp)},
+    )
+    assert program.returncode == 0, program.stderr
+    assert (tmp_path / "program.png").read_bytes() == (tmp_path / "one.png").read_bytes()
+    for _ in range(1200):
+        if not [name for name in os.listdir(temp) if name.startswith("nkf-claims-")]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the second process still runs: {os.listdir(temp)}")
