@@ -354,11 +354,13 @@ def _alongside_wanted(numba, func) -> bool:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    # A second process only helps on a core nothing else uses. On a 2-core machine with
-    # other work running (load 4-5), first-ever command-line runs on the cat, 4 alternating:
-    # this process's own CPU went 6.5-7.1 s -> 4.8-5.0 s (the other one compiled half the
-    # kernels), but the wall time 8.4-11.7 s -> 12.2-14.4 s, the two sharing busy cores.
-    if cores < 2 or (hasattr(os, "getloadavg") and os.getloadavg()[0] > cores - 1):
+    # A second process only helps on a core nothing else uses. First-ever command-line runs
+    # on the cat, 2 cores, alternating with one process: at load 1.0-1.3 (one other busy
+    # process, or these runs themselves) the wall time went 6.6-7.2 s -> 4.8-6.2 s (4 runs
+    # each); at load 4-5 this process's own CPU went 6.5-7.1 s -> 4.8-5.0 s (the other one
+    # compiled half the kernels) but the wall 8.4-11.7 s -> 12.2-14.4 s, the two sharing
+    # busy cores.
+    if cores < 2 or (hasattr(os, "getloadavg") and os.getloadavg()[0] > cores - 0.5):
         return False
     try:
         cached = numba.njit(**_OPTIONS)(func)._cache._cache_file._load_index()
