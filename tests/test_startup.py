@@ -361,7 +361,6 @@ def test_the_second_compiling_process_compiles_the_fit_kernels_a_call_uses(cat_p
         from PIL import Image
         from napari_kmeans_filter import _jit, quantize
 
-        _jit.COMPILE_ALONGSIDE = False
         compiled = []
 
         class Listener(event.Listener):
@@ -405,7 +404,8 @@ def test_a_first_ever_run_in_two_processes_writes_the_same_file_and_stops_the_ot
         from napari_kmeans_filter import _jit
         from napari_kmeans_filter.cli import main
 
-        _jit.COMPILE_ALONGSIDE = sys.argv[3] == "two"
+        if sys.argv[3] == "one":
+            _jit.compile_alongside = lambda: None  # the command line's opt-in, refused
         status = main([sys.argv[1], "-k", "16", "-o", sys.argv[2]])
         helper = _jit._alongside
         print(-1 if helper is None else helper.process.pid)
@@ -443,3 +443,23 @@ def test_a_first_ever_run_in_two_processes_writes_the_same_file_and_stops_the_ot
         time.sleep(0.1)
     else:
         raise AssertionError(f"the second process still runs: {os.listdir(temp)}")
+
+
+def test_a_library_call_compiles_in_its_own_process_only(tmp_path):
+    """Only the command line asks for the second compiling process: a first-ever call from
+    a notebook, napari or a dask worker starts no Python process of its own."""
+    done = _python(
+        """
+        import os, subprocess
+        os.getloadavg = lambda: (0.0, 0.0, 0.0)
+        started = []
+        subprocess.Popen = lambda *args, **kwargs: started.append(args)
+        import numpy as np
+        from napari_kmeans_filter import _jit, quantize
+        quantize(np.arange(48, dtype=np.uint8).reshape(4, 4, 3), 2, random_state=0)
+        print(_jit._alongside, started)
+        """,
+        env={"NUMBA_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "[]"], done.stdout

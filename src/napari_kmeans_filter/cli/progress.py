@@ -149,11 +149,14 @@ DISPLAY = Display()
 
 def start_numba(display: Display) -> None:
     """Before the first kernel of a command: numba starts without what the kernels never use
-    (:func:`napari_kmeans_filter._jit.lean_start`), and on a terminal a first-ever run that
-    compiles for more than a second says so once (like the bar, not in logs and pipes)."""
+    (:func:`napari_kmeans_filter._jit.lean_start`), a first-ever run compiles in two
+    processes when a core is idle (:func:`napari_kmeans_filter._jit.compile_alongside`), and
+    on a terminal a first-ever run that compiles for more than a second says so once (like
+    the bar, not in logs and pipes)."""
     from .. import _jit
 
     _jit.lean_start()
+    _jit.compile_alongside()
     if display.live:
         _jit.on_slow_compile("cli", lambda: display.note(COMPILING))
 
