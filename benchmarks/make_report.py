@@ -74,6 +74,8 @@ T21_ABOVE_FLOOR_S = 0.2  # our whole-process time minus the Python + numba floor
 T21_SMALL_VS_PQ = 6.0  # "about 4-6x pngquant" on the small photos (the upper end)
 T21_BIG_MP = 11.0  # "12 MP and larger"
 T21_BIG_VS_PQ = 0.6
+# A first-ever run (every kernel compiled) of the command line on the cat (issue 21).
+T21_COLD_S = 5.0
 T21_K256_VS_LIQ = 1.25  # in process, k=256, median over the photos <= 2 MP
 T21_BIG_VS_MC16 = 0.2  # 12 MP, k=16: our time / MEDIANCUT's
 T21_DITHER = {16: 1.5, 64: 1.5, 256: 3.0}  # dithered paint / Pillow's Floyd-Steinberg
@@ -858,6 +860,18 @@ def cli_summary(crows, cenv=None):
                 f"k={worst[1]}: "
                 f"{worst[2]:.2f} vs {worst[3]:.2f} ({100 * (worst[2] / worst[3] - 1):+.1f}%)",
                 "PASS" if not fails else "FAIL",
+            )
+        )
+    for r in (r for r in crows if r.get("case") == "ours-cold" and r.get("status") == "ok"):
+        t = float(r["time_median_s"])
+        out.append(
+            (
+                g,
+                f"first-ever run (empty numba cache), {r['image']} k={r['k']}, whole process",
+                f"<= {T21_COLD_S:g} s",
+                f"{_fmt_t(t)} (median of {r['n_runs']}: {r['times_s']} s; load "
+                f"{r['loadavg_1min']}; run {r['run_id']})",
+                "PASS" if t <= T21_COLD_S else "FAIL",
             )
         )
     cenv = cenv or {}
