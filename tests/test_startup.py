@@ -10,6 +10,7 @@ compiling.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -463,3 +464,112 @@ def test_a_library_call_compiles_in_its_own_process_only(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["None", "[]"], done.stdout
+
+
+def _compiling_helpers(temp) -> list:
+    """Second compiling processes whose claims directory is under ``temp``."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "napari_kmeans_filter._warmup" not in " ".join(process.info["cmdline"] or []):
+                continue
+            if process.environ().get(_jit._CLAIMS_ENV, "").startswith(str(temp)):
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+@pytest.mark.parametrize(("signum", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_first_ever_run_stopped_early_leaves_no_compiling_process_behind(
+    cat_png, tmp_path, signum, status
+):
+    """Ctrl-C at a terminal reaches the whole process group, SIGTERM only the command: either
+    way, once the command has ended the second compiling process has ended too and its
+    claims directory is gone, whether it was still importing or already compiling."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    code = """
+        import os, runpy, sys
+        os.getloadavg = lambda: (0.0, 0.0, 0.0)
+        sys.argv = ["napari-kmeans-filter", sys.argv[1], "-k", "16", "-o", sys.argv[2]]
+        runpy.run_module("napari_kmeans_filter", run_name="__main__", alter_sys=True)
+        """
+    for attempt, delay in enumerate((0.0, 1.5)):  # while it imports, and while it compiles
+        env = {"NUMBA_CACHE_DIR": str(tmp_path / f"cache-{attempt}"), "TMPDIR": str(temp)}
+        command = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code), str(cat_png), tmp_path / "out.png"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while not [name for name in os.listdir(temp) if name.startswith("nkf-claims-")]:
+            assert command.poll() is None and time.monotonic() < deadline, "no second process"
+            time.sleep(0.01)
+        time.sleep(delay)
+        if signum == "SIGINT":
+            os.killpg(command.pid, signal.SIGINT)
+        else:
+            command.send_signal(signal.SIGTERM)
+        _, stderr = command.communicate(timeout=120)
+        assert command.returncode == status, stderr
+        assert "error" not in stderr, stderr
+        assert not _compiling_helpers(temp)
+        assert not os.listdir(temp)
+        assert not (tmp_path / "out.png").exists()
+
+
+def test_a_signal_lost_inside_the_compiler_still_reports_the_interruption(
+    cat_png, tmp_path, monkeypatch, capsys
+):
+    """numba's compiler calls back into Python from C and swallows a KeyboardInterrupt raised
+    there, then fails with a RuntimeError of its own: the command says it was interrupted
+    (exit 130), not that the input may be corrupt."""
+    from napari_kmeans_filter import cli
+    from napari_kmeans_filter.cli import run as run_module
+
+    def run_swallowing_the_interrupt(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass  # what llvmlite's object-cache callback does
+        raise RuntimeError("no compiled object yet for <Library '_count_dense'>")
+
+    monkeypatch.setattr(run_module, "run", run_swallowing_the_interrupt)
+    status = cli.main([str(cat_png), "-k", "4", "-o", str(tmp_path / "out.png")])
+    assert status == 130
+    assert capsys.readouterr().err.strip().endswith("interrupted")
+
+
+def test_without_a_writable_numba_cache_the_kernels_compile_without_one(tmp_path):
+    """numba refuses cache=True where it finds no directory to write (a read-only install
+    and NUMBA_CACHE_DIR unusable): the call still works, compiled in memory, with a warning
+    naming NUMBA_CACHE_DIR, and gives the same result."""
+    done = _python(
+        """
+        import warnings
+        import numpy as np
+        from numba.core import caching
+        from skimage import data
+        from napari_kmeans_filter import quantize
+
+        caching.FunctionCache._impl_class._locator_classes = []  # no place to cache
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = quantize(data.chelsea()[:64, :64], 4, random_state=0)
+        print([str(w.message)[:40] for w in caught if "NUMBA_CACHE_DIR" in str(w.message)])
+        np.save(__import__("sys").argv[1], result.labels)
+        """,
+        tmp_path / "labels.npy",
+        env={"NUMBA_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("numba cannot keep") == 1, done.stdout
+    expected = quantize(data.chelsea()[:64, :64], 4, random_state=0).labels
+    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), expected)

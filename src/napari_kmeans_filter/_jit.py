@@ -66,7 +66,29 @@ def _compile_helpers(numba) -> None:
     for func in _HELPERS:
         if func.__globals__.get(func.__name__) is func:
             # Inlined at numba's IR level: a helper in a hot loop costs no call.
-            func.__globals__[func.__name__] = numba.njit(inline="always", **_OPTIONS)(func)
+            func.__globals__[func.__name__] = _njit(numba, func, inline="always")
+
+
+def _njit(numba, func, **options):
+    """``numba.njit(**_OPTIONS, **options)(func)``; where numba can keep no cache (no
+    writable directory for it: ``NUMBA_CACHE_DIR``), the kernels compile without one, in
+    every process, and a warning says so once."""
+    try:
+        return numba.njit(**_OPTIONS, **options)(func)
+    except RuntimeError as raised:
+        if not _OPTIONS.get("cache") or "cannot cache" not in str(raised):
+            raise
+        error = raised
+    import warnings
+
+    _OPTIONS["cache"] = False
+    warnings.warn(
+        f"numba cannot keep its compiled kernels on disk ({error}); they are compiled again "
+        "in every process (~6 s). Set NUMBA_CACHE_DIR to a writable directory.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return numba.njit(**_OPTIONS, **options)(func)
 
 
 def kernel(func):
@@ -84,7 +106,7 @@ def kernel(func):
                     _compile_helpers(numba)
                     if _alongside is not None:
                         _alongside.take_or_wait(func)
-                    compiled = numba.njit(**_OPTIONS)(func)
+                    compiled = _njit(numba, func)
         return compiled
 
     @functools.wraps(func)
@@ -297,9 +319,19 @@ def _fire(key) -> None:
 COMPILE_ALONGSIDE = False
 #: Seconds this process waits for a kernel the other one compiles before doing it itself.
 ALONGSIDE_PATIENCE = 2.0
-#: Environment variable naming the claims directory in the second process.
+#: Environment variables naming the claims directory and the process that started the second
+#: process, in the second process.
 _CLAIMS_ENV = "NAPARI_KMEANS_FILTER_CLAIMS"
+_PARENT_ENV = "NAPARI_KMEANS_FILTER_CLAIMS_PARENT"
 _alongside = None
+
+
+def stop_alongside() -> None:
+    """Stop the second compiling process, if this process started one, and remove its
+    claims directory. For the command line as it ends: it ends with ``os._exit``, which runs
+    no exit handler, and a stopped command must not leave the other process compiling."""
+    if _alongside is not None:
+        _alongside.stop()
 
 
 def _key(func) -> str:
@@ -403,6 +435,7 @@ def _start_alongside() -> None:
         # on PYTHONPATH it would come before the standard library).
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     env[_CLAIMS_ENV] = directory
+    env[_PARENT_ENV] = str(os.getpid())
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", f"{package}._warmup"],
@@ -434,8 +467,8 @@ def compile_claimed(plan) -> None:
     order the main process needs them) from the last, until a kernel the main process
     claimed. The example arguments give the argument types (as ``numba.typeof``).
 
-    Stops after the kernel it is compiling when the main process has ended (the command
-    line ends with ``os._exit``: no exit handler of the main process stops this one), and
+    Stops after the kernel it is compiling when the main process has ended (the main
+    process stops this one as it ends, :func:`stop_alongside`, unless it was killed), and
     removes the claims directory when it stops."""
     import os
     import shutil
@@ -443,9 +476,10 @@ def compile_claimed(plan) -> None:
     import numba
 
     directory = os.environ[_CLAIMS_ENV]
-    parent = os.getppid()
+    parent = int(os.environ[_PARENT_ENV])
     try:
         for call, args in reversed(plan):
+            # An ended parent leaves this process to another one (init, a subreaper).
             if os.getppid() != parent or not _claim(directory, call.py_func):
                 return
             try:

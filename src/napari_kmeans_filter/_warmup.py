@@ -53,10 +53,19 @@ def fit_plan():
 
 if __name__ == "__main__":
     import os
+    import shutil
+    import signal
 
+    # Ctrl-C at a terminal reaches every process of the command's group: this one is stopped
+    # by the process that started it (SIGTERM, which removes the claims directory), never
+    # half-way through its imports.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from . import _jit
 
-    if hasattr(os, "nice"):
-        os.nice(10)  # the spare core's work: never ahead of the process it helps
-    _jit.lean_start()
-    _jit.compile_claimed(fit_plan())
+    try:
+        if hasattr(os, "nice"):
+            os.nice(10)  # the spare core's work: never ahead of the process it helps
+        _jit.lean_start()
+        _jit.compile_claimed(fit_plan())
+    finally:
+        shutil.rmtree(os.environ[_jit._CLAIMS_ENV], ignore_errors=True)

@@ -99,6 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     try:
+        return _run_command(argv)
+    finally:
+        jit = sys.modules.get(f"{__package__.rpartition('.')[0]}._jit")
+        if jit is not None:
+            jit.stop_alongside()  # a first-ever run's second compiling process
+
+
+def _run_command(argv: list[str]) -> int:
+    try:
         with _stop_signals_raise():
             # 'demo' is a command only as the first word, so a file called 'demo' can
             # still be quantised as './demo'.
@@ -112,19 +121,32 @@ def _main(argv: list[str]) -> int:
 
             return run(parse_args(argv))
     except KeyboardInterrupt:
-        _clear_display()
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted()
     except _Stopped as stopped:
-        _clear_display()
-        print(f"{PROG}: stopped by {signal.Signals(stopped.signum).name}", file=sys.stderr)
-        return 128 + stopped.signum  # the shell's status for a process ended by a signal
+        return _stopped_by(stopped.signum)
     except Exception as exc:
+        if _signals_received:
+            # The signal's exception was lost in a callback from C (numba's compiler swallows
+            # it and fails later): the run stopped because of the signal, not of the input.
+            signum = _signals_received[0]
+            return _interrupted() if signum == signal.SIGINT else _stopped_by(signum)
         if os.environ.get(DEBUG_VARIABLE):
             raise
         _clear_display()
         print(f"{PROG}: error: {error_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _interrupted() -> int:
+    _clear_display()
+    print(f"{PROG}: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _stopped_by(signum: int) -> int:
+    _clear_display()
+    print(f"{PROG}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+    return 128 + signum  # the shell's status for a process ended by a signal
 
 
 def _started_as_program() -> bool:
@@ -174,16 +196,29 @@ def _stop_signals_raise():
         return
 
     def stop(signum, frame):
+        _signals_received.append(signum)
         for number in STOP_SIGNALS:  # a second signal must not interrupt the cleanup
             signal.signal(number, signal.SIG_IGN)
         raise _Stopped(signum)
 
+    def interrupt(signum, frame):
+        _signals_received.append(signum)
+        raise KeyboardInterrupt
+
+    _signals_received.clear()
     previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        # Python's own Ctrl-C, remembered: see _run_command.
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+#: The stop signals (and Ctrl-C) received during the current run.
+_signals_received: list[int] = []
 
 
 __all__ = ["DEBUG_VARIABLE", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "CliError", "main"]
