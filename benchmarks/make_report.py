@@ -617,6 +617,11 @@ def dask_targets_19(drows):
                     ok_target = mps >= T_DASK_MPS
                 workers = ok[0].get("worker_peak_rss_mb")
                 rss = max(float(r["peak_rss_mb"]) for r in ok)
+                status = "PASS" if ok_target else "FAIL"
+                if scheduler != "threads":
+                    # Issue 19 asks a LocalCluster to be timed at every chunking and each
+                    # worker's peak reported; its targets are the threaded scheduler's.
+                    goal, status = "reported: time, each worker's peak RSS", "INFO"
                 out.append(
                     (
                         g,
@@ -625,21 +630,34 @@ def dask_targets_19(drows):
                         f"{mps:.1f} MP/s, {ratio:.2f}x the grouped floor ({wall:.1f} s vs "
                         f"{floor_wall:.1f} s; medians of {len(ok)} and {len(floor)}), peak RSS "
                         f"{rss:.0f} MB" + (f", workers {workers} MB" if workers else ""),
-                        "PASS" if ok_target else "FAIL",
+                        status,
                     )
                 )
             if len(medians) >= 2:
                 best = min(medians, key=medians.get)
                 worst = max(medians, key=medians.get)
                 spread = medians[worst] / medians[best]
+                # The same two chunkings' floors, for comparison: a method that keeps the
+                # input's storage chunks reads and writes as many chunks as the floor does.
+                run = rows[0].get("run_id")
+                floor_of = {
+                    chunks: statistics.median(float(r["wall_s"]) for r in floors[key])
+                    for chunks in (best, worst)
+                    if floors.get(key := (scheduler, run, chunks))
+                }
+                context = ""
+                if len(floor_of) == 2:
+                    context = f"; the floor's own: {floor_of[worst] / floor_of[best]:.2f}"
                 out.append(
                     (
                         g,
                         f"{method}, {scheduler}: slowest chunking / fastest",
                         f"<= {T_DASK_SPREAD_19:g}",
                         f"{spread:.2f} ({worst}: {medians[worst]:.1f} s vs {best}: "
-                        f"{medians[best]:.1f} s)",
-                        "PASS" if spread <= T_DASK_SPREAD_19 else "FAIL",
+                        f"{medians[best]:.1f} s{context})",
+                        ("PASS" if spread <= T_DASK_SPREAD_19 else "FAIL")
+                        if scheduler == "threads"
+                        else "INFO",
                     )
                 )
     return out
