@@ -1316,6 +1316,39 @@ def test_ome_zarr_labels_go_under_the_input_image(tmp_path, zarr_format):
     models.Image.from_zarr(zarr.open_group(str(tmp_path / "out.zarr"), mode="r"))
 
 
+def test_ome_zarr_image_and_labels_outputs_read_the_input_once(tmp_path, monkeypatch):
+    """`-o out.zarr --labels IMAGE` from an OME-Zarr image computes both outputs in one pass
+    over the input, as `--no-image --labels IMAGE` does: the fit's pass and one writing
+    pass. Each OME output used to compute on its own (3 reads)."""
+    import zarr
+
+    from napari_kmeans_filter.cli import main
+
+    image = write_ome_image(tmp_path / "img.ome.zarr", noisy_cyx(), "cyx", 3, (3, 16, 16))
+    reads = []
+    real = zarr.Array.__getitem__
+
+    def counting(self, selection):
+        inside = str(self.store_path).partition("img.ome.zarr")[2]
+        values = real(self, selection)
+        if inside and "labels" not in inside and values.size:  # not the image's labels,
+            reads.append(selection)  # nor dask's empty reads of its metadata
+        return values
+
+    monkeypatch.setattr(zarr.Array, "__getitem__", counting)
+    counts = []
+    both = ["--labels", str(image), "-o", str(tmp_path / "out.zarr")]
+    for outputs in (["--no-image", "--labels", str(image)], both):
+        reads.clear()
+        assert main([str(image), "-k", "4", "-q", "--chunked", *outputs, "--overwrite"]) == 0
+        counts.append(len(reads))
+    assert counts == [2, 2]  # the image is one task here
+    monkeypatch.undo()
+    expected = quantize(noisy_cyx(), 4, channel_axis=0, random_state=0)
+    group = zarr.open_group(str(image), mode="r")
+    np.testing.assert_array_equal(group["labels"]["kmeans"]["0"][...], expected.labels + 1)
+
+
 def test_ome_zarr_volume_labels_pool_planes_into_one_palette(tmp_path, monkeypatch):
     """A CZYX image: z stays an axis of the labels (ZYX), every plane shares the palette."""
     import zarr

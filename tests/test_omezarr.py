@@ -411,3 +411,28 @@ def test_widget_source_of_napari_ome_zarr_layers_reads_several_chunks_per_task(
     single = read_layer_source(layer)
     assert single.channels[0][0].npartitions == 1 < layer.data[0].npartitions
     np.testing.assert_array_equal(single.levels[0].compute(), data[1])
+
+
+def test_a_pyramid_of_labels_reads_the_image_once(tmp_path, monkeypatch):
+    """Every level of the label image comes from the same full-resolution labels, in one
+    dask computation: writing a 3-level pyramid reads each of the image's tasks once."""
+    rgb = _noisy((3, 64, 64))
+    path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", 3, (3, 16, 16), (2, 4))
+    image = _omezarr.read_image(path)
+    result = quantize(image.data, 4, channel_axis=0, random_state=0)
+    reads = []
+    real = zarr.Array.__getitem__
+
+    def counting(self, selection):
+        values = real(self, selection)
+        if "labels" not in str(self.store_path).partition("rgb.zarr")[2] and values.size:
+            reads.append(selection)
+        return values
+
+    monkeypatch.setattr(zarr.Array, "__getitem__", counting)
+    _omezarr.write_result_labels(image, result)
+    monkeypatch.undo()
+    assert len(reads) == image.data.npartitions
+    levels = zarr.open_group(f"{path}/labels/kmeans", mode="r")
+    assert [levels[str(i)].shape for i in range(3)] == [(64, 64), (32, 32), (16, 16)]
+    np.testing.assert_array_equal(levels["0"][...], quantize(rgb, 4, channel_axis=0).labels + 1)

@@ -458,10 +458,14 @@ def _as_dask(array, chunks):
     return da.from_array(array, chunks=_tasks.task_chunks(array.shape, chunks, array.itemsize))
 
 
-def _write_levels(group, levels, storage_chunks, dtype, zarr_format, names, fill_value=0):
+def _write_levels(
+    group, levels, storage_chunks, dtype, zarr_format, names, fill_value=0, compute=True
+):
     """Create arrays "0", "1", ... in ``group`` and fill them in one dask computation
     (the full-resolution tasks run once for every level), each level's tasks aligned to
-    whole storage chunks so that no two write the same chunk."""
+    whole storage chunks so that no two write the same chunk. With ``compute`` False the
+    arrays are created and what fills them is returned, to pass to ``dask.compute`` (as
+    ``dask.array.store(..., compute=False)`` returns it)."""
     import dask.array as da
 
     sources, targets = [], []
@@ -478,7 +482,7 @@ def _write_levels(group, levels, storage_chunks, dtype, zarr_format, names, fill
         clipped = tuple(min(c, n) if n else c for c, n in zip(chunks, level.shape, strict=True))
         sources.append(_tasks.align(level, clipped))
         targets.append(target)
-    da.store(sources, targets, lock=False)
+    return da.store(sources, targets, lock=False, compute=compute)
 
 
 def write_labels(
@@ -490,7 +494,8 @@ def write_labels(
     properties: dict | None = None,
     transparent=None,
     overwrite: bool = True,
-) -> str:
+    compute: bool = True,
+):
     """Write clustering labels as an OME-NGFF label image ``<image>/labels/<name>``.
 
     The label values are those of the napari clusters layer: palette index + 1 (1 ... k),
@@ -523,11 +528,16 @@ def write_labels(
         Where the image is transparent (alpha == 0): label 0 there.
     overwrite : bool, optional
         Replace an existing label image of that name (else raise).
+    compute : bool, optional
+        False: only create the label image (under a name of its own, with its metadata)
+        and return a :class:`PendingLabels`, whose ``store`` is computed together with
+        other dask work by ``dask.compute`` (one read of the input for all of it), then
+        ``finish()`` puts it in place (or ``abort()`` removes it).
 
     Returns
     -------
-    str
-        The label image's path.
+    str or PendingLabels
+        The label image's path (``compute`` True).
 
     Raises
     ------
@@ -588,24 +598,58 @@ def write_labels(
     written = folder / f".{name}.partial-{uuid.uuid4().hex[:8]}" if local else final
     if not local and replacing:
         del labels_group[name]
+    path = f"{image.path.rstrip('/')}/labels/{name}"
+    pending = PendingLabels(labels_group, name, version, written, final, local, path)
     try:
         if local:
             group = zarr.open_group(str(written), mode="w", zarr_format=image.zarr_format)
         else:
             group = labels_group.create_group(name)
-        _write_levels(group, levels, level_chunks, dtype, image.zarr_format, names)
         _describe_label_image(group, image, name, version, axes, channel, colors, properties, k)
+        pending.store = _write_levels(
+            group, levels, level_chunks, dtype, image.zarr_format, names, compute=False
+        )
+        if not compute:
+            return pending
+        import dask
+
+        dask.compute(pending.store)
     except BaseException:
-        # Unfinished: removed until the threads still writing its chunks have stopped.
-        remove_output(written)
+        pending.abort()
         raise
-    if local:
-        move_into_place(written, final)  # the earlier labels are put back on failure
-    listed = _ome_attrs(dict(labels_group.attrs))[0].get("labels") or []
-    if name not in listed:
-        listed = [*listed, name]
-    _set_ome(labels_group, version, labels=list(listed))
-    return f"{image.path.rstrip('/')}/labels/{name}"
+    return pending.finish()
+
+
+@dataclass
+class PendingLabels:
+    """A label image created by :func:`write_labels` with ``compute=False``: its levels
+    are written by ``dask.compute(store)`` (with other work, if any); then :meth:`finish` puts it
+    in place, or :meth:`abort` removes it."""
+
+    labels_group: Any
+    name: str
+    version: str
+    written: Path
+    final: Path
+    local: bool
+    path: str
+    store: Any = None
+
+    def finish(self) -> str:
+        """Move the complete label image into place (the earlier one is put back if that
+        fails) and list it in the ``labels`` group; returns its path."""
+        if self.local:
+            move_into_place(self.written, self.final)
+        listed = _ome_attrs(dict(self.labels_group.attrs))[0].get("labels") or []
+        if self.name not in listed:
+            listed = [*listed, self.name]
+        _set_ome(self.labels_group, self.version, labels=list(listed))
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the unfinished label image, once the threads still writing its chunks
+        have stopped."""
+        remove_output(self.written)
 
 
 def _describe_label_image(group, image, name, version, axes, channel, colors, properties, k):
@@ -648,8 +692,14 @@ def _describe_label_image(group, image, name, version, axes, channel, colors, pr
 
 
 def write_result_labels(
-    image, result, *, name: str = DEFAULT_LABEL_NAME, transparent=None, overwrite: bool = True
-) -> str:
+    image,
+    result,
+    *,
+    name: str = DEFAULT_LABEL_NAME,
+    transparent=None,
+    overwrite: bool = True,
+    compute: bool = True,
+):
     """:func:`write_labels` for a :class:`~napari_kmeans_filter.QuantizeResult`.
 
     ``result`` must come from the image's full-resolution level clustered with
@@ -667,6 +717,7 @@ def write_result_labels(
         properties=result.cluster_stats(),
         transparent=transparent,
         overwrite=overwrite,
+        compute=compute,
     )
 
 
@@ -690,7 +741,8 @@ def write_image(
     zarr_format: int | None = None,
     name: str | None = None,
     overwrite: bool = False,
-) -> str:
+    compute: bool = True,
+):
     """Write an array (e.g. a quantised image) as a new OME-Zarr image group.
 
     With ``like`` (the image it was computed from), the new image has its axes, pyramid
@@ -717,11 +769,15 @@ def write_image(
         The multiscale's ``name``.
     overwrite : bool, optional
         Replace an existing group at ``path``.
+    compute : bool, optional
+        False: create the group, its arrays and metadata now and return what writes the
+        data, to pass to ``dask.compute`` with other work (as dask's
+        ``to_zarr(compute=False)``).
 
     Returns
     -------
-    str
-        ``path``.
+    str or dask collection
+        ``path`` (``compute`` True).
     """
     import zarr
 
@@ -770,7 +826,9 @@ def write_image(
     ]
     group = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=zarr_format)
     names = [a["name"] for a in axes_out]
-    _write_levels(group, levels, level_chunks, full.dtype, zarr_format, names)
+    store = _write_levels(
+        group, levels, level_chunks, full.dtype, zarr_format, names, compute=compute
+    )
     datasets = [{**ds, "path": str(i)} for i, ds in enumerate(datasets)]
     extra["type"] = "nearest"
     keys: dict[str, Any] = {
@@ -779,4 +837,4 @@ def write_image(
     if omero:
         keys["omero"] = omero
     _set_ome(group, version, **keys)
-    return str(path)
+    return str(path) if compute else store

@@ -226,6 +226,10 @@ def _write_outputs(job: Job, result, args) -> None:
         note = _io.icc_profile_note(job.output, icc_profile)
     if note:
         DISPLAY.warn(note)
+    # OME-Zarr outputs are created first and written in the same dask computation as the
+    # other outputs: one read of the input for all of them.
+    lazy = []
+    ome_labels = None
     with contextlib.ExitStack() as stack:
         temporaries = {
             role: stack.enter_context(_io.atomic_output(path, overwrite=args.overwrite))
@@ -235,10 +239,17 @@ def _write_outputs(job: Job, result, args) -> None:
             from .._omezarr import write_image
 
             temporary = stack.enter_context(_io.atomic_output(job.output, overwrite=args.overwrite))
-            with DISPLAY.dask_writing("writing OME-Zarr"):
-                write_image(temporary, result.image, like=ome_image, overwrite=True)
+            lazy.append(
+                write_image(temporary, result.image, like=ome_image, overwrite=True, compute=False)
+            )
+        if job.ome_labels is not None:
+            ome_labels = _start_ome_labels(job, result, ome_image)
+            # Removed unless complete and in place: a failure anywhere leaves the input's
+            # labels as they were.
+            stack.callback(lambda: ome_labels.abort() if ome_labels is not None else None)
+            lazy.append(ome_labels.store)
         in_memory = _store_or_compute(
-            outputs, temporaries, result.labels if indexed else None, icc_profile, job
+            outputs, temporaries, result.labels if indexed else None, icc_profile, job, lazy
         )
         for role, (path, _, channel_axis, alpha) in outputs.items():
             if role not in in_memory:
@@ -270,24 +281,30 @@ def _write_outputs(job: Job, result, args) -> None:
         if job.stats is not None:
             temporary = stack.enter_context(_io.atomic_output(job.stats, overwrite=args.overwrite))
             temporary.write_text(stats_csv(result), encoding="utf-8", newline="")
-        if job.ome_labels is not None:
+        if ome_labels is not None:
             # Last, so that a failure before it leaves the input's group untouched.
-            _write_ome_labels(job, result, ome_image)
+            ome_labels.finish()
+            ome_labels = None
 
 
-def _write_ome_labels(job: Job, result, image) -> None:
+def _start_ome_labels(job: Job, result, image):
     """The OME-NGFF label image ``labels/<name>`` of the OME-Zarr input: label values 1 ... k
     coloured with the palette, the cluster statistics as its properties, one level per image
-    level. Written inside the input's group, under a name of its own until complete: a run
-    that fails or stops leaves the input's labels as they were."""
+    level. Created inside the input's group under a name of its own; its ``store`` is
+    computed with the other outputs, then ``finish()`` puts it in place (``abort()`` removes
+    it): a run that fails or stops leaves the input's labels as they were."""
     from .._omezarr import write_result_labels
 
-    with DISPLAY.dask_writing("writing OME-NGFF labels"):
-        write_result_labels(image, result, name=job.ome_labels, overwrite=True)
+    return write_result_labels(image, result, name=job.ome_labels, overwrite=True, compute=False)
 
 
 def _store_or_compute(
-    outputs: dict, temporaries: dict, index_labels, icc_profile, job: Job | None = None
+    outputs: dict,
+    temporaries: dict,
+    index_labels,
+    icc_profile,
+    job: Job | None = None,
+    lazy: list | None = None,
 ) -> dict:
     """Store lazy results chunk by chunk; return in-memory arrays for everything else.
 
@@ -295,8 +312,9 @@ def _store_or_compute(
     and are left out of the returned dict.  The other outputs (PNG, JPEG and npy need
     the whole array) are returned as numpy arrays, plus ``"index"``: ``index_labels``
     for an indexed PNG of the image.  The zarr stores and the in-memory arrays are
-    computed in one ``dask.compute`` so that work they share is done once; TIFFs are
-    then written band by band (tiles must reach the file in order).
+    computed in one ``dask.compute``, with ``lazy`` (other outputs' dask work: the OME-Zarr
+    writes), so that work they share is done once; TIFFs are then written band by band
+    (tiles must reach the file in order).
 
     A zarr output of a zarr input keeps the input's storage chunks (less the channel axis
     for the labels) and its zarr format (v2 in, v2 out), written by tasks of whole storage
@@ -363,7 +381,8 @@ def _store_or_compute(
             )
     if index_labels is not None and "image" in wanted:
         wanted["index"] = index_labels
-    if not sources and not any(is_dask_array(array) for array in wanted.values()):
+    lazy = lazy or []
+    if not sources and not lazy and not any(is_dask_array(array) for array in wanted.values()):
         values = list(wanted.values())
     else:
         import dask
@@ -371,7 +390,7 @@ def _store_or_compute(
 
         store = da.store(sources, targets, compute=False, lock=False) if sources else None
         with DISPLAY.dask_writing("writing"):
-            _, *values = dask.compute(store, *wanted.values())
+            _, _, *values = dask.compute(store, lazy, *wanted.values())
         for target in targets:
             if hasattr(target, "flush"):  # TIFF memory map: push the pages to the file
                 target.flush()
