@@ -344,7 +344,11 @@ def test_the_second_compiling_process_compiles_the_fit_kernels_a_call_uses(cat_p
     mismatch would only cost time, which no other test would see)."""
     cache, claims = tmp_path / "cache", tmp_path / "claims"
     claims.mkdir()
-    env = {"NUMBA_CACHE_DIR": str(cache), _jit._CLAIMS_ENV: str(claims)}
+    env = {
+        "NUMBA_CACHE_DIR": str(cache),
+        _jit._CLAIMS_ENV: str(claims),
+        _jit._PARENT_ENV: str(os.getpid()),  # this process stands for the command
+    }
     second = subprocess.run(
         [sys.executable, "-m", "napari_kmeans_filter._warmup"],
         capture_output=True,
