@@ -1276,3 +1276,54 @@ def test_a_picture_changed_after_opening_is_read_again(tmp_path):
     open_image(tmp_path / "b.png")  # the slot now holds b.png's pixels
     with other:
         assert int(other.load().min()) == 200
+
+
+def _exif_orientation(value: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
+def test_large_plain_pngs_read_by_imagecodecs_give_pillows_pixels(tmp_path, monkeypatch):
+    """Plain 8-bit PNGs of many pixels are decoded by imagecodecs (faster): the arrays are
+    those Pillow gives, for every kind of samples; a colour key, EXIF (chunk or text),
+    a palette, 16 bits or animation take Pillow's own path, which applies them."""
+    from PIL import PngImagePlugin
+
+    from napari_kmeans_filter._io import pillow
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    files = {
+        "rgb": Image.fromarray(rgb),
+        "rgba": Image.fromarray(np.dstack([rgb, rgb[..., :1]])),
+        "grey": Image.fromarray(rgb[..., 0]),
+        "grey-alpha": Image.fromarray(rgb[..., :2].copy(), "LA"),
+    }
+    paths = {name: save_pillow(tmp_path, f"{name}.png", image) for name, image in files.items()}
+    text = PngImagePlugin.PngInfo()
+    text.add_text("comment", "no exif here")
+    paths["text"] = save_pillow(tmp_path, "text.png", files["rgb"], pnginfo=text)
+    # Pillow applies these; the plain path must leave them to it.
+    paths["colour-key"] = tmp_path / "key.png"
+    paths["colour-key"].write_bytes(
+        with_trns((tmp_path / "rgb.png").read_bytes(), struct.pack(">HHH", *rgb[0, 0]))
+    )
+    paths["exif-chunk"] = save_pillow(tmp_path, "exif.png", files["rgb"], exif=_exif_orientation(6))
+    raw = PngImagePlugin.PngInfo()
+    raw.add_text("Raw profile type exif", "\nexif\n" + _exif_orientation(8).hex())
+    paths["exif-text"] = save_pillow(tmp_path, "exif-text.png", files["rgb"], pnginfo=raw)
+    paths["palette"] = save_pillow(tmp_path, "palette.png", files["rgb"].quantize(16))
+    fast = []
+    real = pillow._read_png_plain
+    monkeypatch.setattr(pillow, "_read_png_plain", lambda p: fast.append(p.stem) or real(p))
+    for name, path in paths.items():
+        monkeypatch.setattr(pillow, "_FAST_PNG_PIXELS", 10**12)  # Pillow alone
+        expected = pillow._read_pictures(path).array
+        monkeypatch.setattr(pillow, "_FAST_PNG_PIXELS", 1)
+        got = pillow._read_pictures(path).array
+        assert got.dtype == expected.dtype and got.shape == expected.shape, name
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+    plain = {"rgb", "rgba", "grey", "grey-alpha", "text"}
+    assert set(fast) == {paths[name].stem for name in plain}
+    assert pillow._read_pictures(paths["exif-chunk"]).array.shape[:2] == (30, 40)  # turned

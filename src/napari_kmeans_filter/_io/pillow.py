@@ -26,6 +26,13 @@ _VIEW_MODES = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "PA": "RGBA", "RGBA":
 _VIEW_MODES |= {"RGBa": "RGBA"}
 #: The EXIF tag of the orientation (1: as stored).
 _ORIENTATION = 0x0112
+#: Plain 8-bit PNGs of at least this many pixels are decoded by imagecodecs (libpng), the
+#: rest by Pillow: the same pixels, 0.23 s against 0.39 s for a 12 MP photo, 0.44 against
+#: 0.69 s at 24 MP; below ~1 MP importing imagecodecs (~10 ms) costs more than it saves.
+_FAST_PNG_PIXELS = 2_000_000
+#: PNG chunks after which Pillow's reading differs from the plain pixels: a colour key
+#: (alpha added), EXIF (the orientation applied), animation frames.
+_NOT_PLAIN_PNG = {b"tRNS", b"eXIf", b"acTL"}
 #: Modes kept as arrays of their own dtype.
 _ARRAY_MODES = {"I;16": np.uint16, "I;16L": np.uint16, "I;16B": np.uint16, "I": np.int32}
 _ARRAY_MODES |= {"F": np.float32}
@@ -125,6 +132,14 @@ def _read_pictures(path: Path) -> _Picture:
             mode, profile = image.mode, image.info.get("icc_profile") or None
             if image.format == "PNG" and _png_is_16bit_colour(path):
                 return _Picture(_read_png16(path, image, n_frames), n_frames, mode, notes, profile)
+            if (
+                image.format == "PNG"
+                and image.width * image.height >= _FAST_PNG_PIXELS
+                and _png_is_plain_8bit(path)
+            ):
+                array = _read_png_plain(path)
+                if array is not None:
+                    return _Picture(array, 1, mode, notes, profile)
             if image.format == "JPEG2000" and image.mode in ("LA", "RGB", "RGBA"):
                 # Pillow reduces colour and grey+alpha samples of more than 8 bits to 8
                 # (16-bit grey it reads whole, as I;16, shifted to the full range).
@@ -226,6 +241,47 @@ def _png_is_16bit_colour(path: Path) -> bool:
         header = handle.read(26)
     bit_depth, colour_type = struct.unpack(">BB", header[24:26])
     return bit_depth == 16 and colour_type in (2, 4, 6)
+
+
+def _png_is_plain_8bit(path: Path) -> bool:
+    """Whether a PNG is one frame of 8-bit grey, grey+alpha, RGB or RGBA samples that
+    Pillow reads as they are: no colour key, no EXIF (an eXIf chunk, or the "Raw profile
+    type exif" text Pillow also reads), no animation. Reads the chunks' headers only (and
+    the keyword of text chunks)."""
+    with open(path, "rb") as handle:
+        header = handle.read(33)
+        if len(header) < 33 or header[12:16] != b"IHDR":
+            return False
+        bit_depth, colour_type = struct.unpack(">BB", header[24:26])
+        if bit_depth != 8 or colour_type not in (0, 2, 4, 6):
+            return False
+        while True:
+            head = handle.read(8)
+            if len(head) < 8:
+                return False  # truncated: Pillow says what is wrong
+            length, kind = struct.unpack(">I4s", head)
+            if kind in _NOT_PLAIN_PNG:
+                return False
+            if kind == b"IEND":
+                return True
+            if kind in (b"tEXt", b"zTXt", b"iTXt"):
+                keyword = handle.read(min(length, 80)).split(b"\0", 1)[0]
+                if b"exif" in keyword.lower():
+                    return False
+                handle.seek(length - min(length, 80) + 4, 1)
+            else:
+                handle.seek(length + 4, 1)  # the data and its CRC
+
+
+def _read_png_plain(path: Path) -> np.ndarray | None:
+    """The pixels of a plain 8-bit PNG (:func:`_png_is_plain_8bit`) decoded by imagecodecs;
+    None without imagecodecs (Pillow then reads it)."""
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    array = imagecodecs.png_decode(path.read_bytes())
+    return array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
 
 
 def _read_png16(path: Path, image, n_frames: int) -> np.ndarray:
