@@ -5,7 +5,8 @@ Pillow converts every mode to what viewers show: bilevel to black and white, pal
 their colours, CMYK, YCbCr and Lab to RGB, tRNS colour keys and palette transparency to
 alpha, with the EXIF orientation applied.  Every frame is read (animated GIF, APNG and
 WebP, multi-page TIFF) into one (T, Y, X[, C]) stack.  Where Pillow reduces samples to 8
-bits (16-bit colour PNG and JPEG 2000) imagecodecs decodes them instead.
+bits (16-bit colour PNG and JPEG 2000) imagecodecs decodes them instead, and large plain
+8-bit PNGs too (the same pixels, faster).
 """
 
 from __future__ import annotations
