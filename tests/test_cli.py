@@ -15,8 +15,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -1347,6 +1349,38 @@ def test_ome_zarr_image_and_labels_outputs_read_the_input_once(tmp_path, monkeyp
     expected = quantize(noisy_cyx(), 4, channel_axis=0, random_state=0)
     group = zarr.open_group(str(image), mode="r")
     np.testing.assert_array_equal(group["labels"]["kmeans"]["0"][...], expected.labels + 1)
+
+
+def test_a_second_ctrl_c_does_not_stop_the_cleanup_of_ome_labels(tmp_path, monkeypatch, capsys):
+    """`timeout -s INT` (and an impatient user) sends Ctrl-C twice: the second one arrived
+    while the unfinished label image was being removed and left it, complete, inside the
+    input's labels/ folder. Signals after the first are now ignored until the run ends.
+    Here the first Ctrl-C comes as the label image is to be put in place, the second as its
+    removal starts."""
+    from napari_kmeans_filter import _omezarr
+    from napari_kmeans_filter.cli import main
+
+    image = write_ome_image(tmp_path / "img.ome.zarr", noisy_cyx(), "cyx", 3, (3, 16, 16))
+
+    def interrupted_finish(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the KeyboardInterrupt comes first
+        raise AssertionError("Ctrl-C was not delivered")
+
+    real_remove = _omezarr.remove_output
+
+    def remove_interrupted_again(path, **options):
+        os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode: inside the removal
+        time.sleep(0.05)
+        real_remove(path, **options)
+
+    monkeypatch.setattr(_omezarr.PendingLabels, "finish", interrupted_finish)
+    monkeypatch.setattr(_omezarr, "remove_output", remove_interrupted_again)
+    outputs = ["--labels", str(image), "-o", str(tmp_path / "out.zarr"), "-q"]
+    assert main([str(image), "-k", "4", *outputs]) == 130
+    assert capsys.readouterr().err.strip().endswith("interrupted")
+    assert sorted(p.name for p in (image / "labels").iterdir() if p.is_dir()) == []
+    assert not list(tmp_path.glob(".out.zarr*")) and not (tmp_path / "out.zarr").exists()
 
 
 def test_ome_zarr_volume_labels_pool_planes_into_one_palette(tmp_path, monkeypatch):

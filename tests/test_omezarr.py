@@ -436,3 +436,18 @@ def test_a_pyramid_of_labels_reads_the_image_once(tmp_path, monkeypatch):
     levels = zarr.open_group(f"{path}/labels/kmeans", mode="r")
     assert [levels[str(i)].shape for i in range(3)] == [(64, 64), (32, 32), (16, 16)]
     np.testing.assert_array_equal(levels["0"][...], quantize(rgb, 4, channel_axis=0).labels + 1)
+
+
+def test_a_label_image_left_unfinished_by_a_killed_run_is_swept(tmp_path):
+    """A run killed outright (no cleanup) leaves `.kmeans.partial-*` (or `.kmeans.old-*`)
+    inside the input's labels/ folder: the next write of that label image removes them."""
+    rgb = _noisy((3, 32, 32))
+    path = _write_ome(tmp_path / "rgb.zarr", rgb, "cyx", 2, (3, 16, 16), (2,))
+    image = _omezarr.read_image(path)
+    result = quantize(image.data, 4, channel_axis=0, random_state=0)
+    _omezarr.write_result_labels(image, result)
+    labels = tmp_path / "rgb.zarr" / "labels"
+    for stale in (".kmeans.partial-0badc0de", ".kmeans.old-0badc0de", ".other.partial-1"):
+        (labels / stale / "0").mkdir(parents=True)
+    _omezarr.write_result_labels(image, result)
+    assert sorted(p.name for p in labels.iterdir() if p.is_dir()) == [".other.partial-1", "kmeans"]

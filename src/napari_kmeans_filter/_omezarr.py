@@ -592,8 +592,8 @@ def write_labels(
     # Written under a name of its own and moved into place once complete, so that a run that
     # fails or is stopped leaves the labels as they were (none, or the earlier ones).
     local = folder.is_dir()
-    if local:  # left by a replace stopped after the new labels were in place
-        for stale in folder.glob(f".{name}.old-*"):
+    if local:  # left by a run killed while it wrote or replaced this label image
+        for stale in [*folder.glob(f".{name}.old-*"), *folder.glob(f".{name}.partial-*")]:
             remove_output(stale, writers=False)
     written = folder / f".{name}.partial-{uuid.uuid4().hex[:8]}" if local else final
     if not local and replacing:

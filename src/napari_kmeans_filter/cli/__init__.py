@@ -187,22 +187,30 @@ def _stop_signals_raise():
 
     Their default action kills the process at once, leaving the temporary file being
     written beside its destination.  Raised as an exception instead, they unwind
-    through :func:`napari_kmeans_filter._io.atomic_output`, which removes it.  Only the
-    main thread can install handlers; elsewhere (a caller's worker thread) nothing
-    changes.
+    through :func:`napari_kmeans_filter._io.atomic_output`, which removes it.  After the
+    first of them or of Ctrl-C, the others are ignored until the run has ended: a second
+    one would stop the cleanup half-way (``timeout -s INT`` sends Ctrl-C twice, to the
+    command and to its group, and it left an unfinished label image in an OME-Zarr
+    input); the cleanup waits at most :data:`napari_kmeans_filter._files.GIVE_UP_S`.
+    Only the main thread can install handlers; elsewhere (a caller's worker thread)
+    nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    def ignore_more(handled) -> None:
+        for number in handled:  # a second signal must not interrupt the cleanup
+            signal.signal(number, signal.SIG_IGN)
+
     def stop(signum, frame):
         _signals_received.append(signum)
-        for number in STOP_SIGNALS:  # a second signal must not interrupt the cleanup
-            signal.signal(number, signal.SIG_IGN)
+        ignore_more(previous)
         raise _Stopped(signum)
 
     def interrupt(signum, frame):
         _signals_received.append(signum)
+        ignore_more(previous)
         raise KeyboardInterrupt
 
     _signals_received.clear()
