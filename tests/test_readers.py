@@ -1284,6 +1284,21 @@ def _exif_orientation(value: int) -> bytes:
     return exif.tobytes()
 
 
+def _adam7_png(rgb: np.ndarray) -> bytes:
+    """An interlaced (Adam7) 8-bit RGB PNG of ``rgb``: its seven passes, rows unfiltered."""
+    height, width = rgb.shape[:2]
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4)]
+    passes += [(1, 0, 2, 2), (0, 1, 1, 2)]
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        part = rgb[y0::dy, x0::dx]
+        if part.size:
+            raw += b"".join(b"\0" + row.tobytes() for row in part)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    chunks = [(b"IHDR", header), (b"IDAT", zlib.compress(raw)), (b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(kind, data) for kind, data in chunks)
+
+
 def test_large_plain_pngs_read_by_imagecodecs_give_pillows_pixels(tmp_path, monkeypatch):
     """Plain 8-bit PNGs of many pixels are decoded by imagecodecs (faster): the arrays are
     those Pillow gives, for every kind of samples; a colour key, EXIF (chunk or text),
@@ -1314,6 +1329,10 @@ def test_large_plain_pngs_read_by_imagecodecs_give_pillows_pixels(tmp_path, monk
     raw.add_text("Raw profile type exif", "\nexif\n" + _exif_orientation(8).hex())
     paths["exif-text"] = save_pillow(tmp_path, "exif-text.png", files["rgb"], pnginfo=raw)
     paths["palette"] = save_pillow(tmp_path, "palette.png", files["rgb"].quantize(16))
+    # Adam7: libpng decodes it, but warns on stderr ("Interlace handling should be turned
+    # on"): left to Pillow, which reads it whole.
+    paths["interlaced"] = tmp_path / "interlaced.png"
+    paths["interlaced"].write_bytes(_adam7_png(rgb))
     fast = []
     real = pillow._read_png_plain
     monkeypatch.setattr(pillow, "_read_png_plain", lambda p: fast.append(p.stem) or real(p))

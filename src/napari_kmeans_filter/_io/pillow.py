@@ -245,10 +245,10 @@ def _png_is_16bit_colour(path: Path) -> bool:
 
 
 def _png_is_plain_8bit(path: Path) -> bool:
-    """Whether a PNG is one frame of 8-bit grey, grey+alpha, RGB or RGBA samples that
-    Pillow reads as they are: no colour key, no EXIF (an eXIf chunk, or the "Raw profile
-    type exif" text Pillow also reads), no animation. Reads the chunks' headers only (and
-    the keyword of text chunks)."""
+    """Whether a PNG is one frame of 8-bit grey, grey+alpha, RGB or RGBA samples, not
+    interlaced, that Pillow reads as they are: no colour key, no EXIF (an eXIf chunk, or
+    the "Raw profile type exif" text Pillow also reads), no animation. Reads the chunks'
+    headers only (and the keyword of text chunks)."""
     with open(path, "rb") as handle:
         header = handle.read(33)
         if len(header) < 33 or header[12:16] != b"IHDR":
@@ -256,6 +256,8 @@ def _png_is_plain_8bit(path: Path) -> bool:
         bit_depth, colour_type = struct.unpack(">BB", header[24:26])
         if bit_depth != 8 or colour_type not in (0, 2, 4, 6):
             return False
+        if header[28] != 0:
+            return False  # interlaced: the same pixels, but libpng warns on stderr
         while True:
             head = handle.read(8)
             if len(head) < 8:
