@@ -1329,6 +1329,8 @@ def test_large_plain_pngs_read_by_imagecodecs_give_pillows_pixels(tmp_path, monk
     raw.add_text("Raw profile type exif", "\nexif\n" + _exif_orientation(8).hex())
     paths["exif-text"] = save_pillow(tmp_path, "exif-text.png", files["rgb"], pnginfo=raw)
     paths["palette"] = save_pillow(tmp_path, "palette.png", files["rgb"].quantize(16))
+    # libpng checks colour chunks and warns on stderr: left to Pillow.
+    paths["icc"] = save_pillow(tmp_path, "icc.png", files["rgb"], icc_profile=b"not a profile")
     # Adam7: libpng decodes it, but warns on stderr ("Interlace handling should be turned
     # on"): left to Pillow, which reads it whole.
     paths["interlaced"] = tmp_path / "interlaced.png"

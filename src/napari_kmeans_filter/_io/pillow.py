@@ -31,9 +31,11 @@ _ORIENTATION = 0x0112
 #: rest by Pillow: the same pixels, 0.23 s against 0.39 s for a 12 MP photo, 0.44 against
 #: 0.69 s at 24 MP; below ~1 MP importing imagecodecs (~10 ms) costs more than it saves.
 _FAST_PNG_PIXELS = 2_000_000
-#: PNG chunks after which Pillow's reading differs from the plain pixels: a colour key
-#: (alpha added), EXIF (the orientation applied), animation frames.
-_NOT_PLAIN_PNG = {b"tRNS", b"eXIf", b"acTL"}
+#: The PNG chunks a plain PNG may hold: its pixels, and the size, time and text chunks.
+#: Others change Pillow's reading (tRNS adds alpha, eXIf turns the picture, acTL makes
+#: frames), or libpng checks them and prints its warnings on stderr (iCCP: "known
+#: incorrect sRGB profile", gAMA / cHRM / sRGB mismatches): Pillow reads those files.
+_PLAIN_PNG_CHUNKS = {b"IHDR", b"IDAT", b"IEND", b"pHYs", b"tIME", b"tEXt", b"zTXt", b"iTXt"}
 #: Modes kept as arrays of their own dtype.
 _ARRAY_MODES = {"I;16": np.uint16, "I;16L": np.uint16, "I;16B": np.uint16, "I": np.int32}
 _ARRAY_MODES |= {"F": np.float32}
@@ -246,9 +248,9 @@ def _png_is_16bit_colour(path: Path) -> bool:
 
 def _png_is_plain_8bit(path: Path) -> bool:
     """Whether a PNG is one frame of 8-bit grey, grey+alpha, RGB or RGBA samples, not
-    interlaced, that Pillow reads as they are: no colour key, no EXIF (an eXIf chunk, or
-    the "Raw profile type exif" text Pillow also reads), no animation. Reads the chunks'
-    headers only (and the keyword of text chunks)."""
+    interlaced, with no chunk but :data:`_PLAIN_PNG_CHUNKS` (and no "Raw profile type exif"
+    text, which Pillow reads as EXIF): what Pillow reads as it is and libpng decodes without
+    a warning. Reads the chunks' headers only (and the keyword of text chunks)."""
     with open(path, "rb") as handle:
         header = handle.read(33)
         if len(header) < 33 or header[12:16] != b"IHDR":
@@ -263,7 +265,7 @@ def _png_is_plain_8bit(path: Path) -> bool:
             if len(head) < 8:
                 return False  # truncated: Pillow says what is wrong
             length, kind = struct.unpack(">I4s", head)
-            if kind in _NOT_PLAIN_PNG:
+            if kind not in _PLAIN_PNG_CHUNKS:
                 return False
             if kind == b"IEND":
                 return True
