@@ -1383,6 +1383,20 @@ def test_a_second_ctrl_c_does_not_stop_the_cleanup_of_ome_labels(tmp_path, monke
     assert not list(tmp_path.glob(".out.zarr*")) and not (tmp_path / "out.zarr").exists()
 
 
+def test_labels_named_as_an_array_of_an_ome_zarr_input_point_to_the_image(tmp_path):
+    """`--labels img.ome.zarr/0` (the image's own full-resolution array) is refused as a
+    change to the input, and the message says how to write its OME-NGFF label image; it
+    said "is a directory: name a file for the labels"."""
+    image = write_ome_image(tmp_path / "img.ome.zarr", noisy_cyx(), "cyx", 2, (3, 16, 16))
+    before = sorted(p.name for p in image.rglob("*"))
+    completed = run_cli("img.ome.zarr", "-k", "4", "--labels", "img.ome.zarr/0", cwd=tmp_path)
+    assert completed.returncode == 2
+    message = completed.stderr.strip()
+    assert "\n" not in message and "would change the input" in message, message
+    assert message.endswith("(--labels img.ome.zarr writes its OME-NGFF label image)"), message
+    assert sorted(p.name for p in image.rglob("*")) == before
+
+
 def test_ome_zarr_volume_labels_pool_planes_into_one_palette(tmp_path, monkeypatch):
     """A CZYX image: z stays an axis of the labels (ZYX), every plane shares the palette."""
     import zarr

@@ -502,6 +502,14 @@ def _check_job_outputs(job: Job, args, k, inputs: list[Path], seen: dict) -> dic
             own[resolved] = f"the labels of {job.source.path}"
             continue
         resolved = path.resolve()
+        source = job.source.path.resolve()
+        if role == "labels" and getattr(job.source, "ome_zarr", None) is not None:
+            if source in resolved.parents:  # e.g. image.ome.zarr/0, one of its own arrays
+                raise CliError(
+                    f"refusing to write labels {path}: that would change the input "
+                    f"{job.source.path} (--labels {job.source.path} writes its OME-NGFF "
+                    "label image)"
+                )
         if path.is_dir() and path.suffix.lower() != ".zarr":  # a zarr store is a directory
             raise CliError(f"{path} is a directory: name a file for the {role}")
         for input_path in inputs:
