@@ -468,24 +468,20 @@ def compile_claimed(plan) -> None:
     claimed. The example arguments give the argument types (as ``numba.typeof``).
 
     Stops after the kernel it is compiling when the main process has ended (the main
-    process stops this one as it ends, :func:`stop_alongside`, unless it was killed), and
-    removes the claims directory when it stops."""
+    process stops this one as it ends, :func:`stop_alongside`, unless it was killed). The
+    claims directory is removed by ``python -m <package>._warmup`` as it ends."""
     import os
-    import shutil
 
     import numba
 
     directory = os.environ[_CLAIMS_ENV]
     parent = int(os.environ[_PARENT_ENV])
-    try:
-        for call, args in reversed(plan):
-            # An ended parent leaves this process to another one (init, a subreaper).
-            if os.getppid() != parent or not _claim(directory, call.py_func):
-                return
-            try:
-                call.dispatcher().compile(tuple(numba.typeof(arg) for arg in args))
-            finally:
-                with open(os.path.join(directory, _key(call.py_func) + ".done"), "w"):
-                    pass
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    for call, args in reversed(plan):
+        # An ended parent leaves this process to another one (init, a subreaper).
+        if os.getppid() != parent or not _claim(directory, call.py_func):
+            return
+        try:
+            call.dispatcher().compile(tuple(numba.typeof(arg) for arg in args))
+        finally:
+            with open(os.path.join(directory, _key(call.py_func) + ".done"), "w"):
+                pass

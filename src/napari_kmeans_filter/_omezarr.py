@@ -614,10 +614,10 @@ def write_labels(
         import dask
 
         dask.compute(pending.store)
+        return pending.finish()
     except BaseException:
         pending.abort()
         raise
-    return pending.finish()
 
 
 @dataclass
@@ -634,6 +634,7 @@ class PendingLabels:
     local: bool
     path: str
     store: Any = None
+    finished: bool = False
 
     def finish(self) -> str:
         """Move the complete label image into place (the earlier one is put back if that
@@ -644,12 +645,14 @@ class PendingLabels:
         if self.name not in listed:
             listed = [*listed, self.name]
         _set_ome(self.labels_group, self.version, labels=list(listed))
+        self.finished = True
         return self.path
 
     def abort(self) -> None:
-        """Remove the unfinished label image, once the threads still writing its chunks
-        have stopped."""
-        remove_output(self.written)
+        """Remove the label image unless :meth:`finish` has put it in place, once the
+        threads still writing its chunks have stopped."""
+        if not self.finished:
+            remove_output(self.written)
 
 
 def _describe_label_image(group, image, name, version, axes, channel, colors, properties, k):

@@ -98,12 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from .. import _jit  # imports nothing heavy (numba only when a kernel first runs)
+
     try:
         return _run_command(argv)
     finally:
-        jit = sys.modules.get(f"{__package__.rpartition('.')[0]}._jit")
-        if jit is not None:
-            jit.stop_alongside()  # a first-ever run's second compiling process
+        _jit.stop_alongside()  # a first-ever run's second compiling process
 
 
 def _run_command(argv: list[str]) -> int:
@@ -191,7 +191,8 @@ def _stop_signals_raise():
     first of them or of Ctrl-C, the others are ignored until the run has ended: a second
     one would stop the cleanup half-way (``timeout -s INT`` sends Ctrl-C twice, to the
     command and to its group, and it left an unfinished label image in an OME-Zarr
-    input); the cleanup waits at most :data:`napari_kmeans_filter._files.GIVE_UP_S`.
+    input); the cleanup lets the running chunk writes finish, then removes what they
+    wrote (giving up after :data:`napari_kmeans_filter._files.GIVE_UP_S`).
     Only the main thread can install handlers; elsewhere (a caller's worker thread)
     nothing changes.
     """

@@ -502,21 +502,18 @@ def _check_job_outputs(job: Job, args, k, inputs: list[Path], seen: dict) -> dic
             own[resolved] = f"the labels of {job.source.path}"
             continue
         resolved = path.resolve()
-        source = job.source.path.resolve()
-        if role == "labels" and getattr(job.source, "ome_zarr", None) is not None:
-            if source in resolved.parents:  # e.g. image.ome.zarr/0, one of its own arrays
-                raise CliError(
-                    f"refusing to write labels {path}: that would change the input "
-                    f"{job.source.path} (--labels {job.source.path} writes its OME-NGFF "
-                    "label image)"
-                )
-        if path.is_dir() and path.suffix.lower() != ".zarr":  # a zarr store is a directory
+        inside = [p for p in inputs if resolved.is_relative_to(p)]  # e.g. image.ome.zarr/0
+        # A zarr store is a directory; a directory inside an input is refused below.
+        if path.is_dir() and path.suffix.lower() != ".zarr" and not inside:
             raise CliError(f"{path} is a directory: name a file for the {role}")
         for input_path in inputs:
             if _same_or_nested(resolved, input_path):
+                hint = "choose another name"
+                if role == "labels" and input_path in inside and job.source.ome_zarr:
+                    hint = f"--labels {job.source.path} writes its OME-NGFF label image"
                 raise CliError(
                     f"refusing to write {role} {path}: that would change the input "
-                    f"{input_path} (choose another name)"
+                    f"{input_path} ({hint})"
                 )
         described = f"the {role} of {job.source.path}"
         earlier = seen.get(resolved) or own.get(resolved)

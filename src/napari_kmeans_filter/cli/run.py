@@ -244,9 +244,9 @@ def _write_outputs(job: Job, result, args) -> None:
             )
         if job.ome_labels is not None:
             ome_labels = _start_ome_labels(job, result, ome_image)
-            # Removed unless complete and in place: a failure anywhere leaves the input's
-            # labels as they were.
-            stack.callback(lambda: ome_labels.abort() if ome_labels is not None else None)
+            # Removed unless finished: a failure anywhere leaves the input's labels as
+            # they were.
+            stack.callback(ome_labels.abort)
             lazy.append(ome_labels.store)
         in_memory = _store_or_compute(
             outputs, temporaries, result.labels if indexed else None, icc_profile, job, lazy
@@ -284,7 +284,6 @@ def _write_outputs(job: Job, result, args) -> None:
         if ome_labels is not None:
             # Last, so that a failure before it leaves the input's group untouched.
             ome_labels.finish()
-            ome_labels = None
 
 
 def _start_ome_labels(job: Job, result, image):
