@@ -81,6 +81,34 @@ def test_a_directory_that_cannot_be_moved_in_puts_the_old_one_back(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]
 
 
+def test_a_stop_while_the_old_directory_is_removed_still_removes_it(tmp_path, monkeypatch):
+    """A Ctrl-C in the last instant of a run, once the new output is in place, landed while
+    the old one was being removed and left it half removed beside the new one (a new
+    user's trial). The removal now finishes before the stop goes on; and old directories
+    a killed run left are removed by the next replacement."""
+    old, new = tmp_path / "out.zarr", tmp_path / ".out.zarr.partial"
+    for folder, text in ((old, "old"), (new, "new")):
+        (folder / "0").mkdir(parents=True)
+        (folder / "0" / "chunk").write_text(text)
+    (tmp_path / ".out.zarr.old-0badc0de" / "0").mkdir(parents=True)  # a killed run's
+    (tmp_path / ".other.zarr.old-1").mkdir()
+    real = _files._remove_once
+    calls = []
+
+    def interrupted_once(path):
+        calls.append(path.name)
+        if len(calls) == 2:  # the first call removes the killed run's leftover
+            real(path / "0")  # half removed when the stop signal comes
+            raise KeyboardInterrupt
+        real(path)
+
+    monkeypatch.setattr(_files, "_remove_once", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        _files.move_into_place(new, old)
+    assert (old / "0" / "chunk").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.zarr.old-1", "out.zarr"]
+
+
 def test_a_writer_pool_is_stopped_before_its_output_is_removed(tmp_path):
     """A task of the run's writer threads that writes long after the stop (computing its
     block first) still finds nothing to recreate: the pool is stopped before removing."""

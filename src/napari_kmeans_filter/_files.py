@@ -126,13 +126,18 @@ def move_into_place(temporary: str | os.PathLike, destination: str | os.PathLike
 
     A file is replaced in one step (``os.replace``).  A directory is moved aside first
     and removed once the new one is in place; if the new one cannot be moved in (an
-    error, a stop signal in between), the old one is put back.
+    error, a stop signal in between), the old one is put back.  A stop signal while the
+    old one is removed lets the removal finish before it stops the run, and old ones a
+    killed run left beside ``destination`` (``.<name>.old-*``) are removed first.
     """
     temporary, destination = Path(temporary), Path(destination)
     if not (destination.is_dir() and not destination.is_symlink()):
         os.replace(temporary, destination)
         return
-    aside = destination.with_name(f".{destination.name}.old-{uuid.uuid4().hex[:8]}")
+    prefix = f".{destination.name}.old-"
+    for stale in [p for p in destination.parent.iterdir() if p.name.startswith(prefix)]:
+        remove_output(stale, writers=False)
+    aside = destination.with_name(f"{prefix}{uuid.uuid4().hex[:8]}")
     os.rename(destination, aside)
     try:
         os.rename(temporary, destination)
@@ -140,4 +145,11 @@ def move_into_place(temporary: str | os.PathLike, destination: str | os.PathLike
         if not _exists(destination):
             os.rename(aside, destination)
         raise
-    remove_output(aside, writers=False)
+    try:
+        remove_output(aside, writers=False)
+    except BaseException:
+        # The new output is in place: the old one must not stay, half removed, beside it
+        # (a Ctrl-C in the last instant of a run left one; further signals are ignored
+        # by then in the command line).
+        remove_output(aside, writers=False)
+        raise

@@ -592,8 +592,9 @@ def write_labels(
     # Written under a name of its own and moved into place once complete, so that a run that
     # fails or is stopped leaves the labels as they were (none, or the earlier ones).
     local = folder.is_dir()
-    if local:  # left by a run killed while it wrote or replaced this label image
-        for stale in [*folder.glob(f".{name}.old-*"), *folder.glob(f".{name}.partial-*")]:
+    if local:  # left by a run killed while it wrote this label image (move_into_place
+        # removes the .NAME.old-* a killed replacement left)
+        for stale in folder.glob(f".{name}.partial-*"):
             remove_output(stale, writers=False)
     written = folder / f".{name}.partial-{uuid.uuid4().hex[:8]}" if local else final
     if not local and replacing:
