@@ -61,12 +61,16 @@ def _palette(image, k, rng):
     ("level", "search"),
     [(1.0, "default"), (0.6, "default"), (1.0, "cells"), (1.0, "coarse lists")],
 )
+@pytest.mark.parametrize("band_rows", [None, 3])
 def test_byte_dithering_is_floyd_steinberg_with_the_exact_nearest_colour(
-    dtype, k, level, search, monkeypatch
+    dtype, k, level, search, band_rows, monkeypatch
 ):
     """Every colour compared (few colours) or the cells' lists searched (more, or
-    forced here, also with the lists' blocks run out): the labels, image and
-    statistics of the plain algorithm."""
+    forced here, also with the lists' blocks run out), in one band of rows or in bands
+    of 3 painted on a second thread: the labels, image and statistics of the plain
+    algorithm."""
+    if band_rows is not None:
+        monkeypatch.setattr(_paint, "_BAND_PIXELS", band_rows * 56)
     if search != "default":  # (partial dithering has no cell search of its own)
         monkeypatch.setattr(_paint, "_BYTE_COMPARE_ALL_K", 0)
         monkeypatch.setattr(_paint, "_BRUTE_FORCE_K", 0)
@@ -117,9 +121,18 @@ def test_dithered_byte_colour_is_repainted_without_a_histogram(monkeypatch):
 
 
 @pytest.mark.parametrize("k", [6, 200])
-def test_byte_dithering_without_a_histogram_reports_what_the_histogram_path_reports(k):
+def test_byte_dithering_without_a_histogram_reports_what_the_histogram_path_reports(
+    k, monkeypatch
+):
     """The same labels, image, counts, error, distinct colours and per-cluster
-    statistics as an opaque RGBA copy and a dask array (both counted by histogram)."""
+    statistics as an opaque RGBA copy and a dask array (both counted by histogram),
+    and as the same stack dithered in bands of 7 rows (each plane starts afresh)."""
+    whole_planes = apply_palette(
+        np.stack([data.chelsea()[:90, :120], data.chelsea()[90:180, 200:320]]),
+        Palette(_palette(data.chelsea()[:90, :120], k, np.random.default_rng(k))),
+        dither=True,
+    )
+    monkeypatch.setattr(_paint, "_BAND_PIXELS", 7 * 120)
     image = np.stack([data.chelsea()[:90, :120], data.chelsea()[90:180, 200:320]])
     rng = np.random.default_rng(k)
     palette = Palette(_palette(image[0], k, rng))
@@ -127,7 +140,7 @@ def test_byte_dithering_without_a_histogram_reports_what_the_histogram_path_repo
     opaque = np.concatenate([image, np.full((*image.shape[:3], 1), 255, np.uint8)], axis=-1)
     counted = apply_palette(opaque, palette, dither=True)
     lazy = apply_palette(da.from_array(image, chunks=(1, 90, 120, 3)), palette, dither=True)
-    for other in (counted, lazy):
+    for other in (counted, lazy, whole_planes):
         np.testing.assert_array_equal(fast.labels, np.asarray(other.labels))
         np.testing.assert_array_equal(fast.image, np.asarray(other.image)[..., :3])
         np.testing.assert_array_equal(fast.palette.counts, other.palette.counts)

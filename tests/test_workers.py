@@ -61,6 +61,64 @@ def test_a_part_that_runs_parts_itself_runs_them_in_its_own_thread():
     assert len(inner_threads) == 8
 
 
+def test_in_step_the_second_stage_follows_the_first_part_by_part_on_another_thread():
+    """Each part's second stage starts after its first is done, in order, and the two
+    stages overlap (on one core everything runs in the caller instead)."""
+    events: list[tuple[str, int]] = []
+    threads: dict[str, set[int]] = {"first": set(), "then": set()}
+    lock = threading.Lock()
+
+    def stage(name):
+        def run(part):
+            with lock:
+                events.append((name, part))
+                threads[name].add(threading.get_ident())
+            threading.Event().wait(0.01)
+
+        return run
+
+    _workers.run_in_step(stage("first"), stage("then"), list(range(6)))
+    for part in range(6):
+        assert events.index(("first", part)) < events.index(("then", part))
+    assert [p for name, p in events if name == "then"] == list(range(6))
+    assert threads["first"] == {threading.get_ident()}
+    if _workers.n_workers() > 1:
+        assert threading.get_ident() not in threads["then"]
+        # The second stage of part 0 ran while the first stage went on.
+        assert events.index(("then", 0)) < events.index(("first", 5))
+
+
+@pytest.mark.parametrize("failing", ["first", "then"])
+def test_in_step_an_error_in_either_stage_propagates_once_neither_runs(failing):
+    running = []
+    started = []
+    after = []
+
+    def stage(name):
+        def run(part):
+            started.append((name, part))
+            running.append((name, part))
+            if name == failing and part == 2:
+                raise ValueError(f"{name} 2")
+            threading.Event().wait(0.02)
+            running.remove((name, part))
+
+        return run
+
+    with pytest.raises(ValueError, match=f"{failing} 2"):
+        try:
+            _workers.run_in_step(stage("first"), stage("then"), list(range(8)))
+        finally:
+            after.extend(r for r in running if r != (failing, 2))
+    assert after == []
+    # No second stage runs for a part whose first stage failed, nor after a failure.
+    seconds = [p for name, p in started if name == "then"]
+    if failing == "then":
+        assert seconds == [0, 1, 2]
+    else:
+        assert seconds == [0, 1][: len(seconds)]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
 def test_a_forked_child_starts_its_own_threads():
     """The pool's threads do not exist in a forked child: it must not wait on them."""

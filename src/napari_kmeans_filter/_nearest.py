@@ -43,8 +43,9 @@ stay, each beside the others here, where one change reads against all:
   values live in an array the compiler must reload after every store), the
   search fused with Floyd-Steinberg error diffusion, whose value at a pixel
   is known only when the pixel is reached;
-* :func:`dither_rgb_cells` -- :func:`dither_rgb` for 8-bit colour, in
-  integers: the error to the next pixel in a register, the distances exact.
+* :func:`dither_rgb_cells` -- :func:`dither_rgb`'s labels for 8-bit colour, in
+  integers: the error to the next pixel in a register, the distances exact,
+  the nearest colour's levels in its key.
 
 All five find the exact nearest centre, ties going to the lowest index
 (``tests/test_nearest.py`` checks each against a brute-force argmin, and
@@ -85,9 +86,6 @@ _SLACK = 1e-9
 _GRID = 64
 _CELLS_PER_SPACING = 4.0
 _CELL_LIST = 15
-# Pixels whose statistics dither_rgb_cells packs before unpacking: 21-bit fields hold
-# 8192 values of 255 (and 2**42 the squared errors of as many, 195 075 at most each).
-_PACKED = 8192
 # Colours a row of dither_rgb_cells's blocks holds: 8 (one vector of int64) took, k=256,
 # 10.4-11.3 / 17-20 / 107-128 ms on the cat / astronaut / 2 MP mosaic, 16 took
 # 11.3-12.4 / 23-27 / 126-160 ms (most lists are shorter than 8).
@@ -1075,14 +1073,10 @@ def dither_rgb_cells(
     offset,
     ints,
     guess,
-    palette,
     labels,
-    image,
-    counts,
-    sums,
-    squared,
-    seen,
-    distinct,
+    errors,
+    first,
+    stop,
     compare_all,
     fine_bits,
     state,
@@ -1092,8 +1086,9 @@ def dither_rgb_cells(
     coarse_made,
     coarse,
 ):
-    """:func:`dither_rgb` at level 1 for 8-bit colour (integer images of one byte a
-    channel): the same values and labels, in integers.
+    """The labels of :func:`dither_rgb` at level 1 for 8-bit colour (integer images of
+    one byte a channel), rows ``first`` to ``stop`` of a plane: the same values and
+    labels, in integers.
 
     The diffused error reaches such a pixel in whole steps, so every value
     ``v`` is an integer triple in 0..255 (after subtracting ``offset``, the
@@ -1103,35 +1098,39 @@ def dither_rgb_cells(
     to the lowest index.  The error passed to the next pixel stays in a
     register, and the next row's error at a column is written once, when the
     three pixels above it are done (Floyd and Steinberg's weights 1, 5, 3): the
-    chain from one pixel's error to the next one's colour is short.
+    chain from one pixel's error to the next one's colour is short.  That
+    chain is all this kernel does: the image and the statistics are painted
+    from the labels, off the chain (``_paint._paint_byte_rows``).
 
-    Up to ``compare_all`` colours every colour is compared, without branches
-    (vectorised): the least key ``distance << 12 | index`` is the nearest
-    colour, ties to the lowest index.  Above, the values fall in cells of
-    ``2**fine_bits`` levels an axis; each cell, on first use, gets the colours
-    that can be nearest to one of its values (:func:`_box_list`, Heckbert's
-    locally sorted search made exact for integer boxes), taken from its
-    coarse cell's list (``2**coarse_bits`` levels an axis, made from every
-    colour on first use).  Many cells have a single such colour:
-    ``state[cell]`` is then that label, and the pixel needs no distance at
-    all.  Else ``state[cell] - k`` is ``first << 9 | n``: the cell's list in
-    ``n`` rows of ``blocks`` from ``first`` (levels of each channel, then
-    indices, ``_LANES`` colours a row, the last padded with the home), searched whole
-    by keys; ``n`` is 0 when the blocks ran out, and ``first`` then names the
-    coarse cell whose list is searched.  ``state`` starts at -1,
-    ``coarse_made`` at 0 (``used[0]`` rows of ``blocks`` are taken).
+    ``errors`` (int64, shape (2, 3 * (width + 2)), zero before a plane's first
+    row) carries the sixteenths of error from one call to the next: row ``y``
+    reads ``errors[y % 2]`` and writes the next row's into the other.
 
-    ``ints`` are the palette's levels (``palette - offset`` as int64).  The
-    statistics are added, in levels, into ``counts``, ``sums`` and ``squared``
-    (int64: exact), and every visible pixel's colour is marked in the bit set
-    ``seen`` (2**18 words) unless it is empty, ``distinct[0]`` counting the
-    colours newly marked.  Fully transparent pixels keep
-    their ``guess``, pass on no error and count nowhere, as in
+    The nearest colour is found by a key ``distance << 36 | tag``, the
+    colour's tag ``index << 24 | levels`` (``_tags``): the least key is the
+    nearest colour, ties to the lowest index, and holds its levels, so the
+    error is known without another load.  Up to ``compare_all`` colours every
+    colour is compared, without branches (vectorised).  Above, the values
+    fall in cells of ``2**fine_bits`` levels an axis; each cell, on first
+    use, gets the colours that can be nearest to one of its values
+    (:func:`_box_list`, Heckbert's locally sorted search made exact for
+    integer boxes), taken from its coarse cell's list (``2**coarse_bits``
+    levels an axis, made from every colour on first use).  Many cells have a
+    single such colour: ``state[cell]`` is then that label, and the pixel
+    needs no distance at all.  Else ``state[cell] - k`` is ``first << 9 |
+    n``: the cell's list in ``n`` rows of ``blocks`` from ``first`` (levels
+    of each channel, then tags, ``_LANES`` colours a row, the last padded
+    with the home), searched whole by keys; ``n`` is 0 when the blocks ran
+    out, and ``first`` then names the coarse cell whose list is searched.
+    ``state`` starts at -1, ``coarse_made`` at 0 (``used[0]`` rows of
+    ``blocks`` are taken); they carry over from one call to the next.
+
+    ``ints`` are the palette's levels (``palette - offset`` as int64).  Fully
+    transparent pixels keep their ``guess`` and pass on no error, as in
     :func:`dither_rgb`.
     """
-    height, width, n_channels = pixels.shape
+    width = pixels.shape[1]
     k = ints.shape[0]
-    keep_seen = seen.shape[0] > 0
     fine_side = 256 >> fine_bits
     coarse_side = 256 >> coarse_bits
     fine_top = (1 << fine_bits) - 1
@@ -1139,20 +1138,12 @@ def dither_rgb_cells(
     squares = np.empty(k, np.int64)
     for j in range(k):
         squares[j] = ints[j, 0] ** 2 + ints[j, 1] ** 2 + ints[j, 2] ** 2
-    columns = np.ascontiguousarray(ints.T).astype(np.int32)
+    columns = np.ascontiguousarray(ints.T)
+    tags = _tags(ints)
     everyone = np.arange(k)
     spare = np.empty(k + 2, np.int64)
-    # Statistics of up to _PACKED pixels a label, three to a word (21 bits each):
-    # two additions a pixel instead of five.  Unpacked into the totals when full.
-    levels = np.zeros(k, np.int64)  # value sums, per channel
-    tallies = np.zeros(k, np.int64)  # pixel count, and squared error above it
-    packed = 0
-    field = np.int64((1 << 21) - 1)
-    # Sixteenths of error each column of the current row has from the row above
-    # (index column + 1), and of the next row, written as it is complete.
-    errors = np.zeros((2, 3 * (width + 2)), np.int64)
-    now = 0
-    for y in range(height):
+    now = first % 2
+    for y in range(first, stop):
         step = 1 if y % 2 == 0 else -1
         later = 1 - now
         # The error passed on to the next pixel, and the last two pixels' errors.
@@ -1163,133 +1154,76 @@ def dither_rgb_cells(
             x = index if step == 1 else width - 1 - index
             here = 3 * (x + 1)
             if alpha_channel >= 0 and pixels[y, x, alpha_channel] == 0:
-                home = guess[y, x]
-                labels[y, x] = home
-                for c in range(3):
-                    image[y, x, c] = palette[home, c]
-                for c in range(3, n_channels):
-                    image[y, x, c] = pixels[y, x, c]
+                labels[y, x] = guess[y, x]
                 e0 = e1 = e2 = 0
             else:
-                r0 = np.int64(pixels[y, x, 0]) - offset
-                r1 = np.int64(pixels[y, x, 1]) - offset
-                r2 = np.int64(pixels[y, x, 2]) - offset
                 s0 = errors[now, here] + c0
                 s1 = errors[now, here + 1] + c1
                 s2 = errors[now, here + 2] + c2
                 # Whole steps toward zero (an arithmetic shift floors: round
                 # negative sixteenths up first).
-                w0 = min(max(r0 + ((s0 + ((s0 >> 63) & 15)) >> 4), 0), 255)
-                w1 = min(max(r1 + ((s1 + ((s1 >> 63) & 15)) >> 4), 0), 255)
-                w2 = min(max(r2 + ((s2 + ((s2 >> 63) & 15)) >> 4), 0), 255)
+                w0 = np.int64(pixels[y, x, 0]) - offset + ((s0 + ((s0 >> 63) & 15)) >> 4)
+                w1 = np.int64(pixels[y, x, 1]) - offset + ((s1 + ((s1 >> 63) & 15)) >> 4)
+                w2 = np.int64(pixels[y, x, 2]) - offset + ((s2 + ((s2 >> 63) & 15)) >> 4)
+                w0, w1, w2 = min(max(w0, 0), 255), min(max(w1, 0), 255), min(max(w2, 0), 255)
                 if k <= compare_all:
                     # Every colour, without branches (vectorised): the least key.
-                    least = np.int32(2**31 - 1)
+                    least = np.int64(2**62)
                     for j in range(k):
-                        d0 = np.int32(w0) - columns[0, j]
-                        d1 = np.int32(w1) - columns[1, j]
-                        d2 = np.int32(w2) - columns[2, j]
-                        least = min(least, ((d0 * d0 + d1 * d1 + d2 * d2) << 12) | np.int32(j))
-                    entry = least & 4095
+                        d0 = w0 - columns[0, j]
+                        d1 = w1 - columns[1, j]
+                        d2 = w2 - columns[2, j]
+                        least = min(least, ((d0 * d0 + d1 * d1 + d2 * d2) << 36) | tags[j])
                 else:
                     cell = ((w0 >> fine_bits) * fine_side + (w1 >> fine_bits)) * fine_side
                     cell += w2 >> fine_bits
                     entry = state[cell]
-                if entry < 0:
-                    a0, a1, a2 = w0 >> coarse_bits, w1 >> coarse_bits, w2 >> coarse_bits
-                    wide = (a0 * coarse_side + a1) * coarse_side + a2
-                    if coarse_made[wide] == 0:
-                        coarse_made[wide] = 1
-                        coarse[wide, 0] = _box_list(
-                            a0 << coarse_bits,
-                            a1 << coarse_bits,
-                            a2 << coarse_bits,
-                            (a0 << coarse_bits) + coarse_top,
-                            (a1 << coarse_bits) + coarse_top,
-                            (a2 << coarse_bits) + coarse_top,
+                    if entry < 0:
+                        entry = _make_cell(
+                            w0,
+                            w1,
+                            w2,
                             ints,
                             squares,
+                            tags,
                             everyone,
-                            k,
-                            coarse[wide],
+                            spare,
+                            fine_bits,
+                            state,
+                            cell,
+                            blocks,
+                            used,
+                            coarse_bits,
+                            coarse_side,
+                            coarse_top,
+                            fine_top,
+                            coarse_made,
+                            coarse,
                         )
-                    b0, b1, b2 = w0 >> fine_bits, w1 >> fine_bits, w2 >> fine_bits
-                    n_wide = coarse[wide, 0] + 1  # with its home
-                    listed = _box_list(
-                        b0 << fine_bits,
-                        b1 << fine_bits,
-                        b2 << fine_bits,
-                        (b0 << fine_bits) + fine_top,
-                        (b1 << fine_bits) + fine_top,
-                        (b2 << fine_bits) + fine_top,
-                        ints,
-                        squares,
-                        coarse[wide, 1 : n_wide + 1],
-                        n_wide,
-                        spare,
-                    )
-                    if listed == 0:
-                        entry = spare[1]
+                    if entry < k:
+                        least = tags[entry]
                     else:
-                        # The list in blocks of _LANES (levels by channel, then indices),
-                        # the last padded with the home: searched whole, vectorised.
-                        n_blocks = (listed + _LANES) // _LANES
-                        start = used[0]
-                        if start + n_blocks <= blocks.shape[0]:
-                            used[0] += n_blocks
-                            for t in range(n_blocks * _LANES):
-                                j = spare[1 + t] if t <= listed else spare[1]
-                                block, lane = start + t // _LANES, t % _LANES
-                                blocks[block, 0, lane] = ints[j, 0]
-                                blocks[block, 1, lane] = ints[j, 1]
-                                blocks[block, 2, lane] = ints[j, 2]
-                                blocks[block, 3, lane] = j
-                            entry = k + ((start << 9) | n_blocks)
-                        else:  # no room left: the coarse list is searched
-                            entry = k + (wide << 9)
-                    state[cell] = entry
-                if entry < k:
-                    best = entry
-                else:
-                    start, n_blocks = (entry - k) >> 9, (entry - k) & 511
-                    least = np.int64(2**62)
-                    if n_blocks > 0:
-                        for block in range(start, start + n_blocks):
-                            for lane in range(_LANES):
-                                d0 = w0 - blocks[block, 0, lane]
-                                d1 = w1 - blocks[block, 1, lane]
-                                d2 = w2 - blocks[block, 2, lane]
-                                key = ((d0 * d0 + d1 * d1 + d2 * d2) << 12) | blocks[block, 3, lane]
-                                least = min(least, key)
-                    else:
-                        for t in range(1, coarse[start, 0] + 2):
-                            j = np.int64(coarse[start, t])
-                            d0 = w0 - ints[j, 0]
-                            d1 = w1 - ints[j, 1]
-                            d2 = w2 - ints[j, 2]
-                            least = min(least, ((d0 * d0 + d1 * d1 + d2 * d2) << 12) | j)
-                    best = least & 4095
-                g0, g1, g2 = ints[best, 0], ints[best, 1], ints[best, 2]
-                e0, e1, e2 = w0 - g0, w1 - g1, w2 - g2
-                labels[y, x] = best
-                image[y, x, 0] = palette[best, 0]
-                image[y, x, 1] = palette[best, 1]
-                image[y, x, 2] = palette[best, 2]
-                for c in range(3, n_channels):
-                    image[y, x, c] = pixels[y, x, c]
-                if keep_seen:
-                    code = (r0 << 16) | (r1 << 8) | r2
-                    word, bit = code >> 6, np.uint64(code & 63)
-                    # Counted as marked: no pass over the 2 MB of bits after.
-                    distinct[0] += np.int64(((seen[word] >> bit) & np.uint64(1)) ^ np.uint64(1))
-                    seen[word] |= np.uint64(1) << bit
-                d0, d1, d2 = r0 - g0, r1 - g1, r2 - g2
-                levels[best] += r0 | (r1 << 21) | (r2 << 42)
-                tallies[best] += 1 | ((d0 * d0 + d1 * d1 + d2 * d2) << 21)
-                packed += 1
-                if packed == _PACKED:
-                    _unpack(levels, tallies, field, counts, sums, squared)
-                    packed = 0
+                        start, n_blocks = (entry - k) >> 9, (entry - k) & 511
+                        least = np.int64(2**62)
+                        if n_blocks > 0:
+                            for block in range(start, start + n_blocks):
+                                for lane in range(_LANES):
+                                    d0 = w0 - blocks[block, 0, lane]
+                                    d1 = w1 - blocks[block, 1, lane]
+                                    d2 = w2 - blocks[block, 2, lane]
+                                    key = (d0 * d0 + d1 * d1 + d2 * d2) << 36
+                                    least = min(least, key | blocks[block, 3, lane])
+                        else:
+                            for t in range(1, coarse[start, 0] + 2):
+                                j = np.int64(coarse[start, t])
+                                d0 = w0 - ints[j, 0]
+                                d1 = w1 - ints[j, 1]
+                                d2 = w2 - ints[j, 2]
+                                least = min(least, ((d0 * d0 + d1 * d1 + d2 * d2) << 36) | tags[j])
+                labels[y, x] = (least >> 24) & 4095
+                e0 = w0 - ((least >> 16) & 255)
+                e1 = w1 - ((least >> 8) & 255)
+                e2 = w2 - (least & 255)
             c0, c1, c2 = 7 * e0, 7 * e1, 7 * e2
             if index > 0:
                 # The column behind this pixel in the next row is complete.
@@ -1304,23 +1238,97 @@ def dither_rgb_cells(
         errors[later, last + 1] = q1 + 5 * p1
         errors[later, last + 2] = q2 + 5 * p2
         now = later
-    _unpack(levels, tallies, field, counts, sums, squared)
 
 
 @helper
-def _unpack(levels, tallies, field, counts, sums, squared):
-    """Add the packed statistics of :func:`dither_rgb_cells` into the totals, and clear them."""
-    for j in range(levels.shape[0]):
-        value, tally = levels[j], tallies[j]
-        if tally == 0:
-            continue
-        sums[j, 0] += value & field
-        sums[j, 1] += (value >> 21) & field
-        sums[j, 2] += value >> 42
-        counts[j] += tally & field
-        squared[j] += tally >> 21
-        levels[j] = 0
-        tallies[j] = 0
+def _tags(ints):
+    """Every colour's tag ``index << 24 | levels`` (8 bits a channel) for the keys of
+    :func:`dither_rgb_cells`: a key's low 36 bits say which colour it is and its levels
+    (k is at most 4096)."""
+    tags = np.empty(ints.shape[0], np.int64)
+    for j in range(ints.shape[0]):
+        tags[j] = (j << 24) | (ints[j, 0] << 16) | (ints[j, 1] << 8) | ints[j, 2]
+    return tags
+
+
+@helper
+def _make_cell(
+    w0,
+    w1,
+    w2,
+    ints,
+    squares,
+    tags,
+    everyone,
+    spare,
+    fine_bits,
+    state,
+    cell,
+    blocks,
+    used,
+    coarse_bits,
+    coarse_side,
+    coarse_top,
+    fine_top,
+    coarse_made,
+    coarse,
+):
+    """Make the list of the cell of :func:`dither_rgb_cells` that holds the value
+    ``(w0, w1, w2)`` (and its coarse cell's, if not made yet); returns its state."""
+    k = ints.shape[0]
+    a0, a1, a2 = w0 >> coarse_bits, w1 >> coarse_bits, w2 >> coarse_bits
+    wide = (a0 * coarse_side + a1) * coarse_side + a2
+    if coarse_made[wide] == 0:
+        coarse_made[wide] = 1
+        coarse[wide, 0] = _box_list(
+            a0 << coarse_bits,
+            a1 << coarse_bits,
+            a2 << coarse_bits,
+            (a0 << coarse_bits) + coarse_top,
+            (a1 << coarse_bits) + coarse_top,
+            (a2 << coarse_bits) + coarse_top,
+            ints,
+            squares,
+            everyone,
+            k,
+            coarse[wide],
+        )
+    b0, b1, b2 = w0 >> fine_bits, w1 >> fine_bits, w2 >> fine_bits
+    n_wide = coarse[wide, 0] + 1  # with its home
+    listed = _box_list(
+        b0 << fine_bits,
+        b1 << fine_bits,
+        b2 << fine_bits,
+        (b0 << fine_bits) + fine_top,
+        (b1 << fine_bits) + fine_top,
+        (b2 << fine_bits) + fine_top,
+        ints,
+        squares,
+        coarse[wide, 1 : n_wide + 1],
+        n_wide,
+        spare,
+    )
+    if listed == 0:
+        entry = spare[1]
+    else:
+        # The list in blocks of _LANES (levels by channel, then tags), the last
+        # padded with the home: searched whole, vectorised.
+        n_blocks = (listed + _LANES) // _LANES
+        start = used[0]
+        if start + n_blocks <= blocks.shape[0]:
+            used[0] += n_blocks
+            for t in range(n_blocks * _LANES):
+                j = spare[1 + t] if t <= listed else spare[1]
+                block, lane = start + t // _LANES, t % _LANES
+                blocks[block, 0, lane] = ints[j, 0]
+                blocks[block, 1, lane] = ints[j, 1]
+                blocks[block, 2, lane] = ints[j, 2]
+                blocks[block, 3, lane] = tags[j]
+            entry = k + ((start << 9) | n_blocks)
+        else:  # no room left: the coarse list is searched
+            entry = k + (wide << 9)
+    state[cell] = entry
+    return entry
 
 
 def grid_size(n_colors: int) -> int:

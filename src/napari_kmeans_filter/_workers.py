@@ -2,7 +2,10 @@
 
 The compiled kernels release the GIL (:mod:`._jit`), so plain threads run
 them on every core; the fit's passes and the repaint of a large numpy image
-both split their work into parts and run one thread per part here.
+both split their work into parts and run one thread per part here
+(:func:`run_parts`), and dithering, whose pixels must be done one after the
+other, paints and counts finished rows on a second core while it goes on
+(:func:`run_in_step`).
 """
 
 from __future__ import annotations
@@ -87,3 +90,47 @@ def run_parts(work: Callable, parts: Sequence, n_threads: int) -> None:
             future.exception()  # wait for every lane before raising anything
     for future in futures:
         future.result()
+
+
+def run_in_step(first: Callable, then: Callable, parts: Sequence) -> None:
+    """Call ``first(part)`` for the parts in order in the calling thread and, as each
+    is done, ``then(part)`` in order on one of the shared worker threads: a two-stage
+    pipeline whose second stage reads what the first wrote.
+
+    One part, one core, or a call from a worker thread itself runs both stages part by
+    part in the calling thread. The first exception raised by either stage propagates
+    once neither runs any more; ``then`` is not called after one.
+    """
+    if len(parts) <= 1 or n_workers() <= 1 or getattr(_inside, "active", False):
+        for part in parts:
+            first(part)
+            then(part)
+        return
+    done = [threading.Event() for _ in parts]
+    stopped = threading.Event()
+
+    def second():
+        try:
+            for event, part in zip(done, parts, strict=True):
+                event.wait()
+                if stopped.is_set():
+                    return
+                then(part)
+        except BaseException:
+            stopped.set()  # the first stage stops too
+            raise
+
+    future = _shared_pool().submit(second)
+    try:
+        for event, part in zip(done, parts, strict=True):
+            if stopped.is_set():
+                break
+            first(part)
+            event.set()
+    except BaseException:
+        stopped.set()
+        for event in done:
+            event.set()
+        future.exception()  # wait for the second stage before raising
+        raise
+    future.result()
