@@ -297,12 +297,13 @@ _BYTE_CELLS_FROM_K = 0
 # alone, CPU ns a pixel on the 2 MP mosaic (compare all / cells): k=16 23 vs 40,
 # 64 38 vs 50; at 256 on the cat 13 ms vs 11 ms (2 cores shared, busy: noisy).
 _BYTE_COMPARE_ALL_K = 64
-# Its cells: 2**_FINE_BITS levels an axis (32**3 cells), their lists made from
-# those of coarse cells of 2**_COARSE_BITS levels (8**3), and kept in at most
-# _MAX_BLOCKS blocks of _nearest._LANES colours (256 bytes each; a cell made past
-# them searches its coarse list).  Cells of 4 levels (64**3) made 3.5 times as many
-# lists: the cat at k=256 took 18-21 ms against 12 ms.
-_FINE_BITS = 3
+# Its cells: 2**_fine_bits(k) levels an axis, their lists made from those of coarse
+# cells of 2**_COARSE_BITS levels (8**3), and kept in at most _MAX_BLOCKS blocks of
+# _nearest._LANES colours (256 bytes each; a cell made past them searches its coarse
+# list).  Making lists costs as much as searching them: ns a pixel, whole call, on
+# the cat / astronaut / 2 MP mosaic, cells of 16 levels against 8: k=256 47 / 36 / 29
+# against 51 / 50 / 35 (the astronaut's values fall in 14 k cells of 8 levels); k=1024
+# 74 / 52 / 41 against 70 / 57 / 38, as colours get closer.
 _COARSE_BITS = 5
 _MAX_BLOCKS = 2**16
 # 8-bit RGB is dithered in bands of about this many pixels (whole rows), each painted
@@ -310,6 +311,11 @@ _MAX_BLOCKS = 2**16
 # took a fifth of the time in line (k = 16: 23 -> 18 ns a pixel on the 2 MP mosaic).
 _BAND_PIXELS = 2**15
 _SEEN_WORDS = 2**24 // 64  # a bit per 8-bit RGB colour
+
+
+def _fine_bits(n_colors: int) -> int:
+    """log2 of the levels an axis of :func:`._nearest.dither_rgb_cells`'s cells."""
+    return 4 if n_colors <= 512 else 3
 
 
 class _Scratch(threading.local):
@@ -457,7 +463,8 @@ class Ditherer:
         counts = np.zeros(k, np.int64)
         sums = np.zeros((k, 3), np.int64)
         squared = np.zeros(k, np.int64)
-        fine_side, coarse_side = 256 >> _FINE_BITS, 256 >> _COARSE_BITS
+        fine_bits = _fine_bits(k)
+        fine_side, coarse_side = 256 >> fine_bits, 256 >> _COARSE_BITS
         # Cell states start unmade (every call: the palette may differ); rows are
         # written before they are read.
         state = _scratch.get("state", fine_side**3, np.int32)
@@ -466,7 +473,7 @@ class Ditherer:
         n_pixels = n_planes * height * width
         lanes = _nearest._LANES
         n_blocks = max(1, min(fine_side**3 * ((k + lanes) // lanes), n_pixels, _MAX_BLOCKS))
-        blocks = _scratch.get("blocks", (n_blocks, 4, _nearest._LANES), np.int64)
+        blocks = _scratch.get("blocks", (4, n_blocks * lanes), np.int64)
         coarse_made = _scratch.get("coarse_made", coarse_side**3, np.uint8)
         coarse_made.fill(0)
         coarse = _scratch.get("coarse", (coarse_side**3, k + 2), np.int32)
@@ -495,7 +502,7 @@ class Ditherer:
                 first,
                 stop,
                 compare_all,
-                _FINE_BITS,
+                fine_bits,
                 state,
                 blocks,
                 used,
