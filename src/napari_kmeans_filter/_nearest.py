@@ -86,10 +86,10 @@ _SLACK = 1e-9
 _GRID = 64
 _CELLS_PER_SPACING = 4.0
 _CELL_LIST = 15
-# Colours a block of dither_rgb_cells's blocks holds: 8 (one vector of int64) took, k=256,
-# 10.4-11.3 / 17-20 / 107-128 ms on the cat / astronaut / 2 MP mosaic, 16 took
-# 11.3-12.4 / 23-27 / 126-160 ms (most lists are shorter than 8).
-_LANES = 8
+# Colours a block of dither_rgb_cells's blocks holds: 4 took, k=256, 41.5-48.5 /
+# 34.9 / 27.8 ns a pixel on the cat / astronaut / 2 MP mosaic, 8 took 43.4-49.2 / 34.6
+# / 27.6 (most lists are short; 16 was slower still).
+_LANES = 4
 
 
 # --------------------------------------------------------------------------- sorted neighbours
@@ -1117,8 +1117,9 @@ def dither_rgb_cells(
     single such colour: ``state[cell]`` is then that label, and the pixel
     needs no distance at all.  Else ``state[cell] - k`` is ``first << 9 |
     n``: the cell's list in ``n`` blocks of ``_LANES`` columns of ``blocks``
-    from column ``first * _LANES`` (rows: the levels of each channel, then
-    the tags; the last block padded with the home), searched whole by keys;
+    from column ``first * _LANES`` (rows: each colour's terms of the key, as
+    for comparing all colours; the last block padded with the home),
+    searched whole by keys;
     ``n`` is 0 when the blocks ran out, and ``first`` then names the coarse
     cell whose list is searched.
     ``state`` starts at -1, ``coarse_made`` at 0 (``used[0]`` rows of
@@ -1212,17 +1213,15 @@ def dither_rgb_cells(
                     else:
                         start, n_blocks = (entry - k) >> 9, (entry - k) & 511
                         least = np.int64(2**62)
+                        base = (w0 * w0 + w1 * w1 + w2 * w2) << 36
                         if n_blocks > 0:
                             # One loop over the list's slots: numba vectorised a loop
                             # over blocks (of loops over lanes) across blocks, with
                             # gathers, and ran a single block's lanes one by one.
                             at = start * _LANES
                             for t in range(at, at + n_blocks * _LANES):
-                                d0 = w0 - blocks[0, t]
-                                d1 = w1 - blocks[1, t]
-                                d2 = w2 - blocks[2, t]
-                                key = (d0 * d0 + d1 * d1 + d2 * d2) << 36
-                                least = min(least, key | blocks[3, t])
+                                key = base + blocks[0, t] + w0 * blocks[1, t]
+                                least = min(least, key + w1 * blocks[2, t] + w2 * blocks[3, t])
                         else:
                             for t in range(1, coarse[start, 0] + 2):
                                 j = np.int64(coarse[start, t])
@@ -1321,7 +1320,7 @@ def _make_cell(
     if listed == 0:
         entry = spare[1]
     else:
-        # The list in blocks of _LANES (levels by channel, then tags), the last
+        # The list in blocks of _LANES (each colour's terms of the key), the last
         # padded with the home: searched whole, vectorised.
         n_blocks = (listed + _LANES) // _LANES
         start = used[0]
@@ -1330,10 +1329,10 @@ def _make_cell(
             for t in range(n_blocks * _LANES):
                 j = spare[1 + t] if t <= listed else spare[1]
                 at = start * _LANES + t
-                blocks[0, at] = ints[j, 0]
-                blocks[1, at] = ints[j, 1]
-                blocks[2, at] = ints[j, 2]
-                blocks[3, at] = tags[j]
+                blocks[0, at] = (squares[j] << 36) | tags[j]
+                blocks[1, at] = -(ints[j, 0] << 37)
+                blocks[2, at] = -(ints[j, 1] << 37)
+                blocks[3, at] = -(ints[j, 2] << 37)
             entry = k + ((start << 9) | n_blocks)
         else:  # no room left: the coarse list is searched
             entry = k + (wide << 9)
