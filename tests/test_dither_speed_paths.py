@@ -59,7 +59,14 @@ def _palette(image, k, rng):
 @pytest.mark.parametrize("k", [2, 16, 64, 256, 700])
 @pytest.mark.parametrize(
     ("level", "search"),
-    [(1.0, "default"), (0.6, "default"), (1.0, "cells"), (1.0, "coarse lists")],
+    [
+        (1.0, "default"),
+        (0.6, "default"),
+        (1.0, "cells"),
+        (1.0, "coarse lists"),
+        (0.0, "default"),
+        (0.0, "cells"),
+    ],
 )
 @pytest.mark.parametrize("band_rows", [None, 3])
 def test_byte_dithering_is_floyd_steinberg_with_the_exact_nearest_colour(
@@ -67,10 +74,12 @@ def test_byte_dithering_is_floyd_steinberg_with_the_exact_nearest_colour(
 ):
     """Every colour compared (few colours) or the cells' lists searched (more, or
     forced here, also with the lists' blocks run out), in one band of rows or in bands
-    of 3 painted on a second thread: the labels, image and statistics of the plain
-    algorithm."""
+    of 3 painted on a second thread (undithered: the rows split between the cores):
+    the labels, image and statistics of the plain algorithm (level 0: each pixel its
+    nearest colour)."""
     if band_rows is not None:
         monkeypatch.setattr(_paint, "_BAND_PIXELS", band_rows * 56)
+        monkeypatch.setattr(_paint, "_PARALLEL_SEARCH_PIXELS", 1000)
     if search != "default":  # (partial dithering has no cell search of its own)
         monkeypatch.setattr(_paint, "_BYTE_COMPARE_ALL_K", 0)
         monkeypatch.setattr(_paint, "_BRUTE_FORCE_K", 0)
@@ -99,10 +108,39 @@ def test_byte_dithering_is_floyd_steinberg_with_the_exact_nearest_colour(
     assert result.n_input_colors == len(np.unique(image.reshape(-1, 3), axis=0))
 
 
-def test_dithered_byte_colour_is_repainted_without_a_histogram(monkeypatch):
-    """Dithering finds every label itself: apply_palette counts no colour histogram
-    for an 8-bit RGB image (an RGBA one still needs it: its transparent pixels keep
-    their undithered colour)."""
+@pytest.mark.parametrize("level", [1.0, 0.0])
+@pytest.mark.parametrize("palette_kind", ["cube", "duplicates"])
+def test_byte_dithering_of_thousands_of_close_colours_is_exact(level, palette_kind):
+    """A cell can list thousands of colours (4096 in a cube of 16 levels; 3000 copies
+    of one colour): its list's length has room in the cell's state (a found
+    defect: past 2044 colours the length overflowed into the list's start, giving
+    wrong labels and reads out of bounds)."""
+    rng = np.random.default_rng(0)
+    if palette_kind == "cube":
+        levels = np.arange(100, 116)
+        colors = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1)
+        colors = colors.reshape(-1, 3).astype(np.uint8)
+        image = rng.integers(100, 116, (32, 32, 3)).astype(np.uint8)
+    else:
+        colors = np.array([[130] * 3] + [[128] * 3] * 3000, np.uint8)
+        image = np.full((32, 32, 3), 128, np.uint8)  # (blocks are kept for 1 per pixel)
+        image[::3, ::2] = 131
+    result = apply_palette(image, Palette(colors), dither=level)
+    labels = _floyd_steinberg(image, colors, level)
+    np.testing.assert_array_equal(result.labels, labels)
+    np.testing.assert_array_equal(result.image, colors[labels])
+    np.testing.assert_array_equal(
+        result.palette.counts, np.bincount(labels.ravel(), minlength=len(colors))
+    )
+    if palette_kind == "cube":
+        assert result.mse == 0.0  # every pixel is a palette colour: nothing to diffuse
+
+
+def test_byte_colour_is_repainted_without_a_histogram(monkeypatch):
+    """Dithering, or undithered with an RGB palette, finds every label itself:
+    apply_palette counts no colour histogram for an 8-bit RGB image (an RGBA one
+    still needs it: its transparent pixels keep their undithered colour; and the
+    nearest colour of a Lab palette is found in Lab, colour by colour)."""
     counted = []
     histogram = _quantize.image_histogram
 
@@ -114,32 +152,35 @@ def test_dithered_byte_colour_is_repainted_without_a_histogram(monkeypatch):
     image = data.chelsea()
     palette = Palette(image[::50, ::50].reshape(-1, 3)[:16])
     apply_palette(image, palette, dither=True)
+    apply_palette(image, palette)
     assert counted == []
     apply_palette(np.dstack([image, np.full(image.shape[:2], 255, np.uint8)]), palette, dither=1)
-    apply_palette(image, palette)
+    assert len(counted) == 1
+    lab = Palette(palette.colors, color_space="lab")
+    labelled = apply_palette(image, lab)
     assert len(counted) == 2
+    in_lab = apply_palette(np.dstack([image, np.full(image.shape[:2], 255, np.uint8)]), lab)
+    np.testing.assert_array_equal(labelled.labels, in_lab.labels)
 
 
+@pytest.mark.parametrize("dither", [True, False])
 @pytest.mark.parametrize("k", [6, 200])
-def test_byte_dithering_without_a_histogram_reports_what_the_histogram_path_reports(
-    k, monkeypatch
+def test_byte_colour_without_a_histogram_reports_what_the_histogram_path_reports(
+    k, dither, monkeypatch
 ):
     """The same labels, image, counts, error, distinct colours and per-cluster
     statistics as an opaque RGBA copy and a dask array (both counted by histogram),
-    and as the same stack dithered in bands of 7 rows (each plane starts afresh)."""
-    whole_planes = apply_palette(
-        np.stack([data.chelsea()[:90, :120], data.chelsea()[90:180, 200:320]]),
-        Palette(_palette(data.chelsea()[:90, :120], k, np.random.default_rng(k))),
-        dither=True,
-    )
-    monkeypatch.setattr(_paint, "_BAND_PIXELS", 7 * 120)
+    and as the same stack in bands of 7 rows (dithered: each plane starts afresh;
+    undithered: the stack's rows split between the cores)."""
     image = np.stack([data.chelsea()[:90, :120], data.chelsea()[90:180, 200:320]])
-    rng = np.random.default_rng(k)
-    palette = Palette(_palette(image[0], k, rng))
-    fast = apply_palette(image, palette, dither=True)
+    palette = Palette(_palette(image[0], k, np.random.default_rng(k)))
+    whole_planes = apply_palette(image, palette, dither=dither)
+    monkeypatch.setattr(_paint, "_BAND_PIXELS", 7 * 120)
+    monkeypatch.setattr(_paint, "_PARALLEL_SEARCH_PIXELS", 5000)
+    fast = apply_palette(image, palette, dither=dither)
     opaque = np.concatenate([image, np.full((*image.shape[:3], 1), 255, np.uint8)], axis=-1)
-    counted = apply_palette(opaque, palette, dither=True)
-    lazy = apply_palette(da.from_array(image, chunks=(1, 90, 120, 3)), palette, dither=True)
+    counted = apply_palette(opaque, palette, dither=dither)
+    lazy = apply_palette(da.from_array(image, chunks=(1, 90, 120, 3)), palette, dither=dither)
     for other in (counted, lazy, whole_planes):
         np.testing.assert_array_equal(fast.labels, np.asarray(other.labels))
         np.testing.assert_array_equal(fast.image, np.asarray(other.image)[..., :3])

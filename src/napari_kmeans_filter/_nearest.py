@@ -4,8 +4,8 @@ It serves the three places that need it: the fit's assignment passes
 (:func:`assign`, :func:`reassign`, which Lloyd's iterations in :mod:`._fit`
 call), the palette's assignment of every histogram row (the repaint's lookup
 table is made from it: :func:`._fit.assign_rows`) and dithering
-(:func:`dither_plane`, :func:`dither_rgb`, which :class:`._paint.Ditherer`
-runs plane by plane).
+(:func:`dither_plane`, :func:`dither_rgb`, :func:`dither_rgb_cells`, which
+:class:`._paint.Ditherer` runs plane by plane).
 
 What spares work, all exact (ties go to the lowest index):
 
@@ -45,7 +45,8 @@ stay, each beside the others here, where one change reads against all:
   is known only when the pixel is reached;
 * :func:`dither_rgb_cells` -- :func:`dither_rgb`'s labels for 8-bit colour, in
   integers: the error to the next pixel in a register, the distances exact,
-  the nearest colour's levels in its key.
+  the nearest colour's levels in its key; also the undithered labels of
+  8-bit RGB repainted with a palette (no error passed on).
 
 All five find the exact nearest centre, ties going to the lowest index
 (``tests/test_nearest.py`` checks each against a brute-force argmin, and
@@ -1075,6 +1076,7 @@ def dither_rgb_cells(
     errors,
     first,
     stop,
+    diffuse,
     compare_all,
     fine_bits,
     state,
@@ -1102,7 +1104,9 @@ def dither_rgb_cells(
 
     ``errors`` (int64, shape (2, 3 * (width + 2)), zero before a plane's first
     row) carries the sixteenths of error from one call to the next: row ``y``
-    reads ``errors[y % 2]`` and writes the next row's into the other.
+    reads ``errors[y % 2]`` and writes the next row's into the other.  With
+    ``diffuse`` false no error is passed on: each pixel gets its own nearest
+    colour, and consecutive pixels no longer wait for each other.
 
     The nearest colour is found by a key ``distance << 36 | tag``, the
     colour's tag ``index << 24 | levels`` (``_tags``): the least key is the
@@ -1115,13 +1119,14 @@ def dither_rgb_cells(
     integer boxes), taken from its coarse cell's list (``2**coarse_bits``
     levels an axis, made from every colour on first use).  Many cells have a
     single such colour: ``state[cell]`` is then that label, and the pixel
-    needs no distance at all.  Else ``state[cell] - k`` is ``first << 9 |
+    needs no distance at all.  Else ``state[cell] - k`` is ``first << 11 |
     n``: the cell's list in ``n`` blocks of ``_LANES`` columns of ``blocks``
     from column ``first * _LANES`` (rows: each colour's terms of the key, as
     for comparing all colours; the last block padded with the home),
     searched whole by keys;
     ``n`` is 0 when the blocks ran out, and ``first`` then names the coarse
-    cell whose list is searched.
+    cell whose list is searched (11 bits of ``n``: a list of all 4096 colours
+    takes 1024 blocks).
     ``state`` starts at -1, ``coarse_made`` at 0 (``used[0]`` rows of
     ``blocks`` are taken); they carry over from one call to the next.
 
@@ -1166,15 +1171,18 @@ def dither_rgb_cells(
                 labels[y, x] = guess[y, x]
                 e0 = e1 = e2 = 0
             else:
-                s0 = errors[now, here] + c0
-                s1 = errors[now, here + 1] + c1
-                s2 = errors[now, here + 2] + c2
-                # Whole steps toward zero (an arithmetic shift floors: round
-                # negative sixteenths up first).
-                w0 = np.int64(pixels[y, x, 0]) - offset + ((s0 + ((s0 >> 63) & 15)) >> 4)
-                w1 = np.int64(pixels[y, x, 1]) - offset + ((s1 + ((s1 >> 63) & 15)) >> 4)
-                w2 = np.int64(pixels[y, x, 2]) - offset + ((s2 + ((s2 >> 63) & 15)) >> 4)
-                w0, w1, w2 = min(max(w0, 0), 255), min(max(w1, 0), 255), min(max(w2, 0), 255)
+                w0 = np.int64(pixels[y, x, 0]) - offset
+                w1 = np.int64(pixels[y, x, 1]) - offset
+                w2 = np.int64(pixels[y, x, 2]) - offset
+                if diffuse:
+                    s0 = errors[now, here] + c0
+                    s1 = errors[now, here + 1] + c1
+                    s2 = errors[now, here + 2] + c2
+                    # Whole steps toward zero (an arithmetic shift floors: round
+                    # negative sixteenths up first).
+                    w0 = min(max(w0 + ((s0 + ((s0 >> 63) & 15)) >> 4), 0), 255)
+                    w1 = min(max(w1 + ((s1 + ((s1 >> 63) & 15)) >> 4), 0), 255)
+                    w2 = min(max(w2 + ((s2 + ((s2 >> 63) & 15)) >> 4), 0), 255)
                 if k <= compare_all:
                     # Every colour, without branches (vectorised): the least key.
                     least = np.int64(2**62)
@@ -1211,7 +1219,7 @@ def dither_rgb_cells(
                     if entry < k:
                         least = tags[entry]
                     else:
-                        start, n_blocks = (entry - k) >> 9, (entry - k) & 511
+                        start, n_blocks = (entry - k) >> 11, (entry - k) & 2047
                         least = np.int64(2**62)
                         base = (w0 * w0 + w1 * w1 + w2 * w2) << 36
                         if n_blocks > 0:
@@ -1333,9 +1341,9 @@ def _make_cell(
                 blocks[1, at] = -(ints[j, 0] << 37)
                 blocks[2, at] = -(ints[j, 1] << 37)
                 blocks[3, at] = -(ints[j, 2] << 37)
-            entry = k + ((start << 9) | n_blocks)
+            entry = k + ((start << 11) | n_blocks)
         else:  # no room left: the coarse list is searched
-            entry = k + (wide << 9)
+            entry = k + (wide << 11)
     state[cell] = entry
     return entry
 

@@ -7,7 +7,8 @@ direct table maps the code to the label, and one compiled pass writes the
 labels and the repainted image together; other encodings look codes up in the
 sorted histogram.  Dithering finds every pixel's label itself, as the error
 reaches it (:class:`Ditherer`); 8-bit RGB needs no histogram for it at all
-(:func:`dither_bytes`).
+(:func:`paint_bytes`), nor to repaint it undithered with a palette it was not
+fitted on.
 """
 
 from __future__ import annotations
@@ -310,7 +311,29 @@ _MAX_BLOCKS = 2**16
 # and counted on a second core while the next is dithered: the painting and counting
 # took a fifth of the time in line (k = 16: 23 -> 18 ns a pixel on the 2 MP mosaic).
 _BAND_PIXELS = 2**15
+# Undithered, an image of this many pixels or more is searched in parts on every core.
+_PARALLEL_SEARCH_PIXELS = 2**20
 _SEEN_WORDS = 2**24 // 64  # a bit per 8-bit RGB colour
+
+
+def _bands(n_planes: int, height: int, width: int) -> list[list[tuple[int, int, int]]]:
+    """The bands of about _BAND_PIXELS that planes of ``height`` rows of ``width`` are
+    searched and painted in: each a list of ``(plane, first row, stop row)``, whole
+    rows of one plane, or whole small planes (one band per plane of a stack of tiny
+    planes handed each over to the second core: 14 us a plane)."""
+    step = max(1, _BAND_PIXELS // max(width, 1))
+    bands, band, size = [], [], 0
+    for p in range(n_planes):
+        for first in range(0, height, step):
+            stop = min(height, first + step)
+            if band and size + (stop - first) * width > _BAND_PIXELS:
+                bands.append(band)
+                band, size = [], 0
+            band.append((p, first, stop))
+            size += (stop - first) * width
+    if band:
+        bands.append(band)
+    return bands
 
 
 def _fine_bits(n_colors: int) -> int:
@@ -343,7 +366,8 @@ class Ditherer:
     colors : ndarray, shape (k, C)
         The palette in the image's dtype.
     level : float
-        Share of the error passed on, in (0, 1].
+        Share of the error passed on, in (0, 1]; 0 (none: each pixel its nearest
+        colour) for 8-bit RGB only, whose kernel then searches without diffusing.
     has_alpha : bool
         Whether the last channel is alpha.
     extremes : (float, float)
@@ -380,7 +404,7 @@ class Ditherer:
             n_color == 3
             and dtype.kind in "ui"
             and dtype.itemsize == 1
-            and self.level == 1.0
+            and self.level in (0.0, 1.0)
             and _BYTE_CELLS_FROM_K < len(colors) <= 4096  # 12 bits of index in its keys
         )
         # The byte kernel needs no neighbour table (1.2 ms of a 4 ms dithering of the cat).
@@ -452,97 +476,161 @@ class Ditherer:
         """:meth:`paint` of 8-bit RGB planes; returns the statistics ``(counts, sums,
         squared)``.
 
-        The planes are dithered in bands of rows by :func:`._nearest.dither_rgb_cells`
-        (the labels: the chain from one pixel to the next), and each finished band is
-        painted and counted by :func:`_paint_byte_rows` on a second core meanwhile
-        (:func:`._workers.run_in_step`).
+        Dithered, the planes are searched in bands of rows by
+        :func:`._nearest.dither_rgb_cells` (the labels: the chain from one pixel to the
+        next), and each finished band is painted and counted by
+        :func:`_paint_byte_rows` on a second core meanwhile
+        (:func:`._workers.run_in_step`).  Undithered (level 0) the rows do not wait
+        for each other: a large image's rows are split between the cores, each part
+        searched and painted on its own, with its own cells and counts.
         """
         k = self.colors.shape[0]
         offset = int(np.iinfo(self.encoding.dtype).min)
         ints = self.palette.astype(np.int64) - offset
-        counts = np.zeros(k, np.int64)
-        sums = np.zeros((k, 3), np.int64)
-        squared = np.zeros(k, np.int64)
-        fine_bits = _fine_bits(k)
-        fine_side, coarse_side = 256 >> fine_bits, 256 >> _COARSE_BITS
-        # Cell states start unmade (every call: the palette may differ); rows are
-        # written before they are read.
-        state = _scratch.get("state", fine_side**3, np.int32)
-        state.fill(-1)
         n_planes, height, width = planes.shape[:3]
-        n_pixels = n_planes * height * width
-        lanes = _nearest._LANES
-        n_blocks = max(1, min(fine_side**3 * ((k + lanes) // lanes), n_pixels, _MAX_BLOCKS))
-        blocks = _scratch.get("blocks", (4, n_blocks * lanes), np.int64)
-        coarse_made = _scratch.get("coarse_made", coarse_side**3, np.uint8)
-        coarse_made.fill(0)
-        coarse = _scratch.get("coarse", (coarse_side**3, k + 2), np.int32)
-        used = np.zeros(1, np.int64)
         seen = np.zeros(0, np.uint64) if seen is None else seen
         distinct = np.zeros(1, np.int64) if distinct is None else distinct
-        errors = np.zeros((2, 3 * (width + 2)), np.int64)
+        diffuse = self.level > 0
+        n_parts = 1
+        if not diffuse and alpha_channel < 0:
+            # Rows are independent: one plane of all the planes' rows, in parts on
+            # every core when large (the undithered labels of fully transparent pixels
+            # are not searched here).
+            n_parts = min(n_workers(), labels.size // _PARALLEL_SEARCH_PIXELS + 1)
+            planes, labels, image = (
+                a.reshape(1, n_planes * height, *a.shape[2:]) for a in (planes, labels, image)
+            )
+            n_planes, height, guess = 1, n_planes * height, guess[:1]
+        # Each part its own statistics; the colours it sees in a bit set of its own.
+        stats = [_ByteStats(k, seen)]
+        stats += [_ByteStats(k, np.zeros(seen.size, np.uint64)) for _ in range(n_parts - 1)]
+        bounds = np.linspace(0, height, n_parts + 1).astype(int)
         compare_all = max(_BYTE_COMPARE_ALL_K, _BRUTE_FORCE_K)
-        rows = max(1, _BAND_PIXELS // max(width, 1))
-        bands = [
-            (p, y, min(height, y + rows)) for p in range(n_planes) for y in range(0, height, rows)
-        ]
 
-        def dither(band):
-            p, first, stop = band
-            if first == 0:
-                errors.fill(0)  # a new plane
-            dither_rgb_cells(
-                planes[p],
-                alpha_channel,
-                offset,
-                ints,
-                guess[p],
-                labels[p],
-                errors,
-                first,
-                stop,
-                compare_all,
-                fine_bits,
-                state,
-                blocks,
-                used,
-                _COARSE_BITS,
-                coarse_made,
-                coarse,
-            )
+        def search(band):
+            segments, cells, errors = band
+            for p, first, stop in segments:
+                if first == 0:
+                    errors.fill(0)  # a new plane
+                dither_rgb_cells(
+                    planes[p],
+                    alpha_channel,
+                    offset,
+                    ints,
+                    guess[p],
+                    labels[p],
+                    errors,
+                    first,
+                    stop,
+                    diffuse,
+                    compare_all,
+                    cells.fine_bits,
+                    cells.state,
+                    cells.blocks,
+                    cells.used,
+                    _COARSE_BITS,
+                    cells.coarse_made,
+                    cells.coarse,
+                )
 
-        def paint(band):
-            p, first, stop = band
-            _paint_byte_rows(
-                planes[p],
-                alpha_channel,
-                offset,
-                ints,
-                self.palette,
-                labels[p],
-                image[p],
-                counts,
-                sums,
-                squared,
-                seen,
-                distinct,
-                first,
-                stop,
-            )
+        def paint(band, part=0):
+            totals = stats[part]
+            for p, first, stop in band[0]:
+                _paint_byte_rows(
+                    planes[p],
+                    alpha_channel,
+                    offset,
+                    ints,
+                    self.palette,
+                    labels[p],
+                    image[p],
+                    totals.counts,
+                    totals.sums,
+                    totals.squared,
+                    totals.seen,
+                    totals.distinct,
+                    first,
+                    stop,
+                )
 
-        run_in_step(dither, paint, bands)
+        if n_parts == 1:
+            cells = _Cells(k, n_planes * height * width)
+            errors = np.zeros((2, 3 * (width + 2)), np.int64)
+            bands = [(segments, cells, errors) for segments in _bands(n_planes, height, width)]
+            run_in_step(search, paint, bands)
+        else:
+
+            def part_work(part):
+                first, stop = bounds[part], bounds[part + 1]
+                errors = np.zeros((2, 3 * (width + 2)), np.int64)  # written, not read
+                band = ([(0, first, stop)], _Cells(k, (stop - first) * width), errors)
+                search(band)
+                paint(band, part)
+
+            run_parts(part_work, list(range(n_parts)), n_parts)
+        counts, sums, squared = _ByteStats.total(stats, distinct)
         # Exact integers (< 2**53 below 4e10 pixels): as float64 the same values
         # the float kernels sum pixel by pixel.
         sums += offset * counts[:, np.newaxis]  # the kernel sums levels (value - offset)
         return counts, sums.astype(np.float64), squared.astype(np.float64)
 
 
-def dither_bytes(data, colors):
-    """Fully dithered ``(labels, image, counts, sums, squared, n_colors)`` of a numpy
-    8-bit RGB image without alpha (channel-last), with no histogram: the statistics
-    are counted while dithering, and the distinct colours (``n_colors``) in a bit set."""
+class _Cells:
+    """The working arrays of :func:`._nearest.dither_rgb_cells`'s cells for one search
+    of a palette of ``k`` colours over at most ``n_pixels``: the calling thread's, reset
+    (cells are made as values fall in them, and the palette may differ call to call)."""
+
+    def __init__(self, k: int, n_pixels: int):
+        self.fine_bits = _fine_bits(k)
+        fine_side, coarse_side = 256 >> self.fine_bits, 256 >> _COARSE_BITS
+        self.state = _scratch.get("state", fine_side**3, np.int32)
+        self.state.fill(-1)
+        lanes = _nearest._LANES
+        n_blocks = max(1, min(fine_side**3 * ((k + lanes) // lanes), n_pixels, _MAX_BLOCKS))
+        # Blocks and coarse lists are written before they are read.
+        self.blocks = _scratch.get("blocks", (4, n_blocks * lanes), np.int64)
+        self.coarse_made = _scratch.get("coarse_made", coarse_side**3, np.uint8)
+        self.coarse_made.fill(0)
+        self.coarse = _scratch.get("coarse", (coarse_side**3, k + 2), np.int32)
+        self.used = np.zeros(1, np.int64)
+
+
+class _ByteStats:
+    """Per-colour statistics of :func:`_paint_byte_rows` in levels (exact int64), and
+    the bit set ``seen`` of the colours seen (empty: none counted), for one part of an
+    image."""
+
+    def __init__(self, k: int, seen):
+        self.counts = np.zeros(k, np.int64)
+        self.sums = np.zeros((k, 3), np.int64)
+        self.squared = np.zeros(k, np.int64)
+        self.seen = seen
+        self.distinct = np.zeros(1, np.int64)
+
+    @staticmethod
+    def total(parts, distinct):
+        """The parts' ``(counts, sums, squared)``; their colours joined into the first
+        part's bit set, whose newly seen colours are added to ``distinct[0]``."""
+        first = parts[0]
+        for part in parts[1:]:
+            first.counts += part.counts
+            first.sums += part.sums
+            first.squared += part.squared
+            if first.seen.size:
+                new = part.seen & ~first.seen
+                first.distinct[0] += int(np.bitwise_count(new).sum())
+                first.seen |= part.seen
+        distinct[0] += first.distinct[0]
+        return first.counts, first.sums, first.squared
+
+
+def paint_bytes(data, colors, level: float):
+    """``(labels, image, counts, sums, squared, n_colors)`` of a numpy 8-bit RGB image
+    without alpha (channel-last), fully dithered (``level`` 1) or each pixel its nearest
+    RGB colour (0), with no histogram: the statistics are counted as the labels are
+    found, and the distinct colours (``n_colors``) in a bit set."""
     encoding = Encoding.for_image(data.dtype, 3)
-    ditherer = Ditherer(encoding, colors, 1.0, False, None)
+    ditherer = Ditherer(encoding, colors, level, False, None)
     seen = _scratch.get("seen", _SEEN_WORDS, np.uint64)
     seen.fill(0)
     distinct = np.zeros(1, np.int64)
