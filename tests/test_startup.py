@@ -577,3 +577,19 @@ def test_without_a_writable_numba_cache_the_kernels_compile_without_one(tmp_path
     assert done.stdout.count("numba cannot keep") == 1, done.stdout
     expected = quantize(data.chelsea()[:64, :64], 4, random_state=0).labels
     np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), expected)
+
+
+def test_stop_signals_wait_while_the_second_process_is_started():
+    """A stop signal while the claims directory is made and the second process started is
+    handled once both are kept (found under load: a signal in between left either behind)."""
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: received.append(number))
+    try:
+        with _jit._stop_signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert received == []
+        time.sleep(0.05)
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -26,6 +26,7 @@ dask workers compile in their own process only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import threading
@@ -421,13 +422,28 @@ def _start_alongside() -> None:
     """Start ``python -m <package>._warmup`` on the fit's kernels; stopped at exit."""
     import atexit
     import os
-    import subprocess
     import tempfile
 
     global _alongside
     package = __name__.rpartition(".")[0]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    directory = tempfile.mkdtemp(prefix="nkf-claims-")
+    with _stop_signals_held():
+        # A stop signal between the directory's creation and the process's handle being
+        # kept left either behind, found under load: it is handled once both are kept.
+        directory = tempfile.mkdtemp(prefix="nkf-claims-")
+        process = _popen_warmup(package, root, directory)
+        if process is None:
+            os.rmdir(directory)
+            return
+        _alongside = _Alongside(process, directory)
+        atexit.register(_alongside.stop)
+
+
+def _popen_warmup(package: str, root: str, directory: str):
+    """``python -m <package>._warmup`` with the claims ``directory``; None if it cannot start."""
+    import os
+    import subprocess
+
     env = dict(os.environ)
     if root not in _site_dirs():
         # The same package files as this process (numba's cache is per source file), for a
@@ -437,7 +453,7 @@ def _start_alongside() -> None:
     env[_CLAIMS_ENV] = directory
     env[_PARENT_ENV] = str(os.getpid())
     try:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", f"{package}._warmup"],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -445,10 +461,33 @@ def _start_alongside() -> None:
             stderr=subprocess.DEVNULL,
         )
     except OSError:
-        os.rmdir(directory)
+        return None
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """Hold SIGINT and SIGTERM back while the block runs (in the main thread, where
+    Python runs signal handlers), then deliver them to their handlers."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    _alongside = _Alongside(process, directory)
-    atexit.register(_alongside.stop)
+    held = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler not in (None, signal.SIG_IGN):
+            previous[signum] = signal.signal(signum, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in held:
+            os.kill(os.getpid(), signum)
 
 
 def _site_dirs() -> list:
