@@ -163,6 +163,37 @@ def test_byte_colour_is_repainted_without_a_histogram(monkeypatch):
     np.testing.assert_array_equal(labelled.labels, in_lab.labels)
 
 
+def test_an_undithered_image_of_few_colours_is_repainted_through_its_histogram(monkeypatch):
+    """Searching every pixel pays on photos, not on an image of few colours (a graphic):
+    that one keeps the histogram path, with the same labels."""
+    counted = []
+    histogram = _quantize.image_histogram
+    monkeypatch.setattr(
+        _quantize, "image_histogram", lambda layout, *a: counted.append(1) or histogram(layout, *a)
+    )
+    rng = np.random.default_rng(0)
+    graphic = rng.integers(0, 256, (20, 3), dtype=np.uint8)[rng.integers(0, 20, (60, 80))]
+    palette = Palette(rng.integers(0, 256, (16, 3), dtype=np.uint8))
+    result = apply_palette(graphic, palette)
+    assert counted == [1]
+    nearest = ((graphic[..., None, :].astype(int) - palette.colors.astype(int)) ** 2).sum(-1)
+    np.testing.assert_array_equal(result.labels, nearest.argmin(-1))
+    assert result.n_input_colors == 20
+    apply_palette(_noisy(np.uint8), palette)  # a photo: searched
+    assert counted == [1]
+
+
+@pytest.mark.parametrize("dither", [True, False])
+def test_more_colours_than_the_byte_search_takes_still_counts_the_input_colours(dither):
+    """Above 4096 colours the byte search does not apply: the histogram path reports the
+    image's distinct colours (it reported 0)."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)
+    palette = Palette(rng.integers(0, 256, (5000, 3)).astype(np.uint8))
+    result = apply_palette(image, palette, dither=dither)
+    assert result.n_input_colors == len(np.unique(image.reshape(-1, 3), axis=0))
+
+
 @pytest.mark.parametrize("dither", [True, False])
 @pytest.mark.parametrize("k", [6, 200])
 def test_byte_colour_without_a_histogram_reports_what_the_histogram_path_reports(

@@ -314,6 +314,13 @@ _BAND_PIXELS = 2**15
 # Undithered, an image of this many pixels or more is searched in parts on every core.
 _PARALLEL_SEARCH_PIXELS = 2**20
 _SEEN_WORDS = 2**24 // 64  # a bit per 8-bit RGB colour
+#: The most colours :func:`paint_bytes` takes (12 bits of index in its keys).
+BYTE_SEARCH_MAX_K = 4096
+# An undithered repaint searches every pixel (paint_bytes) when a sample of this many
+# pixels has at least a quarter distinct colours; an image of few colours is repainted
+# faster through its histogram: 12 MP of 20 colours 87 -> 219 ms by the search, a noisy
+# 12 MP photo 235 -> 112 ms.
+_SAMPLE_PIXELS = 4096
 
 
 def _bands(n_planes: int, height: int, width: int) -> list[list[tuple[int, int, int]]]:
@@ -405,7 +412,7 @@ class Ditherer:
             and dtype.kind in "ui"
             and dtype.itemsize == 1
             and self.level in (0.0, 1.0)
-            and _BYTE_CELLS_FROM_K < len(colors) <= 4096  # 12 bits of index in its keys
+            and _BYTE_CELLS_FROM_K < len(colors) <= BYTE_SEARCH_MAX_K
         )
         # The byte kernel needs no neighbour table (1.2 ms of a 4 ms dithering of the cat).
         self.neighbours = None if self.bytewise else Neighbours(self.colors)
@@ -622,6 +629,22 @@ class _ByteStats:
                 first.seen |= part.seen
         distinct[0] += first.distinct[0]
         return first.counts, first.sums, first.squared
+
+
+def searching_pays(data) -> bool:
+    """Whether an undithered repaint of the numpy 8-bit RGB ``data`` (channel-last) is
+    faster by :func:`paint_bytes` than through its colour histogram: whether an even
+    sample of its pixels has many distinct colours (a photo, not a graphic)."""
+    n_pixels = int(np.prod(data.shape[:-1]))
+    step = max(1, n_pixels // _SAMPLE_PIXELS)
+    if data.flags.c_contiguous:
+        sample = data.reshape(-1, data.shape[-1])[::step]
+    else:  # (no copy of the image for a sample)
+        sample = data[np.unravel_index(np.arange(0, n_pixels, step), data.shape[:-1])]
+    sample = sample[:, :3].view(np.uint8).astype(np.int64)  # (int8 as its bytes)
+    codes = np.sort((sample[:, 0] << 16) | (sample[:, 1] << 8) | sample[:, 2])
+    distinct = 1 + np.count_nonzero(codes[1:] != codes[:-1])  # (np.unique took 4x as long)
+    return 4 * distinct >= len(codes)
 
 
 def paint_bytes(data, colors, level: float):

@@ -26,7 +26,7 @@ from ._histogram import image_histogram, release_freed_memory
 from ._layout import layout_of
 from ._metrics import MeanDeltaE, psnr
 from ._options import FitOptions, fit_options
-from ._paint import paint_bytes, paint_image
+from ._paint import BYTE_SEARCH_MAX_K, paint_bytes, paint_image, searching_pays
 from ._progress import ProgressCallback, stage
 
 
@@ -811,14 +811,18 @@ def apply_palette(
         "dither": level if level > 0 else False,
     }
     bytes_rgb = layout.encoding.dense and layout.n_color_channels == 3
-    searched = level == 1 or (level == 0 and palette.color_space == "rgb")
-    if searched and bytes_rgb and not layout.is_dask and not layout.has_alpha:
+    bytes_rgb = bytes_rgb and not layout.is_dask and not layout.has_alpha
+    bytes_rgb = bytes_rgb and len(colors) <= BYTE_SEARCH_MAX_K
+    searched = level == 1 or (
+        level == 0 and palette.color_space == "rgb" and bytes_rgb and searching_pays(layout.data)
+    )
+    if searched and bytes_rgb:
         # 8-bit RGB dithering finds every label, counts the statistics and marks the
         # distinct colours itself: no histogram (CPU, 2 MP noisy photo at k = 16: 139 -> 53 ms
         # with dither_rgb_cells; the cat 8.7 -> 4.2 ms). Undithered, the same search finds
         # each pixel's nearest RGB colour: a histogram of a photo's colours and the nearest
-        # colour of each took longer (2 MP mosaic, k = 16 / 256: 80 / 114 -> 21 / 31 ms;
-        # a 12 MP one with 20 colours, 116 / 117 -> 111 / 138 ms).
+        # colour of each took longer on photos (2 MP mosaic, k = 16 / 256: 80 / 114 -> 21 /
+        # 31 ms), not on images of few colours (searching_pays).
         labels, painted, counts, sums, squared, n_colors = paint_bytes(layout.data, colors, level)
         mse = float(squared.sum()) / max(layout.n_pixels * 3, 1)
         if progress is not None:
