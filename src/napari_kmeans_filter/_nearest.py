@@ -1201,7 +1201,7 @@ def dither_rgb_cells(
                             w2,
                             ints,
                             squares,
-                            tags,
+                            terms,
                             everyone,
                             spare,
                             fine_bits,
@@ -1275,7 +1275,7 @@ def _make_cell(
     w2,
     ints,
     squares,
-    tags,
+    terms,
     everyone,
     spare,
     fine_bits,
@@ -1337,10 +1337,8 @@ def _make_cell(
             for t in range(n_blocks * _LANES):
                 j = spare[1 + t] if t <= listed else spare[1]
                 at = start * _LANES + t
-                blocks[0, at] = (squares[j] << 36) | tags[j]
-                blocks[1, at] = -(ints[j, 0] << 37)
-                blocks[2, at] = -(ints[j, 1] << 37)
-                blocks[3, at] = -(ints[j, 2] << 37)
+                for row in range(4):
+                    blocks[row, at] = terms[row, j]
             entry = k + ((start << 11) | n_blocks)
         else:  # no room left: the coarse list is searched
             entry = k + (wide << 11)

@@ -300,7 +300,7 @@ _BYTE_CELLS_FROM_K = 0
 _BYTE_COMPARE_ALL_K = 64
 # Its cells: 2**_fine_bits(k) levels an axis, their lists made from those of coarse
 # cells of 2**_COARSE_BITS levels (8**3), and kept in at most _MAX_BLOCKS blocks of
-# _nearest._LANES colours (256 bytes each; a cell made past them searches its coarse
+# _nearest._LANES colours (32 bytes a colour; a cell made past them searches its coarse
 # list).  Making lists costs as much as searching them: ns a pixel, whole call, on
 # the cat / astronaut / 2 MP mosaic, cells of 16 levels against 8: k=256 47 / 36 / 29
 # against 51 / 50 / 35 (the astronaut's values fall in 14 k cells of 8 levels); k=1024
@@ -641,8 +641,7 @@ def searching_pays(data) -> bool:
         sample = data.reshape(-1, data.shape[-1])[::step]
     else:  # (no copy of the image for a sample)
         sample = data[np.unravel_index(np.arange(0, n_pixels, step), data.shape[:-1])]
-    sample = sample[:, :3].view(np.uint8).astype(np.int64)  # (int8 as its bytes)
-    codes = np.sort((sample[:, 0] << 16) | (sample[:, 1] << 8) | sample[:, 2])
+    codes = np.sort(Encoding.for_image(data.dtype, 3).encode(sample[:, :3]))
     distinct = 1 + np.count_nonzero(codes[1:] != codes[:-1])  # (np.unique took 4x as long)
     return 4 * distinct >= len(codes)
 

@@ -810,9 +810,12 @@ def apply_palette(
         "alpha": bool(layout.has_alpha),
         "dither": level if level > 0 else False,
     }
-    bytes_rgb = layout.encoding.dense and layout.n_color_channels == 3
-    bytes_rgb = bytes_rgb and not layout.is_dask and not layout.has_alpha
-    bytes_rgb = bytes_rgb and len(colors) <= BYTE_SEARCH_MAX_K
+    bytes_rgb = (
+        layout.encoding.dense
+        and layout.n_color_channels == 3
+        and not (layout.is_dask or layout.has_alpha)
+        and len(colors) <= BYTE_SEARCH_MAX_K
+    )
     searched = level == 1 or (
         level == 0 and palette.color_space == "rgb" and bytes_rgb and searching_pays(layout.data)
     )
