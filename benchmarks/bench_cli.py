@@ -146,12 +146,14 @@ dispatcher.Dispatcher.compile = compile
 loads = {"hits": 0, "misses": 0}
 try:
     from numba.core import caching
-    orig_load = caching.Cache.load_overload
+    # _load_overload: what numba's load_overload and the package's lean one both call
+    name = "_load_overload" if hasattr(caching.Cache, "_load_overload") else "load_overload"
+    orig_load = getattr(caching.Cache, name)
     def load_overload(self, sig, target_context):
         res = orig_load(self, sig, target_context)
         loads["hits" if res is not None else "misses"] += 1
         return res
-    caching.Cache.load_overload = load_overload
+    setattr(caching.Cache, name, load_overload)
 except Exception:
     pass
 sys.argv = ["napari-kmeans-filter", *sys.argv[2:]]

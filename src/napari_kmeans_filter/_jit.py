@@ -73,13 +73,18 @@ def _compile_helpers(numba) -> None:
 def _njit(numba, func, **options):
     """``numba.njit(**_OPTIONS, **options)(func)``; where numba can keep no cache (no
     writable directory for it: ``NUMBA_CACHE_DIR``), the kernels compile without one, in
-    every process, and a warning says so once."""
+    every process, and a warning says so once. After :func:`lean_start`, a kernel loads
+    from the cache through :func:`_lean_cache`."""
     try:
-        return numba.njit(**_OPTIONS, **options)(func)
+        compiled = numba.njit(**_OPTIONS, **options)(func)
     except RuntimeError as raised:
         if not _OPTIONS.get("cache") or "cannot cache" not in str(raised):
             raise
         error = raised
+    else:
+        if _lean and not options:
+            _lean_cache(compiled)
+        return compiled
     import warnings
 
     _OPTIONS["cache"] = False
@@ -180,8 +185,6 @@ def _start(numba, func) -> None:
         known = False
     if not known:
         _OPTIONS.pop("no_cfunc_wrapper", None)
-    if _lean:
-        _start_target_without(UNUSED_AT_START)
     if _slow_compile_callbacks:
         _watch_compiles()
     if _alongside_wanted(numba, func):
@@ -201,6 +204,45 @@ class _Unavailable:
         ):
             raise ModuleNotFoundError(f"{name} left out while numba starts", name=name)
         return None
+
+
+def _lean_cache(compiled) -> None:
+    """Let ``compiled`` (a numba dispatcher) load from numba's cache without first loading
+    the CPU target's registries.
+
+    numba refreshes its target before every cache load. The first refresh imports and
+    installs the typing and lowering registries of everything numba can compile (~70
+    modules), and each later one installs them again: 0.1-0.2 s of a small file's command
+    line. Code loaded from the cache needs none of it, only numba's runtime (NRT: the
+    allocation functions it links to). So here a load starts the runtime and loads; a miss
+    (the kernel must be compiled) first refreshes the target as numba would, without
+    :data:`UNUSED_AT_START`. A numba whose cache is not the one this was written for keeps
+    its own loading.
+    """
+    from numba.core import caching
+
+    cache = getattr(compiled, "_cache", None)
+    if type(cache) is caching.FunctionCache and all(
+        hasattr(cache, name) for name in ("_load_overload", "_guard_against_spurious_io_errors")
+    ):
+        cache.__class__ = _lean_cache_class()
+
+
+@functools.cache
+def _lean_cache_class():
+    from numba.core import caching
+    from numba.core.runtime import nrt
+
+    class LeanCache(caching.FunctionCache):
+        def load_overload(self, sig, target_context):
+            nrt.rtsys.initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                loaded = self._load_overload(sig, target_context)
+            if loaded is None:
+                _start_target_without(UNUSED_AT_START)
+            return loaded
+
+    return LeanCache
 
 
 def _start_target_without(names) -> None:
