@@ -97,7 +97,7 @@ _LANES = 4
 
 
 @kernel
-def _resort_neighbours(centres, order, gaps):
+def _resort_neighbours(centres, order, gaps, table, row):
     """Recompute the distances along ``order`` and re-sort each row by insertion.
 
     The rows of successive Lloyd iterations are nearly sorted, so this is
@@ -107,11 +107,14 @@ def _resort_neighbours(centres, order, gaps):
     distance once for both of its rows, and the sort keeps the largest gap so
     far at hand (most entries stay in place): at k = 256 with every centre
     moved, 0.6 -> 0.38 ms a re-sort here.  The same values either way.
+    ``table`` (k x k with complete lists) and ``row`` (one list's length) are
+    scratch space, allocated by the caller: a kernel that allocates makes a
+    process that loads it from numba's cache import numba's array module too
+    (~25 ms of a small file's command line).
     """
     k, n_dims = centres.shape
     n_neighbours = order.shape[1]
     complete = n_neighbours == k - 1
-    table = np.empty((k, k) if complete else (1, 1))
     if complete:
         for a in range(k):
             for j in range(a + 1, k):
@@ -122,7 +125,6 @@ def _resort_neighbours(centres, order, gaps):
                 gap = math.sqrt(total)
                 table[a, j] = gap
                 table[j, a] = gap
-    row = np.empty(n_neighbours)
     for a in range(k):
         for m in range(n_neighbours):
             j = order[a, m]
@@ -236,7 +238,7 @@ class Neighbours:
                 self.stale = stale
                 self.gaps -= 2 * moved
                 return
-        _resort_neighbours(centres, self.order, self.gaps)
+        self._resort(centres)
         self.stale = 0.0
         if n_neighbours == k - 1:
             self.near = float(np.median(self.gaps[:, 0]))
@@ -244,9 +246,14 @@ class Neighbours:
     def settle(self, centres: np.ndarray) -> None:
         """Exact gaps again after :meth:`update` lowered them (``centres`` current)."""
         if self.stale > 0:
-            _resort_neighbours(centres, self.order, self.gaps)
+            self._resort(centres)
             self.stale = 0.0
             self.near = float(np.median(self.gaps[:, 0]))
+
+    def _resort(self, centres: np.ndarray) -> None:
+        k, n_neighbours = self.order.shape
+        table = np.empty((k, k) if n_neighbours == k - 1 else (1, 1))
+        _resort_neighbours(centres, self.order, self.gaps, table, np.empty(n_neighbours))
 
     def copy(self) -> Neighbours:
         twin = object.__new__(Neighbours)
