@@ -15,9 +15,10 @@ Python until the first kernel compiles, then compiled too and inlined into
 the kernels.
 
 Three things a process that starts for one call (the command line) asks for:
-:func:`lean_start` (numba's CPU target starts without the libraries the kernels
-never use), :func:`on_slow_compile` (a note when the first-ever run compiles
-for longer than a second) and :func:`compile_alongside` (on a first-ever run --
+:func:`lean_start` (kernels load from numba's cache without its CPU target's
+registries, and the target starts without the libraries the kernels never
+use), :func:`on_slow_compile` (a note when the first-ever run compiles for
+longer than a second) and :func:`compile_alongside` (on a first-ever run --
 the first kernel is not in numba's cache -- with an idle core, a second process
 compiles the fit's kernels at the same time: :func:`compile_claimed`, the end
 of this module).  A library call never starts a process: notebooks, napari and
@@ -131,15 +132,18 @@ def kernel(func):
 
 
 def lean_start() -> None:
-    """Let numba's CPU target start without :data:`UNUSED_AT_START` in this process.
+    """Start numba lean in this process: kernels load from its cache without the CPU
+    target's registries (:func:`_lean_cache`), and the target starts, when a kernel must
+    be compiled, without :data:`UNUSED_AT_START`.
 
     For a process that runs this package's kernels and little else numba-compiled (the
-    command line): when the first kernel starts numba's CPU target, those modules cannot be
-    imported *by that thread, while the target loads its registries*; afterwards everything
-    imports as usual (``import scipy.linalg`` works, skimage's colour conversions too). In
-    that process numba then has no BLAS for its own ``np.vdot``/``np.correlate`` (they use
-    numba's plain loops; ``np.dot`` still finds scipy when compiled) and no cffi support.
-    Does nothing if called after the first kernel, or when those modules are loaded already.
+    command line). When a kernel is compiled, those modules cannot be imported *by that
+    thread, while the target loads its registries*; afterwards everything imports as usual
+    (``import scipy.linalg`` works, skimage's colour conversions too). In that process
+    numba then has no BLAS for its own ``np.vdot``/``np.correlate`` (they use numba's plain
+    loops; ``np.dot`` still finds scipy when compiled) and no cffi support. Other code that
+    numba compiles later in the process finds the registries loaded as usual. Affects the
+    kernels made after the call; leaves out nothing already imported.
     """
     global _lean
     _lean = True
