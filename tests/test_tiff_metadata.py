@@ -92,7 +92,7 @@ def test_imagej_calibration_is_read(tmp_path):
     )
     with open_image(tmp_path / "cm.tif") as source:
         assert source.pixel_sizes == {"X": (0.1, "cm"), "Y": (0.05, "cm")}
-        metadata = _io.tiff_metadata(source, stack.shape, None)
+        metadata = _io.output_metadata(source, stack.shape, None)
     _io.write_array(tmp_path / "cm_out.tif", stack, fmt="tiff", channel_axis=None, **metadata)
     assert _imagej_calibration(tmp_path / "cm_out.tif") == (10.0, 20.0, "cm", None)
     # ImageJ's "pixel" (no calibration) is no physical size
@@ -117,7 +117,7 @@ def test_ome_zarr_scale_and_units_are_pixel_sizes(tmp_path):
     with open_image(tmp_path / "img.zarr") as source:
         assert source.pixel_sizes == {"Y": (0.4, "µm"), "X": (0.2, "µm")}
         result = quantize(source.load(), 6, channel_axis=source.channel_axis, random_state=0)
-        metadata = _io.tiff_metadata(source, result.image.shape, source.channel_axis)
+        metadata = _io.output_metadata(source, result.image.shape, source.channel_axis)
     # an OME-Zarr image goes to TIFF as an OME-TIFF with its pixel size
     tiff.write_tiff_from_dask(tmp_path / "out.tif", result.image, source.channel_axis, **metadata)
     assert _ome_sizes(tmp_path / "out.tif") == {
@@ -146,7 +146,7 @@ def test_ome_tiff_outputs_keep_the_physical_pixel_size(tmp_path, lazy):
         outputs = _outputs(source, 1)
         for name, array in outputs.items():
             path = tmp_path / f"{name}.tif"
-            metadata = _io.tiff_metadata(source, array.shape, 1)
+            metadata = _io.output_metadata(source, array.shape, 1)
             channel_axis = 1 if name == "image" else None
             if lazy:
                 assert tiff.can_stream_tiff(array.ndim, channel_axis, metadata["axes"])
@@ -167,7 +167,7 @@ def test_a_2d_ome_tiff_with_pixel_sizes_stays_an_ome_tiff(tmp_path):
     with open_image(tmp_path / "in.ome.tif") as source:
         outputs = _outputs(source, -1)
         for name, array in outputs.items():
-            metadata = _io.tiff_metadata(source, array.shape, -1)
+            metadata = _io.output_metadata(source, array.shape, -1)
             path, channel_axis = tmp_path / f"{name}.tif", -1 if name == "image" else None
             _io.write_array(path, array, fmt="tiff", channel_axis=channel_axis, **metadata)
             assert _ome_sizes(path) == sizes
@@ -193,7 +193,7 @@ def test_imagej_outputs_keep_resolution_unit_and_spacing(tmp_path, lazy, monkeyp
         outputs = _outputs(source, 2, k=16)
         for name, array in outputs.items():
             path = tmp_path / f"{name}.tif"
-            metadata = _io.tiff_metadata(source, array.shape, 2)
+            metadata = _io.output_metadata(source, array.shape, 2)
             channel_axis = 2 if name == "image" else None
             if lazy:
                 assert tiff.can_stream_tiff(array.ndim, channel_axis, metadata["axes"])

@@ -33,7 +33,7 @@ from .write import (
     icc_profile_note,
     output_axes,
     output_format,
-    tiff_metadata,
+    output_metadata,
     write_array,
     zarr_output_chunks,
 )
@@ -52,8 +52,8 @@ __all__ = [
     "open_image",
     "output_axes",
     "output_format",
+    "output_metadata",
     "read_mask",
-    "tiff_metadata",
     "write_array",
     "write_tiff_from_dask",
     "zarr_output_chunks",

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ImageIOError, _describe
 from .icc import _matching_profile
-from .source import InputImage
+from .source import InputImage, resolution_sizes
 
 #: The 8-bit mode viewers show each Pillow mode in (others: RGB, e.g. CMYK, YCbCr, LAB).
 #: A tRNS colour key or palette transparency in ``info`` adds alpha.
@@ -70,6 +70,7 @@ def _open_pillow(path: Path, *, tiff: str | None = None) -> InputImage:
         n_frames=n_frames,
         notes=picture.notes + icc_notes,
         icc_profile=icc_profile,
+        pixel_sizes=picture.pixel_sizes,
     )
 
 
@@ -117,11 +118,12 @@ class _Picture:
     mode: str  # Pillow's mode of the first frame, as stored
     notes: list[str]
     icc_profile: bytes | None
+    pixel_sizes: dict | None = None
 
 
 def _read_pictures(path: Path) -> _Picture:
     """Every frame of a picture file as viewers show it, and what else a user should
-    know: the frames' count, notes, the ICC profile."""
+    know: the frames' count, notes, the ICC profile, the resolution."""
     from PIL import Image, ImageSequence, TiffImagePlugin
 
     # Pillow 13's own decoder of uncompressed TIFFs garbles the pixels when the
@@ -133,8 +135,13 @@ def _read_pictures(path: Path) -> _Picture:
         with Image.open(path) as image:
             n_frames = getattr(image, "n_frames", 1)
             mode, profile = image.mode, image.info.get("icc_profile") or None
+            # Pillow gives a resolution in inches or centimetres as dots per inch.
+            sizes = resolution_sizes(image.info.get("dpi"), "in")
+            if sizes and image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+                sizes = {"X": sizes["Y"], "Y": sizes["X"]}  # turned by a quarter
             if image.format == "PNG" and _png_is_16bit_colour(path):
-                return _Picture(_read_png16(path, image, n_frames), n_frames, mode, notes, profile)
+                array = _read_png16(path, image, n_frames)
+                return _Picture(array, n_frames, mode, notes, profile, sizes)
             if (
                 image.format == "PNG"
                 and image.width * image.height >= _FAST_PNG_PIXELS
@@ -142,13 +149,13 @@ def _read_pictures(path: Path) -> _Picture:
             ):
                 array = _read_png_plain(path)
                 if array is not None:
-                    return _Picture(array, 1, mode, notes, profile)
+                    return _Picture(array, 1, mode, notes, profile, sizes)
             if image.format == "JPEG2000" and image.mode in ("LA", "RGB", "RGBA"):
                 # Pillow reduces colour and grey+alpha samples of more than 8 bits to 8
                 # (16-bit grey it reads whole, as I;16, shifted to the full range).
                 array = _read_jpeg2k_deep(path)
                 if array is not None:
-                    return _Picture(array, 1, mode, notes, profile)
+                    return _Picture(array, 1, mode, notes, profile, sizes)
             frames, reduced = [], 0
             for frame in ImageSequence.Iterator(image):
                 if image.format == "TIFF" and _is_reduced_tiff_frame(frame):
@@ -159,7 +166,7 @@ def _read_pictures(path: Path) -> _Picture:
         TiffImagePlugin.READ_LIBTIFF = libtiff
     if reduced:
         notes.append(_reduced_note(reduced))
-    return _Picture(_stack(frames, path), len(frames), mode, notes, profile)
+    return _Picture(_stack(frames, path), len(frames), mode, notes, profile, sizes)
 
 
 def _is_reduced_tiff_frame(frame) -> bool:

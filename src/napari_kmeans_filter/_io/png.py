@@ -25,11 +25,15 @@ def write_png(
     indexed: bool = True,
     optimize: bool = False,
     icc_profile: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
 ) -> None:
-    """Write ``array`` as a PNG (the arguments as in :func:`.write.write_array`)."""
+    """Write ``array`` as a PNG (the arguments as in :func:`.write.write_array`; ``dpi``:
+    pixels per inch along X and Y, a pHYs chunk)."""
     from PIL import Image
 
     profile = {"icc_profile": icc_profile} if icc_profile else {}
+    if dpi:
+        profile["dpi"] = dpi
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     # An indexed PNG's palette is RGB, and PNG allows only an RGB profile with it:
@@ -52,7 +56,7 @@ def write_png(
         pixels = np.ascontiguousarray(array)
         levels = (None, 9) if optimize else (None,)
         encoded = min((codecs.png_encode(pixels, level=level) for level in levels), key=len)
-        path.write_bytes(_with_iccp(encoded, icc_profile) if icc_profile else encoded)
+        path.write_bytes(_with_chunks(encoded, icc_profile, dpi))
     else:
         _save_png(Image.fromarray(np.ascontiguousarray(array)), path, optimize, **profile)
 
@@ -77,14 +81,22 @@ def _save_png(image, path: Path, optimize: bool, **options) -> None:
     path.write_bytes(min(encodings, key=len))
 
 
-def _with_iccp(png: bytes, icc_profile: bytes) -> bytes:
-    """``png`` with an iCCP chunk after IHDR (imagecodecs writes none; PNG 1.2 11.3.3.3:
-    a name, a zero byte, compression method 0, the zlib-compressed profile)."""
-    data = b"ICC Profile\x00\x00" + zlib.compress(icc_profile)
-    chunk = struct.pack(">I", len(data)) + b"iCCP" + data
-    chunk += struct.pack(">I", zlib.crc32(b"iCCP" + data))
+def _with_chunks(png: bytes, icc_profile: bytes | None, dpi) -> bytes:
+    """``png`` with an iCCP and a pHYs chunk after IHDR, as given (imagecodecs writes
+    neither). PNG 1.2 11.3.3.3: iCCP is a name, a zero byte, compression method 0 and the
+    zlib-compressed profile; 11.3.5.3: pHYs is pixels per metre along X and Y, unit 1."""
+    chunks = []
+    if icc_profile:
+        chunks.append((b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
+    if dpi:
+        per_metre = (round(value / 0.0254) for value in dpi)
+        chunks.append((b"pHYs", struct.pack(">IIB", *per_metre, 1)))
+    encoded = b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in chunks
+    )
     end_of_ihdr = len(_PNG_SIGNATURE) + 8 + 13 + 4
-    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
+    return png[:end_of_ihdr] + encoded + png[end_of_ihdr:]
 
 
 def _to_paletted(array, labels, colors):

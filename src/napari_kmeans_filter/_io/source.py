@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,33 @@ LENGTH_UNITS = {
     **dict.fromkeys(("Å", "angstrom"), "Å"),
     **dict.fromkeys(("in", "inch"), "in"),
 }
+
+#: Metres in one of each unit of :data:`LENGTH_UNITS`.
+METRES = {"pm": 1e-12, "Å": 1e-10, "nm": 1e-9, "µm": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0}
+METRES["in"] = 0.0254
+
+
+def resolution_sizes(resolution, unit: str) -> dict[str, tuple[float, str]] | None:
+    """:attr:`InputImage.pixel_sizes` from a picture's resolution: ``(x, y)`` pixels per
+    ``unit`` (one of :data:`LENGTH_UNITS`' values), or None unless both are positive and
+    finite."""
+    try:
+        x, y = (float(value) for value in resolution)
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(value) and value > 0 for value in (x, y)):
+        return None
+    return {"X": (1.0 / x, unit), "Y": (1.0 / y, unit)}
+
+
+def resolution_in(pixel_sizes, unit: str) -> tuple[float, float] | None:
+    """Pixels per ``unit`` along X and Y of ``pixel_sizes`` (:attr:`InputImage.pixel_sizes`),
+    for a picture file's resolution (PNG's pHYs, JPEG's density, TIFF's X/YResolution);
+    None without both sizes."""
+    if not pixel_sizes or "X" not in pixel_sizes or "Y" not in pixel_sizes:
+        return None
+    x, y = (METRES[unit] / (size * METRES[of]) for size, of in (pixel_sizes["X"], pixel_sizes["Y"]))
+    return x, y
 
 
 @dataclass
@@ -75,7 +103,10 @@ class InputImage:
         The physical size of a pixel along the axes ``"X"``, ``"Y"`` (and ``"Z"``) as
         ``(value, unit)``, the unit an OME-XML length symbol (``"µm"``...): an OME-TIFF's
         ``PhysicalSizeX/Y/Z``, an ImageJ file's resolution and ``spacing``, an OME-Zarr
-        image's ``scale``.  TIFF outputs keep them.  None when the file gives none.
+        image's ``scale``, a picture file's resolution (a PNG's pHYs, a JPEG's density,
+        a TIFF's X/YResolution in inches or centimetres: ``(1 / dpi, "in")``).  TIFF
+        outputs keep them, and PNG and JPEG outputs as their resolution.  None when the
+        file gives none (a resolution without a unit is an aspect ratio, not a size).
     """
 
     path: Path

@@ -24,7 +24,7 @@ import numpy as np
 from .errors import ImageIOError, _describe, _require_zarr, _shorten
 from .icc import _matching_profile
 from .pillow import _open_pillow, _reduced_note
-from .source import LENGTH_UNITS, InputImage
+from .source import LENGTH_UNITS, InputImage, resolution_in, resolution_sizes
 from .zarr import _lazy_array
 
 #: TIFFs whose pixels would take more than this many bytes are read chunk by chunk even
@@ -142,7 +142,7 @@ def _parse_tiff(path: Path, *, chunked: bool) -> InputImage:
             # own names for other files (Q, I) say nothing.
             named = (tif.is_imagej or tif.is_ome) and len(kept) == 1
             imagej = dict(tif.imagej_metadata or {}) if tif.is_imagej else None
-            pixel_sizes = _pixel_sizes(tif, page, imagej) if named else None
+            pixel_sizes = _pixel_sizes(tif, page, imagej) if named else _resolution(page)
     except ImageIOError:
         raise
     except Exception as exc:
@@ -215,6 +215,15 @@ def _pixel_sizes(tif, page, imagej) -> dict[str, tuple[float, str]] | None:
             if _positive(imagej.get("spacing")):
                 sizes["Z"] = (float(imagej["spacing"]), unit)
     return sizes or None
+
+
+def _resolution(page) -> dict[str, tuple[float, str]] | None:
+    """A plain TIFF's X/YResolution as pixel sizes, when its ResolutionUnit is inches or
+    centimetres (without a unit, the default, they give an aspect ratio only)."""
+    from tifffile import RESUNIT
+
+    unit = {RESUNIT.INCH: "in", RESUNIT.CENTIMETER: "cm"}.get(page.resolutionunit)
+    return resolution_sizes(page.resolution, unit) if unit else None
 
 
 def _tiff_kind(series) -> tuple:
@@ -314,7 +323,7 @@ def can_stream_tiff(ndim: int, channel_axis: int | None, axes=None) -> bool:
     """Whether :func:`write_tiff_from_dask` handles this layout.
 
     Channels last or none; or, with ``axes`` naming the array's axes (an ImageJ
-    hyperstack's, an OME-TIFF's: :func:`napari_kmeans_filter._io.tiff_metadata`), any
+    hyperstack's, an OME-TIFF's: :func:`napari_kmeans_filter._io.output_metadata`), any
     array ending in Y and X, whose leading axes (channels among them) are pages.
     """
     if channel_axis is None or channel_axis % ndim == ndim - 1:
@@ -383,9 +392,10 @@ def write_tiff_from_dask(
     elif channel_axis is not None and channel_axis % array.ndim == array.ndim - 1:
         samples = True
         layout = _tiff_layout(array.shape, array.dtype, channel_axis, alpha)
+        layout |= _resolution_tags(pixel_sizes)
     else:
         samples = False  # no channels, or channels among the pages
-        layout = {"photometric": "minisblack"}
+        layout = {"photometric": "minisblack"} | _resolution_tags(pixel_sizes)
     y = array.ndim - 2 - samples
     row_bytes = array.dtype.itemsize * math.prod(array.shape[y + 1 :])
     rows = max(1, CHUNK_BYTES // (row_bytes * _TILE)) * _TILE
@@ -567,7 +577,19 @@ def write_tiff(
     layout = _named_layout(array.shape, array.dtype, axes, imagej, pixel_sizes)
     if layout is None:
         layout = _tiff_layout(array.shape, array.dtype, channel_axis, alpha)
+        layout |= _resolution_tags(pixel_sizes)
     tifffile.imwrite(path, array, **options, **layout)
+
+
+def _resolution_tags(pixel_sizes) -> dict:
+    """The ``resolution`` and ``resolutionunit`` keywords of a plain TIFF with
+    ``pixel_sizes`` along X and Y: pixels per inch when they are in inches, else per
+    centimetre; none without both."""
+    unit = "in" if (pixel_sizes or {}).get("X", (0, ""))[1] == "in" else "cm"
+    resolution = resolution_in(pixel_sizes, unit)
+    if resolution is None:
+        return {}
+    return {"resolution": resolution, "resolutionunit": "INCH" if unit == "in" else "CENTIMETER"}
 
 
 def _tiff_layout(shape, dtype, channel_axis, alpha) -> dict:

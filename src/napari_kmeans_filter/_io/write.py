@@ -20,8 +20,8 @@ import numpy as np
 from .._files import move_into_place, remove_output
 from .errors import ImageIOError, _require_zarr
 from .png import write_png
-from .source import InputImage
-from .tiff import _tiff_layout, write_tiff
+from .source import InputImage, resolution_in
+from .tiff import _resolution_tags, _tiff_layout, write_tiff
 
 #: Output formats by file-name suffix.
 FORMATS_BY_SUFFIX = {
@@ -161,13 +161,16 @@ def write_array(
         (:func:`icc_profile_note`).
     axes, imagej, pixel_sizes : optional
         The names of the array's axes, the input's ImageJ metadata and its pixels'
-        physical size (:func:`tiff_metadata` gives all three): a TIFF is then written as
-        an ImageJ hyperstack (ImageJ input) or an OME-TIFF with those axes and pixel
-        sizes when the format can hold them (:func:`.tiff.write_tiff`).
+        physical size (:func:`output_metadata` gives all three): a TIFF is then written
+        as an ImageJ hyperstack (ImageJ input) or an OME-TIFF with those axes and pixel
+        sizes when the format can hold them (:func:`.tiff.write_tiff`), else as a plain
+        TIFF with the sizes as its resolution; a PNG or JPEG holds them as its
+        resolution (pHYs, JFIF density) in pixels per inch.
     """
     from PIL import Image
 
     profile = {"icc_profile": icc_profile} if icc_profile else {}
+    dpi = _dpi(pixel_sizes, fmt)
     if fmt == "png":
         write_png(
             path,
@@ -177,9 +180,11 @@ def write_array(
             indexed=indexed,
             optimize=optimize,
             icc_profile=icc_profile,
+            dpi=dpi,
         )
     elif fmt == "jpeg":
-        Image.fromarray(array).save(path, format="JPEG", quality=95, **profile)
+        density = {"dpi": dpi} if dpi else {}
+        Image.fromarray(array).save(path, format="JPEG", quality=95, **profile, **density)
     elif fmt == "tiff":
         write_tiff(
             path,
@@ -199,7 +204,17 @@ def write_array(
 
 
 def create_lazy_target(
-    path, fmt, shape, dtype, chunks, channel_axis, alpha=None, *, icc_profile=None, zarr_format=None
+    path,
+    fmt,
+    shape,
+    dtype,
+    chunks,
+    channel_axis,
+    alpha=None,
+    *,
+    icc_profile=None,
+    zarr_format=None,
+    pixel_sizes=None,
 ):
     """An empty on-disk array that ``dask.array.store`` can fill chunk by chunk.
 
@@ -209,7 +224,7 @@ def create_lazy_target(
     of whole storage chunks (``_tasks.align(array, chunks)``): then no two tasks write
     one chunk.  ``tiff``: an uncompressed, memory-mapped TIFF, the one TIFF that can be
     written in any order (for the layouts :func:`write_tiff_from_dask` cannot stream,
-    e.g. planar RGB), with ``icc_profile``.
+    e.g. planar RGB), with ``icc_profile`` and ``pixel_sizes`` as its resolution.
     """
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if fmt == "zarr":
@@ -225,7 +240,7 @@ def create_lazy_target(
         )
     import tifffile
 
-    layout = _tiff_layout(shape, dtype, channel_axis, alpha)
+    layout = _tiff_layout(shape, dtype, channel_axis, alpha) | _resolution_tags(pixel_sizes)
     return tifffile.memmap(
         path,
         shape=shape,
@@ -280,21 +295,34 @@ def output_axes(
     return None
 
 
-def tiff_metadata(
+def _dpi(pixel_sizes, fmt: str) -> tuple[float, float] | None:
+    """A PNG's or JPEG's resolution (pixels per inch along X and Y) from ``pixel_sizes``,
+    when the format can hold it: a PNG's pHYs holds whole pixels per metre in 32 bits, a
+    JPEG's density whole pixels per inch in 16."""
+    dpi = resolution_in(pixel_sizes, "in") if fmt in ("png", "jpeg") else None
+    if dpi is None:
+        return None
+    steps, limit = ((value / 0.0254 for value in dpi), 2**32) if fmt == "png" else (dpi, 2**16)
+    return dpi if all(1 <= round(value) < limit for value in steps) else None
+
+
+def output_metadata(
     source: InputImage, shape: tuple[int, ...], channel_axis: int | None
 ) -> dict[str, object]:
-    """What a TIFF output of ``shape`` made from ``source`` keeps of the input's metadata.
+    """What an output of ``shape`` made from ``source`` keeps of the input's metadata.
 
     The keywords ``axes`` (:func:`output_axes`), ``imagej`` (:attr:`InputImage.imagej`)
     and ``pixel_sizes`` (:attr:`InputImage.pixel_sizes`) of :func:`write_array`,
     :func:`.tiff.write_tiff_from_dask` and (``axes``) :func:`.tiff.can_stream_tiff`:
     an ImageJ hyperstack or OME-TIFF input gives hyperstacks or OME-TIFFs with its axes
-    and calibration, the image and its labels alike.  Empty when the input names no axes
-    or ``shape`` does not follow from it.
+    and calibration, the image and its labels alike.  An input that names no axes gives
+    its pixel sizes only (a picture's resolution, kept by PNG, JPEG and plain TIFF
+    outputs); so does one whose axes ``shape`` does not follow from.
     """
     axes = output_axes(source, shape, channel_axis)
     if axes is None:
-        return {}
+        sizes = getattr(source, "pixel_sizes", None)
+        return {"pixel_sizes": sizes} if sizes else {}
     return {
         "axes": axes,
         "imagej": getattr(source, "imagej", None),

@@ -257,8 +257,9 @@ def _write_outputs(job: Job, result, args) -> None:
             is_image = role == "image"
             extra = {"icc_profile": icc_profile} if is_image and icc_profile else {}
             # An ImageJ hyperstack or OME-TIFF input keeps its axes and calibration (pixel
-            # sizes) in TIFF outputs: the labels lose the channel axis the palette replaces.
-            extra.update(_io.tiff_metadata(job.source, in_memory[role].shape, job.channel_axis))
+            # sizes) in TIFF outputs, a picture its resolution in PNG, JPEG and TIFF
+            # outputs: the labels lose the channel axis the palette replaces.
+            extra.update(_io.output_metadata(job.source, in_memory[role].shape, job.channel_axis))
             _io.write_array(
                 temporaries[role],
                 in_memory[role],
@@ -326,9 +327,10 @@ def _store_or_compute(
     sources, targets, streamed = [], [], []
     for role, (path, array, channel_axis, alpha) in outputs.items():
         fmt = _io.output_format(path)
-        # A TIFF keeps an ImageJ or OME-TIFF input's axes and pixel sizes, as in memory.
+        # A TIFF keeps an ImageJ or OME-TIFF input's axes and pixel sizes (a picture's
+        # resolution), as in memory.
         metadata = (
-            {} if job is None else _io.tiff_metadata(job.source, array.shape, job.channel_axis)
+            {} if job is None else _io.output_metadata(job.source, array.shape, job.channel_axis)
         )
         if not is_dask_array(array) or fmt not in ("tiff", "zarr"):
             wanted[role] = array
@@ -374,8 +376,10 @@ def _store_or_compute(
                     chunks,
                     channel_axis,
                     alpha,
-                    # A memory-mapped TIFF output keeps the input's colour profile too.
+                    # A memory-mapped TIFF output keeps the input's colour profile and
+                    # resolution too.
                     icc_profile=icc_profile if role == "image" else None,
+                    pixel_sizes=metadata.get("pixel_sizes"),
                 )
             )
     if index_labels is not None and "image" in wanted:

@@ -1,0 +1,114 @@
+"""A picture's resolution survives the command line: DPI (PNG pHYs, JPEG density, TIFF in
+inches) and a TIFF's pixels per centimetre reach PNG, JPEG and TIFF outputs, the labels'
+too; a resolution without a unit (an aspect ratio) is no size and is not carried over.
+
+Inputs are written by Pillow and tifffile; every output is read back by them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from skimage import data
+
+PROG = "napari-kmeans-filter"
+CAT = data.chelsea()[::2, ::2]
+#: A PNG's pHYs holds whole pixels per metre: a resolution read back is within half of one
+#: (0.0127 dpi) of the one written.
+PHYS = 0.0127
+
+
+def _run(*args) -> None:
+    done = subprocess.run([PROG, *map(str, args), "-q"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _tiff_resolution(path) -> tuple:
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        return (*page.resolution, int(page.resolutionunit))
+
+
+def _dpi(path):
+    with Image.open(path) as image:
+        return image.info.get("dpi")
+
+
+def test_dpi_of_a_png_reaches_png_tiff_and_jpeg_outputs_and_the_labels(tmp_path):
+    source = tmp_path / "scan.png"
+    Image.fromarray(CAT).save(source, dpi=(300, 150))
+    _run(source, "-k", "8", "-o", tmp_path / "out.png", "--labels", tmp_path / "labels.tif")
+    _run(source, "-k", "8", "-o", tmp_path / "out.tif")
+    _run(source, "-k", "8", "-o", tmp_path / "out.jpg")
+    assert _dpi(tmp_path / "out.png") == pytest.approx((300, 150), abs=PHYS)
+    assert _dpi(tmp_path / "out.jpg") == (300, 150)
+    for name in ("out.tif", "labels.tif"):
+        x, y, unit = _tiff_resolution(tmp_path / name)
+        assert (x, y) == pytest.approx((300, 150), abs=PHYS)
+        assert unit == tifffile.RESUNIT.INCH
+
+
+def test_a_tiff_in_centimetres_stays_in_centimetres_and_gives_png_its_dpi(tmp_path):
+    source = tmp_path / "scan.tif"
+    tifffile.imwrite(source, CAT, resolution=(100, 50), resolutionunit="CENTIMETER")
+    _run(source, "-k", "8", "-o", tmp_path / "out.tif")
+    _run(source, "-k", "8", "-o", tmp_path / "out.png")
+    x, y, unit = _tiff_resolution(tmp_path / "out.tif")
+    assert (x, y, unit) == (pytest.approx(100), pytest.approx(50), tifffile.RESUNIT.CENTIMETER)
+    assert _dpi(tmp_path / "out.png") == pytest.approx((254, 127), abs=PHYS)
+
+
+def test_a_tiff_read_chunk_by_chunk_keeps_its_resolution(tmp_path):
+    source = tmp_path / "scan.tif"
+    tifffile.imwrite(source, CAT, resolution=(100, 50), resolutionunit="CENTIMETER", tile=(64, 64))
+    _run(source, "-k", "8", "--chunked", "-o", tmp_path / "out.tif")
+    x, y, unit = _tiff_resolution(tmp_path / "out.tif")
+    assert (x, y, unit) == (pytest.approx(100), pytest.approx(50), tifffile.RESUNIT.CENTIMETER)
+
+
+def test_a_resolution_without_a_unit_is_not_a_size(tmp_path):
+    source = tmp_path / "aspect.tif"
+    tifffile.imwrite(source, CAT, resolution=(2, 1), resolutionunit="NONE")
+    _run(source, "-k", "8", "-o", tmp_path / "out.png")
+    _run(source, "-k", "8", "-o", tmp_path / "out.tif")
+    assert _dpi(tmp_path / "out.png") is None
+    assert _tiff_resolution(tmp_path / "out.tif")[2] == tifffile.RESUNIT.NONE
+
+
+def test_a_turned_jpeg_turns_its_resolution_with_its_pixels(tmp_path):
+    source = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise: rows become columns
+    Image.fromarray(CAT).save(source, dpi=(72, 144), exif=exif, quality=95)
+    _run(source, "-k", "8", "-o", tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.size == (CAT.shape[0], CAT.shape[1])
+        assert out.info["dpi"] == pytest.approx((144, 72), abs=PHYS)
+
+
+def test_sixteen_bit_colour_png_keeps_its_dpi(tmp_path):
+    source = tmp_path / "deep.tif"
+    deep = CAT.astype(np.uint16) * 257
+    tifffile.imwrite(source, deep, resolution=(600, 600), resolutionunit="INCH")
+    _run(source, "-k", "8", "-o", tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.info["dpi"] == pytest.approx((600, 600), abs=PHYS)
+    import imagecodecs
+
+    assert imagecodecs.png_decode((tmp_path / "out.png").read_bytes()).dtype == np.uint16
+
+
+def test_a_resolution_a_format_cannot_hold_is_left_out(tmp_path):
+    source = tmp_path / "fine.tif"
+    # 10^9 pixels a centimetre: 10^11 a metre, past the 32 bits of a PNG's pHYs and the
+    # 16 bits of a JPEG's density; a TIFF holds it.
+    tifffile.imwrite(source, CAT, resolution=(1e9, 1e9), resolutionunit="CENTIMETER")
+    for name in ("out.png", "out.jpg", "out.tif"):
+        _run(source, "-k", "8", "-o", tmp_path / name)
+    assert _dpi(tmp_path / "out.png") is None
+    assert _dpi(tmp_path / "out.jpg") in (None, (1, 1), (0, 0))
+    assert _tiff_resolution(tmp_path / "out.tif")[:2] == (pytest.approx(1e9), pytest.approx(1e9))
