@@ -110,6 +110,29 @@ def test_the_command_line_starts_numba_without_scipy_linalg_and_everything_works
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+def test_a_greyscale_run_loads_its_kernels_without_numba_registries(tmp_path, bits):
+    """Greyscale goes through other kernels (the exact 1-D fit), one of them a helper that
+    Python calls too: all of them load from the cache lean, with the same result."""
+    grey = data.camera()[::2, ::2].astype(np.uint16) * (257 if bits == 16 else 1)
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey if bits == 16 else grey.astype(np.uint8)).save(path)
+    first = subprocess.run([PROG, path, "-k", "6", "-o", tmp_path / "first.png", "-q"])
+    assert first.returncode == 0  # every kernel of the call now in numba's cache
+    code = """
+        import sys
+        from napari_kmeans_filter.cli import main
+
+        assert main([sys.argv[1], "-k", "6", "-o", sys.argv[2], "-q"]) == 0
+        print("registries:", "numba.np.linalg" in sys.modules, "scipy.linalg" in sys.modules)
+    """
+    lean = _python(code, path, tmp_path / "lean.png")
+    assert lean.returncode == 0, lean.stderr
+    assert lean.stdout.splitlines() == ["registries: False False"]
+    first_pixels = np.asarray(Image.open(tmp_path / "first.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "lean.png")), first_pixels)
+
+
 def test_a_thread_of_its_own_is_never_kept_from_an_import():
     """The guard blocks only the thread that starts numba's target, and only those names."""
     finder = _jit._Unavailable(("scipy.linalg",), thread=-1)

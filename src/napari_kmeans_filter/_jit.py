@@ -83,7 +83,7 @@ def _njit(numba, func, **options):
             raise
         error = raised
     else:
-        if _lean and not options:
+        if _lean:  # a helper too: one called from Python loads from the cache as well
             _lean_cache(compiled)
         return compiled
     import warnings
