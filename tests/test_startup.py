@@ -609,6 +609,33 @@ def test_without_a_writable_numba_cache_the_kernels_compile_without_one(tmp_path
     np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), expected)
 
 
+def test_the_command_line_says_a_missing_numba_cache_once_without_naming_a_file(
+    cat_png, tmp_path
+):
+    """The warning is about the process (its NUMBA_CACHE_DIR), not the input: one line,
+    without an input's name in front, in a batch of two."""
+    second = tmp_path / "second.png"
+    second.write_bytes(cat_png.read_bytes())
+    done = _python(
+        """
+        import sys
+        from numba.core import caching
+        from napari_kmeans_filter.cli import main
+
+        caching.FunctionCache._impl_class._locator_classes = []  # no place to cache
+        sys.exit(main([*sys.argv[1:3], "-k", "4", "--out-dir", sys.argv[3]]))
+        """,
+        cat_png,
+        second,
+        tmp_path / "out",
+        env={"NUMBA_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "numba cannot keep" in line]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("napari-kmeans-filter: warning: numba cannot keep"), lines[0]
+
+
 def test_stop_signals_wait_while_the_second_process_is_started():
     """A stop signal while the claims directory is made and the second process started is
     handled once both are kept (found under load: a signal in between left either behind)."""

@@ -71,6 +71,11 @@ def _compile_helpers(numba) -> None:
             func.__globals__[func.__name__] = _njit(numba, func, inline="always")
 
 
+class NoCacheWarning(RuntimeWarning):
+    """numba cannot keep the compiled kernels on disk: a warning about the process (its
+    ``NUMBA_CACHE_DIR``), whatever the data."""
+
+
 def _njit(numba, func, **options):
     """``numba.njit(**_OPTIONS, **options)(func)``; where numba can keep no cache (no
     writable directory for it: ``NUMBA_CACHE_DIR``), the kernels compile without one, in
@@ -92,7 +97,7 @@ def _njit(numba, func, **options):
     warnings.warn(
         f"numba cannot keep its compiled kernels on disk ({error}); they are compiled again "
         "in every process (~6 s). Set NUMBA_CACHE_DIR to a writable directory.",
-        RuntimeWarning,
+        NoCacheWarning,
         stacklevel=2,
     )
     return numba.njit(**_OPTIONS, **options)(func)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _io
+from .. import _io, _jit
 from .._contract import InvalidParameterError
 from .errors import CliError, in_shell_words, input_error_line, shell_words
 from .plan import Job, input_name, plan_jobs, prepare_directories
@@ -183,7 +183,10 @@ def _process(job: Job, args, palette, progress):
         # only now; said as the plan's are.
         raise CliError(in_shell_words(error, args, where=job.source.path)) from None
     for warning in caught:
-        DISPLAY.warn(f"{job.source.path}: {shell_words(' '.join(str(warning.message).split()))}")
+        text = shell_words(" ".join(str(warning.message).split()))
+        # About this process (numba's cache directory), not about the input.
+        about_process = issubclass(warning.category, _jit.NoCacheWarning)
+        DISPLAY.warn(text if about_process else f"{job.source.path}: {text}")
     return result
 
 
