@@ -609,9 +609,7 @@ def test_without_a_writable_numba_cache_the_kernels_compile_without_one(tmp_path
     np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), expected)
 
 
-def test_the_command_line_says_a_missing_numba_cache_once_without_naming_a_file(
-    cat_png, tmp_path
-):
+def test_the_command_line_says_a_missing_numba_cache_once_without_naming_a_file(cat_png, tmp_path):
     """The warning is about the process (its NUMBA_CACHE_DIR), not the input: one line,
     without an input's name in front, in a batch of two."""
     second = tmp_path / "second.png"
