@@ -771,13 +771,14 @@ LAZY_CASES = [
 
 @pytest.mark.parametrize("name", LAZY_CASES)
 def test_chunk_by_chunk_reads_the_same(cases, name):
-    eager, lazy = open_image(cases[name].path), open_image(cases[name].path, chunked=True)
-    assert lazy.lazy and (lazy.shape, lazy.dtype, lazy.alpha) == (
-        eager.shape,
-        eager.dtype,
-        eager.alpha,
-    )
-    np.testing.assert_array_equal(lazy.load().compute(), eager.load())
+    eager = open_image(cases[name].path)
+    with open_image(cases[name].path, chunked=True) as lazy:  # closes its file handles
+        assert lazy.lazy and (lazy.shape, lazy.dtype, lazy.alpha) == (
+            eager.shape,
+            eager.dtype,
+            eager.alpha,
+        )
+        np.testing.assert_array_equal(lazy.load().compute(), eager.load())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from .write import (
     output_axes,
     output_format,
     output_metadata,
+    pixel_size_note,
     write_array,
     zarr_output_chunks,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "output_axes",
     "output_format",
     "output_metadata",
+    "pixel_size_note",
     "read_mask",
     "write_array",
     "write_tiff_from_dask",

@@ -135,8 +135,7 @@ def _read_pictures(path: Path) -> _Picture:
         with Image.open(path) as image:
             n_frames = getattr(image, "n_frames", 1)
             mode, profile = image.mode, image.info.get("icc_profile") or None
-            # Pillow gives a resolution in inches or centimetres as dots per inch.
-            sizes = resolution_sizes(image.info.get("dpi"), "in")
+            sizes = _picture_sizes(image)
             if sizes and image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
                 sizes = {"X": sizes["Y"], "Y": sizes["X"]}  # turned by a quarter
             if image.format == "PNG" and _png_is_16bit_colour(path):
@@ -167,6 +166,39 @@ def _read_pictures(path: Path) -> _Picture:
     if reduced:
         notes.append(_reduced_note(reduced))
     return _Picture(_stack(frames, path), len(frames), mode, notes, profile, sizes)
+
+
+#: EXIF's ResolutionUnit (2 inches, its default; 3 centimetres), XResolution, YResolution.
+_EXIF_UNIT, _EXIF_X, _EXIF_Y = 0x0128, 0x011A, 0x011B
+
+
+def _picture_sizes(image) -> dict | None:
+    """The pixel size a picture file states (its resolution), or None.
+
+    Pillow's ``info["dpi"]``, except where it is not the file's: a JPEG's comes from its
+    JFIF density, else its EXIF resolution, and Pillow makes up 72 dpi for a JPEG with
+    EXIF but neither, and reads only EXIF's XResolution for both axes; so a JPEG's is read
+    here. PNG's pHYs and BMP's header count pixels per metre, which Pillow turns into
+    dpi: they are kept in metres (a TIFF output then gets pixels per centimetre, not
+    299.9994 dpi).
+    """
+    info = image.info
+    if image.format in ("JPEG", "MPO"):
+        unit = {1: "in", 2: "cm"}.get(info.get("jfif_unit"))
+        if unit:
+            return resolution_sizes(info.get("jfif_density"), unit)
+        exif = image.getexif()
+        unit = {2: "in", 3: "cm"}.get(exif.get(_EXIF_UNIT, 2))
+        if unit and _EXIF_X in exif and _EXIF_Y in exif:
+            return resolution_sizes((exif[_EXIF_X], exif[_EXIF_Y]), unit)
+        return None
+    if image.format in ("PNG", "BMP") and "dpi" in info:
+        inches = resolution_sizes(info["dpi"], "in")
+        if inches is None:
+            return None
+        # the file's whole pixels per metre
+        return resolution_sizes([round(1 / (size * 0.0254)) for size, _ in inches.values()], "m")
+    return resolution_sizes(info.get("dpi"), "in")
 
 
 def _is_reduced_tiff_frame(frame) -> bool:

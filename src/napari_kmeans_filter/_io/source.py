@@ -38,7 +38,7 @@ def resolution_sizes(resolution, unit: str) -> dict[str, tuple[float, str]] | No
     finite."""
     try:
         x, y = (float(value) for value in resolution)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ZeroDivisionError):
         return None
     if not all(math.isfinite(value) and value > 0 for value in (x, y)):
         return None

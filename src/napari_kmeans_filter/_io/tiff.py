@@ -218,12 +218,23 @@ def _pixel_sizes(tif, page, imagej) -> dict[str, tuple[float, str]] | None:
 
 
 def _resolution(page) -> dict[str, tuple[float, str]] | None:
-    """A plain TIFF's X/YResolution as pixel sizes, when its ResolutionUnit is inches or
-    centimetres (without a unit, the default, they give an aspect ratio only)."""
+    """A plain TIFF's XResolution and YResolution as pixel sizes, when its ResolutionUnit
+    is inches (the default) or centimetres: with no unit they give an aspect ratio only.
+    Read from the tags themselves: tifffile's ``page.resolution`` makes a missing one 1
+    and reads n/0 as n."""
     from tifffile import RESUNIT
 
     unit = {RESUNIT.INCH: "in", RESUNIT.CENTIMETER: "cm"}.get(page.resolutionunit)
-    return resolution_sizes(page.resolution, unit) if unit else None
+    values = [_rational(page.tags.valueof(code)) for code in (282, 283)]
+    return resolution_sizes(values, unit) if unit and None not in values else None
+
+
+def _rational(value) -> float | None:
+    """A TIFF RATIONAL (numerator, denominator) or floating-point tag value, or None."""
+    if isinstance(value, tuple) and len(value) == 2:
+        numerator, denominator = value
+        return numerator / denominator if denominator else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _tiff_kind(series) -> tuple:

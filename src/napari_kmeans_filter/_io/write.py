@@ -330,6 +330,17 @@ def output_metadata(
     }
 
 
+def pixel_size_note(path: str | os.PathLike, pixel_sizes) -> str | None:
+    """A line for the user when ``path``'s format cannot hold the input's pixel size (a
+    plain .zarr, npy), else None."""
+    if not pixel_sizes or output_format(path) in ("png", "jpeg", "tiff"):
+        return None
+    return (
+        f"{path} keeps the pixel values but not the input's pixel size (resolution): "
+        f"{output_format(path)} cannot hold one"
+    )
+
+
 def icc_profile_note(path: str | os.PathLike, icc_profile: bytes | None) -> str | None:
     """A line for the user when ``path``'s format cannot hold the input's ICC profile
     (npy, zarr), else None: the numbers are written, the colour management is not."""

@@ -229,6 +229,10 @@ def _write_outputs(job: Job, result, args) -> None:
         note = _io.icc_profile_note(job.output, icc_profile)
     if note:
         DISPLAY.warn(note)
+    pixel_sizes = getattr(job.source, "pixel_sizes", None)
+    for path, *_ in outputs.values():  # an OME-Zarr output keeps them in its own way
+        if note := _io.pixel_size_note(path, pixel_sizes):
+            DISPLAY.warn(note)
     # OME-Zarr outputs are created first and written in the same dask computation as the
     # other outputs: one read of the input for all of them.
     lazy = []
