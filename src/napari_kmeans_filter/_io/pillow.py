@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ImageIOError, _describe
 from .icc import _matching_profile
-from .source import InputImage, resolution_sizes
+from .source import InputImage, resolution_in, resolution_sizes
 
 #: The 8-bit mode viewers show each Pillow mode in (others: RGB, e.g. CMYK, YCbCr, LAB).
 #: A tRNS colour key or palette transparency in ``info`` adds alpha.
@@ -193,11 +193,9 @@ def _picture_sizes(image) -> dict | None:
             return resolution_sizes((exif[_EXIF_X], exif[_EXIF_Y]), unit)
         return None
     if image.format in ("PNG", "BMP") and "dpi" in info:
-        inches = resolution_sizes(info["dpi"], "in")
-        if inches is None:
-            return None
+        per_metre = resolution_in(resolution_sizes(info["dpi"], "in"), "m")
         # the file's whole pixels per metre
-        return resolution_sizes([round(1 / (size * 0.0254)) for size, _ in inches.values()], "m")
+        return per_metre and resolution_sizes([round(value) for value in per_metre], "m")
     return resolution_sizes(info.get("dpi"), "in")
 
 

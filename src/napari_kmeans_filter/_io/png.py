@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import ImageIOError
 from .icc import _ICC_SPACES
+from .source import METRES
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -89,7 +90,7 @@ def _with_chunks(png: bytes, icc_profile: bytes | None, dpi) -> bytes:
     if icc_profile:
         chunks.append((b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
     if dpi:
-        per_metre = (round(value / 0.0254) for value in dpi)
+        per_metre = (round(value / METRES["in"]) for value in dpi)
         chunks.append((b"pHYs", struct.pack(">IIB", *per_metre, 1)))
     encoded = b"".join(
         struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -29,7 +29,7 @@ LENGTH_UNITS = {
 
 #: Metres in one of each unit of :data:`LENGTH_UNITS`.
 METRES = {"pm": 1e-12, "Å": 1e-10, "nm": 1e-9, "µm": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0}
-METRES["in"] = 0.0254
+METRES["in"] = 0.0254  # exactly, by definition
 
 
 def resolution_sizes(resolution, unit: str) -> dict[str, tuple[float, str]] | None:

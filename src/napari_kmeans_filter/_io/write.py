@@ -299,11 +299,13 @@ def _dpi(pixel_sizes, fmt: str) -> tuple[float, float] | None:
     """A PNG's or JPEG's resolution (pixels per inch along X and Y) from ``pixel_sizes``,
     when the format can hold it: a PNG's pHYs holds whole pixels per metre in 32 bits, a
     JPEG's density whole pixels per inch in 16."""
-    dpi = resolution_in(pixel_sizes, "in") if fmt in ("png", "jpeg") else None
-    if dpi is None:
+    if fmt not in ("png", "jpeg"):
         return None
-    steps, limit = ((value / 0.0254 for value in dpi), 2**32) if fmt == "png" else (dpi, 2**16)
-    return dpi if all(1 <= round(value) < limit for value in steps) else None
+    stored, limit = ("m", 2**32) if fmt == "png" else ("in", 2**16)
+    steps = resolution_in(pixel_sizes, stored)
+    if steps is None or not all(1 <= round(value) < limit for value in steps):
+        return None
+    return resolution_in(pixel_sizes, "in")
 
 
 def output_metadata(
@@ -330,10 +332,14 @@ def output_metadata(
     }
 
 
+#: The output formats that hold an ICC profile and a pixel size (resolution).
+_PICTURE_FORMATS = ("png", "jpeg", "tiff")
+
+
 def pixel_size_note(path: str | os.PathLike, pixel_sizes) -> str | None:
     """A line for the user when ``path``'s format cannot hold the input's pixel size (a
     plain .zarr, npy), else None."""
-    if not pixel_sizes or output_format(path) in ("png", "jpeg", "tiff"):
+    if not pixel_sizes or output_format(path) in _PICTURE_FORMATS:
         return None
     return (
         f"{path} keeps the pixel values but not the input's pixel size (resolution): "
@@ -344,7 +350,7 @@ def pixel_size_note(path: str | os.PathLike, pixel_sizes) -> str | None:
 def icc_profile_note(path: str | os.PathLike, icc_profile: bytes | None) -> str | None:
     """A line for the user when ``path``'s format cannot hold the input's ICC profile
     (npy, zarr), else None: the numbers are written, the colour management is not."""
-    if not icc_profile or output_format(path) in ("png", "jpeg", "tiff"):
+    if not icc_profile or output_format(path) in _PICTURE_FORMATS:
         return None
     return (
         f"{path} keeps the pixel values but not the input's ICC colour profile "
