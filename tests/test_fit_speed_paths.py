@@ -98,3 +98,68 @@ def test_bounded_lloyd_passes_find_the_exact_nearest_centre_at_every_iteration()
         assert np.all(lower <= distances.min(axis=1) * (1 + 1e-9))
         for h in np.unique(labels):
             assert radius[h] >= own[labels == h].max() * (1 - 1e-9)
+
+
+_SWAP_SEARCH, _RUN_PARTS = _fit._swap_search, _fit.run_parts
+
+
+def _swap_searches(monkeypatch, cores, image, k, **kwargs):
+    """Every swap search's result (centres, inertia, iterations) in a fit on ``cores``
+    cores, and how many moves were tried at once (calls of ``run_parts`` with > 1 part)."""
+    from napari_kmeans_filter import quantize
+
+    monkeypatch.setattr(_fit, "n_workers", lambda: cores)
+    searches, ahead = [], []
+    search, run_parts = _SWAP_SEARCH, _RUN_PARTS
+
+    inside = []
+
+    def recording_search(*args, **kw):
+        inside.append(True)
+        try:
+            state, n_iter, stable = search(*args, **kw)
+        finally:
+            inside.pop()
+        searches.append((state[0].copy(), state[1], n_iter, stable))
+        return state, n_iter, stable
+
+    def counting_run_parts(work, parts, n_threads):
+        if inside:
+            ahead.append(len(parts))
+        return run_parts(work, parts, n_threads)
+
+    monkeypatch.setattr(_fit, "_swap_search", recording_search)
+    monkeypatch.setattr(_fit, "run_parts", counting_run_parts)
+    result = quantize(image, k, **kwargs)
+    return searches, result, ahead
+
+
+def test_moves_tried_at_once_give_the_swap_search_of_one_move_after_the_other(monkeypatch):
+    """After a rejected move the next ones run on the other cores; a move run after an
+    accepted one is dropped and its random number drawn again. The cat at k = 16 has
+    accepted and rejected moves in both searches (coarse cells, then every colour); at k = 64
+    a move tried at once with the next is accepted and more follow; the small image with
+    fixed colours has a costliest cluster that cannot always be split."""
+    from skimage import data
+
+    rng = np.random.default_rng(3)
+    few = rng.integers(0, 4, (40, 50, 3), dtype=np.uint8) * 60
+    cases = [
+        (data.chelsea(), 16, {}),
+        (data.chelsea(), 64, {}),  # a move accepted after a rejection, and more after it
+        (few, 12, {"fixed_colors": [[0, 0, 0], [180, 180, 180]]}),
+    ]
+    for image, k, kwargs in cases:
+        one, one_result, one_ahead = _swap_searches(monkeypatch, 1, image, k, **kwargs)
+        two, two_result, _ = _swap_searches(monkeypatch, 2, image, k, **kwargs)
+        assert max(one_ahead, default=1) == 1
+        assert len(one) == len(two)
+        for (c1, i1, n1, s1), (c2, i2, n2, s2) in zip(one, two, strict=True):
+            np.testing.assert_array_equal(c1, c2)
+            assert (i1, n1, s1) == (i2, n2, s2)
+        np.testing.assert_array_equal(one_result.palette.colors, two_result.palette.colors)
+        np.testing.assert_array_equal(one_result.labels, two_result.labels)
+        assert one_result.n_iter == two_result.n_iter
+    # The cat at k = 16 did try moves at once (else the comparison proves nothing).
+    _, _, ahead = _swap_searches(monkeypatch, 2, data.chelsea(), 16)
+    assert ahead.count(2) >= 3

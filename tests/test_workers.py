@@ -27,6 +27,24 @@ def test_every_part_runs_once_on_at_most_n_threads():
     assert len(threads) <= 2
 
 
+def test_a_thread_free_first_takes_the_next_part():
+    """Parts of uneven cost (the fit's starts) keep both threads busy: while part 0 runs,
+    the other thread takes parts 1, 2 and 3 (in fixed shares, part 2 would wait for part
+    0's thread, which waits for part 3 here: the call would hang)."""
+    last_done = threading.Event()
+    threads: dict[int, int] = {}
+
+    def work(part):
+        threads[part] = threading.get_ident()
+        if part == 0:
+            assert last_done.wait(10), "part 3 did not run while part 0 ran"
+        if part == 3:
+            last_done.set()
+
+    _workers.run_parts(work, [0, 1, 2, 3], 2)
+    assert threads[1] == threads[2] == threads[3] != threads[0]
+
+
 def test_an_error_in_a_part_propagates_once_no_part_runs():
     running = []
     still_running_at_raise = []

@@ -56,7 +56,7 @@ from ._colorspace import from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
 from ._jit import helper, kernel
 from ._metrics import MeanDeltaE, psnr
-from ._nearest import Neighbours, assign, cluster_radius, reassign
+from ._nearest import Neighbours, assign, cluster_radius, pass_threads, reassign
 from ._progress import Report
 from ._workers import n_workers, run_parts
 
@@ -668,64 +668,130 @@ def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol
     nearest neighbour's (Ward's cost); it is re-seeded inside the cluster with
     the largest squared error at a point drawn with probability proportional
     to its weighted squared distance.  Lloyd converges from there and the move
-    is kept only if the error drops.  Fixed centres are never moved.
+    is kept only if the error drops; after a rejected move the next-cheapest
+    centre is removed instead.  Fixed centres are never moved.
     ``state`` is ``(centres, inertia, labels, neighbours, lower)`` of a Lloyd
     optimum (``stable`` if no point would change cluster); returns the best
     state found, the iterations spent and whether that state is stable.
+
+    At small k most moves are rejected (all 8 of the coffee photo's at
+    k = 16), so after a rejection, while a pass over the points runs on one
+    core, the next moves -- the ones tried if this one is rejected too -- are
+    tried at once on the other cores.  A move tried after an accepted one is
+    dropped, and its random number is drawn again for the move that follows:
+    the result, and the iterations counted, are those of one move after the
+    other.
     """
     centres, inertia, labels, neighbours, lower = state
     k = centres.shape[0]
     n_iter = 0
     failures = 0  # after a rejected move, try the next-cheapest centre to remove
     squared = np.empty(points.size)
-    for _ in range(n_swaps):
-        if k - fixed < 2:
-            break
+    lanes = max(1, n_workers() // pass_threads(points.size))
+    tried = 0
+    while tried < n_swaps and k - fixed >= 2:
         _, totals, _, _ = assign(
             points, centres, labels, squared, neighbours=neighbours, lower=lower
         )
-        neighbour_weight = totals[neighbours.order[:, 0]]
-        pair = totals + neighbour_weight
-        merge_cost = np.where(pair > 0, totals * neighbour_weight / np.maximum(pair, 1e-300), 0)
-        merge_cost = merge_cost * neighbours.gaps[:, 0] ** 2
-        merge_cost[:fixed] = np.inf
-        removed = int(np.argsort(merge_cost, kind="stable")[failures % (k - fixed)])
-        errors = np.bincount(labels, weights=points.weights * squared, minlength=k)
-        errors[removed] = -1
-        split = int(np.argmax(errors))
-        members = np.flatnonzero(labels == split)
-        member_error = points.weights[members] * squared[members]
-        if members.size < 2 or member_error.sum() <= 0:
+        kept = rng.get_state()  # the random numbers of moves dropped are drawn again
+        moves = []
+        # After an accepted move the next is often accepted too (k = 256: 8 in 8 on the
+        # photos), after a rejected one often rejected (k = 16): only then run ahead.
+        wanted = min(lanes if failures else 1, n_swaps - tried)
+        for lane in range(wanted):
+            move = _swap_move(
+                points, centres, labels, squared, totals, neighbours, fixed, failures + lane, rng
+            )
+            if move is None:
+                break
+            moves.append(move)
+        if not moves:
             break
-        chosen = points.points[
-            members[rng.choice(members.size, p=member_error / member_error.sum())]
-        ]
-        trial = centres.copy()
-        trial[removed] = chosen
-        trial_labels = labels.copy()
-        # Bounds stay valid without the removed centre; add the new one.
-        trial_lower = np.minimum(lower, np.sqrt(((points.points - chosen) ** 2).sum(axis=1)))
-        trial_neighbours = neighbours.copy()
-        trial_centres, trial_inertia, iterations, trial_stable = lloyd(
-            points,
-            trial,
-            trial_labels,
-            max_iter=max_iter,
-            tol=tol,
-            fixed=fixed,
-            neighbours=trial_neighbours,
-            moved=float(np.sqrt(((chosen - centres[removed]) ** 2).sum())),
-            lower=trial_lower,
-        )
-        n_iter += iterations
-        if trial_inertia < inertia:
-            centres, inertia = trial_centres, trial_inertia
-            labels, neighbours, lower = trial_labels, trial_neighbours, trial_lower
-            stable = trial_stable
-            failures = 0
-        else:
+        results: list = [None] * len(moves)
+
+        def attempt(lane, moves=moves, results=results, base=(centres, labels, neighbours, lower)):
+            results[lane] = _swap_trial(
+                points, base, moves[lane], fixed=fixed, max_iter=max_iter, tol=tol
+            )
+
+        run_parts(attempt, range(len(moves)), len(moves))
+        for lane, (outcome, trial_labels, trial_neighbours, trial_lower) in enumerate(results):
+            trial_centres, trial_inertia, iterations, trial_stable = outcome
+            tried += 1
+            n_iter += iterations
+            if trial_inertia < inertia:
+                centres, inertia = trial_centres, trial_inertia
+                labels, neighbours, lower = trial_labels, trial_neighbours, trial_lower
+                stable = trial_stable
+                failures = 0
+                # The moves after this one were tried from the old state: dropped, and
+                # the numbers they drew given back.
+                if lane + 1 < len(moves):
+                    rng.set_state(kept)
+                    for _ in range(lane + 1):
+                        rng.random_sample()
+                break
             failures += 1
+        else:
+            if len(moves) < wanted:
+                break  # every move made was rejected and the next cannot be made
     return (centres, inertia, labels, neighbours, lower), n_iter, stable
+
+
+def _swap_trial(points: _Array, base, move, *, fixed, max_iter, tol):
+    """Lloyd from ``base`` (centres, labels, neighbours, lower) with one centre moved.
+
+    ``move`` is :func:`_swap_move`'s ``(removed, chosen)``; ``base`` is left as it
+    was.  Returns ``((centres, inertia, n_iter, stable), labels, neighbours, lower)``.
+    """
+    centres, labels, neighbours, lower = base
+    removed, chosen = move
+    trial = centres.copy()
+    trial[removed] = chosen
+    trial_labels = labels.copy()
+    # Bounds stay valid without the removed centre; add the new one.
+    trial_lower = np.minimum(lower, np.sqrt(((points.points - chosen) ** 2).sum(axis=1)))
+    trial_neighbours = neighbours.copy()
+    outcome = lloyd(
+        points,
+        trial,
+        trial_labels,
+        max_iter=max_iter,
+        tol=tol,
+        fixed=fixed,
+        neighbours=trial_neighbours,
+        moved=float(np.sqrt(((chosen - centres[removed]) ** 2).sum())),
+        lower=trial_lower,
+    )
+    return outcome, trial_labels, trial_neighbours, trial_lower
+
+
+def _swap_move(points: _Array, centres, labels, squared, totals, neighbours, fixed, failures, rng):
+    """The move :func:`_swap_search` tries after ``failures`` rejected ones from this state.
+
+    Returns ``(removed, chosen)``: the centre removed and the point it moves to,
+    or None when the costliest cluster cannot be split.  Draws one random number
+    from ``rng`` (numpy's ``RandomState.choice`` with ``p``, written out so that
+    :func:`_swap_search` can tell how many it drew).
+    """
+    k = centres.shape[0]
+    neighbour_weight = totals[neighbours.order[:, 0]]
+    pair = totals + neighbour_weight
+    merge_cost = np.where(pair > 0, totals * neighbour_weight / np.maximum(pair, 1e-300), 0)
+    merge_cost = merge_cost * neighbours.gaps[:, 0] ** 2
+    merge_cost[:fixed] = np.inf
+    removed = int(np.argsort(merge_cost, kind="stable")[failures % (k - fixed)])
+    errors = np.bincount(labels, weights=points.weights * squared, minlength=k)
+    errors[removed] = -1
+    split = int(np.argmax(errors))
+    members = np.flatnonzero(labels == split)
+    member_error = points.weights[members] * squared[members]
+    if members.size < 2 or member_error.sum() <= 0:
+        return None
+    cumulative = np.cumsum(member_error / member_error.sum())
+    cumulative /= cumulative[-1]
+    pick = int(np.searchsorted(cumulative, rng.random_sample(), side="right"))
+    return removed, points.points[members[pick]]
 
 
 # --------------------------------------------------------------------------- the fit
