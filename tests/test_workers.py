@@ -79,6 +79,26 @@ def test_a_part_that_runs_parts_itself_runs_them_in_its_own_thread():
     assert len(inner_threads) == 8
 
 
+def test_parts_run_from_a_first_stage_while_the_pool_waits_on_it():
+    """run_in_step's second stage holds a pool thread waiting for the first stage; parts
+    the first stage runs are then all run by its own thread, not left queued for the
+    busy pool (on 2 cores the pool has that one thread: the call hung)."""
+    inner = []
+
+    def first(part):
+        _workers.run_parts(inner.append, [0, 1, 2], 2)
+
+    done = threading.Event()
+
+    def call():
+        _workers.run_in_step(first, lambda part: None, [0, 1, 2])
+        done.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    assert done.wait(20), "run_parts in a first stage waited for the busy pool"
+    assert sorted(inner) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
 def test_in_step_the_second_stage_follows_the_first_part_by_part_on_another_thread():
     """Each part's second stage starts after its first is done, in order, and the two
     stages overlap (on one core everything runs in the caller instead)."""

@@ -687,7 +687,9 @@ def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol
     n_iter = 0
     failures = 0  # after a rejected move, try the next-cheapest centre to remove
     squared = np.empty(points.size)
-    lanes = max(1, n_workers() // pass_threads(points.size))
+    # Moves at once only where a pass runs on one thread (inside a part, a pass runs in the
+    # part's thread); at most 4: a run of moves ends at the first one accepted.
+    lanes = min(n_workers(), 4) if pass_threads(points.size) == 1 else 1
     tried = 0
     while tried < n_swaps and k - fixed >= 2:
         _, totals, _, _ = assign(
@@ -771,8 +773,9 @@ def _swap_move(points: _Array, centres, labels, squared, totals, neighbours, fix
 
     Returns ``(removed, chosen)``: the centre removed and the point it moves to,
     or None when the costliest cluster cannot be split.  Draws one random number
-    from ``rng`` (numpy's ``RandomState.choice`` with ``p``, written out so that
-    :func:`_swap_search` can tell how many it drew).
+    from ``rng`` for a move and none for None (numpy's ``RandomState.choice``
+    with ``p``, written out so that :func:`_swap_search` can tell how many were
+    drawn).
     """
     k = centres.shape[0]
     neighbour_weight = totals[neighbours.order[:, 0]]

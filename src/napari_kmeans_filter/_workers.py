@@ -1,9 +1,9 @@
 """Worker threads: how many cores this process may use, and running parts on them.
 
 The compiled kernels release the GIL (:mod:`._jit`), so plain threads run
-them on every core; the fit's passes and the repaint of a large numpy image
-both split their work into parts and run one thread per part here
-(:func:`run_parts`), and dithering, whose pixels must be done one after the
+them on every core; the fit's passes, its starts and swap moves, and the
+repaint of a large numpy image split their work into parts and run them on
+these threads (:func:`run_parts`), and dithering, whose pixels must be done one after the
 other, paints and counts finished rows on a second core while it goes on
 (:func:`run_in_step`).
 """
@@ -69,8 +69,8 @@ def run_parts(work: Callable, parts: Sequence, n_threads: int) -> None:
     uneven cost (the fit's starts converge in 5-60 iterations) keep every thread busy. A
     part's result must therefore not depend on the thread that runs it. One part or one
     thread, or a call from a worker thread itself, runs every part in the calling thread.
-    The first exception raised by ``work`` propagates once no part runs any more (no part
-    starts after it).
+    An exception raised by ``work`` propagates once no part runs any more; no part starts
+    once it is raised (if parts raise in several threads, the calling thread's propagates).
     """
     if n_threads <= 1 or len(parts) <= 1 or getattr(_inside, "active", False):
         for part in parts:
@@ -108,9 +108,15 @@ def run_parts(work: Callable, parts: Sequence, n_threads: int) -> None:
     finally:
         _inside.active = False
         for future in futures:
-            future.exception()  # wait for every lane before raising anything
+            # A lane not started holds no part (the caller ran them all): dropped, so that a
+            # pool thread busy waiting on this caller (run_in_step's second stage) is no hang.
+            future.cancel()
+        for future in futures:
+            if not future.cancelled():
+                future.exception()  # wait for every lane before raising anything
     for future in futures:
-        future.result()
+        if not future.cancelled():
+            future.result()
 
 
 def run_in_step(first: Callable, then: Callable, parts: Sequence) -> None:
