@@ -133,6 +133,53 @@ def test_a_greyscale_run_loads_its_kernels_without_numba_registries(tmp_path, bi
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "lean.png")), first_pixels)
 
 
+def _numba_extension(site):
+    """An installed numba extension (a ``numba_extensions`` entry point named ``init``), and
+    a module with one of our kernels that no cache holds."""
+    info = site / "fake_numba_extension-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fake-numba-extension\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text("[numba_extensions]\ninit = fake_numba_extension:init\n")
+    (site / "fake_numba_extension.py").write_text("def init():\n    pass\n")
+    (site / "kernel_not_cached.py").write_text(
+        "from napari_kmeans_filter._jit import kernel\n\n\n"
+        f"@kernel\ndef twice(x):  # {time.time_ns()}: a new source, so no cache holds it\n"
+        "    return 2 * x\n"
+    )
+
+
+@pytest.mark.parametrize("then", ["our kernel compiled", "other numba code compiled"])
+def test_numba_extensions_load_only_when_something_compiles(cat_png, tmp_path, then):
+    """Kernels loaded from the cache need no numba extension (reading every installed
+    distribution's entry points and importing the extensions: ~40 ms here): the command
+    line's run loads none; a kernel that must be compiled, or other numba code the process
+    compiles, loads them as numba would."""
+    site = tmp_path / "site"
+    _numba_extension(site)
+    first = subprocess.run([PROG, cat_png, "-k", "16", "-o", tmp_path / "first.png", "-q"])
+    assert first.returncode == 0  # every kernel of the call now in numba's cache
+    code = """
+        import sys
+        from napari_kmeans_filter.cli import main
+
+        assert main([sys.argv[1], "-k", "16", "-o", sys.argv[2], "-q"]) == 0
+        print("extension:", "fake_numba_extension" in sys.modules)
+        if sys.argv[3] == "our kernel compiled":
+            from kernel_not_cached import twice
+        else:
+            import numba
+
+            twice = numba.njit(lambda x: 2 * x)
+        assert twice(3.0) == 6.0
+        print("extension:", "fake_numba_extension" in sys.modules)
+    """
+    run = _python(code, cat_png, tmp_path / "out.png", then, env={"PYTHONPATH": str(site)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["extension: False", "extension: True"]
+
+
 def test_a_thread_of_its_own_is_never_kept_from_an_import():
     """The guard blocks only the thread that starts numba's target, and only those names."""
     finder = _jit._Unavailable(("scipy.linalg",), thread=-1)

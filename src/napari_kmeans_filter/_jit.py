@@ -222,11 +222,11 @@ def _lean_cache(compiled) -> None:
     numba refreshes its target before every cache load. The first refresh imports and
     installs the typing and lowering registries of everything numba can compile (~70
     modules), and each later one installs them again: 0.1-0.2 s of a small file's command
-    line. Code loaded from the cache needs none of it, only numba's runtime (NRT: the
-    allocation functions it links to). So here a load starts the runtime and loads; a miss
-    (the kernel must be compiled) first refreshes the target as numba would, without
-    :data:`UNUSED_AT_START`. A numba whose cache is not the one this was written for keeps
-    its own loading.
+    line. Code loaded from the cache needs none of it, nor numba's extensions, only
+    numba's runtime (NRT: the allocation functions it links to). So here a load starts the
+    runtime and loads; a miss (the kernel must be compiled) first loads the extensions and
+    refreshes the target as numba would, without :data:`UNUSED_AT_START`. A numba whose
+    cache is not the one this was written for keeps its own loading.
     """
     from numba.core import caching
 
@@ -235,6 +235,14 @@ def _lean_cache(compiled) -> None:
         hasattr(cache, name) for name in ("_load_overload", "_guard_against_spurious_io_errors")
     ):
         cache.__class__ = _lean_cache_class()
+        if hasattr(compiled, "_compilation_chain_init_hook"):
+            # numba loads every installed numba extension (``numba_extensions`` entry
+            # points) before a dispatcher's first compile or cache load: reading every
+            # installed distribution's metadata and importing the extensions, 39-42 ms with
+            # pydata/sparse's (a dask-ml dependency). Code from the cache needs none of
+            # them; a miss loads them (LeanCache) before numba compiles. Other dispatchers
+            # of the process keep numba's hook.
+            compiled._compilation_chain_init_hook = _extensions_on_miss
 
 
 @functools.cache
@@ -248,10 +256,17 @@ def _lean_cache_class():
             with self._guard_against_spurious_io_errors():
                 loaded = self._load_overload(sig, target_context)
             if loaded is None:
+                from numba.core import entrypoints
+
+                entrypoints.init_all()  # what numba does before any compile (once)
                 _start_target_without(UNUSED_AT_START)
             return loaded
 
     return LeanCache
+
+
+def _extensions_on_miss() -> None:
+    """A lean kernel's compilation hook: numba's extensions load on a cache miss only."""
 
 
 def _start_target_without(names) -> None:
