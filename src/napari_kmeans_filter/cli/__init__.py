@@ -6,7 +6,7 @@ Two commands share the program name:
   (or repaints them with ``--apply-palette``);
 * ``napari-kmeans-filter demo [--out-dir DIR]`` writes the k-means gallery of the cat.
 
-This module holds :func:`main`: the exit statuses, the stop signals and the one error line.
+This module holds :func:`main`: the exit statuses and the one error line.
 Everything that can be checked before work starts (files exist, outputs can be written,
 nothing would be overwritten, the core accepts every parameter for every input) is checked for
 the whole batch first. Every problem ends the run with one line
@@ -18,31 +18,26 @@ half-written.
 The submodules, one topic each: :mod:`.parse` (options, from the parameter contract),
 :mod:`.plan` (the batch checked before any work), :mod:`.run` (the core on each input, outputs
 written), :mod:`.demo` (the gallery), :mod:`.progress` (what is shown on stderr) and
-:mod:`.errors` (the core's errors in the shell's words). They are imported only when needed,
+:mod:`.errors` (the core's errors in the shell's words) and :mod:`.signals` (stop signals as
+exceptions). They are imported only when needed,
 so that ``--help`` costs little.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from .errors import DEBUG_VARIABLE, PROG, CliError, error_line
+from .signals import Stopped, signals_received, stop_signals_raise
 
 DEMO_COMMAND = "demo"
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
-#: Signals that stop a run like Ctrl-C does (SIGHUP: the terminal was closed).
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
 #: Names kept importable from ``napari_kmeans_filter.cli`` (docs/make_gallery.py and the tests
 #: use them), each loaded from its submodule on first use.
 _LAZY = {
@@ -73,15 +68,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _Stopped(BaseException):
-    """Raised in the main thread by a stop signal; unwinds like KeyboardInterrupt, so
-    every ``finally`` runs and the temporary outputs are removed."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status: 0 success, 2 error, 130 Ctrl-C,
     128 + the signal number for SIGTERM (143) and SIGHUP (129).
@@ -108,7 +94,7 @@ def _main(argv: list[str]) -> int:
 
 def _run_command(argv: list[str]) -> int:
     try:
-        with _stop_signals_raise():
+        with stop_signals_raise():
             # 'demo' is a command only as the first word, so a file called 'demo' can
             # still be quantised as './demo'.
             if argv[:1] == [DEMO_COMMAND]:
@@ -122,13 +108,13 @@ def _run_command(argv: list[str]) -> int:
             return run(parse_args(argv))
     except KeyboardInterrupt:
         return _interrupted()
-    except _Stopped as stopped:
+    except Stopped as stopped:
         return _stopped_by(stopped.signum)
     except Exception as exc:
-        if _signals_received:
+        if signals_received:
             # The signal's exception was lost in a callback from C (numba's compiler swallows
             # it and fails later): the run stopped because of the signal, not of the input.
-            signum = _signals_received[0]
+            signum = signals_received[0]
             return _interrupted() if signum == signal.SIGINT else _stopped_by(signum)
         if os.environ.get(DEBUG_VARIABLE):
             raise
@@ -179,55 +165,6 @@ def _clear_display() -> None:
     progress = sys.modules.get(f"{__name__}.progress")
     if progress is not None:
         progress.DISPLAY.clear()
-
-
-@contextlib.contextmanager
-def _stop_signals_raise():
-    """Turn SIGTERM and SIGHUP into :class:`_Stopped` while the run lasts.
-
-    Their default action kills the process at once, leaving the temporary file being
-    written beside its destination.  Raised as an exception instead, they unwind
-    through :func:`napari_kmeans_filter._io.atomic_output`, which removes it.  After the
-    first of them or of Ctrl-C, the others are ignored until the run has ended: a second
-    one would stop the cleanup half-way (``timeout -s INT`` sends Ctrl-C twice, to the
-    command and to its group, and it left an unfinished label image in an OME-Zarr
-    input); the cleanup lets the running chunk writes finish, then removes what they
-    wrote (giving up after :data:`napari_kmeans_filter._files.GIVE_UP_S`).
-    Only the main thread can install handlers; elsewhere (a caller's worker thread)
-    nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def ignore_more(handled) -> None:
-        for number in handled:  # a second signal must not interrupt the cleanup
-            signal.signal(number, signal.SIG_IGN)
-
-    def stop(signum, frame):
-        _signals_received.append(signum)
-        ignore_more(previous)
-        raise _Stopped(signum)
-
-    def interrupt(signum, frame):
-        _signals_received.append(signum)
-        ignore_more(previous)
-        raise KeyboardInterrupt
-
-    _signals_received.clear()
-    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        # Python's own Ctrl-C, remembered: see _run_command.
-        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-#: The stop signals (and Ctrl-C) received during the current run.
-_signals_received: list[int] = []
 
 
 __all__ = ["DEBUG_VARIABLE", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "CliError", "main"]

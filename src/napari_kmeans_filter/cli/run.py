@@ -23,6 +23,7 @@ from .._contract import InvalidParameterError
 from .errors import CliError, in_shell_words, input_error_line, shell_words
 from .plan import Job, input_name, plan_jobs, prepare_directories
 from .progress import DISPLAY, FIT_SHARE, start_numba
+from .signals import raise_lost_stop
 
 EXIT_OK, EXIT_ERROR = 0, 2
 
@@ -117,6 +118,7 @@ def _run_job(job: Job, args, palette, number: int, total: int, arrow: str) -> No
     job_started = time.perf_counter()
     with job.source:
         result = _process(job, args, palette, display.core_progress())
+        raise_lost_stop()  # a Ctrl-C that numba's compiler swallowed: nothing written
         display.show(FIT_SHARE, "writing")
         _write_outputs(job, result, args)
     elapsed = time.perf_counter() - job_started
