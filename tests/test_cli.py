@@ -640,7 +640,10 @@ IN_PROCESS_ERROR_CASES = {
         ["chelsea.png", "--apply-palette", "rgb.json", "--seed", "3"],
         ["--seed", "--apply-palette"],
     ),
-    "output-is-a-directory": (["chelsea.png", "-k", "4", "-o", "."], [".", "is a directory"]),
+    "output-is-a-directory": (
+        ["chelsea.png", "-k", "4", "-o", "."],
+        [".", "is a directory", "--out-dir . to write into it"],
+    ),
     "speed-with-apply-palette": (
         ["chelsea.png", "--apply-palette", "rgb.json", "--speed", "3"],
         ["--speed", "--apply-palette"],

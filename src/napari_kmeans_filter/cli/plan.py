@@ -505,7 +505,10 @@ def _check_job_outputs(job: Job, args, k, inputs: list[Path], seen: dict) -> dic
         inside = [p for p in inputs if resolved.is_relative_to(p)]  # e.g. image.ome.zarr/0
         # A zarr store is a directory; a directory inside an input is refused below.
         if path.is_dir() and path.suffix.lower() != ".zarr" and not inside:
-            raise CliError(f"{path} is a directory: name a file for the {role}")
+            # -o naming a directory: writing into one is what --out-dir does.
+            into = role == "output" and getattr(args, "output", None) is not None
+            where = f" (or --out-dir {path} to write into it)" if into else ""
+            raise CliError(f"{path} is a directory: name a file for the {role}{where}")
         for input_path in inputs:
             if _same_or_nested(resolved, input_path):
                 hint = "choose another name"
