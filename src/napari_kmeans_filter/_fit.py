@@ -534,14 +534,19 @@ def _grid(points, max_cells, low, scale, warp, mix):
     marks = None
     while bins < finest:
         finer = min(finest, max(bins + 1, round(bins * 2 ** (1 / 3))))
-        table = _mark_grid(points, low, scale, finer, warp, mix)
-        if int(table.sum()) > max_cells:
+        table, n_marked = _mark_grid(points, low, scale, finer, warp, mix)
+        if n_marked > max_cells:
             break
         bins, marks = finer, table
     if marks is None:
-        marks = _mark_grid(points, low, scale, bins, warp, mix)
-    cell_ids = np.cumsum(marks, dtype=np.int64) - 1
-    n_cells = int(cell_ids[-1]) + 1
+        marks, _ = _mark_grid(points, low, scale, bins, warp, mix)
+    # Compact indices in cell order, written for the occupied cells only: the table has
+    # up to 2**21 entries, and a cumulative sum over all of them (16 MB of int64 to
+    # fault in) took 5-8 ms of a 0.07 MP photo's 0.13 s fit at k = 16.
+    occupied = np.flatnonzero(marks)
+    n_cells = occupied.size
+    cell_ids = np.empty(marks.size, dtype=np.int64)
+    cell_ids[occupied] = np.arange(n_cells)
     sums = np.zeros((n_cells, points.n_dims))
     totals = np.zeros(n_cells)
     cell_of_point = np.empty(points.size, dtype=np.int32)
@@ -563,10 +568,12 @@ def _grid(points, max_cells, low, scale, warp, mix):
 
 
 def _mark_grid(points, low, scale, bins, warp, mix):
+    """The occupied cells of a grid of ``bins`` per dimension (a 0/1 table) and their number."""
     table = np.zeros(bins**points.n_dims, dtype=np.uint8)
+    marked = 0
     for _, _, block, _ in points:
-        _grid_mark(block, low, scale, bins, warp, mix, table)
-    return table
+        marked += _grid_mark(block, low, scale, bins, warp, mix, table)
+    return table, marked
 
 
 def lloyd(
