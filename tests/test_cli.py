@@ -789,9 +789,10 @@ def test_keep_going_reports_failures_and_processes_the_rest(mixed_batch):
     assert len(errors) == 2 and "b_truncated.png" in errors[0], lines
     assert SUMMARY.match(errors[-1]).groups() == ("1", "3") and lines[-1] == errors[-1]
     finished = [FILE_LINE.match(line) for line in lines if FILE_LINE.match(line)]
-    assert [(m.group(3), m.group(4)) for m in finished] == [
-        ("a_cat.png", "a_cat_k4.png"),
-        ("c_grey.png", "c_grey_k4.png"),
+    # Each file keeps its number among the inputs: the failed one is number 2 of 3.
+    assert [m.group(1, 2, 3, 4) for m in finished] == [
+        ("1", "3", "a_cat.png", "a_cat_k4.png"),
+        ("3", "3", "c_grey.png", "c_grey_k4.png"),
     ]
     assert sorted(p.name for p in (mixed_batch / "out").iterdir()) == [
         "a_cat_k4.png",

@@ -377,7 +377,7 @@ def check_fixed_colors(fixed_colors, n_colors, n_color_channels, dtype):
     if colors.shape[0] > n_colors:
         raise invalid(
             "fixed_colors",
-            f"hold between 1 and n_colors={n_colors} colours",
+            f"hold no more colours than n_colors={n_colors} (the palette they are part of)",
             None,
             got=f"{colors.shape[0]} colours",
         )

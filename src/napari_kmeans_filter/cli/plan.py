@@ -67,6 +67,9 @@ class Job:
     #: The name of the OME-NGFF label image written under ``labels/`` of the OME-Zarr input
     #: (``--labels`` at the input or into its ``labels`` group), else None.
     ome_labels: str | None = None
+    #: The input's place among the command's inputs (1 for the first): with ``--keep-going``
+    #: a file left out keeps its number, so the counter matches "N of M files failed".
+    number: int = 1
 
     @property
     def ome_labels_path(self) -> Path | None:
@@ -109,9 +112,10 @@ def plan_jobs(
         masks[mask_path] = _read_mask(mask_path)
 
     jobs = []
-    for path in args.inputs:
+    for number, path in enumerate(args.inputs, start=1):
         try:
             jobs.append(_plan_job(path, args, palette, k, fixed_from, masks))
+            jobs[-1].number = number
         except Exception as exc:
             if failed is None or not _is_per_input(exc):
                 raise

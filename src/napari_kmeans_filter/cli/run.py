@@ -69,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
     arrow = display.arrow
     done = 0
     with _local_dask(any(job.source.lazy for job in jobs)):
-        for number, job in enumerate(jobs, start=1):
+        for job in jobs:
             try:
-                _run_job(job, args, palette, number, len(jobs), arrow)
+                _run_job(job, args, palette, job.number, len(args.inputs), arrow)
             except Exception as exc:
                 if not keep_going:
                     raise
