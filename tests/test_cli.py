@@ -596,8 +596,8 @@ IN_PROCESS_ERROR_CASES = {
         ["--fixed-color '#ff00zz'", "#rrggbb"],
     ),
     "fixed-color-rgb-on-greyscale": (
-        ["camera.png", "-k", "8", "--fixed-color", "#ffffff"],
-        ["--fixed-color", "camera.png", "1 colour channel"],
+        ["camera.png", "-k", "8", "--fixed-color", "#ff0000"],
+        ["--fixed-color", "camera.png", "'#ff0000'", "grey level", "'#808080'"],
     ),
     "fixed-color-range": (
         ["chelsea.png", "-k", "8", "--fixed-color", "256,0,0"],
@@ -1016,6 +1016,30 @@ def test_sixteen_bit_fixed_colours(tmp_path, monkeypatch, capsys):
     expected = quantize(image, 5, fixed_colors=fixed)
     np.testing.assert_array_equal(tifffile.imread("out.tif"), expected.image)
     assert FILE_LINE.match(capsys.readouterr().err.strip())
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_grey_fixed_colours_written_as_colours_on_a_greyscale_image(tmp_path, monkeypatch, bits):
+    """'#808080', 'white' or '#000' on a greyscale image are its grey levels (scaled to 16
+    bits as for RGB), the same palette as the levels given as numbers."""
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    image = data.camera()[::4, ::4]
+    scale = 257 if bits == 16 else 1
+    image = image.astype(np.uint16) * scale if bits == 16 else image
+    tifffile.imwrite("grey.tif", image)
+    arguments = ["grey.tif", "-k", "5", "-q", "--palette"]
+    named = ["--fixed-color", "#808080", "--fixed-color", "white", "--fixed-color", "#000"]
+    assert main([*arguments, "named.json", *named, "-o", "named.tif"]) == 0
+    levels = [str(128 * scale), str(255 * scale), "0"]
+    numbers = [word for level in levels for word in ("--fixed-color", level)]
+    assert main([*arguments, "numbers.json", *numbers, "-o", "numbers.tif"]) == 0
+    named = Palette.from_dict(json.loads((tmp_path / "named.json").read_text()))
+    given = Palette.from_dict(json.loads((tmp_path / "numbers.json").read_text()))
+    assert named.colors[:3, 0].tolist() == [128 * scale, 255 * scale, 0]
+    np.testing.assert_array_equal(named.colors, given.colors)
+    np.testing.assert_array_equal(tifffile.imread("named.tif"), tifffile.imread("numbers.tif"))
 
 
 def test_summary_counts_unused_palette_entries(tmp_path, monkeypatch, capsys):

@@ -26,7 +26,9 @@ def parse_color(text: str, dtype, n_channels: int) -> list[float]:
     text : str
         ``'#rgb'``, ``'#rrggbb'``, a CSS colour name (8-bit RGB; scaled by 257 for 16-bit
         images), ``'#rrrrggggbbbb'`` (16-bit RGB), or ``n_channels`` numbers in the image's
-        units separated by commas (``'128'`` for greyscale).
+        units separated by commas (``'128'`` for greyscale).  For a greyscale image
+        (``n_channels`` 1) a colour written as RGB must be a grey (``'#808080'``,
+        ``'white'``): its level.
     dtype : numpy dtype
         The image's dtype: hexadecimal forms are for 8- and 16-bit unsigned images.
     n_channels : int
@@ -73,11 +75,20 @@ def _rgb_text(stripped: str, text: str, dtype: np.dtype, n_channels: int) -> lis
             values = list(ImageColor.getrgb(stripped))[:3]
         except ValueError:
             raise invalid("fixed_colors", f"be written as {_FORMS}", text) from None
-    if n_channels != 3:
+    if n_channels == 1 and values[0] == values[1] == values[2]:
+        values = values[:1]  # a grey ('#808080', 'white') is a level of a greyscale image
+    elif n_channels == 1:
         raise invalid(
             "fixed_colors",
-            f"be {n_channels} number(s) separated by commas for an image with {n_channels} "
-            "colour channel(s)",
+            "be a grey level for a greyscale image: a number, or a grey written as a colour "
+            "(equal red, green and blue: '#808080', 'white')",
+            text,
+        )
+    elif n_channels != 3:
+        raise invalid(
+            "fixed_colors",
+            f"be {n_channels} numbers separated by commas for an image with {n_channels} "
+            "colour channels",
             text,
             "Hexadecimal colours and names are RGB.",
         )

@@ -221,7 +221,8 @@ class Controls(QWidget):
         self.fixed_colors_input = LineEdit(
             value="",
             tooltip="Colors the palette must contain exactly, separated by ';': '#ff0000' or "
-            "a color name for 8- and 16-bit RGB, or values in the image's units ('0, 1200'). "
+            "a color name for 8- and 16-bit RGB (a grey such as '#808080' for greyscale), or "
+            "values in the image's units ('0, 1200'). "
             "Pick one with 'pick…', or fix a palette color with 'fix color' under the swatches.",
         )
         self.pick_color_button = PushButton(
