@@ -64,11 +64,23 @@ def helper(func):
     return func
 
 
+_helpers_lock = threading.Lock()
+
+
 def _compile_helpers(numba) -> None:
-    for func in _HELPERS:
-        if func.__globals__.get(func.__name__) is func:
-            # Inlined at numba's IR level: a helper in a hot loop costs no call.
-            func.__globals__[func.__name__] = _njit(numba, func, inline="always")
+    """Every helper's module-level name bound to its compiled version (once).
+
+    Before a kernel compiles: it resolves the helpers it calls then. A process started
+    lean (:func:`lean_start`) does this only on a kernel's cache miss (or for a kernel
+    loaded without :func:`_lean_cache`): kernels loaded from the cache need no helper,
+    and making the 14 helpers' dispatchers took 5-6 ms of a small file's command line.
+    There a helper called from Python too (``_exact1d._int_cost``) runs as Python
+    until then, with the same integer results."""
+    with _helpers_lock:
+        for func in _HELPERS:
+            if func.__globals__.get(func.__name__) is func:
+                # Inlined at numba's IR level: a helper in a hot loop costs no call.
+                func.__globals__[func.__name__] = _njit(numba, func, inline="always")
 
 
 class NoCacheWarning(RuntimeWarning):
@@ -88,12 +100,16 @@ def _njit(numba, func, **options):
             raise
         error = raised
     else:
-        if _lean:  # a helper too: one called from Python loads from the cache as well
-            _lean_cache(compiled)
+        # With lean loading, a kernel the cache cannot hold lean compiles as numba would:
+        # its helpers first (a helper itself needs none).
+        if _lean and not _lean_cache(compiled) and "inline" not in options:
+            _compile_helpers(numba)
         return compiled
     import warnings
 
     _OPTIONS["cache"] = False
+    if _lean and "inline" not in options:
+        _compile_helpers(numba)
     warnings.warn(
         f"numba cannot keep its compiled kernels on disk ({error}); they are compiled again "
         "in every process (~6 s). Set NUMBA_CACHE_DIR to a writable directory.",
@@ -115,7 +131,8 @@ def kernel(func):
                     import numba
 
                     _start(numba, func)
-                    _compile_helpers(numba)
+                    if not _lean:
+                        _compile_helpers(numba)
                     if _alongside is not None:
                         _alongside.take_or_wait(func)
                     compiled = _njit(numba, func)
@@ -215,9 +232,9 @@ class _Unavailable:
         return None
 
 
-def _lean_cache(compiled) -> None:
+def _lean_cache(compiled) -> bool:
     """Let ``compiled`` (a numba dispatcher) load from numba's cache without first loading
-    the CPU target's registries.
+    the CPU target's registries; False if its cache is not one this knows.
 
     numba refreshes its target before every cache load. The first refresh imports and
     installs the typing and lowering registries of everything numba can compile (~70
@@ -243,6 +260,8 @@ def _lean_cache(compiled) -> None:
             # them; a miss loads them (LeanCache) before numba compiles. Other dispatchers
             # of the process keep numba's hook.
             compiled._compilation_chain_init_hook = _extensions_on_miss
+        return True
+    return False
 
 
 @functools.cache
@@ -256,10 +275,12 @@ def _lean_cache_class():
             with self._guard_against_spurious_io_errors():
                 loaded = self._load_overload(sig, target_context)
             if loaded is None:
+                import numba
                 from numba.core import entrypoints
 
                 entrypoints.init_all()  # what numba does before any compile (once)
                 _start_target_without(UNUSED_AT_START)
+                _compile_helpers(numba)  # the kernel about to compile calls them
             return loaded
 
     return LeanCache
@@ -458,13 +479,15 @@ class _Alongside:
 def _alongside_wanted(numba, func) -> bool:
     """A first-ever run (``func``, the first kernel, is not in numba's cache) of a main
     process with a second core, a Python to start, and not the second process itself."""
-    import multiprocessing
     import os
 
     if not COMPILE_ALONGSIDE or os.environ.get(_CLAIMS_ENV) or getattr(sys, "frozen", False):
         return False
-    if not sys.executable or multiprocessing.parent_process() is not None:
-        return False  # dask's worker processes and the like: their parent decides
+    # dask's worker processes and the like: their parent decides. A process multiprocessing
+    # started has imported it (importing it here to ask cost 5-8 ms of every command).
+    multiprocessing = sys.modules.get("multiprocessing")
+    if not sys.executable or (multiprocessing and multiprocessing.parent_process() is not None):
+        return False
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
