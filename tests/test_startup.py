@@ -62,8 +62,11 @@ def test_the_command_line_starts_numba_without_scipy_linalg_and_everything_works
         assert main([cat, "-k", "16", "-o", out, "-q"]) == 0
         left_out = sorted(m for m in ("scipy.linalg", "cffi") if m in sys.modules)
         print("left out:", left_out)
-        # Kernels from the cache need none of numba's registries (numba.np.linalg is one).
+        # Kernels from the cache need none of numba's registries (numba.np.linalg is one),
+        # nor the helpers numba inlines into them when it compiles them.
         print("registries:", "numba.np.linalg" in sys.modules)
+        from napari_kmeans_filter import _fit
+        print("helpers made:", type(_fit._grid_position).__name__ != "function")
 
         import scipy.linalg
         from scipy.linalg import cython_blas  # noqa: F401
@@ -88,7 +91,12 @@ def test_the_command_line_starts_numba_without_scipy_linalg_and_everything_works
     assert first.returncode == 0
     lean = _python(code, cat_png, tmp_path / "lean.png", tmp_path / "lean_lab.png")
     assert lean.returncode == 0, lean.stderr
-    assert lean.stdout.splitlines() == ["left out: []", "registries: False", "ok"]
+    assert lean.stdout.splitlines() == [
+        "left out: []",
+        "registries: False",
+        "helpers made: False",
+        "ok",
+    ]
 
     usual = """
         import sys
