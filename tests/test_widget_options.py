@@ -46,10 +46,10 @@ def test_bad_fixed_colors_are_refused_with_the_reason(
     viewer.add_image(cat_crop()[..., 0].astype(np.uint16) * 16, name="grey")
     widget = open_widget(viewer)
     for text, reason in (
-        ("#ff0000", "'fixed colors' must be 1 number(s)"),
+        ("#ff0000", "'fixed colors' must be a grey level for a greyscale image"),
         ("1, 2", "'fixed colors' must have 1 value(s)"),
         ("70000", "[0, 65535]"),
-        ("red", "'fixed colors' must be 1 number(s)"),
+        ("red", "'#808080'"),
     ):
         widget.controls.fixed_colors_input.value = text
         with collect_notifications() as notifications:
