@@ -113,12 +113,13 @@ _SPEEDS = {
 
 # Below speed 1, swaps on the fine cells are tried only where the coarse ones are fewer
 # than this many per colour.  With more (~10 a side of every cluster in RGB), they found
-# no better optimum than the coarse search: on 9 photos (the benchmark's four, flower,
-# histology, retina, Hubble, night sky) at k = 8 and 16, speed 4, the error moved by at
-# most 0.01 % without them, and the fit took 0.47-0.95x the time (each trial converges
-# on every exact colour, 30-90 iterations, and was rejected).  At k = 24-256 they still
-# lower the error by up to 0.9 %, and at speed 1, k = 32 (1024 coarse cells a colour
-# there too) by 0.05-0.09 %: speed 1 spends them all.
+# no better optimum than the coarse search: on 10 photos (the benchmark's four, flower,
+# histology, retina, Hubble, night sky, fluorescence) at k = 3-16, speed 4, the error
+# moved by -0.06 to +0.09 % without them (140 fits, 130 within 0.01 %), and the fit took
+# 0.47-0.95x the time (each trial converges on every exact colour, 30-90 iterations, and
+# was rejected).  At k = 24-256 they still lower the error by up to 0.9 %, and at
+# speed 1, k = 32 (1024 coarse cells a colour there too) by 0.05-0.09 %: speed 1 spends
+# them all.
 _CELLS_PER_COLOR_RESOLVED = 1024
 
 
