@@ -1042,6 +1042,21 @@ def test_grey_fixed_colours_written_as_colours_on_a_greyscale_image(tmp_path, mo
     np.testing.assert_array_equal(tifffile.imread("named.tif"), tifffile.imread("numbers.tif"))
 
 
+def test_colour_forms_on_greyscale_images_of_every_dtype():
+    """Greys written as colours are levels of 8- and 16-bit greyscale images; on a float
+    image the message asks for numbers, never suggesting a form it would refuse."""
+    from napari_kmeans_filter._color_text import parse_color
+
+    assert parse_color("#808080", np.uint8, 1) == [128.0]
+    assert parse_color("white", np.uint16, 1) == [65535.0]
+    assert parse_color("#800080008000", np.uint16, 1) == [32768.0]
+    for text in ("red", "#808080"):
+        with pytest.raises(ValueError, match=r"numbers in the image's units .* float32 image"):
+            parse_color(text, np.float32, 1)
+    with pytest.raises(ValueError, match="grey level"):
+        parse_color("red", np.uint8, 1)
+
+
 def test_summary_counts_unused_palette_entries(tmp_path, monkeypatch, capsys):
     """A fixed colour the image lacks paints no pixel: "3→4 colours" would claim four."""
     from napari_kmeans_filter.cli import main

@@ -147,9 +147,10 @@ def test_searching_harder_never_ends_above_the_default():
 
 
 def test_fine_swaps_only_where_the_coarse_cells_are_too_coarse(monkeypatch):
-    """Speeds 2-10 skip the swaps on the fine cells when the coarse cells number at least
-    1024 a colour (k <= 16 at the default): there they found no better fit.  Forcing them
-    on the cat at k = 16 moves the error by less than 0.05 %; speed 1 keeps them all."""
+    """Speeds 2-10 skip the swaps on the fine cells when the coarse grid's budget is at
+    least 1024 cells a colour (k <= 16 at the default): there they found no better fit.
+    Forcing them on the cat at k = 16 moves the error by less than 0.05 %; speed 1 keeps
+    them all."""
     from napari_kmeans_filter import _fit
 
     assert _fit.settings_for(4, 16).n_fine_swaps == 0

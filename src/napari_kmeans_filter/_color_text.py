@@ -75,6 +75,13 @@ def _rgb_text(stripped: str, text: str, dtype: np.dtype, n_channels: int) -> lis
             values = list(ImageColor.getrgb(stripped))[:3]
         except ValueError:
             raise invalid("fixed_colors", f"be written as {_FORMS}", text) from None
+    if dtype not in (np.uint8, np.uint16):
+        raise invalid(
+            "fixed_colors",
+            f"be numbers in the image's units separated by commas for a {dtype} image",
+            text,
+            "Hexadecimal colours and names are for 8- and 16-bit images.",
+        )
     if n_channels == 1 and values[0] == values[1] == values[2]:
         values = values[:1]  # a grey ('#808080', 'white') is a level of a greyscale image
     elif n_channels == 1:
@@ -94,13 +101,6 @@ def _rgb_text(stripped: str, text: str, dtype: np.dtype, n_channels: int) -> lis
         )
     if dtype == np.uint16:
         return [float(v) for v in values] if sixteen_bit else [float(v * 257) for v in values]
-    if dtype == np.uint8:
-        if sixteen_bit:
-            raise invalid("fixed_colors", "be an 8-bit colour ('#rrggbb') for an 8-bit image", text)
-        return [float(v) for v in values]
-    raise invalid(
-        "fixed_colors",
-        f"be numbers in the image's units separated by commas for a {dtype} image",
-        text,
-        "Hexadecimal colours and names are for 8- and 16-bit images.",
-    )
+    if sixteen_bit:
+        raise invalid("fixed_colors", "be an 8-bit colour ('#rrggbb') for an 8-bit image", text)
+    return [float(v) for v in values]

@@ -111,15 +111,16 @@ _SPEEDS = {
 }
 
 
-# Below speed 1, swaps on the fine cells are tried only where the coarse ones are fewer
-# than this many per colour.  With more (~10 a side of every cluster in RGB), they found
-# no better optimum than the coarse search: on 10 photos (the benchmark's four, flower,
+# At speeds 2-10, swaps on the fine cells are tried only where the coarse grid's budget
+# (``start_cells``; a photo fills 75-90 % of it) is below this many cells per colour.
+# With more (~10 a side of every cluster in RGB), they found no better optimum than the
+# coarse search: on 10 photos (the benchmark's four, flower,
 # histology, retina, Hubble, night sky, fluorescence) at k = 3-16, speed 4, the error
 # moved by -0.06 to +0.09 % without them (140 fits, 130 within 0.01 %), and the fit took
-# 0.47-0.95x the time (each trial converges on every exact colour, 30-90 iterations, and
-# was rejected).  At k = 24-256 they still lower the error by up to 0.9 %, and at
-# speed 1, k = 32 (1024 coarse cells a colour there too) by 0.05-0.09 %: speed 1 spends
-# them all.
+# 0.47-0.95x the time (each trial converges on every fine cell -- every exact colour of
+# the cat -- in 30-90 iterations, and was rejected).  At k = 24-256 they still lower the
+# error by up to 0.9 %, and at speed 1, k = 32 (a budget of 1024 coarse cells a colour
+# there too) by 0.05-0.09 %: speed 1 spends them all.
 _CELLS_PER_COLOR_RESOLVED = 1024
 
 
@@ -543,7 +544,9 @@ def _grid(points, max_cells, low, scale, warp, mix):
         marks, _ = _mark_grid(points, low, scale, bins, warp, mix)
     # Compact indices in cell order, written for the occupied cells only: the table has
     # up to 2**21 entries, and a cumulative sum over all of them (16 MB of int64 to
-    # fault in) took 5-8 ms of a 0.07 MP photo's 0.13 s fit at k = 16.
+    # fault in) took 5-8 ms of a 0.07 MP photo's 0.13 s fit at k = 16.  The other entries
+    # are never read: _grid_sums places the same points with the same _grid_position,
+    # bins, warp and mix as the marking of ``marks``.
     occupied = np.flatnonzero(marks)
     n_cells = occupied.size
     cell_ids = np.empty(marks.size, dtype=np.int64)

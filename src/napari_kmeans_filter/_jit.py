@@ -73,7 +73,7 @@ def _compile_helpers(numba) -> None:
     Before a kernel compiles: it resolves the helpers it calls then. A process started
     lean (:func:`lean_start`) does this only on a kernel's cache miss (or for a kernel
     loaded without :func:`_lean_cache`): kernels loaded from the cache need no helper,
-    and making the 14 helpers' dispatchers took 5-6 ms of a small file's command line.
+    and making the 14 helpers' dispatchers took 2-6 ms of a small file's command line.
     There a helper called from Python too (``_exact1d._int_cost``) runs as Python
     until then, with the same integer results."""
     with _helpers_lock:
@@ -484,7 +484,7 @@ def _alongside_wanted(numba, func) -> bool:
     if not COMPILE_ALONGSIDE or os.environ.get(_CLAIMS_ENV) or getattr(sys, "frozen", False):
         return False
     # dask's worker processes and the like: their parent decides. A process multiprocessing
-    # started has imported it (importing it here to ask cost 5-8 ms of every command).
+    # started has imported it (importing it here to ask cost 1-8 ms of every command).
     multiprocessing = sys.modules.get("multiprocessing")
     if not sys.executable or (multiprocessing and multiprocessing.parent_process() is not None):
         return False

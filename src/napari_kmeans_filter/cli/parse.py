@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a colour the palette must contain exactly, as its first entries (repeatable): "
         "'#rgb', '#rrggbb' or a CSS colour name (8-bit; scaled to 16 bits for 16-bit "
         "images), '#rrrrggggbbbb' (16-bit), or numbers in the image's units, e.g. "
-        "'255,255,255' or '65535,0,0' ('128' for greyscale)",
+        "'255,255,255' or '65535,0,0'; on a greyscale image a level ('128') or a grey "
+        "('#808080', 'white')",
     )
     fit.add_argument(
         "--fixed-colors-from",
