@@ -114,8 +114,8 @@ _SPEEDS = {
 # At speeds 2-10, swaps on the fine cells are tried only where the coarse grid's budget
 # (``start_cells``; a photo fills 75-90 % of it) is below this many cells per colour.
 # With more (~10 a side of every cluster in RGB), they found no better optimum than the
-# coarse search: on 10 photos (the benchmark's four, flower,
-# histology, retina, Hubble, night sky, fluorescence) at k = 3-16, speed 4, the error
+# coarse search: on 10 photos (the benchmark's four, flower, histology, retina, Hubble,
+# night sky, fluorescence) at k = 3-16, speed 4, the error
 # moved by -0.06 to +0.09 % without them (140 fits, 130 within 0.01 %), and the fit took
 # 0.47-0.95x the time (each trial converges on every fine cell -- every exact colour of
 # the cat -- in 30-90 iterations, and was rejected).  At k = 24-256 they still lower the
@@ -726,10 +726,9 @@ def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol
         # After an accepted move the next is often accepted too (k = 256: 8 in 8 on the
         # photos), after a rejected one often rejected (k = 16): only then run ahead.
         wanted = min(lanes if failures else 1, n_swaps - tried)
+        costs = _swap_costs(points, labels, squared, totals, neighbours, fixed)
         for lane in range(wanted):
-            move = _swap_move(
-                points, centres, labels, squared, totals, neighbours, fixed, failures + lane, rng
-            )
+            move = _swap_move(points, labels, squared, costs, fixed, failures + lane, rng)
             if move is None:
                 break
             moves.append(move)
@@ -794,8 +793,23 @@ def _swap_trial(points: _Array, base, move, *, fixed, max_iter, tol):
     return outcome, trial_labels, trial_neighbours, trial_lower
 
 
-def _swap_move(points: _Array, centres, labels, squared, totals, neighbours, fixed, failures, rng):
-    """The move :func:`_swap_search` tries after ``failures`` rejected ones from this state.
+def _swap_costs(points: _Array, labels, squared, totals, neighbours, fixed):
+    """What every move :func:`_swap_search` may try from one state depends on: the
+    centres in order of the cost of merging each into its nearest (Ward's cost; the
+    fixed ones last) and every cluster's weighted squared error."""
+    k = totals.shape[0]
+    neighbour_weight = totals[neighbours.order[:, 0]]
+    pair = totals + neighbour_weight
+    merge_cost = np.where(pair > 0, totals * neighbour_weight / np.maximum(pair, 1e-300), 0)
+    merge_cost = merge_cost * neighbours.gaps[:, 0] ** 2
+    merge_cost[:fixed] = np.inf
+    errors = np.bincount(labels, weights=points.weights * squared, minlength=k)
+    return np.argsort(merge_cost, kind="stable"), errors
+
+
+def _swap_move(points: _Array, labels, squared, costs, fixed, failures, rng):
+    """The move :func:`_swap_search` tries after ``failures`` rejected ones from the state
+    :func:`_swap_costs` gave ``costs`` for.
 
     Returns ``(removed, chosen)``: the centre removed and the point it moves to,
     or None when the costliest cluster cannot be split.  Draws one random number
@@ -803,16 +817,11 @@ def _swap_move(points: _Array, centres, labels, squared, totals, neighbours, fix
     with ``p``, written out so that :func:`_swap_search` can tell how many were
     drawn).
     """
-    k = centres.shape[0]
-    neighbour_weight = totals[neighbours.order[:, 0]]
-    pair = totals + neighbour_weight
-    merge_cost = np.where(pair > 0, totals * neighbour_weight / np.maximum(pair, 1e-300), 0)
-    merge_cost = merge_cost * neighbours.gaps[:, 0] ** 2
-    merge_cost[:fixed] = np.inf
-    removed = int(np.argsort(merge_cost, kind="stable")[failures % (k - fixed)])
-    errors = np.bincount(labels, weights=points.weights * squared, minlength=k)
-    errors[removed] = -1
-    split = int(np.argmax(errors))
+    order, errors = costs
+    removed = int(order[failures % (order.shape[0] - fixed)])
+    others = errors.copy()
+    others[removed] = -1
+    split = int(np.argmax(others))
     members = np.flatnonzero(labels == split)
     member_error = points.weights[members] * squared[members]
     if members.size < 2 or member_error.sum() <= 0:

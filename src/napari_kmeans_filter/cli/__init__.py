@@ -17,10 +17,9 @@ half-written.
 
 The submodules, one topic each: :mod:`.parse` (options, from the parameter contract),
 :mod:`.plan` (the batch checked before any work), :mod:`.run` (the core on each input, outputs
-written), :mod:`.demo` (the gallery), :mod:`.progress` (what is shown on stderr) and
+written), :mod:`.demo` (the gallery), :mod:`.progress` (what is shown on stderr),
 :mod:`.errors` (the core's errors in the shell's words) and :mod:`.signals` (stop signals as
-exceptions). They are imported only when needed,
-so that ``--help`` costs little.
+exceptions). They are imported only when needed, so that ``--help`` costs little.
 """
 
 from __future__ import annotations
