@@ -164,6 +164,54 @@ def test_fine_swaps_only_where_the_coarse_cells_are_too_coarse(monkeypatch):
     assert abs(default.mse - with_fine_swaps.mse) <= 5e-4 * with_fine_swaps.mse
 
 
+def _plain_greedy_kmeans_pp(points, weights, k, given, uniforms, n_trials):
+    """Greedy k-means++ as written in scikit-learn's terms, every distance computed."""
+    centres = list(given)
+    draw = 0
+    if not centres:
+        cumulative = np.add.accumulate(weights)
+        centres.append(points[np.searchsorted(cumulative, uniforms[0] * cumulative[-1], "right")])
+        draw = 1
+    squared = ((points[:, None] - np.array(centres)[None]) ** 2).sum(axis=2).min(axis=1)
+    while len(centres) < k:
+        cumulative = np.add.accumulate(weights * squared)  # in row order, as the kernel
+        if cumulative[-1] <= 0:
+            break
+        targets = uniforms[draw : draw + n_trials] * cumulative[-1]
+        picks = np.searchsorted(cumulative, targets, "right")
+        draw += n_trials
+        candidates = ((points[None, :] - points[picks][:, None]) ** 2).sum(axis=2)
+        gains = (weights * np.maximum(squared - candidates, 0)).sum(axis=1)
+        best = picks[np.argmax(gains)]  # the first of equal gains
+        centres.append(points[best])
+        squared = np.minimum(squared, ((points - points[best]) ** 2).sum(axis=1))
+    return np.array(centres), squared
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_seeding_prunes_without_changing_a_centre(case):
+    """The k-means++ seeding skips the points a candidate cannot win (its clusters kept
+    farthest point first): the centres, every point's nearest one and distance are those
+    of greedy k-means++ computing every distance. Integer points and weights make every
+    gain exact, so that equal gains are equal in both; duplicates, zero weights, given
+    centres and more centres than distinct points included."""
+    rng = np.random.default_rng(case)
+    n, n_dims, k = int(rng.integers(1, 400)), int(rng.integers(1, 5)), int(rng.integers(1, 60))
+    points = rng.integers(0, [3, 12, 256][case % 3], (n, n_dims)).astype(float)
+    weights = rng.integers(0, 4, n).astype(float)
+    weights[rng.integers(n)] = 1.0
+    n_given = int(rng.integers(0, min(k, 4))) if case % 4 == 0 else 0
+    given = points[rng.integers(0, n, n_given)]
+    uniforms = _fit._kmeans_pp_draws(k, given, np.random.RandomState(case))
+    centres, labels = _fit._kmeans_pp(_fit._Array(points, weights), k, given, uniforms)
+    expected, squared = _plain_greedy_kmeans_pp(
+        points, weights, k, list(given), uniforms, 2 + int(np.log(k))
+    )
+    np.testing.assert_array_equal(centres, expected)
+    distances = ((points[:, None] - centres[None]) ** 2).sum(axis=2)
+    np.testing.assert_array_equal(distances[np.arange(n), labels], squared)
+
+
 def test_k_4096_works():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
