@@ -1057,6 +1057,18 @@ def test_colour_forms_on_greyscale_images_of_every_dtype():
         parse_color("red", np.uint8, 1)
 
 
+def test_colours_with_alpha_are_refused_not_cut():
+    """'#ff000080' is half-transparent red: a palette colour has no alpha, so it is refused
+    with a message naming the opaque form, not read as opaque red; '#ff0000ff' is opaque."""
+    from napari_kmeans_filter._color_text import parse_color
+
+    assert parse_color("#ff0000ff", np.uint8, 3) == [255.0, 0.0, 0.0]
+    assert parse_color("#f00f", np.uint16, 3) == [65535.0, 0.0, 0.0]
+    for text in ("#ff000080", "#f008"):
+        with pytest.raises(ValueError, match=r"fixed_colors.*opaque.*'#rrggbb'"):
+            parse_color(text, np.uint8, 3)
+
+
 def test_summary_counts_unused_palette_entries(tmp_path, monkeypatch, capsys):
     """A fixed colour the image lacks paints no pixel: "3→4 colours" would claim four."""
     from napari_kmeans_filter.cli import main

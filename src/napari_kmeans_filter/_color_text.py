@@ -72,9 +72,19 @@ def _rgb_text(stripped: str, text: str, dtype: np.dtype, n_channels: int) -> lis
         from PIL import ImageColor
 
         try:
-            values = list(ImageColor.getrgb(stripped))[:3]
+            values = list(ImageColor.getrgb(stripped))
         except ValueError:
             raise invalid("fixed_colors", f"be written as {_FORMS}", text) from None
+        if len(values) == 4 and values[3] != 255:
+            # '#rrggbbaa': a palette's colours are opaque (alpha is kept from the image),
+            # and dropping the alpha written would give another colour than asked for.
+            raise invalid(
+                "fixed_colors",
+                "be opaque: a palette holds colours, and the image keeps its own alpha",
+                text,
+                "Write the colour without its alpha digits ('#rrggbb').",
+            )
+        values = values[:3]
     if dtype not in (np.uint8, np.uint16):
         raise invalid(
             "fixed_colors",
