@@ -63,6 +63,36 @@ def test_neighbour_lists_stay_sorted_and_bounded_as_centres_move(k):
                 assert distances[a, unlisted].min() >= neighbours.unlisted[a] - 1e-9
 
 
+@pytest.mark.parametrize("n_dims", [1, 2, 3, 4])
+def test_settled_lists_are_what_a_new_build_gives(n_dims):
+    """Lists re-sorted as the centres move hold, once settled, the order and the very
+    gaps a new build gives for the same centres (three channels take their own loop);
+    as_built() says so, and is false while gaps are lowered or where equal distances
+    could be in another order. The fit then keeps them from one stage to the next."""
+    rng = np.random.default_rng(n_dims)
+    centres = rng.normal(0, 50, (60, n_dims))
+    neighbours = _nearest.Neighbours(centres)
+    for scale in (5.0, 0.001, 2.0):
+        step = rng.normal(0, scale, centres.shape)
+        centres = centres + step
+        neighbours.update(centres, float(np.sqrt((step**2).sum(axis=1)).max()))
+        if neighbours.stale > 0:
+            assert not neighbours.as_built()
+        neighbours.settle(centres)
+        built = _nearest.Neighbours(centres)
+        np.testing.assert_array_equal(neighbours.order, built.order)
+        np.testing.assert_array_equal(neighbours.gaps, built.gaps)
+        assert neighbours.as_built()
+    # Centres on an integer grid: equal distances, in index order when built.
+    grid = np.array([[x, y, 0] for x in range(4) for y in range(4)], dtype=float)
+    built = _nearest.Neighbours(grid)
+    assert not built.as_built()
+    squared = ((grid[:, None] - grid[None]) ** 2).sum(axis=2)
+    squared[np.arange(16), np.arange(16)] = np.inf
+    stable = np.argsort(squared, axis=1, kind="stable")[:, :15]
+    np.testing.assert_array_equal(built.order, stable)
+
+
 @pytest.mark.parametrize("k", [64, 300])
 def test_greyscale_dithering_picks_the_exact_nearest_colour(k, monkeypatch):
     """The general dithering kernel walks the neighbour lists (all of them past 256
