@@ -75,16 +75,6 @@ def _rgb_text(stripped: str, text: str, dtype: np.dtype, n_channels: int) -> lis
             values = list(ImageColor.getrgb(stripped))
         except ValueError:
             raise invalid("fixed_colors", f"be written as {_FORMS}", text) from None
-        if len(values) == 4 and values[3] != 255:
-            # '#rrggbbaa': a palette's colours are opaque (alpha is kept from the image),
-            # and dropping the alpha written would give another colour than asked for.
-            raise invalid(
-                "fixed_colors",
-                "be opaque: a palette holds colours, and the image keeps its own alpha",
-                text,
-                "Write the colour without its alpha digits ('#rrggbb').",
-            )
-        values = values[:3]
     if dtype not in (np.uint8, np.uint16):
         raise invalid(
             "fixed_colors",
@@ -92,6 +82,17 @@ def _rgb_text(stripped: str, text: str, dtype: np.dtype, n_channels: int) -> lis
             text,
             "Hexadecimal colours and names are for 8- and 16-bit images.",
         )
+    if len(values) == 4:
+        if values[3] != 255:
+            # '#rrggbbaa': a palette's colours are opaque (alpha is kept from the image),
+            # and dropping the alpha written would give another colour than asked for.
+            raise invalid(
+                "fixed_colors",
+                "be opaque: a palette holds colours, and the image keeps its own alpha",
+                text,
+                "Write the colour without its alpha ('#rrggbb').",
+            )
+        values = values[:3]
     if n_channels == 1 and values[0] == values[1] == values[2]:
         values = values[:1]  # a grey ('#808080', 'white') is a level of a greyscale image
     elif n_channels == 1:

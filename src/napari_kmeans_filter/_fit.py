@@ -292,8 +292,8 @@ def _seed(points, weights, centres, n_given, uniforms, n_trials, labels, squared
     ``links`` (int64, ``3 n + 3 k``) and ``scratch`` (float64, ``2 n + k``)
     are work space, allocated by the caller: a kernel that allocates its own
     arrays also compiles numba's ``np.empty``/``np.zeros`` for them on a
-    first-ever run (this kernel's compile took 1.07 s with them, 0.90 s
-    without).
+    first-ever run (the previous version of this kernel compiled in 1.07 s
+    with them, 0.90 s without).
 
     A candidate can only win points whose centre is nearer to it than twice
     their distance (triangle inequality).  So each centre's points are kept
@@ -303,9 +303,11 @@ def _seed(points, weights, centres, n_given, uniforms, n_trials, labels, squared
     candidate cannot win is skipped whole, and the other points that it
     cannot win are skipped without a distance.  A cluster small enough
     (``_SORT_SHARE``) is kept farthest first, so that a walk over it stops at
-    the first such point.  The same centres and labels as linked lists
-    walked to their end (``tests/test_fit.py`` compares with greedy
-    k-means++ computing every distance).
+    the first such point.  Only the order in which a candidate's gain is
+    summed differs from walking every point: the same centres and labels,
+    unless two candidates' gains are equal in exact arithmetic and round
+    apart (``tests/test_fit.py`` compares with greedy k-means++ computing
+    every distance, on integers, whose sums are exact).
     """
     n, n_dims = points.shape
     k = centres.shape[0]

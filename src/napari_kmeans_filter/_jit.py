@@ -73,7 +73,7 @@ def _compile_helpers(numba) -> None:
     Before a kernel compiles: it resolves the helpers it calls then. A process started
     lean (:func:`lean_start`) does this only on a kernel's cache miss (or for a kernel
     loaded without :func:`_lean_cache`): kernels loaded from the cache need no helper,
-    and making the 14 helpers' dispatchers took 2-6 ms of a small file's command line.
+    and making the helpers' dispatchers (14 then) took 2-6 ms of a small file's command line.
     There a helper called from Python too (``_exact1d._int_cost``) runs as Python
     until then, with the same integer results."""
     with _helpers_lock:
