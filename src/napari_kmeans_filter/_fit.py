@@ -239,34 +239,22 @@ class _Array:
 
 @helper
 def _sort_farthest_first(pool, start, count, distance):
-    """Heapsort ``pool[start:start + count]`` (point indices) by decreasing ``distance``,
-    in place: with no array allocated (see :func:`_seed`)."""
-    # A min-heap on distance, whose root is swapped to the end: decreasing order.
-    for root in range(count // 2 - 1, -1, -1):
-        _sift_down(pool, start, root, count, distance)
-    for end in range(count - 1, 0, -1):
-        top = pool[start]
-        pool[start] = pool[start + end]
-        pool[start + end] = top
-        _sift_down(pool, start, 0, end, distance)
-
-
-@helper
-def _sift_down(pool, start, root, count, distance):
-    """Move ``pool[start + root]`` down the min-heap of ``count`` entries from ``start``."""
-    item = pool[start + root]
-    value = distance[item]
-    while True:
-        child = 2 * root + 1
-        if child >= count:
-            break
-        if child + 1 < count and distance[pool[start + child + 1]] < distance[pool[start + child]]:
-            child += 1
-        if distance[pool[start + child]] >= value:
-            break
-        pool[start + root] = pool[start + child]
-        root = child
-    pool[start + root] = item
+    """Sort ``pool[start:start + count]`` (point indices) by decreasing ``distance``, in
+    place and allocating nothing (see :func:`_seed`): Shell's sort with Knuth's gaps
+    (1, 4, 13, ...).  A heapsort ran as fast here and took 0.1 s longer to compile."""
+    gap = 1
+    while gap < count // 3:
+        gap = 3 * gap + 1
+    while gap > 0:
+        for m in range(start + gap, start + count):
+            item = pool[m]
+            value = distance[item]
+            slot = m
+            while slot >= start + gap and distance[pool[slot - gap]] < value:
+                pool[slot] = pool[slot - gap]
+                slot -= gap
+            pool[slot] = item
+        gap //= 3
 
 
 # The seeding keeps a cluster's points farthest first once it holds at most this many
@@ -478,13 +466,13 @@ def _seed(points, weights, centres, n_given, uniforms, n_trials, labels, squared
             else:
                 radius[j] = remaining
                 if size_of[j] <= worth_sorting:
-                    _sort_farthest_first(pool, start, size_of[j], distance)
-                    ordered[j] = 1
+                    ordered[j] = 2  # sorted below
         size_of[new] = won
-        ordered[new] = 0
-        if won <= worth_sorting:
-            _sort_farthest_first(pool, used, won, distance)
-            ordered[new] = 1
+        ordered[new] = 2 if won <= worth_sorting else 0
+        for j in range(new + 1):  # one place that sorts: each call site compiles a copy
+            if ordered[j] == 2:
+                _sort_farthest_first(pool, first_of[j], size_of[j], distance)
+                ordered[j] = 1
         used += won
     return k
 
