@@ -258,9 +258,10 @@ def _sort_farthest_first(pool, start, count, distance):
 
 
 # The seeding keeps a cluster's points farthest first once it holds at most this many
-# times (centres still to seed) x (candidates a centre): sorting costs m log m, and what
-# it saves is a share of every later candidate's walk over the cluster.  k-means++ alone,
-# ms, on the astronaut's / coffee's ~13 000 coarse cells, before (linked lists) -> now:
+# times (centres still to seed) x (candidates a centre): sorting costs more than the
+# cluster's length, and what it saves is a share of every later candidate's walk over it.
+# k-means++ alone, ms, on the astronaut's / coffee's ~13 000 coarse cells, before (linked
+# lists) -> now:
 # k = 256 35 / 36 -> 23 / 25; k = 64 13 / 11 -> 12 / 10; k = 16 3.2 / 2.6 -> 3.4 / 2.8
 # (12 starts, on both cores).  Every cluster sorted: 26 ms at k = 256 but k = 16 twice
 # as slow (sorting the large first clusters); none: 30 ms at k = 256.

@@ -97,7 +97,7 @@ _LANES = 4
 
 
 @kernel
-def _resort_neighbours(centres, order, gaps, table, row):
+def _resort_neighbours(centres, order, gaps, table):
     """Recompute the distances along ``order`` and re-sort each row by insertion.
 
     The rows of successive Lloyd iterations are nearly sorted, so this is
@@ -110,7 +110,7 @@ def _resort_neighbours(centres, order, gaps, table, row):
     re-sort over 302 re-sorts of two photos' fits (the same values; each
     distance computed once for both its rows, written down a column too,
     had cost more than computing it twice).  ``table`` (4 x k with complete
-    lists) and ``row`` are scratch space, allocated by the caller: a kernel
+    lists) is scratch space, allocated by the caller: a kernel
     that allocates makes a process that loads it from numba's cache import
     numba's array module too (~25 ms of a small file's command line).
     """
@@ -123,7 +123,7 @@ def _resort_neighbours(centres, order, gaps, table, row):
             table[1, j] = centres[j, 0]
             table[2, j] = centres[j, 1]
             table[3, j] = centres[j, 2]
-    distance = table[0] if complete else row
+    distance = table[0]  # a row's distances, with complete lists
     for a in range(k):
         if by_channel:
             x, y, z = centres[a, 0], centres[a, 1], centres[a, 2]
@@ -303,7 +303,7 @@ class Neighbours:
     def _resort(self, centres: np.ndarray) -> None:
         k, n_neighbours = self.order.shape
         table = np.empty((4, k) if n_neighbours == k - 1 else (1, 1))
-        _resort_neighbours(centres, self.order, self.gaps, table, np.empty(n_neighbours))
+        _resort_neighbours(centres, self.order, self.gaps, table)
 
     def copy(self) -> Neighbours:
         twin = object.__new__(Neighbours)
