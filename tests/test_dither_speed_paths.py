@@ -108,6 +108,31 @@ def test_byte_dithering_is_floyd_steinberg_with_the_exact_nearest_colour(
     assert result.n_input_colors == len(np.unique(image.reshape(-1, 3), axis=0))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("level", [1.0, 0.0])
+@pytest.mark.parametrize("search", ["default", "cells"])
+def test_byte_dithering_at_the_largest_distances_is_exact(dtype, level, search, monkeypatch):
+    """The keys are int32 (``distance << 12 | index``): the farthest a pixel can be from
+    every colour (white against a palette of near-black colours, black against
+    near-white ones, 3 * 255**2) and the highest index still give the exact nearest
+    colour, ties to the lowest index."""
+    if search == "cells":
+        monkeypatch.setattr(_paint, "_BYTE_COMPARE_ALL_K", 0)
+        monkeypatch.setattr(_paint, "_BRUTE_FORCE_K", 0)
+    offset = int(np.iinfo(dtype).min)
+    rng = np.random.default_rng(3)
+    dark = [[0, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0], [1, 1, 1]]
+    light = [[255 - c for c in color] for color in dark]
+    colors = (np.array(dark * 40 + light * 40 + [[0, 0, 0]]) + offset).astype(dtype)  # k = 401
+    for palette in (colors[:5], colors[200:205], colors):
+        corners = rng.integers(0, 2, (24, 24, 3)) * 255
+        image = (corners + offset).astype(dtype)
+        result = apply_palette(image, Palette(palette), dither=level)
+        labels = _floyd_steinberg(image, palette, level)
+        np.testing.assert_array_equal(result.labels, labels)
+        np.testing.assert_array_equal(result.image, palette[labels])
+
+
 @pytest.mark.parametrize("level", [1.0, 0.0])
 @pytest.mark.parametrize("palette_kind", ["cube", "duplicates"])
 def test_byte_dithering_of_thousands_of_close_colours_is_exact(level, palette_kind):

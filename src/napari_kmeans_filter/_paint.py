@@ -294,13 +294,15 @@ _BRUTE_FORCE_K = 48
 # same labels, in integers) above this many colours, by the kernels above otherwise.
 _BYTE_CELLS_FROM_K = 0
 # That kernel compares every colour (branch-free, vectorised) up to this many
-# colours, or up to _BRUTE_FORCE_K if higher, and searches cells above it.  Kernel
-# alone, CPU ns a pixel on the 2 MP mosaic (compare all / cells): k=16 23 vs 40,
-# 64 38 vs 50; at 256 on the cat 13 ms vs 11 ms (2 cores shared, busy: noisy).
+# colours, or up to _BRUTE_FORCE_K if higher, and searches cells above it.  Whole
+# dithered call with int32 keys, ms, the cat / astronaut / 2 MP mosaic (compare all
+# up to 64 / up to 256): k=64 3.75 / 6.66 / 45.8 against 3.67 / 6.69 / 45.8; k=128
+# 4.94 / 8.57 / 54.0 against 4.38 / 8.16 / 56.9; k=256 5.34 / 9.60 / 56.4 against
+# 5.88 / 10.9 / 78.2 (the noisy photo fills the most cells, and pays the least for them).
 _BYTE_COMPARE_ALL_K = 64
 # Its cells: 2**_fine_bits(k) levels an axis, their lists made from those of coarse
 # cells of 2**_COARSE_BITS levels (8**3), and kept in at most _MAX_BLOCKS blocks of
-# _nearest._LANES colours (32 bytes a colour; a cell made past them searches its coarse
+# _nearest._LANES colours (16 bytes a colour; a cell made past them searches its coarse
 # list).  Making lists costs as much as searching them: ns a pixel, whole call, on
 # the cat / astronaut / 2 MP mosaic, cells of 16 levels against 8: k=256 47 / 36 / 29
 # against 51 / 50 / 35 (the astronaut's values fall in 14 k cells of 8 levels); k=1024
@@ -595,7 +597,7 @@ class _Cells:
         lanes = _nearest._LANES
         n_blocks = max(1, min(fine_side**3 * ((k + lanes) // lanes), n_pixels, _MAX_BLOCKS))
         # Blocks and coarse lists are written before they are read.
-        self.blocks = _scratch.get("blocks", (4, n_blocks * lanes), np.int64)
+        self.blocks = _scratch.get("blocks", (4, n_blocks * lanes), np.int32)
         self.coarse_made = _scratch.get("coarse_made", coarse_side**3, np.uint8)
         self.coarse_made.fill(0)
         self.coarse = _scratch.get("coarse", (coarse_side**3, k + 2), np.int32)
