@@ -1175,8 +1175,9 @@ def dither_rgb_cells(
     colour, and consecutive pixels no longer wait for each other.
 
     The nearest colour is found by a key ``distance << 12 | index``, an int32
-    (a distance is at most 3 * 255**2 < 2**18): the least key is the nearest
-    colour, ties to the lowest index.  Up to ``compare_all`` colours every
+    (a distance is at most 3 * 255**2 < 2**18), less ``|v|^2 << 12``, which every
+    colour shares: the least key is the nearest colour, ties to the lowest
+    index.  Up to ``compare_all`` colours every
     colour is compared, without branches (vectorised).  Above, the values fall
     in cells of ``2**fine_bits`` levels an axis; each cell, on first
     use, gets the colours that can be nearest to one of its values
@@ -1208,15 +1209,16 @@ def dither_rgb_cells(
     squares = np.empty(k, np.int64)
     for j in range(k):
         squares[j] = ints[j, 0] ** 2 + ints[j, 1] ** 2 + ints[j, 2] ** 2
-    # The compare-all key |v - c|^2 << 12 | index as |v|^2 << 12 plus, per colour,
-    # (|c|^2 << 12 | index) - v . (2c << 12): three products and four sums a colour
-    # instead of three differences, three products, two sums, a shift and an or
-    # (k = 64: 28 -> 25 ns a pixel on the 2 MP mosaic).  A key is below 2**31 (a
-    # distance below 2**19), so the keys are int32, each step cut back to 32 bits
-    # (numba widens int32 arithmetic to int64; sums modulo 2**32 end exact) -- twice
-    # the keys an instruction of int64 ones, which held each colour's levels too: ns a
-    # pixel, kernel alone, the astronaut, int64 against int32 keys, k = 16 17.0 -> 14.7,
-    # 48 28.1 -> 17.1, 64 25.1 -> 21.1, 128 35.6 -> 26.7.
+    # The key |v - c|^2 << 12 | index less |v|^2 << 12 (the same for every colour: the
+    # order stays) is, per colour, (|c|^2 << 12 | index) - v . (2c << 12): three
+    # products and three sums a colour instead of three differences, three products,
+    # two sums, a shift and an or.  A key lies within +-2**31 (|c|^2 - 2 v . c within
+    # +-3 * 255**2 < 2**18), so the keys are int32, each step cut back to 32 bits (numba
+    # widens int32 arithmetic to int64; sums modulo 2**32 end exact) -- twice the keys
+    # an instruction of int64 ones, which held each colour's levels too.  ns a pixel,
+    # kernel alone, the astronaut: int64 keys with |v|^2 against int32 keys with it,
+    # k = 16 17.0 -> 14.7, 48 28.1 -> 17.1, 64 25.1 -> 21.1, 128 35.6 -> 26.7; without
+    # it, the cat's and the astronaut's dithering at k = 64 took 10 % less again.
     terms = np.empty((4, k), np.int32)
     for j in range(k):
         terms[0, j] = (squares[j] << 12) | j
@@ -1253,13 +1255,11 @@ def dither_rgb_cells(
                     w1 = min(max(w1 + ((s1 + ((s1 >> 63) & 15)) >> 4), 0), 255)
                     w2 = min(max(w2 + ((s2 + ((s2 >> 63) & 15)) >> 4), 0), 255)
                 v0, v1, v2 = np.int32(w0), np.int32(w1), np.int32(w2)
-                base = np.int32((w0 * w0 + w1 * w1 + w2 * w2) << 12)
                 least = np.int32(2**31 - 1)
                 if k <= compare_all:
                     # Every colour, without branches (vectorised): the least key.
                     for j in range(k):
-                        key = np.int32(base + terms[0, j])
-                        key = np.int32(key + np.int32(v0 * terms[1, j]))
+                        key = np.int32(terms[0, j] + np.int32(v0 * terms[1, j]))
                         key = np.int32(key + np.int32(v1 * terms[2, j]))
                         least = min(least, np.int32(key + np.int32(v2 * terms[3, j])))
                 else:
@@ -1298,8 +1298,7 @@ def dither_rgb_cells(
                             # gathers, and ran a single block's lanes one by one.
                             at = start * _LANES
                             for t in range(at, at + n_blocks * _LANES):
-                                key = np.int32(base + blocks[0, t])
-                                key = np.int32(key + np.int32(v0 * blocks[1, t]))
+                                key = np.int32(blocks[0, t] + np.int32(v0 * blocks[1, t]))
                                 key = np.int32(key + np.int32(v1 * blocks[2, t]))
                                 least = min(least, np.int32(key + np.int32(v2 * blocks[3, t])))
                         else:
