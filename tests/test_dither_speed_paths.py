@@ -267,3 +267,30 @@ def test_bands_cover_every_row_once_in_order_and_end_short(n_planes, height, wid
     for size in sizes:
         assert size <= max(left // 2, _paint._LAST_BAND_PIXELS, width)
         left -= size
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.float32])
+@pytest.mark.parametrize("level", [1.0, 0.5, 0.0])
+def test_negative_alpha_is_as_transparent_as_alpha_zero(dtype, level):
+    """Visible means alpha > 0 for the histogram and for every repaint, dithered or not:
+    with signed or float alpha, a pixel of negative alpha is fully transparent (a found
+    defect: the dithering kernels took only alpha == 0 as transparent, and counted an
+    int8 image of alpha -5 as 4 visible pixels of no input colour)."""
+    rng = np.random.default_rng(5)
+    if dtype == np.int8:
+        colours = rng.integers(-128, 128, (10, 14, 3))
+        alpha = rng.choice([-5, 0, 100], (10, 14))
+        palette = rng.integers(-128, 128, (6, 3)).astype(dtype)
+    else:
+        colours = rng.random((10, 14, 3))
+        alpha = rng.choice([-0.25, 0.0, 0.8], (10, 14))
+        palette = rng.random((6, 3)).astype(dtype)
+    negative = np.dstack([colours, alpha]).astype(dtype)
+    zero = np.dstack([colours, np.maximum(alpha, 0)]).astype(dtype)
+    got = apply_palette(negative, Palette(palette), dither=level, alpha=True)
+    want = apply_palette(zero, Palette(palette), dither=level, alpha=True)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    np.testing.assert_array_equal(got.image[..., :3], want.image[..., :3])
+    np.testing.assert_array_equal(got.palette.counts, want.palette.counts)
+    assert got.palette.counts.sum() == np.count_nonzero(alpha > 0)
+    assert (got.mse, got.n_input_colors) == (want.mse, want.n_input_colors)

@@ -1599,7 +1599,7 @@ def _fit_histogram(
     if not np.any(voters):
         raise ValueError(
             "The 'image' parameter has no pixel to fit: every pixel is fully transparent "
-            "(alpha == 0), outside the 'mask' or of zero 'sample_weight'."
+            "(alpha <= 0), outside the 'mask' or of zero 'sample_weight'."
         )
     fixed = None if fixed_colors is None else as_dtype(np.asarray(fixed_colors), dtype)
     n_fixed = 0 if fixed is None else fixed.shape[0]

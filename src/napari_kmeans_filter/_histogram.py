@@ -568,7 +568,7 @@ def histogram_of_pixels(
     pixels : ndarray, shape (n, channels)
         Colour channels first, then (optionally) alpha at ``alpha_channel``.
     alpha_channel : int
-        Column of alpha, or -1: pixels with alpha == 0 are counted but invisible.
+        Column of alpha, or -1: pixels with alpha <= 0 are counted but invisible.
     mask : ndarray of bool, shape (n,), optional
         Only visible pixels where True vote in the fit.
     sample_weight : ndarray of float64, shape (n,), optional

@@ -45,7 +45,7 @@ stay, each beside the others here, where one change reads against all:
   is known only when the pixel is reached;
 * :func:`dither_rgb_cells` -- :func:`dither_rgb`'s labels for 8-bit colour, in
   integers: the error to the next pixel in a register, the distances exact,
-  the nearest colour's levels in its key; also the undithered labels of
+  in int32 keys that hold the colour's index; also the undithered labels of
   8-bit RGB repainted with a palette (no error passed on).
 
 All five find the exact nearest centre, ties going to the lowest index
@@ -89,7 +89,9 @@ _CELLS_PER_SPACING = 4.0
 _CELL_LIST = 15
 # Colours a block of dither_rgb_cells's blocks holds: 4 took, k=256, 41.5-48.5 /
 # 34.9 / 27.8 ns a pixel on the cat / astronaut / 2 MP mosaic, 8 took 43.4-49.2 / 34.6
-# / 27.6 (most lists are short; 16 was slower still).
+# / 27.6 (most lists are short; 16 was slower still).  With int32 keys (16 bytes a
+# colour), whole dithered calls at k = 128 / 256 / 1024 on the same images: 4, 8 and
+# 16 within 5 % of each other, none ahead on all three.
 _LANES = 4
 
 
@@ -809,7 +811,7 @@ def dither_plane(
         for index in range(width):
             x = index if step == 1 else width - 1 - index
             home = guess[y, x]
-            if alpha_channel >= 0 and pixels[y, x, alpha_channel] == 0:
+            if alpha_channel >= 0 and not pixels[y, x, alpha_channel] > 0:
                 labels[y, x] = home
                 for c in range(n_color):
                     image[y, x, c] = palette[home, c]
@@ -944,7 +946,7 @@ def dither_rgb(
         errors[later, :] = 0.0
         for index in range(width):
             x = index if step == 1 else width - 1 - index
-            if alpha_channel >= 0 and pixels[y, x, alpha_channel] == 0:
+            if alpha_channel >= 0 and not pixels[y, x, alpha_channel] > 0:
                 home = guess[y, x]
                 labels[y, x] = home
                 for c in range(3):
@@ -1175,9 +1177,10 @@ def dither_rgb_cells(
     colour, and consecutive pixels no longer wait for each other.
 
     The nearest colour is found by a key ``distance << 12 | index``, an int32
-    (a distance is at most 3 * 255**2 < 2**18), less ``|v|^2 << 12``, which every
-    colour shares: the least key is the nearest colour, ties to the lowest
-    index.  Up to ``compare_all`` colours every
+    (a distance is at most 3 * 255**2 < 2**18): the least key is the nearest
+    colour, ties to the lowest index.  The compare-all and cell-list searches
+    leave out ``|v|^2 << 12``, which every colour shares (the keys' order is the
+    same).  Up to ``compare_all`` colours every
     colour is compared, without branches (vectorised).  Above, the values fall
     in cells of ``2**fine_bits`` levels an axis; each cell, on first
     use, gets the colours that can be nearest to one of its values
@@ -1238,7 +1241,7 @@ def dither_rgb_cells(
         for index in range(width):
             x = index if step == 1 else width - 1 - index
             here = 3 * (x + 1)
-            if alpha_channel >= 0 and pixels[y, x, alpha_channel] == 0:
+            if alpha_channel >= 0 and not pixels[y, x, alpha_channel] > 0:
                 labels[y, x] = guess[y, x]
                 e0 = e1 = e2 = 0
             else:

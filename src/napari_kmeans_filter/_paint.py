@@ -133,7 +133,7 @@ def _paint_byte_rows(
             image[y, x, 2] = palette[best, 2]
             for c in range(3, n_channels):
                 image[y, x, c] = pixels[y, x, c]
-            if alpha_channel >= 0 and pixels[y, x, alpha_channel] == 0:
+            if alpha_channel >= 0 and not pixels[y, x, alpha_channel] > 0:
                 continue
             r0 = np.int64(pixels[y, x, 0]) - offset
             r1 = np.int64(pixels[y, x, 1]) - offset
@@ -309,7 +309,7 @@ _BYTE_COMPARE_ALL_K = 64
 # 74 / 52 / 41 against 70 / 57 / 38, as colours get closer.
 _COARSE_BITS = 5
 _MAX_BLOCKS = 2**16
-# 8-bit RGB is dithered in bands of about this many pixels (whole rows), each painted
+# 8-bit RGB is dithered in bands of at most this many pixels (whole rows), each painted
 # and counted on a second core while the next is dithered: the painting and counting
 # took a fifth of the time in line (k = 16: 23 -> 18 ns a pixel on the 2 MP mosaic).
 _BAND_PIXELS = 2**15
@@ -329,8 +329,9 @@ _SAMPLE_PIXELS = 4096
 def _bands(n_planes: int, height: int, width: int) -> list[list[tuple[int, int, int]]]:
     """The bands of at most _BAND_PIXELS (or one row) that planes of ``height`` rows of
     ``width`` are searched and painted in: each a list of ``(plane, first row, stop
-    row)``, rows of one plane, or whole small planes (one band per plane of a stack of
-    tiny planes handed each over to the second core: 14 us a plane).
+    row)`` segments, a band's segments running on from plane to plane (one band per
+    plane of a stack of tiny planes handed each over to the second core: 14 us a
+    plane).
 
     The last bands are shorter, each at most half the pixels still to come (down to
     _LAST_BAND_PIXELS): the caller waits for the painting of the last band, which
@@ -439,7 +440,7 @@ class Ditherer:
 
         The last two spatial axes of ``block`` are the planes' rows and
         columns; leading axes are dithered plane by plane.  ``seen`` (8-bit
-        RGB at level 1 only: 2**18 uint64, zeroed here) gets a bit set for every
+        RGB at level 1 or 0 only: 2**18 uint64, zeroed here) gets a bit set for every
         visible pixel's colour, and ``distinct`` (int64, one) counts them.
         """
         n_color = self.encoding.n_channels

@@ -517,8 +517,8 @@ def quantize(
     alpha : bool or None, optional
         Whether the last channel is alpha. None: yes when there are 4 channels
         on the last axis. Alpha is copied to the output unchanged; fully
-        transparent pixels (alpha == 0) do not take part in the fit, the error
-        or the palette counts.
+        transparent pixels (alpha 0, or below it for signed and float alpha) do
+        not take part in the fit, the error or the palette counts.
     speed : int, optional
         1 (most thorough) to 10 (fastest), pngquant's convention; 4 by default.
         Chooses how far the colours are reduced before the fit, and how many
