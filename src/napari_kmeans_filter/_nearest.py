@@ -90,8 +90,9 @@ _CELL_LIST = 15
 # Colours a block of dither_rgb_cells's blocks holds: 4 took, k=256, 41.5-48.5 /
 # 34.9 / 27.8 ns a pixel on the cat / astronaut / 2 MP mosaic, 8 took 43.4-49.2 / 34.6
 # / 27.6 (most lists are short; 16 was slower still).  With int32 keys (16 bytes a
-# colour), whole dithered calls at k = 128 / 256 / 1024 on the same images: 4, 8 and
-# 16 within 5 % of each other, none ahead on all three.
+# colour), whole dithered calls at k = 128 / 256 / 1024 on the same images, two runs
+# each: no width of 4, 8 or 16 ahead on all three (the spread between runs was as
+# large as the differences).
 _LANES = 4
 
 
