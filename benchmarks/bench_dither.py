@@ -6,7 +6,9 @@
 
 For each image and k: our palette `fit_palette(img, k, random_state=0)` (fitted once, not
 timed), then, round-robin, median of --repeats runs (5; 3 at >= 4 MP):
-  ours    `apply_palette(img, palette)` and `apply_palette(img, palette, dither=True)`
+  ours    `apply_palette(img, palette)` and `apply_palette(img, palette, dither=True)`, and
+          the same dithering of the image as a dask array in --dask-chunks blocks (128 x 128;
+          0: not run), its labels and image computed (each block dithered on its own)
   pillow  `Image.fromarray(img).quantize(palette=p, dither=NONE)` and `dither=FLOYDSTEINBERG`,
           p a "P" image holding the same palette (Pillow dithers only when given a palette)
 The timed call starts from the uint8 array and ends with what the library returns: our
@@ -25,6 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -70,8 +73,23 @@ def pillow_palette(colors: np.ndarray):
     return p
 
 
-def _cases(nkf, Image, img, pil, pal, ppal):
-    return {
+def _dask_dithered(nkf, img, pal, chunks):
+    """Labels and image of the dithered dask image, computed together."""
+    import dask
+    import dask.array as da
+
+    lazy = da.from_array(img, chunks=(chunks, chunks, img.shape[2]))
+    result = nkf.apply_palette(lazy, pal, dither=True)
+    labels, image = dask.compute(result.labels, result.image)
+    return SimpleNamespace(labels=labels, image=image)
+
+
+def dask_step(chunks: int) -> str:
+    return f"dithered paint, dask {chunks}x{chunks} blocks"
+
+
+def _cases(nkf, Image, img, pil, pal, ppal, chunks):
+    cases = {
         ("ours", "paint"): lambda: nkf.apply_palette(img, pal),
         ("ours", "dithered paint"): lambda: nkf.apply_palette(img, pal, dither=True),
         ("pillow", "paint"): lambda: pil.quantize(palette=ppal, dither=Image.Dither.NONE),
@@ -79,6 +97,9 @@ def _cases(nkf, Image, img, pil, pal, ppal):
             palette=ppal, dither=Image.Dither.FLOYDSTEINBERG
         ),
     }
+    if chunks:
+        cases[("ours", dask_step(chunks))] = lambda: _dask_dithered(nkf, img, pal, chunks)
+    return cases
 
 
 def main(argv=None):
@@ -88,6 +109,7 @@ def main(argv=None):
     p.add_argument("--images", nargs="+", default=list(IMAGES))
     p.add_argument("--k", nargs="+", type=int, default=list(KS))
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--dask-chunks", type=int, default=128, help="0: no dask case")
     p.add_argument("--results", type=Path, default=_runinfo.DEFAULT_RESULTS)
     args = p.parse_args(argv)
 
@@ -109,7 +131,7 @@ def main(argv=None):
             pal = nkf.fit_palette(img, k, random_state=SEED)
             colors = np.asarray(pal.colors, np.uint8)
             ppal = pillow_palette(colors)
-            cases = _cases(nkf, Image, img, pil, pal, ppal)
+            cases = _cases(nkf, Image, img, pil, pal, ppal, args.dask_chunks)
             times = {c: [] for c in cases}
             outs = {}
             load = []
@@ -138,8 +160,8 @@ def main(argv=None):
                     step=step,
                     status="ok",
                     repeats=len(ts),
-                    time_median_s=f"{statistics.median(ts):.4f}",
-                    times_s=" ".join(f"{t:.4f}" for t in ts),
+                    time_median_s=f"{statistics.median(ts):.5f}",
+                    times_s=" ".join(f"{t:.5f}" for t in ts),
                     mse_uint8=f"{mse:.4f}",
                     loadavg_1min=f"{statistics.median(load):.2f}",
                     note=f"{len(colors)} colours",

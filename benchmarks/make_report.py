@@ -1099,12 +1099,18 @@ def dither_table(trows):
             return f"{float(r['mse_uint8']):.1f}" if r and r.get("mse_uint8") else "-"
 
         od, pd = t("ours", "dithered paint"), t("pillow", "dithered paint")
+        lazy = [
+            f"{_fmt_t(float(r['time_median_s']))} ({r['step'].rsplit(' ', 2)[-2]})"
+            for (i, kk, m, s), r in by.items()
+            if (i, kk, m) == (image, k, "ours") and s.startswith("dithered paint, dask")
+        ]
         body.append(
             [
                 f"{image} ({float(mp):.2f} MP)",
                 k,
                 _fmt_t(t("ours", "paint")),
                 _fmt_t(od),
+                ", ".join(lazy) or "-",
                 e("ours", "dithered paint"),
                 _fmt_t(t("pillow", "paint")),
                 _fmt_t(pd),
@@ -1119,6 +1125,7 @@ def dither_table(trows):
             "k",
             "ours paint",
             "ours dithered",
+            "ours dithered, dask blocks",
             "ours dithered MSE",
             "Pillow paint",
             "Pillow Floyd-Steinberg",
