@@ -278,13 +278,35 @@ def test_palette_assignment_from_a_grid_guess_is_exact(k):
     )
 
 
-def test_palette_assignment_without_search_gives_the_extremes():
+@pytest.mark.parametrize(
+    ("dtype", "color_space"),
+    [
+        (np.uint8, "rgb"),
+        (np.int8, "rgb"),
+        (np.uint16, "rgb"),
+        (np.float32, "rgb"),
+        (np.uint8, "oklab"),
+    ],
+)
+def test_palette_assignment_without_search_gives_the_extremes(dtype, color_space):
     """search=False (a repaint that finds its own labels, RGB dithering) skips the
-    search but gives the same extremes of the visible values."""
-    image = data.astronaut()[::4, ::4]
-    histogram, encoding = _histogram_of(image)
-    colors = np.array([[0, 0, 0], [255, 255, 255], [128, 64, 32]], np.uint8)
-    full = _fit.assign_rows(histogram, encoding, colors, "rgb")
-    quick = _fit.assign_rows(histogram, encoding, colors, "rgb", search=False)
-    assert quick.extremes == full.extremes
+    search but gives the same extremes of the visible values, in the image's units
+    (the fit's space aside), with its hidden colours left out."""
+    photo = data.astronaut()[::4, ::4].astype(np.float64)
+    if dtype == np.float32:
+        values = photo / 255
+    else:
+        info = np.iinfo(dtype)
+        values = info.min + photo * ((info.max - info.min) / 255)
+    alpha = np.full(photo.shape[:2], 1.0 if dtype == np.float32 else np.iinfo(dtype).max)
+    alpha[:20, :30] = 0  # hidden: their colours take no part
+    values[:20, :30] = values.max() + 1 if dtype == np.float32 else values.min()
+    image = np.dstack([values, alpha]).astype(dtype)
+    encoding = Encoding.for_image(image.dtype, 3)
+    histogram = histogram_of_pixels(image.reshape(-1, 4), encoding, alpha_channel=3)
+    colors = image[25:28, 40, :3].copy()
+    full = _fit.assign_rows(histogram, encoding, colors, color_space)
+    quick = _fit.assign_rows(histogram, encoding, colors, color_space, search=False)
+    shown = image[20:].reshape(-1, 4)[:, :3]
+    assert quick.extremes == full.extremes == (float(shown.min()), float(shown.max()))
     assert not quick.row_labels.any()

@@ -1289,20 +1289,23 @@ def assign_rows(
     palette gets that entry exactly, even where float64 cannot tell
     neighbouring values apart (64-bit integers).
     """
-    if points is None or points.rows is not None:
-        points = PointSet(histogram, encoding, color_space, None)
     k, n_dims = colors.shape
     if not search:
-        extremes = np.array([np.inf, -np.inf])
+        # The visible rows' values decoded in the image's dtype, not made points in
+        # float64 (the 2 MP noisy photo's 1.6 M rows: 24-27 -> 9-12 ms).
+        extremes = [np.inf, -np.inf]
         shown = histogram.pixel_counts > 0
         for start in range(0, len(histogram), _SLICE_ROWS):
             stop = min(start + _SLICE_ROWS, len(histogram))
-            values = points.values(start, stop)[shown[start:stop]]
-            if values.size:
+            codes = histogram.codes[start:stop][shown[start:stop]]
+            if codes.size:
+                values = encoding.decode(codes)
                 extremes = [min(extremes[0], values.min()), max(extremes[1], values.max())]
         labels = np.zeros(len(histogram), dtype=np.int32)
         bounds = (float(extremes[0]), float(extremes[1]))
         return Assignment(labels, np.zeros((k, n_dims)), np.zeros(k), bounds)
+    if points is None or points.rows is not None:
+        points = PointSet(histogram, encoding, color_space, None)
     centres = np.ascontiguousarray(
         to_fit_space(colors.astype(np.float64), color_space, encoding.dtype)
     )
