@@ -284,11 +284,13 @@ def test_bands_cover_every_row_once_in_order_and_end_short(n_planes, height, wid
 
 @pytest.mark.parametrize("dtype", [np.int8, np.float32])
 @pytest.mark.parametrize("level", [1.0, 0.5, 0.0])
-def test_negative_alpha_is_as_transparent_as_alpha_zero(dtype, level):
-    """Visible means alpha > 0 for the histogram and for every repaint, dithered or not:
-    with signed or float alpha, a pixel of negative alpha is fully transparent (a found
-    defect: the dithering kernels took only alpha == 0 as transparent, and counted an
-    int8 image of alpha -5 as 4 visible pixels of no input colour)."""
+@pytest.mark.parametrize("lazy", [False, True])
+def test_negative_alpha_is_as_transparent_as_alpha_zero(dtype, level, lazy):
+    """Visible means alpha > 0 for the histogram and for every repaint, dithered or not,
+    in memory or in dask blocks: with signed or float alpha, a pixel of negative alpha is
+    fully transparent (found defects: the dithering kernels, and the count of a dithered
+    dask block's statistics, took only alpha == 0 as transparent, and counted an int8
+    image of alpha -5 as 4 visible pixels of no input colour)."""
     rng = np.random.default_rng(5)
     if dtype == np.int8:
         colours = rng.integers(-128, 128, (10, 14, 3))
@@ -300,10 +302,12 @@ def test_negative_alpha_is_as_transparent_as_alpha_zero(dtype, level):
         palette = rng.random((6, 3)).astype(dtype)
     negative = np.dstack([colours, alpha]).astype(dtype)
     zero = np.dstack([colours, np.maximum(alpha, 0)]).astype(dtype)
+    if lazy:  # (each block dithered on its own: compared with the same blocks)
+        negative, zero = (da.from_array(x, chunks=(5, 7, 4)) for x in (negative, zero))
     got = apply_palette(negative, Palette(palette), dither=level, alpha=True)
     want = apply_palette(zero, Palette(palette), dither=level, alpha=True)
-    np.testing.assert_array_equal(got.labels, want.labels)
-    np.testing.assert_array_equal(got.image[..., :3], want.image[..., :3])
+    np.testing.assert_array_equal(np.asarray(got.labels), np.asarray(want.labels))
+    np.testing.assert_array_equal(np.asarray(got.image)[..., :3], np.asarray(want.image)[..., :3])
     np.testing.assert_array_equal(got.palette.counts, want.palette.counts)
     assert got.palette.counts.sum() == np.count_nonzero(alpha > 0)
     assert (got.mse, got.n_input_colors) == (want.mse, want.n_input_colors)

@@ -35,6 +35,28 @@ def test_perceptual_space_rejects_negative_integers():
         quantize(signed, 4, color_space="lab")
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+@pytest.mark.parametrize("dither", [False, True, 0.5])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_perceptual_palette_on_negative_integers_is_refused_dithered_or_not(dtype, dither, lazy):
+    """Every repaint checks the range a perceptual palette needs, whichever path it
+    takes: a search of the histogram's rows, a dithering that finds its own labels (whose
+    extremes came without the check, found by a reviewer), or the 8-bit search with no
+    histogram (which had none)."""
+    import dask.array as da
+
+    signed = (data.chelsea()[:60, :80].astype(np.int16) - 128).astype(dtype)
+    palette = Palette(
+        np.array([[0, 0, 0], [60, 60, 60], [120, 120, 120]], dtype), color_space="lab"
+    )
+    image = da.from_array(signed, chunks=(30, 40, 3)) if lazy else signed
+    with pytest.raises(ValueError, match=r"'color_space' parameter 'lab' needs RGB values in \[0,"):
+        apply_palette(image, palette, dither=dither)
+    # The same values shifted into range are taken.
+    shifted = (signed.astype(np.int16) + 128) // 2
+    apply_palette(shifted.astype(dtype), palette, dither=dither)
+
+
 def test_delta_e_target_on_0_255_floats_is_refused_like_lab():
     # Used to return 1 colour and "CIEDE2000 0.00": the colours were clipped to white.
     cat = data.chelsea().astype(np.float64)

@@ -85,6 +85,21 @@ def rgb_unit_scale(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max)
 
 
+def check_fit_range(low: float, high: float, color_space: str, dtype: np.dtype) -> None:
+    """Raise ValueError unless values from ``low`` to ``high`` (the image's units) can be
+    taken to ``color_space``: ``"lab"`` and ``"oklab"`` need RGB in [0, full intensity]
+    (clipping would silently merge every brighter colour into white)."""
+    if color_space == "rgb":
+        return
+    scale = rgb_unit_scale(dtype)
+    if low < 0 or high > scale * (1 + 1e-6):
+        raise ValueError(
+            f"The 'color_space' parameter {color_space!r} needs RGB values in [0, {scale:g}] "
+            f"for a {np.dtype(dtype)} image; this image has values in [{low:g}, {high:g}]. "
+            "Scale it (e.g. float images to [0, 1]) or use color_space='rgb'."
+        )
+
+
 def to_fit_space(values: np.ndarray, color_space: str, dtype: np.dtype) -> np.ndarray:
     """Map colours in the image's units to the space where distances are measured.
 
@@ -95,16 +110,9 @@ def to_fit_space(values: np.ndarray, color_space: str, dtype: np.dtype) -> np.nd
     values = np.asarray(values, dtype=np.float64)
     if color_space == "rgb":
         return values
-    scale = rgb_unit_scale(dtype)
-    if values.size and (values.min() < 0 or values.max() > scale * (1 + 1e-6)):
-        # Clipping would silently merge every brighter colour into white.
-        raise ValueError(
-            f"The 'color_space' parameter {color_space!r} needs RGB values in [0, {scale:g}] "
-            f"for a {np.dtype(dtype)} image; this image has values in "
-            f"[{values.min():g}, {values.max():g}]. Scale it (e.g. float images to [0, 1]) "
-            "or use color_space='rgb'."
-        )
-    rgb = values / scale
+    if values.size:
+        check_fit_range(values.min(), values.max(), color_space, dtype)
+    rgb = values / rgb_unit_scale(dtype)
     if color_space == "lab":
         return rgb_to_lab(rgb)
     return rgb_to_oklab(rgb)

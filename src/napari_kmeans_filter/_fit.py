@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _exact1d as exact1d
-from ._colorspace import from_fit_space, to_fit_space
+from ._colorspace import check_fit_range, from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
 from ._jit import helper, kernel
 from ._metrics import MeanDeltaE, psnr
@@ -1291,16 +1291,21 @@ def assign_rows(
     """
     k, n_dims = colors.shape
     if not search:
-        # The visible rows' values decoded in the image's dtype, not made points in
-        # float64 (the 2 MP noisy photo's 1.6 M rows: 24-27 -> 9-12 ms).
-        extremes = [np.inf, -np.inf]
+        # The rows' values decoded in the image's dtype, not made points in float64
+        # (the 2 MP noisy photo's 1.6 M rows: 24-27 -> 9-12 ms).
+        extremes = [np.inf, -np.inf]  # of the visible values
+        every = [np.inf, -np.inf]  # of all, which the fit space must hold (as a search's)
         shown = histogram.pixel_counts > 0
         for start in range(0, len(histogram), _SLICE_ROWS):
             stop = min(start + _SLICE_ROWS, len(histogram))
-            codes = histogram.codes[start:stop][shown[start:stop]]
-            if codes.size:
-                values = encoding.decode(codes)
+            values = encoding.decode(histogram.codes[start:stop])
+            if values.size:
+                every = [min(every[0], values.min()), max(every[1], values.max())]
+            values = values[shown[start:stop]]
+            if values.size:
                 extremes = [min(extremes[0], values.min()), max(extremes[1], values.max())]
+        if np.isfinite(every[0]):
+            check_fit_range(every[0], every[1], color_space, encoding.dtype)
         labels = np.zeros(len(histogram), dtype=np.int32)
         bounds = (float(extremes[0]), float(extremes[1]))
         return Assignment(labels, np.zeros((k, n_dims)), np.zeros(k), bounds)
