@@ -1298,11 +1298,13 @@ def assign_rows(
         shown = histogram.pixel_counts > 0
         for start in range(0, len(histogram), _SLICE_ROWS):
             stop = min(start + _SLICE_ROWS, len(histogram))
-            values = encoding.decode(histogram.codes[start:stop])
-            if values.size:
+            codes = histogram.codes[start:stop]
+            if codes.size and color_space != "rgb":
+                values = encoding.decode(codes)
                 every = [min(every[0], values.min()), max(every[1], values.max())]
-            values = values[shown[start:stop]]
-            if values.size:
+            codes = codes[shown[start:stop]]
+            if codes.size:
+                values = encoding.decode(codes)
                 extremes = [min(extremes[0], values.min()), max(extremes[1], values.max())]
         if np.isfinite(every[0]):
             check_fit_range(every[0], every[1], color_space, encoding.dtype)
