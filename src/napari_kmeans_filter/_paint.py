@@ -296,10 +296,10 @@ _BRUTE_FORCE_K = 48
 _BYTE_CELLS_FROM_K = 0
 # That kernel compares every colour (branch-free, vectorised) up to this many
 # colours, or up to _BRUTE_FORCE_K if higher, and searches cells above it.  Whole
-# dithered call with int32 keys, ms, the cat / astronaut / 2 MP mosaic (compare all
-# up to 64 / up to 256): k=64 3.75 / 6.66 / 45.8 against 3.67 / 6.69 / 45.8; k=128
-# 4.94 / 8.57 / 54.0 against 4.38 / 8.16 / 56.9; k=256 5.34 / 9.60 / 56.4 against
-# 5.88 / 10.9 / 78.2 (the noisy photo fills the most cells, and pays the least for them).
+# dithered call with int32 keys, ms, the cat / astronaut / 2 MP mosaic, comparing all
+# against cells: k=64 3.28 / 7.53 / 42.6 against 4.53 / 9.26 / 50.3; k=128 4.38 / 8.16 /
+# 56.9 against 4.94 / 8.57 / 54.0; k=256 5.88 / 10.9 / 78.2 against 5.34 / 9.60 / 56.4
+# (the noisy photo, whose values fall in the most cells, gains the most from them).
 _BYTE_COMPARE_ALL_K = 64
 # Its cells: 2**_fine_bits(k) levels an axis, their lists made from those of coarse
 # cells of 2**_COARSE_BITS levels (8**3), and kept in at most _MAX_BLOCKS blocks of
