@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Issue 21 diagnosis: what the default speed's budget buys -- time against libimagequant, error
+against the best peer -- when one of its settings changes.
+
+    python benchmarks/sweep_budget.py                                  # k = 256, refine 100/50/30
+    python benchmarks/sweep_budget.py --k 64 --variants default refine=100 swaps=4+fine_swaps=2
+    python benchmarks/sweep_budget.py --images chelsea mosaic1 --variants default max_cells=16384
+
+Not a benchmark of record (nothing goes to results/): each variant fits with the default
+speed's settings changed from outside, in this process only (the package's source is not
+touched). A variant is ``default`` (the package as it is) or settings joined by ``+``, each
+``name=value`` with a name of ``_fit.FitSettings``'s tuple: ``max_cells``, ``start_cells``,
+``starts`` (k-means++ starts at k <= 16), ``swaps``, ``fine_swaps``, ``refine`` (Lloyd
+iterations on the exact colours).
+
+Per image and variant: the median time of ``quantize(img, k, random_state=0)`` (--repeats, after
+one untimed call) over libimagequant's, timed in the same run (no dithering, through
+``benchmarks/_methods.py``), and the MSE (uint8) against the best peer's in
+``results/quantize.csv`` (the peers' MSE does not depend on the machine; the long-search
+reference ``kmeans-ref`` is not a peer). The summary gives, per variant, the median time
+ratio over the five photos (the issue's target: <= 1.25) and over every image, and the worst
+MSE against the best peer (the target: <= 0 on every image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _methods as M  # noqa: E402
+from _images import get_image  # noqa: E402
+
+PHOTOS = ("chelsea", "astronaut", "coffee", "china", "flower")
+IMAGES = (
+    *PHOTOS,
+    *("fluo", "nightsky", "hubble", "retina", "ihc", "mosaic0.5", "mosaic1", "mosaic2"),
+)
+FIELDS = ("max_cells", "start_cells", "starts", "swaps", "fine_swaps", "refine")
+NOT_PEERS = ("kmeans-ref",)
+
+
+def best_peers(k: int) -> dict[str, tuple[str, float]]:
+    """``{image: (peer, MSE)}``: the least MSE of a peer at ``k`` on record."""
+    best: dict[str, tuple[str, float]] = {}
+    with open(HERE / "results" / "quantize.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            method = row["method"]
+            if row["status"] != "ok" or int(row["k"]) != k or not row["mse_uint8"]:
+                continue
+            if method.startswith("ours") or method in NOT_PEERS:
+                continue
+            mse = float(row["mse_uint8"])
+            if row["image"] not in best or mse < best[row["image"]][1]:
+                best[row["image"]] = (method, mse)
+    return best
+
+
+def settings_of(variant: str, default: tuple) -> tuple:
+    if variant == "default":
+        return default
+    values = dict(zip(FIELDS, default, strict=True))
+    for part in variant.split("+"):
+        name, _, value = part.partition("=")
+        if name not in values:
+            raise SystemExit(f"unknown setting {name!r} in {variant!r}; one of {', '.join(FIELDS)}")
+        values[name] = int(value)
+    return tuple(values[name] for name in FIELDS)
+
+
+def timed(fn, repeats: int):
+    out = fn()  # untimed: kernels loaded, caches warm
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--images", nargs="+", default=list(IMAGES))
+    p.add_argument("--k", type=int, default=256)
+    p.add_argument(
+        "--variants", nargs="+", default=["default", "refine=100", "refine=50", "refine=30"]
+    )
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+
+    import napari_kmeans_filter._fit as F
+    from napari_kmeans_filter import quantize
+
+    speed = M.default_speed()
+    default = F._SPEEDS[speed]
+    variants = {v: settings_of(v, default) for v in args.variants}
+    peers = best_peers(args.k)
+    print(f"k = {args.k}, speed {speed}: {dict(zip(FIELDS, default, strict=True))}")
+    print(f"{'image':10s} {'best peer':>22s} | " + " | ".join(f"{v:>22s}" for v in variants))
+    ratios: dict[str, dict[str, tuple[float, float]]] = {v: {} for v in variants}
+    try:
+        for name in args.images:
+            img = get_image(name)
+            peer = peers.get(name)
+            liq, _ = timed(lambda img=img: M.libimagequant(img, args.k), args.repeats)
+            cells = []
+            for variant, settings in variants.items():
+                F._SPEEDS[speed] = settings
+                seconds, result = timed(
+                    lambda img=img: quantize(img, args.k, random_state=0), args.repeats
+                )
+                diff = np.asarray(result.image, np.float64) - img
+                mse = float(np.mean(diff * diff))
+                excess = mse / peer[1] - 1 if peer and peer[1] > 0 else float("nan")
+                ratios[variant][name] = (seconds / liq, excess)
+                cells.append(f"{seconds / liq:5.2f}x {100 * excess:+7.2f} %")
+            label = f"{peer[0]} {peer[1]:.3f}" if peer else "none on record"
+            row = " | ".join(f"{c:>22s}" for c in cells)
+            print(f"{name:10s} {label:>22s} | {row}", flush=True)
+    finally:
+        F._SPEEDS[speed] = default
+    print("\ntime / libimagequant (median) and MSE against the best peer (worst):")
+    for variant, by_image in ratios.items():
+        photos = [by_image[n][0] for n in PHOTOS if n in by_image]
+        every = [r for r, _ in by_image.values()]
+        excess = [e for _, e in by_image.values() if e == e]
+        worst = max(excess) if excess else float("nan")
+        print(
+            f"  {variant:32s} photos {statistics.median(photos) if photos else float('nan'):5.2f}x"
+            f"  every image {statistics.median(every):5.2f}x  worst MSE {100 * worst:+6.2f} %"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
