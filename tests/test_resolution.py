@@ -78,6 +78,27 @@ def test_a_tiff_in_centimetres_stays_in_centimetres_and_gives_png_its_dpi(tmp_pa
     assert _dpi(tmp_path / "out.png") == pytest.approx((254, 127), abs=PHYS)
 
 
+@pytest.mark.parametrize(
+    ("unit", "expected"),
+    [
+        (3, (100, 50, tifffile.RESUNIT.CENTIMETER)),
+        (2, (100, 50, tifffile.RESUNIT.INCH)),
+        (1, (1, 1, tifffile.RESUNIT.NONE)),  # an aspect ratio: no size
+    ],
+)
+def test_a_palette_tiff_keeps_its_resolution_unit(tmp_path, unit, expected):
+    """A palette TIFF is read by Pillow, which turns centimetres into dpi: the unit is kept."""
+    source = tmp_path / "palette.tif"
+    Image.fromarray(CAT).quantize(16).save(
+        source, resolution_unit=unit, x_resolution=100, y_resolution=50
+    )
+    _run(source, "-k", "8", "-o", tmp_path / "out.tif")
+    x, y, written = _tiff_resolution(tmp_path / "out.tif")
+    assert written == expected[2]
+    if written != tifffile.RESUNIT.NONE:
+        assert (x, y) == (pytest.approx(expected[0]), pytest.approx(expected[1]))
+
+
 def test_a_tiff_read_chunk_by_chunk_keeps_its_resolution(tmp_path):
     source = tmp_path / "scan.tif"
     tifffile.imwrite(source, CAT, resolution=(100, 50), resolutionunit="CENTIMETER", tile=(64, 64))

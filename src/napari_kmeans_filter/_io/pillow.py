@@ -168,7 +168,8 @@ def _read_pictures(path: Path) -> _Picture:
     return _Picture(_stack(frames, path), len(frames), mode, notes, profile, sizes)
 
 
-#: EXIF's ResolutionUnit (2 inches, its default; 3 centimetres), XResolution, YResolution.
+#: TIFF's (and EXIF's) ResolutionUnit (1 none, 2 inches, its default; 3 centimetres),
+#: XResolution, YResolution.
 _EXIF_UNIT, _EXIF_X, _EXIF_Y = 0x0128, 0x011A, 0x011B
 
 
@@ -180,9 +181,16 @@ def _picture_sizes(image) -> dict | None:
     EXIF but neither, and reads only EXIF's XResolution for both axes; so a JPEG's is read
     here. PNG's pHYs and BMP's header count pixels per metre, which Pillow turns into
     dpi: they are kept in metres (a TIFF output then gets pixels per centimetre, not
-    299.9994 dpi).
+    299.9994 dpi). A TIFF's in centimetres Pillow turns into dpi too: it is read from
+    the tags in the file's unit (a TIFF output keeps it).
     """
     info = image.info
+    if image.format == "TIFF":
+        tags = image.tag_v2
+        unit = {2: "in", 3: "cm"}.get(tags.get(_EXIF_UNIT, 2))
+        if unit and _EXIF_X in tags and _EXIF_Y in tags:
+            return resolution_sizes((tags[_EXIF_X], tags[_EXIF_Y]), unit)
+        return None
     if image.format in ("JPEG", "MPO"):
         unit = {1: "in", 2: "cm"}.get(info.get("jfif_unit"))
         if unit:
