@@ -9,9 +9,11 @@ against the best peer -- when one of its settings changes.
 Not a benchmark of record (nothing goes to results/): each variant fits with the default
 speed's settings changed from outside, in this process only (the package's source is not
 touched). A variant is ``default`` (the package as it is) or settings joined by ``+``, each
-``name=value`` with a name of ``_fit.FitSettings``'s tuple: ``max_cells``, ``start_cells``,
-``starts`` (k-means++ starts at k <= 16), ``swaps``, ``fine_swaps``, ``refine`` (Lloyd
-iterations on the exact colours).
+``name=value`` (a whole number >= 1, swaps >= 0), the names of the columns of
+``_fit._SPEEDS``: ``max_cells``, ``start_cells`` (grid cells converged on, and for the starts
+and swaps; at least 8 k either way), ``starts`` (k-means++ starts at k <= 16), ``swaps``,
+``fine_swaps`` (swap trials on the coarse and fine cells), ``refine`` (Lloyd iterations on
+the exact colours).
 
 Per image and variant: the median time of ``quantize(img, k, random_state=0)`` (--repeats, after
 one untimed call) over libimagequant's, timed in the same run (no dithering, through
@@ -72,7 +74,13 @@ def settings_of(variant: str, default: tuple) -> tuple:
         name, _, value = part.partition("=")
         if name not in values:
             raise SystemExit(f"unknown setting {name!r} in {variant!r}; one of {', '.join(FIELDS)}")
-        values[name] = int(value)
+        least = 0 if name in ("swaps", "fine_swaps") else 1
+        try:
+            values[name] = int(value)
+        except ValueError:
+            values[name] = least - 1
+        if values[name] < least:
+            raise SystemExit(f"{name} in {variant!r} must be a whole number >= {least}")
     return tuple(values[name] for name in FIELDS)
 
 
@@ -97,6 +105,10 @@ def main(argv=None) -> int:
     )
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
+    if args.k < 2:
+        p.error("--k must be at least 2")
 
     import napari_kmeans_filter._fit as F
     from napari_kmeans_filter import quantize
@@ -104,13 +116,19 @@ def main(argv=None) -> int:
     speed = M.default_speed()
     default = F._SPEEDS[speed]
     variants = {v: settings_of(v, default) for v in args.variants}
+    images = {}
+    for name in args.images:  # every image first: a name get_image does not know ends here
+        try:
+            images[name] = get_image(name)
+        except (AttributeError, KeyError, ValueError):
+            known = ", ".join((*IMAGES, "astronaut-small", "mosaic<MP>"))
+            raise SystemExit(f"unknown image {name!r}; one of {known}") from None
     peers = best_peers(args.k)
     print(f"k = {args.k}, speed {speed}: {dict(zip(FIELDS, default, strict=True))}")
     print(f"{'image':10s} {'best peer':>22s} | " + " | ".join(f"{v:>22s}" for v in variants))
     ratios: dict[str, dict[str, tuple[float, float]]] = {v: {} for v in variants}
     try:
-        for name in args.images:
-            img = get_image(name)
+        for name, img in images.items():
             peer = peers.get(name)
             liq, _ = timed(lambda img=img: M.libimagequant(img, args.k), args.repeats)
             cells = []
@@ -134,11 +152,13 @@ def main(argv=None) -> int:
         photos = [by_image[n][0] for n in PHOTOS if n in by_image]
         every = [r for r, _ in by_image.values()]
         excess = [e for _, e in by_image.values() if e == e]
-        worst = max(excess) if excess else float("nan")
-        print(
-            f"  {variant:32s} photos {statistics.median(photos) if photos else float('nan'):5.2f}x"
-            f"  every image {statistics.median(every):5.2f}x  worst MSE {100 * worst:+6.2f} %"
-        )
+        line = f"  {variant:32s}"
+        if photos:
+            line += f" photos {statistics.median(photos):5.2f}x"
+        line += f"  every image {statistics.median(every):5.2f}x"
+        if excess:
+            line += f"  worst MSE {100 * max(excess):+6.2f} %"
+        print(line)
     return 0
 
 

@@ -79,24 +79,37 @@ def test_a_tiff_in_centimetres_stays_in_centimetres_and_gives_png_its_dpi(tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("unit", "expected"),
+    ("tags", "expected"),
     [
-        (3, (100, 50, tifffile.RESUNIT.CENTIMETER)),
-        (2, (100, 50, tifffile.RESUNIT.INCH)),
-        (1, (1, 1, tifffile.RESUNIT.NONE)),  # an aspect ratio: no size
+        ({296: 3, 282: 100, 283: 50}, (100, 50, tifffile.RESUNIT.CENTIMETER)),
+        ({296: 2, 282: 100, 283: 50}, (100, 50, tifffile.RESUNIT.INCH)),
+        ({282: 100, 283: 50}, (100, 50, tifffile.RESUNIT.INCH)),  # TIFF's default unit
+        ({296: 1, 282: 100, 283: 50}, None),  # an aspect ratio: no size
+        ({296: 3, 282: 100}, None),  # no YResolution (Pillow makes up 1)
     ],
 )
-def test_a_palette_tiff_keeps_its_resolution_unit(tmp_path, unit, expected):
+def test_a_palette_tiff_keeps_its_resolution_and_unit(tmp_path, tags, expected):
     """A palette TIFF is read by Pillow, which turns centimetres into dpi: the unit is kept."""
+    from PIL import TiffImagePlugin
+
     source = tmp_path / "palette.tif"
-    Image.fromarray(CAT).quantize(16).save(
-        source, resolution_unit=unit, x_resolution=100, y_resolution=50
-    )
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    for tag, value in tags.items():
+        ifd[tag] = value
+    Image.fromarray(CAT).quantize(16).save(source, tiffinfo=ifd)
+    with Image.open(source) as image:  # the file states what the case says
+        assert image.mode == "P" and {t: image.tag_v2.get(t) for t in tags} == tags
+        assert all(image.tag_v2.get(t) is None for t in (282, 283, 296) if t not in tags)
     _run(source, "-k", "8", "-o", tmp_path / "out.tif")
     x, y, written = _tiff_resolution(tmp_path / "out.tif")
-    assert written == expected[2]
-    if written != tifffile.RESUNIT.NONE:
-        assert (x, y) == (pytest.approx(expected[0]), pytest.approx(expected[1]))
+    if expected is None:
+        assert written == tifffile.RESUNIT.NONE
+    else:
+        assert (x, y, written) == (
+            pytest.approx(expected[0]),
+            pytest.approx(expected[1]),
+            expected[2],
+        )
 
 
 def test_a_tiff_read_chunk_by_chunk_keeps_its_resolution(tmp_path):

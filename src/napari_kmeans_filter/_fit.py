@@ -97,13 +97,13 @@ class FitSettings:
 # default, starts on 2**13 cells instead of every colour cut the cat's k=16
 # fit from 0.55 to 0.16 s at the same error; 10 exact refinement iterations
 # on the 12 MP noisy mosaic (1.6 M colours) give 0.3 % less error than 1.
-# Refinement past 50 iterations at the default: at k = 256 the error after 50 is
-# within 0.008-0.075 % of where 100 end (the astronaut, coffee, china, flower,
-# Hubble, retina, a noisy 1 MP mosaic), for 35-45 % of that stage's time; 50
-# instead of 100 took the five photos' k = 256 fits from 1.28x to 1.13x
-# libimagequant's time, the error still below the best peer's on 13 images at
-# k = 16, 64 and 256 (benchmarks/sweep_budget.py).  30 (speed 5's) put the noisy
-# mosaic 0.2 % above scikit-learn's KMeans on every pixel.
+# Refinement stops after 50 iterations at the default: at k = 256 the output's error
+# is then 0.003-0.09 % above where 100 end (china, retina, coffee, flower, a noisy
+# 1 MP mosaic, Hubble, the astronaut), for 35-45 % of that stage's time.  The five
+# photos' k = 256 fits took a median 1.56x libimagequant's time with 100 and 1.32x
+# with 50 (bench_quantize.py, run 20261205T153025Z), the error still at or below
+# the best peer's in every image x k cell.  30 (speed 5's) put the noisy mosaic
+# 0.2 % above scikit-learn's KMeans on every pixel (benchmarks/sweep_budget.py).
 _SPEEDS = {
     1: (2**17, 2**15, 16, 32, 16, 300),
     2: (2**16, 2**14, 12, 16, 8, 100),
