@@ -1046,8 +1046,17 @@ def fit_centres(
     report(0.8)
     # Converge where the coarse cells came from: every fine cell (or colour)
     # starts from its coarse cell's cluster, and Lloyd runs until no point
-    # changes cluster (tol=0); the last iterations are cheap because the
-    # bounds spare almost every point.
+    # changes cluster (tol=0) -- unless swaps on the fine cells follow: then it,
+    # and each of their trials, goes only as far as the coarse search (tol_abs),
+    # and the last stretch is done once, for the centres kept (below, or by the
+    # refinement on the exact colours).  Against converging each time until no
+    # point moves: fits at k = 64 and 256 in 0.81-1.07x the time (median 0.91x;
+    # 9 images, benchmarks/ab_core.py alternated 3 times), the error -0.17 to
+    # +0.20 % (13 images, benchmarks/sweep_budget.py), every image still below
+    # the best peer.  Without swaps to follow (k <= 16 at the default), stopping
+    # early only moved the work to the refinement's costlier passes (up to 1.07x).
+    fine_swaps = cell_of_fine is not None and settings.n_fine_swaps > 0
+    fine_tol = tol_abs if fine_swaps else 0.0
     if cell_of_fine is not None or not stable:
         if cell_of_fine is not None:
             labels = labels[cell_of_fine]
@@ -1061,23 +1070,15 @@ def fit_centres(
             centres,
             labels,
             max_iter=max_iter,
-            tol=0.0,
+            tol=fine_tol,
             fixed=n_fixed,
             neighbours=neighbours,
             lower=lower,
         )
         n_iter += iterations
-        if cell_of_fine is not None and settings.n_fine_swaps:
+        if fine_swaps:
             # The coarse optimum is not quite the fine one: a few more swaps
-            # where the error is measured exactly.  A trial converges as far as
-            # the coarse search's (tol_abs), not until no point moves: that last
-            # stretch is refinement's work, done once for the move kept --
-            # below, or by the refinement on the exact colours.  On 13 images
-            # (benchmarks/sweep_budget.py, against trials converged until no
-            # point moves): k = 256 in 0.86-0.98x the time (the five photos'
-            # median 1.32x -> 1.27x libimagequant's), the error -0.17 to
-            # +0.16 %; k = 64 in 0.82-1.05x (1.60x -> 1.43x), -0.11 to +0.33 %,
-            # every image still below the best peer.
+            # where the error is measured exactly.
             best, iterations, stable = _swap_search(
                 fine,
                 (centres, inertia, labels, neighbours, lower),
@@ -1090,18 +1091,18 @@ def fit_centres(
             )
             centres, _, labels, neighbours, lower = best
             n_iter += iterations
-            if cell_of_point is None and not stable:
-                centres, _, iterations, stable = lloyd(
-                    fine,
-                    centres,
-                    labels,
-                    max_iter=max_iter,
-                    tol=0.0,
-                    fixed=n_fixed,
-                    neighbours=neighbours,
-                    lower=lower,
-                )
-                n_iter += iterations
+        if cell_of_point is None and not stable and fine_tol > 0:
+            centres, _, iterations, stable = lloyd(
+                fine,
+                centres,
+                labels,
+                max_iter=max_iter,
+                tol=0.0,
+                fixed=n_fixed,
+                neighbours=neighbours,
+                lower=lower,
+            )
+            n_iter += iterations
     if cell_of_point is not None:
         # Each exact colour starts from its cell's cluster: a cell is smaller
         # than the clusters, so few points move.
