@@ -164,6 +164,33 @@ def test_fine_swaps_only_where_the_coarse_cells_are_too_coarse(monkeypatch):
     assert abs(default.mse - with_fine_swaps.mse) <= 5e-4 * with_fine_swaps.mse
 
 
+def test_fine_swaps_end_at_a_lloyd_fixed_point_when_the_fine_level_is_exact():
+    """The cat's 32 584 colours are the fine level at the default (no refinement on
+    exact colours follows). Swaps on it run at k = 24, their trials stopped at the coarse
+    search's tolerance: the centres kept still converge until no point moves -- each
+    centre the weighted mean of its colours, each colour labelled with its nearest."""
+    histogram, encoding = _histogram_of(data.chelsea())
+    points = _fit.PointSet(histogram, encoding, "rgb", None)
+    settings = _fit.settings_for(4, 24)
+    assert settings.n_fine_swaps > 0 and points.size <= settings.max_cells
+    assert points.size > settings.start_cells  # a coarse level below it: swaps on both
+    fit = _fit.fit_centres(points, 24, settings=settings, seed=0)
+    values = points.values(0, points.size)
+    totals = np.bincount(fit.labels, weights=points.weights, minlength=24)
+    means = (
+        np.stack(
+            [
+                np.bincount(fit.labels, weights=points.weights * values[:, c], minlength=24)
+                for c in range(3)
+            ],
+            axis=1,
+        )
+        / totals[:, None]
+    )
+    np.testing.assert_allclose(fit.centres, means, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(fit.labels, _brute_force_nearest(values, fit.centres))
+
+
 def _plain_greedy_kmeans_pp(points, weights, k, given, uniforms, n_trials):
     """Greedy k-means++ as written in scikit-learn's terms, every distance computed."""
     centres = list(given)

@@ -25,9 +25,12 @@ sliced histograms, fixed colours, auto k):
 5. **swap search** -- moves one centre at a time from the cheapest cluster to
    merge into the costliest one and keeps the move if the error drops
    (Kanungo et al., "A local search approximation algorithm for k-means
-   clustering", 2004), on the coarse cells and then a few times on the fine;
-6. **refinement** -- the best converges on the fine level, then Lloyd
-   iterations on the exact colours, each starting from its cell's cluster;
+   clustering", 2004), on the coarse cells and then a few times on the fine
+   (each trial converged as far as the coarse search's tolerance);
+6. **refinement** -- the best converges on the fine level until no point
+   changes cluster, or, where the fine cells are not the exact colours, in
+   Lloyd iterations on the exact colours, each starting from its cell's
+   cluster (at most ``refine_iter`` of them);
 7. **palette** -- the centres back in the image's units, rounded to its dtype,
    moved to their other integer neighbour where that lowers the error (small
    histograms only), and every histogram row assigned to its nearest palette
@@ -124,8 +127,9 @@ _SPEEDS = {
 # coarse search: on 10 photos (the benchmark's four, flower, histology, retina, Hubble,
 # night sky, fluorescence) at k = 3-16, speed 4, the error
 # moved by -0.06 to +0.09 % without them (140 fits, 130 within 0.01 %), and the fit took
-# 0.47-0.95x the time (each trial converges on every fine cell -- every exact colour of
-# the cat -- in 30-90 iterations, and was rejected).  At k = 24-256 they still lower the
+# 0.47-0.95x the time (measured when each trial converged until no point moved, on every
+# fine cell -- every exact colour of the cat -- in 30-90 iterations, and was rejected).
+# At k = 24-256 they still lower the
 # error by up to 0.9 %, and at speed 1, k = 32 (a budget of 1024 coarse cells a colour
 # there too) by 0.05-0.09 %: speed 1 spends them all.
 _CELLS_PER_COLOR_RESOLVED = 1024
@@ -683,7 +687,7 @@ def lloyd(
 ):
     """Weighted Lloyd iterations from ``centres`` (labels: each point's guess).
 
-    Stops when no point changes cluster, when the centres move less than
+    Stops when no point changes cluster, when the centres move no more than
     ``tol`` (squared, summed over centres, absolute) or after ``max_iter``
     iterations.  The first ``fixed`` centres never move.  ``neighbours``
     (built when no centre was farther than ``moved`` from ``centres``) and
@@ -780,12 +784,13 @@ def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol
     The removed centre is the one whose cluster costs least to merge into its
     nearest neighbour's (Ward's cost); it is re-seeded inside the cluster with
     the largest squared error at a point drawn with probability proportional
-    to its weighted squared distance.  Lloyd converges from there and the move
-    is kept only if the error drops; after a rejected move the next-cheapest
-    centre is removed instead.  Fixed centres are never moved.
-    ``state`` is ``(centres, inertia, labels, neighbours, lower)`` of a Lloyd
-    optimum (``stable`` if no point would change cluster); returns the best
-    state found, the iterations spent and whether that state is stable.
+    to its weighted squared distance.  Lloyd converges from there (as far as
+    ``tol``) and the move is kept only if the error drops; after a rejected
+    move the next-cheapest centre is removed instead.  Fixed centres are never
+    moved.  ``state`` is ``(centres, inertia, labels, neighbours, lower)`` of
+    Lloyd converged as far as ``tol`` (``stable`` if no point would change
+    cluster); returns the best state found, the iterations spent and whether
+    that state is stable.
 
     At small k most moves are rejected (all 8 of the coffee photo's at
     k = 16), so after a rejection, while a pass over the points runs on one
@@ -1052,9 +1057,10 @@ def fit_centres(
     # refinement on the exact colours).  Against converging each time until no
     # point moves: fits at k = 64 and 256 in 0.81-1.07x the time (median 0.91x;
     # 9 images, benchmarks/ab_core.py alternated 3 times), the error -0.17 to
-    # +0.20 % (13 images, benchmarks/sweep_budget.py), every image still below
-    # the best peer.  Without swaps to follow (k <= 16 at the default), stopping
-    # early only moved the work to the refinement's costlier passes (up to 1.07x).
+    # +0.20 % (13 images, benchmarks/sweep_budget.py; the cat at k = 32: +0.2 %),
+    # every image still below the best peer.  Without swaps to follow (k <= 16 at
+    # the default), stopping early only moved the work to the refinement's
+    # costlier passes (up to 1.07x).
     fine_swaps = cell_of_fine is not None and settings.n_fine_swaps > 0
     fine_tol = tol_abs if fine_swaps else 0.0
     if cell_of_fine is not None or not stable:
