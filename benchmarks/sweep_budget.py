@@ -18,16 +18,15 @@ the exact colours).
 Per image and variant: the median time of ``quantize(img, k, random_state=0)`` (--repeats, after
 one untimed call) over libimagequant's, timed in the same run (no dithering, through
 ``benchmarks/_methods.py``), and the MSE (uint8) against the best peer's in
-``results/quantize.csv`` (the peers' MSE does not depend on the machine; the long-search
-reference ``kmeans-ref`` is not a peer). The summary gives, per variant, the median time
-ratio over the five photos (the issue's target: <= 1.25) and over every image, and the worst
-MSE against the best peer (the target: <= 0 on every image).
+``results/quantize.csv``, as ``make_report.py`` finds it (the peers' MSE does not depend on
+the machine; the long-search reference ``kmeans-ref`` is not a peer). The summary gives,
+per variant, the median time ratio over the five photos (the issue's target: <= 1.25) and
+over every image, and the worst MSE against the best peer (the target: <= 0 on every image).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -47,23 +46,14 @@ IMAGES = (
     *("fluo", "nightsky", "hubble", "retina", "ihc", "mosaic0.5", "mosaic1", "mosaic2"),
 )
 FIELDS = ("max_cells", "start_cells", "starts", "swaps", "fine_swaps", "refine")
-NOT_PEERS = ("kmeans-ref",)
 
 
 def best_peers(k: int) -> dict[str, tuple[str, float]]:
-    """``{image: (peer, MSE)}``: the least MSE of a peer at ``k`` on record."""
-    best: dict[str, tuple[str, float]] = {}
-    with open(HERE / "results" / "quantize.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            method = row["method"]
-            if row["status"] != "ok" or int(row["k"]) != k or not row["mse_uint8"]:
-                continue
-            if method.startswith("ours") or method in NOT_PEERS:
-                continue
-            mse = float(row["mse_uint8"])
-            if row["image"] not in best or mse < best[row["image"]][1]:
-                best[row["image"]] = (method, mse)
-    return best
+    """``{image: (peer, MSE)}`` at ``k``: the report's own best peer of each cell on record."""
+    import make_report
+
+    cells = make_report.mse_cells(make_report.load_quantize())
+    return {c["image"]: (c["best_peer"], c["best"]) for c in cells if c["k"] == k}
 
 
 def settings_of(variant: str, default: tuple) -> tuple:
