@@ -1332,13 +1332,16 @@ def assign_rows(
         shown = histogram.pixel_counts > 0
         for start in range(0, len(histogram), _SLICE_ROWS):
             stop = min(start + _SLICE_ROWS, len(histogram))
-            codes = histogram.codes[start:stop]
-            if codes.size and color_space != "rgb":
+            codes, visible = histogram.codes[start:stop], shown[start:stop]
+            if color_space == "rgb":
+                values = encoding.decode(codes[visible])
+            elif codes.size:
                 values = encoding.decode(codes)
                 every = [min(every[0], values.min()), max(every[1], values.max())]
-            codes = codes[shown[start:stop]]
-            if codes.size:
-                values = encoding.decode(codes)
+                values = values[visible]
+            else:
+                continue
+            if values.size:
                 extremes = [min(extremes[0], values.min()), max(extremes[1], values.max())]
         if np.isfinite(every[0]):
             check_fit_range(every[0], every[1], color_space, encoding.dtype)
