@@ -15,6 +15,20 @@ def _brute_force_nearest(points, centres):
     return np.argmin(squared, axis=1)  # ties: lowest index, as the engine promises
 
 
+def _weighted_means(points, weights, labels, k):
+    """Each cluster's total weight and weighted mean (NaN where empty), by bincount."""
+    totals = np.bincount(labels, weights=weights, minlength=k)
+    sums = np.stack(
+        [
+            np.bincount(labels, weights=weights * points[:, c], minlength=k)
+            for c in range(points.shape[1])
+        ],
+        axis=1,
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return totals, sums / totals[:, None]
+
+
 @pytest.mark.parametrize("k", [40, 300])
 def test_lloyd_bounds_do_not_change_the_trajectory(k):
     """Lloyd with Hamerly bounds carried between passes and neighbour lists re-sorted
@@ -32,17 +46,10 @@ def test_lloyd_bounds_do_not_change_the_trajectory(k):
         labels = _brute_force_nearest(points, centres)
         if previous is not None and np.array_equal(labels, previous):
             break
-        totals = np.bincount(labels, weights=cells.weights, minlength=k)
-        sums = np.stack(
-            [
-                np.bincount(labels, weights=cells.weights * points[:, d], minlength=k)
-                for d in range(3)
-            ],
-            axis=1,
-        )
+        totals, means = _weighted_means(points, cells.weights, labels, k)
         filled = totals > 0
         centres = centres.copy()
-        centres[filled] = sums[filled] / totals[filled, None]
+        centres[filled] = means[filled]
         previous = labels
     np.testing.assert_allclose(fast, centres, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(fast_labels, _brute_force_nearest(points, fast))
@@ -176,17 +183,7 @@ def test_fine_swaps_end_at_a_lloyd_fixed_point_when_the_fine_level_is_exact():
     assert points.size > settings.start_cells  # a coarse level below it: swaps on both
     fit = _fit.fit_centres(points, 24, settings=settings, seed=0)
     values = points.values(0, points.size)
-    totals = np.bincount(fit.labels, weights=points.weights, minlength=24)
-    means = (
-        np.stack(
-            [
-                np.bincount(fit.labels, weights=points.weights * values[:, c], minlength=24)
-                for c in range(3)
-            ],
-            axis=1,
-        )
-        / totals[:, None]
-    )
+    _, means = _weighted_means(values, points.weights, fit.labels, 24)
     np.testing.assert_allclose(fit.centres, means, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(fit.labels, _brute_force_nearest(values, fit.centres))
 
