@@ -934,11 +934,11 @@ def test_auto_k_with_dither_and_stats_as_a_user_runs_it(images, tmp_path):
     (line,) = stderr_lines(completed)
     match = FILE_LINE.match(line)
     assert match, line
-    assert match.group(4, 6, 7) == ("chelsea_auto.png", str(k), " (auto)")
+    assert match.group(4, 6, 7) == ("chelsea_auto_dither.png", str(k), " (auto)")
     assert match.group(8) == f"PSNR {expected.psnr:.1f} dB"
     before = curve["psnr"][curve["n_colors"].index(k)]
     assert match.group(9) == f" ({before:.1f} dB before dithering)"
-    np.testing.assert_array_equal(read(tmp_path / "chelsea_auto.png"), expected.image)
+    np.testing.assert_array_equal(read(tmp_path / "chelsea_auto_dither.png"), expected.image)
     assert_stats_equal(read_stats(tmp_path / "chelsea_auto.csv"), expected)
 
 
@@ -1128,7 +1128,7 @@ def test_zarr_stack_with_mask_dither_and_stats_equals_the_api_on_dask(tmp_path, 
     # The dask array the command line reads: its tasks may cover several storage chunks.
     lazy = open_image(tmp_path / "stack.zarr").load()
     expected = quantize(lazy, 5, mask=np.broadcast_to(mask, stack.shape[:3]), dither=True)
-    written = read(tmp_path / "stack_k5.zarr")
+    written = read(tmp_path / "stack_k5_dither.zarr")
     np.testing.assert_array_equal(written, np.asarray(expected.image))
     assert_stats_equal(read_stats(tmp_path / "s.csv"), expected, frame_axis=0)
 
@@ -1151,6 +1151,23 @@ def test_speed_and_dither_level_reach_the_core(images, tmp_path, monkeypatch):
     np.testing.assert_array_equal(read(tmp_path / "c.png"), repainted.image)
     plain = apply_palette(read(coffee), palette)
     assert not np.array_equal(plain.labels, repainted.labels)
+
+
+def test_dithered_and_plain_outputs_sit_side_by_side(images, tmp_path):
+    """Without -o a dithered output is named <stem>_k<K>_dither (pngquant's -fs8 / -or8
+    habit), so the plain run that follows needs no --overwrite; -o's folder is created."""
+    source = tmp_path / "cat.png"
+    shutil.copy(images / "chelsea.png", source)
+    assert_ok(run_cli(source, "-k", 4, "--dither", cwd=tmp_path))
+    assert_ok(run_cli(source, "-k", 4, cwd=tmp_path))
+    assert_ok(run_cli(source, "-k", 4, "--dither", "0", "-o", "new/folder/c.png", cwd=tmp_path))
+    cat = data.chelsea()
+    np.testing.assert_array_equal(
+        read(tmp_path / "cat_k4_dither.png"), quantize(cat, 4, dither=True).image
+    )
+    plain = quantize(cat, 4).image
+    np.testing.assert_array_equal(read(tmp_path / "cat_k4.png"), plain)
+    np.testing.assert_array_equal(read(tmp_path / "new" / "folder" / "c.png"), plain)
 
 
 def test_unreached_target_is_one_warning_line(tmp_path, monkeypatch, capsys):

@@ -227,14 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "-o", "--output", type=Path, metavar="OUTPUT", help="output file (one input only)"
+        "-o",
+        "--output",
+        type=Path,
+        metavar="OUTPUT",
+        help="output file (one input only; its directory is created if needed)",
     )
     where.add_argument(
         "--out-dir",
         type=Path,
         metavar="DIR",
         help="directory for the outputs, named <stem>_k<K>.<ext> (<stem>_auto.<ext> with "
-        "-k auto; created if needed); default: beside each input",
+        "-k auto, <stem>_k<K>_dither.<ext> dithered; created if needed); default: beside "
+        "each input",
     )
     where.add_argument(
         "--no-image",

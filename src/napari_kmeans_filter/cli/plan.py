@@ -439,6 +439,8 @@ def _default_output(path: Path, source: _io.InputImage, args, k) -> Path:
         root = _zarr_store_root(path)
         directory = (root if root is not None else path).parent
     name = f"{_stem(path)}_auto" if k == "auto" else f"{_stem(path)}_k{k}"
+    if args.dither:  # as pngquant's -fs8 / -or8: a dithered output does not take the plain name
+        name += "_dither"
     return directory / f"{name}{suffix}"
 
 
