@@ -5,7 +5,7 @@
     python benchmarks/bench_estimator.py --repeats 1 --no-dp
 
 Three tables, printed as markdown and written to <results>/estimator.csv
-(+ estimator_env.json naming the run):
+(+ estimator_env.json naming the runs); a table left out (--no-...) keeps its earlier rows:
 
 article   the article's steps on the cat (skimage.data.chelsea, 135 300 pixels): every pixel a
           row, ``KMeans(n_clusters=k).fit(pixels)`` for k = 2, 5, 10, 15, 24 with
@@ -264,18 +264,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
     info = _runinfo.run_info(load_peers=False)
     rows = []
-    if not args.no_article:
+    run = {"article": not args.no_article, "dp": not args.no_dp, "grey": not args.no_grey}
+    if run["article"]:
         article(args.repeats, rows, info["run_id"])
-    if not args.no_dp:
+    if run["dp"]:
         dp(args.repeats, rows, info["run_id"])
-    if not args.no_grey:
+    if run["grey"]:
         grey(rows, info["run_id"])
+    # The tables left out keep their earlier rows (and the env its earlier runs).
+    path = args.results / CSV_NAME
+    kept = []
+    if path.exists():
+        with open(path, newline="") as old:
+            kept = [row for row in csv.DictReader(old) if not run.get(row["table"], False)]
     args.results.mkdir(parents=True, exist_ok=True)
-    with open(args.results / CSV_NAME, "w", newline="") as out:
+    with open(path, "w", newline="") as out:
         writer = csv.DictWriter(out, FIELDS)
         writer.writeheader()
-        writer.writerows(rows)
-    _runinfo.save_env(args.results / ENV_NAME, info, merge=False)
+        writer.writerows(kept + rows)
+    _runinfo.save_env(args.results / ENV_NAME, info, merge=bool(kept))
     print(f"\nrun {info['run_id']}: {args.results / CSV_NAME}")
 
 
