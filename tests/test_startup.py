@@ -141,6 +141,42 @@ def test_a_greyscale_run_loads_its_kernels_without_numba_registries(tmp_path, bi
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "lean.png")), first_pixels)
 
 
+def test_numba_runtime_loads_from_the_cache_and_a_damaged_file_is_made_again(cat_png, tmp_path):
+    """numba compiles its runtime (NRT) in every process; the command line keeps it in
+    numba's cache beside the kernels: the first run writes it, a later one loads it and
+    compiles nothing (the same image), and a damaged file is compiled and written again."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    code = """
+        import sys
+        from numba.core.runtime import nrtdynmod
+        from napari_kmeans_filter.cli import main
+
+        made = []
+        create = nrtdynmod.create_nrt_module
+        nrtdynmod.create_nrt_module = lambda *args: made.append(1) or create(*args)
+        assert main([sys.argv[1], "-k", "8", "-o", sys.argv[2], "-q", "--overwrite"]) == 0
+        print("runtime compiled:", len(made))
+    """
+    outputs = {}
+    for run in ("first", "second", "damaged"):
+        if run == "damaged":
+            (saved,) = (tmp_path / "cache").rglob("numba_runtime-*.nbc")
+            saved.write_bytes(b"not a library")
+        done = _python(code, cat_png, tmp_path / f"{run}.png", env=env)
+        assert done.returncode == 0, done.stderr
+        outputs[run] = done.stdout.strip()
+        (saved,) = (tmp_path / "cache").rglob("numba_runtime-*.nbc")
+        assert saved.stat().st_size > 1000  # object code and bitcode, written whole
+    assert outputs == {
+        "first": "runtime compiled: 1",
+        "second": "runtime compiled: 0",
+        "damaged": "runtime compiled: 1",
+    }
+    first = np.asarray(Image.open(tmp_path / "first.png"))
+    for run in ("second", "damaged"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"{run}.png")), first)
+
+
 def _numba_extension(site):
     """An installed numba extension (a ``numba_extensions`` entry point named ``init``), and
     a module with one of our kernels that no cache holds."""

@@ -267,11 +267,10 @@ def _lean_cache(compiled) -> bool:
 @functools.cache
 def _lean_cache_class():
     from numba.core import caching
-    from numba.core.runtime import nrt
 
     class LeanCache(caching.FunctionCache):
         def load_overload(self, sig, target_context):
-            nrt.rtsys.initialize(target_context)
+            _start_runtime(target_context, self._cache_path)
             with self._guard_against_spurious_io_errors():
                 loaded = self._load_overload(sig, target_context)
             if loaded is None:
@@ -284,6 +283,95 @@ def _lean_cache_class():
             return loaded
 
     return LeanCache
+
+
+def _start_runtime(target_context, directory: str) -> None:
+    """Start numba's runtime (NRT) for a lean process, its compiled functions loaded from
+    ``directory`` (numba's cache of the kernels) where an earlier process left them.
+
+    numba compiles the runtime's functions (reference counting, allocation) with LLVM in
+    every process before the first kernel, cached or not: 22 ms of a small file's command
+    line (of a first kernel load of 31 ms), against 3 ms to load them as object code, as
+    numba loads a cached kernel. The file is named by numba's, llvmlite's and Python's
+    versions and the CPU numba compiles for, as numba's own cache index is. Anything
+    unexpected (another numba, a file that cannot be read or written) leaves it to numba.
+    """
+    from numba.core.runtime import nrt
+
+    if getattr(nrt.rtsys, "_init", False):
+        return
+    try:
+        _runtime_from_cache(nrt.rtsys, target_context, directory)
+    except Exception:
+        pass  # numba starts its runtime itself (it did not start here)
+    nrt.rtsys.initialize(target_context)  # nothing to do once started
+
+
+def _runtime_from_cache(rtsys, target_context, directory: str) -> None:
+    """:func:`_start_runtime`'s work: what numba's ``rtsys.initialize`` does (as read in
+    numba 0.68), with the compiled functions kept in ``directory``."""
+    import hashlib
+    import os
+    import pickle
+
+    import llvmlite
+    import numba
+    from llvmlite import binding as ll
+    from numba.core import config
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.runtime import _nrt_python, nrtdynmod
+
+    if not hasattr(rtsys, "_init") or not hasattr(nrtdynmod, "create_nrt_module"):
+        return
+    codegen = target_context.codegen()
+    key = repr((numba.__version__, llvmlite.__version__, sys.version, codegen.magic_tuple()))
+    name = f"numba_runtime-{hashlib.sha256(key.encode()).hexdigest()[:16]}.nbc"
+    path = os.path.join(directory, name)
+    with global_compiler_lock:
+        if rtsys._init:
+            return
+        if config.NRT_STATS:
+            _nrt_python.memsys_enable_stats()
+        for py_name, address in _nrt_python.c_helpers.items():
+            ll.add_symbol(py_name if py_name.startswith("_") else "NRT_" + py_name, address)
+        try:
+            with open(path, "rb") as cached:
+                state = pickle.load(cached)
+        except Exception:  # none yet, or not one this wrote (a torn or foreign file)
+            state = None
+        library = None
+        if _is_library_state(state):
+            with contextlib.suppress(Exception):  # (its bitcode read before anything loads)
+                library = codegen.unserialize_library(state)
+        if library is None:
+            ir_module, library = nrtdynmod.create_nrt_module(target_context)
+            library.enable_object_caching()
+            library.add_ir_module(ir_module)
+            library.finalize()
+            try:  # beside the kernels, written whole or not at all
+                temporary = f"{path}.{os.getpid()}.tmp"
+                with open(temporary, "wb") as out:
+                    pickle.dump(library.serialize_using_object_code(), out, protocol=-1)
+                os.replace(temporary, path)
+            except Exception:  # (the runtime is started either way)
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+        rtsys._library = library
+        rtsys._init = True
+
+
+def _is_library_state(state) -> bool:
+    """Whether ``state`` has the form of numba's object-code library
+    (``CodeLibrary.serialize_using_object_code``): (name, "object", (code, bitcode))."""
+    return (
+        isinstance(state, tuple)
+        and len(state) == 3
+        and isinstance(state[0], str)
+        and state[1] == "object"
+        and isinstance(state[2], tuple)
+        and len(state[2]) == 2
+        and all(isinstance(part, bytes) and part for part in state[2])
+    )
 
 
 def _extensions_on_miss() -> None:
