@@ -644,6 +644,10 @@ IN_PROCESS_ERROR_CASES = {
         ["chelsea.png", "-k", "4", "-o", "."],
         [".", "is a directory", "--out-dir . to write into it"],
     ),
+    "output-names-a-new-directory": (  # a trailing separator: a directory, not yet there
+        ["chelsea.png", "-k", "4", "-o", "new/"],
+        ["-o new/ names a directory", "--out-dir new/ to write into it"],
+    ),
     "speed-with-apply-palette": (
         ["chelsea.png", "--apply-palette", "rgb.json", "--speed", "3"],
         ["--speed", "--apply-palette"],

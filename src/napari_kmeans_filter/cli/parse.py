@@ -10,6 +10,7 @@ A value outside the contract ends the run with one line naming the option
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -91,6 +92,17 @@ def accepted(name: str, *, none_word: bool = False, only=None, words: Sequence[s
         else:
             texts.append(constraint.describe())
     return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " or " + texts[-1]
+
+
+def _output_file(text: str) -> Path:
+    """-o's type: a file's path. A path that ends in a separator names a directory (which
+    ``Path`` would drop), existing or not: refused with a pointer to --out-dir."""
+    if text.endswith(("/", os.sep)) or (os.altsep and text.endswith(os.altsep)):
+        raise CliError(
+            f"-o {text} names a directory: name a file for the output (or --out-dir {text} "
+            "to write into it, created if needed)"
+        )
+    return Path(text)
 
 
 def option_type(
@@ -229,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "-o",
         "--output",
-        type=Path,
+        type=_output_file,
         metavar="OUTPUT",
         help="output file (one input only; its directory is created if needed)",
     )
