@@ -177,6 +177,44 @@ def test_numba_runtime_loads_from_the_cache_and_a_damaged_file_is_made_again(cat
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"{run}.png")), first)
 
 
+@pytest.mark.parametrize("where", ["command line", "library"])
+def test_a_damaged_kernel_cache_file_is_a_miss_not_an_error(cat_png, tmp_path, where):
+    """A kernel's cache index or data that numba cannot read back (torn, or not numba's)
+    made every later call raise an UnpicklingError from inside numba, which the command
+    line blamed on the input: now the kernel compiles again, with the same result, and
+    the call after it loads it from the cache."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    code = """
+        import sys
+        import numpy as np
+        from PIL import Image
+        from napari_kmeans_filter.cli import main
+        from napari_kmeans_filter import quantize
+
+        if sys.argv[3] == "command line":
+            assert main([sys.argv[1], "-k", "8", "-o", sys.argv[2], "-q"]) == 0
+        else:
+            image = np.asarray(Image.open(sys.argv[1]).convert("RGB"))
+            np.save(sys.argv[2], quantize(image, 8, random_state=0).image)
+    """
+    suffix = ".png" if where == "command line" else ".npy"
+    first = _python(code, cat_png, tmp_path / f"first{suffix}", where, env=env)
+    assert first.returncode == 0, first.stderr
+    (index,) = (tmp_path / "cache").rglob("*_assign-*.nbi")
+    (data,) = (tmp_path / "cache").rglob("*_seed-*.nbc")
+    index.write_bytes(b"\x80\x04 not an index")
+    data.write_bytes(b"\x80\x04 not a kernel")
+    for run in ("again", "after"):
+        done = _python(code, cat_png, tmp_path / f"{run}{suffix}", where, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "Unpickling" not in done.stderr
+    read = (lambda p: np.asarray(Image.open(p))) if suffix == ".png" else np.load
+    for run in ("again", "after"):
+        np.testing.assert_array_equal(
+            read(tmp_path / f"{run}{suffix}"), read(tmp_path / f"first{suffix}")
+        )
+
+
 def _numba_extension(site):
     """An installed numba extension (a ``numba_extensions`` entry point named ``init``), and
     a module with one of our kernels that no cache holds."""

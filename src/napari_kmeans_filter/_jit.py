@@ -102,7 +102,9 @@ def _njit(numba, func, **options):
     else:
         # With lean loading, a kernel the cache cannot hold lean compiles as numba would:
         # its helpers first (a helper itself needs none).
-        if _lean and not _lean_cache(compiled) and "inline" not in options:
+        if not _lean:
+            _robust_cache(compiled)
+        elif not _lean_cache(compiled) and "inline" not in options:
             _compile_helpers(numba)
         return compiled
     import warnings
@@ -245,12 +247,8 @@ def _lean_cache(compiled) -> bool:
     refreshes the target as numba would, without :data:`UNUSED_AT_START`. A numba whose
     cache is not the one this was written for keeps its own loading.
     """
-    from numba.core import caching
-
     cache = getattr(compiled, "_cache", None)
-    if type(cache) is caching.FunctionCache and all(
-        hasattr(cache, name) for name in ("_load_overload", "_guard_against_spurious_io_errors")
-    ):
+    if _known_cache(cache):
         cache.__class__ = _lean_cache_class()
         if hasattr(compiled, "_compilation_chain_init_hook"):
             # numba loads every installed numba extension (``numba_extensions`` entry
@@ -264,6 +262,54 @@ def _lean_cache(compiled) -> bool:
     return False
 
 
+def _known_cache(cache) -> bool:
+    """Whether ``cache`` is numba's cache of a function as this module knows it."""
+    from numba.core import caching
+
+    return type(cache) is caching.FunctionCache and all(
+        hasattr(cache, name)
+        for name in ("_load_overload", "_guard_against_spurious_io_errors", "_cache_file")
+    )
+
+
+def _robust_cache(compiled) -> None:
+    """Let ``compiled`` (a numba dispatcher) read a damaged cache file as a miss
+    (:func:`_load_cached`), where its cache is one this knows."""
+    cache = getattr(compiled, "_cache", None)
+    if _known_cache(cache):
+        cache.__class__ = _robust_cache_class()
+
+
+def _load_cached(cache, sig, target_context):
+    """``cache``'s overload of ``sig`` as numba loads it, or None (a miss) where a cache
+    file cannot be read back (torn, or not numba's: numba raises from deep inside, every
+    later call too): the kernel's index is removed, so the kernel compiles and is
+    written anew, as on a first run."""
+    import os
+
+    try:
+        with cache._guard_against_spurious_io_errors():
+            return cache._load_overload(sig, target_context)
+    except OSError:
+        raise  # (numba itself takes a file gone as a miss)
+    except Exception:
+        with contextlib.suppress(Exception):
+            os.remove(cache._cache_file._index_path)
+        return None
+
+
+@functools.cache
+def _robust_cache_class():
+    from numba.core import caching
+
+    class RobustCache(caching.FunctionCache):
+        def load_overload(self, sig, target_context):
+            target_context.refresh()  # what numba does first
+            return _load_cached(self, sig, target_context)
+
+    return RobustCache
+
+
 @functools.cache
 def _lean_cache_class():
     from numba.core import caching
@@ -271,8 +317,7 @@ def _lean_cache_class():
     class LeanCache(caching.FunctionCache):
         def load_overload(self, sig, target_context):
             _start_runtime(target_context, self._cache_path)
-            with self._guard_against_spurious_io_errors():
-                loaded = self._load_overload(sig, target_context)
+            loaded = _load_cached(self, sig, target_context)
             if loaded is None:
                 import numba
                 from numba.core import entrypoints
