@@ -10,6 +10,7 @@ compiling.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -144,7 +145,9 @@ def test_a_greyscale_run_loads_its_kernels_without_numba_registries(tmp_path, bi
 def test_numba_runtime_loads_from_the_cache_and_a_damaged_file_is_made_again(cat_png, tmp_path):
     """numba compiles its runtime (NRT) in every process; the command line keeps it in
     numba's cache beside the kernels: the first run writes it, a later one loads it and
-    compiles nothing (the same image), and a damaged file is compiled and written again."""
+    compiles nothing (the same image), and a damaged file is compiled and written again --
+    also one damaged inside its object code only, which LLVM would abort the process on
+    (the file keeps a digest of its contents)."""
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     code = """
         import sys
@@ -158,10 +161,18 @@ def test_numba_runtime_loads_from_the_cache_and_a_damaged_file_is_made_again(cat
         print("runtime compiled:", len(made))
     """
     outputs = {}
-    for run in ("first", "second", "damaged"):
+    runs = ("first", "second", "damaged", "object code damaged")
+    for run in runs:
         if run == "damaged":
             (saved,) = (tmp_path / "cache").rglob("numba_runtime-*.nbc")
             saved.write_bytes(b"not a library")
+        elif run == "object code damaged":
+            (saved,) = (tmp_path / "cache").rglob("numba_runtime-*.nbc")
+            digest, payload = pickle.loads(saved.read_bytes())
+            name, kind, (code_bytes, bitcode) = pickle.loads(payload)
+            code_bytes = code_bytes[:16] + bytes(64) + code_bytes[80:]  # its ELF header
+            payload = pickle.dumps((name, kind, (code_bytes, bitcode)))
+            saved.write_bytes(pickle.dumps((digest, payload)))
         done = _python(code, cat_png, tmp_path / f"{run}.png", env=env)
         assert done.returncode == 0, done.stderr
         outputs[run] = done.stdout.strip()
@@ -171,9 +182,10 @@ def test_numba_runtime_loads_from_the_cache_and_a_damaged_file_is_made_again(cat
         "first": "runtime compiled: 1",
         "second": "runtime compiled: 0",
         "damaged": "runtime compiled: 1",
+        "object code damaged": "runtime compiled: 1",
     }
     first = np.asarray(Image.open(tmp_path / "first.png"))
-    for run in ("second", "damaged"):
+    for run in runs[1:]:
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"{run}.png")), first)
 
 
@@ -182,7 +194,8 @@ def test_a_damaged_kernel_cache_file_is_a_miss_not_an_error(cat_png, tmp_path, w
     """A kernel's cache index or data that numba cannot read back (torn, or not numba's)
     made every later call raise an UnpicklingError from inside numba, which the command
     line blamed on the input: now the kernel compiles again, with the same result, and
-    the call after it loads it from the cache."""
+    the call after it loads it from the cache. A damaged data file costs its own entry
+    only: the index naming it (and its other entries) stays as it was."""
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     code = """
         import sys
@@ -202,12 +215,16 @@ def test_a_damaged_kernel_cache_file_is_a_miss_not_an_error(cat_png, tmp_path, w
     assert first.returncode == 0, first.stderr
     (index,) = (tmp_path / "cache").rglob("*_assign-*.nbi")
     (data,) = (tmp_path / "cache").rglob("*_seed-*.nbc")
+    (data_index,) = (tmp_path / "cache").rglob("*_seed-*.nbi")
+    kept = data_index.read_bytes()
     index.write_bytes(b"\x80\x04 not an index")
     data.write_bytes(b"\x80\x04 not a kernel")
     for run in ("again", "after"):
         done = _python(code, cat_png, tmp_path / f"{run}{suffix}", where, env=env)
         assert done.returncode == 0, done.stderr
         assert "Unpickling" not in done.stderr
+    assert data_index.read_bytes() == kept
+    pickle.loads(data.read_bytes())  # written again, whole
     read = (lambda p: np.asarray(Image.open(p))) if suffix == ".png" else np.load
     for run in ("again", "after"):
         np.testing.assert_array_equal(

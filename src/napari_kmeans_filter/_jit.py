@@ -262,13 +262,28 @@ def _lean_cache(compiled) -> bool:
     return False
 
 
+_CACHE_PARTS = (
+    "_guard_against_spurious_io_errors",
+    "_cache_file",
+    "_enabled",
+    "_index_key",
+    "_impl",
+    "_cache_path",
+)
+
+
 def _known_cache(cache) -> bool:
-    """Whether ``cache`` is numba's cache of a function as this module knows it."""
+    """Whether ``cache`` is numba's cache of a function as this module knows it (what
+    :func:`_load_cached` reads of it)."""
     from numba.core import caching
 
-    return type(cache) is caching.FunctionCache and all(
-        hasattr(cache, name)
-        for name in ("_load_overload", "_guard_against_spurious_io_errors", "_cache_file")
+    return (
+        type(cache) is caching.FunctionCache
+        and all(hasattr(cache, name) for name in _CACHE_PARTS)
+        and all(
+            hasattr(cache._cache_file, name)
+            for name in ("_load_index", "_load_data", "_index_path", "_data_path")
+        )
     )
 
 
@@ -281,21 +296,43 @@ def _robust_cache(compiled) -> None:
 
 
 def _load_cached(cache, sig, target_context):
-    """``cache``'s overload of ``sig`` as numba loads it, or None (a miss) where a cache
-    file cannot be read back (torn, or not numba's: numba raises from deep inside, every
-    later call too): the kernel's index is removed, so the kernel compiles and is
-    written anew, as on a first run."""
+    """``cache``'s overload of ``sig``, loaded as numba's ``_load_overload`` loads it, or
+    None (a miss) where its index or data file cannot be read back (torn, or not numba's:
+    numba raised from deep inside, on every later call too). An unreadable index is
+    removed, an unreadable data file too (the index keeps naming it, so the kernel compiles
+    and is written to the same file); the other entries stay. Only reading the files is
+    guarded: numba rebuilding what it read raises as numba would. (Object code damaged
+    inside a file that reads back is beyond this: LLVM aborts on it, as without this.)"""
+    if not cache._enabled:
+        return None
+    key = cache._index_key(sig, target_context.codegen())
+    files = cache._cache_file
+    with cache._guard_against_spurious_io_errors():
+        try:
+            overloads = files._load_index()
+        except OSError:
+            raise  # (numba takes a missing index as empty)
+        except Exception:
+            _remove_quietly(files._index_path)
+            return None
+        name = overloads.get(key)
+        if name is None:
+            return None
+        try:
+            data = files._load_data(name)
+        except OSError:
+            return None  # a file gone while the index names it: numba's own miss
+        except Exception:
+            _remove_quietly(files._data_path(name))
+            return None
+    return cache._impl.rebuild(target_context, data)
+
+
+def _remove_quietly(path: str) -> None:
     import os
 
-    try:
-        with cache._guard_against_spurious_io_errors():
-            return cache._load_overload(sig, target_context)
-    except OSError:
-        raise  # (numba itself takes a file gone as a miss)
-    except Exception:
-        with contextlib.suppress(Exception):
-            os.remove(cache._cache_file._index_path)
-        return None
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 @functools.cache
@@ -354,10 +391,12 @@ def _start_runtime(target_context, directory: str) -> None:
 
 def _runtime_from_cache(rtsys, target_context, directory: str) -> None:
     """:func:`_start_runtime`'s work: what numba's ``rtsys.initialize`` does (as read in
-    numba 0.68), with the compiled functions kept in ``directory``."""
+    numba 0.68), with the compiled functions kept in ``directory``. numba's runtime
+    debugging (``NUMBA_DEBUG_NRT``, which changes the functions) is left to numba."""
     import hashlib
     import os
     import pickle
+    import uuid
 
     import llvmlite
     import numba
@@ -366,12 +405,12 @@ def _runtime_from_cache(rtsys, target_context, directory: str) -> None:
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.runtime import _nrt_python, nrtdynmod
 
-    if not hasattr(rtsys, "_init") or not hasattr(nrtdynmod, "create_nrt_module"):
+    if getattr(config, "DEBUG_NRT", True) or not hasattr(nrtdynmod, "create_nrt_module"):
         return
     codegen = target_context.codegen()
-    key = repr((numba.__version__, llvmlite.__version__, sys.version, codegen.magic_tuple()))
-    name = f"numba_runtime-{hashlib.sha256(key.encode()).hexdigest()[:16]}.nbc"
-    path = os.path.join(directory, name)
+    key = (numba.__version__, llvmlite.__version__, sys.version, codegen.magic_tuple())
+    digest = hashlib.sha256(repr((*key, config.OPT)).encode()).hexdigest()
+    path = os.path.join(directory, f"numba_runtime-{digest[:16]}.nbc")
     with global_compiler_lock:
         if rtsys._init:
             return
@@ -379,12 +418,8 @@ def _runtime_from_cache(rtsys, target_context, directory: str) -> None:
             _nrt_python.memsys_enable_stats()
         for py_name, address in _nrt_python.c_helpers.items():
             ll.add_symbol(py_name if py_name.startswith("_") else "NRT_" + py_name, address)
-        try:
-            with open(path, "rb") as cached:
-                state = pickle.load(cached)
-        except Exception:  # none yet, or not one this wrote (a torn or foreign file)
-            state = None
         library = None
+        state = _read_runtime(path)
         if _is_library_state(state):
             with contextlib.suppress(Exception):  # (its bitcode read before anything loads)
                 library = codegen.unserialize_library(state)
@@ -393,16 +428,35 @@ def _runtime_from_cache(rtsys, target_context, directory: str) -> None:
             library.enable_object_caching()
             library.add_ir_module(ir_module)
             library.finalize()
+            temporary = f"{path}.{uuid.uuid4().hex}.tmp"
             try:  # beside the kernels, written whole or not at all
-                temporary = f"{path}.{os.getpid()}.tmp"
+                payload = pickle.dumps(library.serialize_using_object_code(), protocol=-1)
                 with open(temporary, "wb") as out:
-                    pickle.dump(library.serialize_using_object_code(), out, protocol=-1)
+                    pickle.dump((hashlib.sha256(payload).digest(), payload), out, protocol=-1)
                 os.replace(temporary, path)
-            except Exception:  # (the runtime is started either way)
-                with contextlib.suppress(OSError):
-                    os.remove(temporary)
+            except BaseException as raised:
+                _remove_quietly(temporary)
+                if not isinstance(raised, Exception):
+                    raise  # (a stop: the runtime is started all the same by numba)
         rtsys._library = library
         rtsys._init = True
+
+
+def _read_runtime(path: str):
+    """The state :func:`_runtime_from_cache` wrote to ``path``, or None: none yet, or a file
+    whose contents are not those it wrote (torn, damaged, foreign; a SHA-256 of the state
+    is kept with it, so that LLVM never loads damaged object code)."""
+    import hashlib
+    import pickle
+
+    try:
+        with open(path, "rb") as cached:
+            digest, payload = pickle.load(cached)
+        if hashlib.sha256(payload).digest() != digest:
+            return None
+        return pickle.loads(payload)
+    except Exception:
+        return None
 
 
 def _is_library_state(state) -> bool:
