@@ -224,7 +224,7 @@ def test_lazy_tiff_equals_in_memory(images, tmp_path):
     import zarr
 
     source = images / "astronaut.tif"
-    lazy = ["-o", "lazy.zarr", "--labels", "lazy_labels.tif"]
+    lazy = ["-o", "lazy.zarr/", "--labels", "lazy_labels.tif"]  # a store, as a shell completes it
     assert_ok(run_cli(source, "-k", 8, "--chunked", *lazy, cwd=tmp_path))
     eager = ["-o", "eager.tif", "--labels", "eager_labels.png"]
     assert_ok(run_cli(source, "-k", 8, *eager, cwd=tmp_path))
@@ -645,8 +645,8 @@ IN_PROCESS_ERROR_CASES = {
         [".", "is a directory", "--out-dir . to write into it"],
     ),
     "output-names-a-new-directory": (  # a trailing separator: a directory, not yet there
-        ["chelsea.png", "-k", "4", "-o", "new/"],
-        ["-o new/ names a directory", "--out-dir new/ to write into it"],
+        ["chelsea.png", "-k", "4", "-o", "new dir/"],
+        ["-o 'new dir/' names a directory", "--out-dir 'new dir/' to write into it, created"],
     ),
     "speed-with-apply-palette": (
         ["chelsea.png", "--apply-palette", "rgb.json", "--speed", "3"],

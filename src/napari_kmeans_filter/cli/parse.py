@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -96,13 +97,18 @@ def accepted(name: str, *, none_word: bool = False, only=None, words: Sequence[s
 
 def _output_file(text: str) -> Path:
     """-o's type: a file's path. A path that ends in a separator names a directory (which
-    ``Path`` would drop), existing or not: refused with a pointer to --out-dir."""
-    if text.endswith(("/", os.sep)) or (os.altsep and text.endswith(os.altsep)):
+    ``Path`` would drop), existing or not: refused with a pointer to --out-dir. A zarr
+    store is a directory (``out.zarr/``, as a shell completes it) and is an output."""
+    path = Path(text)
+    ends_in_separator = text.endswith(("/", os.sep)) or bool(os.altsep and text.endswith(os.altsep))
+    if ends_in_separator and path.suffix.lower() != ".zarr":
+        shown = shlex.quote(text)
+        made = "" if path.is_dir() else ", created if needed"
         raise CliError(
-            f"-o {text} names a directory: name a file for the output (or --out-dir {text} "
-            "to write into it, created if needed)"
+            f"-o {shown} names a directory: name a file for the output (or --out-dir {shown} "
+            f"to write into it{made})"
         )
-    return Path(text)
+    return path
 
 
 def option_type(
@@ -250,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="directory for the outputs, named <stem>_k<K>.<ext> (<stem>_auto.<ext> with "
-        "-k auto, <stem>_k<K>_dither.<ext> dithered; created if needed); default: beside "
-        "each input",
+        "-k auto; _dither before the suffix when dithered; created if needed); default: "
+        "beside each input",
     )
     where.add_argument(
         "--no-image",
