@@ -329,6 +329,8 @@ def _load_cached(cache, sig, target_context):
 
 
 def _remove_quietly(path: str) -> None:
+    """Remove the file ``path`` if it can be (``_files.remove_output`` serves the package;
+    this module imports nothing of it)."""
     import os
 
     with contextlib.suppress(OSError):
@@ -375,8 +377,11 @@ def _start_runtime(target_context, directory: str) -> None:
     every process before the first kernel, cached or not: 22 ms of a small file's command
     line (of a first kernel load of 31 ms), against 3 ms to load them as object code, as
     numba loads a cached kernel. The file is named by numba's, llvmlite's and Python's
-    versions and the CPU numba compiles for, as numba's own cache index is. Anything
-    unexpected (another numba, a file that cannot be read or written) leaves it to numba.
+    versions and the CPU numba compiles for, as numba's own cache index is, and numba's
+    optimisation level; it holds a SHA-256 of what it keeps (:func:`_read_runtime`).
+    Anything unexpected (another numba, a file that cannot be read or written) leaves it
+    to numba. (Written here, not by the package's atomic writers: this module imports
+    nothing of the package.)
     """
     from numba.core.runtime import nrt
 
@@ -420,7 +425,7 @@ def _runtime_from_cache(rtsys, target_context, directory: str) -> None:
             ll.add_symbol(py_name if py_name.startswith("_") else "NRT_" + py_name, address)
         library = None
         state = _read_runtime(path)
-        if _is_library_state(state):
+        if state is not None:
             with contextlib.suppress(Exception):  # (its bitcode read before anything loads)
                 library = codegen.unserialize_library(state)
         if library is None:
@@ -457,20 +462,6 @@ def _read_runtime(path: str):
         return pickle.loads(payload)
     except Exception:
         return None
-
-
-def _is_library_state(state) -> bool:
-    """Whether ``state`` has the form of numba's object-code library
-    (``CodeLibrary.serialize_using_object_code``): (name, "object", (code, bitcode))."""
-    return (
-        isinstance(state, tuple)
-        and len(state) == 3
-        and isinstance(state[0], str)
-        and state[1] == "object"
-        and isinstance(state[2], tuple)
-        and len(state[2]) == 2
-        and all(isinstance(part, bytes) and part for part in state[2])
-    )
 
 
 def _extensions_on_miss() -> None:
