@@ -22,12 +22,12 @@ def _first_pass(points, centres):
     cells = _fit._Array(points, np.ones(len(points)))
     neighbours = _nearest.Neighbours(centres)
     labels = np.zeros(len(points), np.int32)
-    lower = np.zeros(len(points))
+    bounds = _nearest.Bounds(len(points))
     squared = np.empty(len(points))
-    _nearest.assign(cells, centres, labels, squared, neighbours=neighbours, lower=lower)
+    _nearest.assign(cells, centres, labels, squared, neighbours=neighbours, bounds=bounds)
     upper = np.sqrt(squared)
     radius = _nearest.cluster_radius(labels, upper, len(centres))
-    return cells, neighbours, labels, upper, lower, radius
+    return cells, neighbours, labels, upper, bounds, radius
 
 
 def test_a_centre_moving_far_away_leaves_the_other_points_bounds_alone():
@@ -40,19 +40,19 @@ def test_a_centre_moving_far_away_leaves_the_other_points_bounds_alone():
     far = near + 200.0
     centres = np.concatenate([near, far])
     points = _blobs(rng, centres, 200, 3.0)
-    cells, neighbours, labels, upper, lower, radius = _first_pass(points, centres)
-    before = lower.copy()
+    cells, neighbours, labels, upper, bounds, radius = _first_pass(points, centres)
+    before = bounds.lower.copy()
     moved = centres.copy()
     moved[0] += [1.5, 0.0, 0.0]
     drift = np.sqrt(((moved - centres) ** 2).sum(axis=1))
     neighbours.update(moved, float(drift.max()))
-    _nearest.reassign(cells, moved, labels, upper, lower, neighbours, drift, radius)
+    _nearest.reassign(cells, moved, labels, upper, bounds, neighbours, drift, radius)
     np.testing.assert_array_equal(labels, _brute_force_nearest(points, moved))
     in_far = labels >= 4
     assert in_far.sum() == 800
     # Unchanged (up to the relative slack that guards rounding), not lowered by 1.5.
-    np.testing.assert_allclose(lower[in_far], before[in_far], rtol=1e-8)
-    assert np.all(lower >= before - drift.max() - 1e-9)
+    np.testing.assert_allclose(bounds.lower[in_far], before[in_far], rtol=1e-8)
+    assert np.all(bounds.lower >= before - drift.max() - 1e-9)
 
 
 def test_bounded_lloyd_passes_find_the_exact_nearest_centre_at_every_iteration():
@@ -66,10 +66,10 @@ def test_bounded_lloyd_passes_find_the_exact_nearest_centre_at_every_iteration()
     cells = _fit._Array(points, weights)
     neighbours = _nearest.Neighbours(centres)
     labels = np.zeros(len(points), np.int32)
-    lower = np.zeros(len(points))
+    bounds = _nearest.Bounds(len(points))
     squared = np.empty(len(points))
     sums, totals, _, _ = _nearest.assign(
-        cells, centres, labels, squared, neighbours=neighbours, lower=lower
+        cells, centres, labels, squared, neighbours=neighbours, bounds=bounds
     )
     upper = np.sqrt(squared)
     radius = _nearest.cluster_radius(labels, upper, len(centres))
@@ -85,19 +85,57 @@ def test_bounded_lloyd_passes_find_the_exact_nearest_centre_at_every_iteration()
         centres = updated
         neighbours.update(centres, float(drift.max()))
         delta_sums, delta_totals, _ = _nearest.reassign(
-            cells, centres, labels, upper, lower, neighbours, drift, radius
+            cells, centres, labels, upper, bounds, neighbours, drift, radius
         )
         sums += delta_sums
         totals += delta_totals
         np.testing.assert_array_equal(labels, _brute_force_nearest(points, centres))
-        # The kept bounds are bounds: upper on the own centre, lower on every other.
+        # The kept bounds are bounds: upper on the own centre, lower[:, 0] on the
+        # second centre kept, lower[:, 1] on every other.
         distances = np.sqrt(((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2))
-        own = distances[np.arange(len(points)), labels]
+        rows = np.arange(len(points))
+        own = distances[rows, labels]
         assert np.all(upper >= own * (1 - 1e-9))
-        distances[np.arange(len(points)), labels] = np.inf
-        assert np.all(lower <= distances.min(axis=1) * (1 + 1e-9))
+        distances[rows, labels] = np.inf
+        second = bounds.second
+        assert np.all(bounds.lower[:, 0] <= distances[rows, second] * (1 + 1e-9))
+        assert np.all(bounds.least() <= distances.min(axis=1) * (1 + 1e-9))
+        distances[rows, second] = np.inf
+        assert np.all(bounds.lower[:, 1] <= distances.min(axis=1) * (1 + 1e-9))
+        assert np.all(second != labels)  # every point was searched: a real second centre
         for h in np.unique(labels):
             assert radius[h] >= own[labels == h].max() * (1 - 1e-9)
+
+
+def test_a_colour_settled_by_its_second_centre_keeps_the_lowest_index_of_equals():
+    """A colour between its centre and its second, the others far: after a move that
+    makes the two equally far, the pass settles it by the second's distance alone, and
+    the tie goes to the lower index whichever of the two was its own (the engine's
+    promise); a move that makes the second strictly nearer moves it there."""
+    points = np.array([[0.0, 0, 0], [0, 0, 0], [0, 50, 0]])
+    for own, other in ((1, 0), (0, 1)):
+        centres = np.array([[0.0, 0, 0], [0, 0, 0], [100, 0, 0], [0, 60, 0]])
+        centres[own], centres[other] = [-1, 0, 0], [2, 0, 0]
+        for moved_centre, place, expected in (
+            (own, [-2.0, 0, 0], 0),  # own centre as far as the other: the lower index
+            (other, [1.0, 0, 0], 0),  # the other as near as the own centre: the lower index
+            (other, [0.5, 0, 0], other),  # the other nearer
+        ):
+            cells, neighbours, labels, upper, bounds, radius = _first_pass(points, centres)
+            assert list(labels[:2]) == [own, own]
+            assert list(bounds.second[:2]) == [other, other]
+            moved = centres.copy()
+            moved[moved_centre] = place
+            drift = np.sqrt(((moved - centres) ** 2).sum(axis=1))
+            neighbours.update(moved, float(drift.max()))
+            _nearest.reassign(cells, moved, labels, upper, bounds, neighbours, drift, radius)
+            assert labels[0] == labels[1] == expected
+            np.testing.assert_array_equal(labels, _brute_force_nearest(points, moved))
+            # The second kept is the other of the two, at its exact distance.
+            left = own if expected == other else other
+            assert list(bounds.second[:2]) == [left, left]
+            far = np.sqrt(((points[0] - moved[left]) ** 2).sum())
+            np.testing.assert_allclose(bounds.lower[:2, 0], far, rtol=1e-8)
 
 
 _SWAP_SEARCH, _RUN_PARTS = _fit._swap_search, _fit.run_parts

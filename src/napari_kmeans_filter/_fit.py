@@ -59,7 +59,7 @@ from ._colorspace import check_fit_range, from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
 from ._jit import helper, kernel
 from ._metrics import MeanDeltaE, psnr
-from ._nearest import Neighbours, assign, cluster_radius, pass_threads, reassign
+from ._nearest import Bounds, Neighbours, assign, cluster_radius, pass_threads, reassign
 from ._progress import Report
 from ._workers import n_workers, run_parts
 
@@ -681,7 +681,7 @@ def lloyd(
     fixed=0,
     neighbours=None,
     moved=0.0,
-    lower=None,
+    bounds=None,
     final=True,
     relocate=False,
 ):
@@ -691,7 +691,7 @@ def lloyd(
     ``tol`` (squared, summed over centres, absolute) or after ``max_iter``
     iterations.  The first ``fixed`` centres never move.  ``neighbours``
     (built when no centre was farther than ``moved`` from ``centres``) and
-    ``lower`` (Hamerly bounds valid for ``centres``), when given, are reused
+    ``bounds`` (Hamerly bounds valid for ``centres``), when given, are reused
     and left matching the result.  Returns ``(centres, inertia, n_iter,
     stable)``, ``stable`` telling whether no point changes cluster any more;
     ``labels`` holds the assignment to the returned centres -- with
@@ -706,12 +706,12 @@ def lloyd(
         neighbours = Neighbours(centres)
     elif moved:
         neighbours.update(centres, moved)
-    if lower is None:
-        lower = np.zeros(points.size)
+    if bounds is None:
+        bounds = Bounds(points.size)
     # The first pass looks at every point: exact sums, distances and bounds.
     squared = np.empty(points.size)
     sums, totals, inertia, _ = assign(
-        points, centres, labels, squared, neighbours=neighbours, lower=lower, drift=0.0
+        points, centres, labels, squared, neighbours=neighbours, bounds=bounds, drift=0.0
     )
     upper = np.sqrt(squared, out=squared)
     radius = cluster_radius(labels, upper, centres.shape[0])
@@ -720,7 +720,7 @@ def lloyd(
     while True:
         filled = totals > 0
         if relocate and not np.all(filled[fixed:]):
-            _relocate_empty(points, centres, labels, upper, lower, sums, totals, fixed)
+            _relocate_empty(points, centres, labels, upper, bounds, sums, totals, fixed)
             filled = totals > 0
         updated = centres.copy()
         updated[filled] = sums[filled] / totals[filled, np.newaxis]
@@ -732,7 +732,7 @@ def lloyd(
             break
         iteration += 1
         delta_sums, delta_totals, changed = reassign(
-            points, centres, labels, upper, lower, neighbours, drift, radius
+            points, centres, labels, upper, bounds, neighbours, drift, radius
         )
         sums += delta_sums
         totals += delta_totals
@@ -744,7 +744,7 @@ def lloyd(
         return centres, math.nan, iteration, stable
     # One more full pass: the exact inertia and bounds of the returned centres.
     _, _, inertia, changed = assign(
-        points, centres, labels, neighbours=neighbours, lower=lower, drift=float(drift.max())
+        points, centres, labels, neighbours=neighbours, bounds=bounds, drift=float(drift.max())
     )
     return centres, inertia, iteration, stable or changed == 0
 
@@ -787,7 +787,7 @@ def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol
     to its weighted squared distance.  Lloyd converges from there (as far as
     ``tol``) and the move is kept only if the error drops; after a rejected
     move the next-cheapest centre is removed instead.  Fixed centres are never
-    moved.  ``state`` is ``(centres, inertia, labels, neighbours, lower)`` of
+    moved.  ``state`` is ``(centres, inertia, labels, neighbours, bounds)`` of
     Lloyd converged as far as ``tol`` (``stable`` if no point would change
     cluster); returns the best state found, the iterations spent and whether
     that state is stable.
@@ -800,7 +800,7 @@ def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol
     the result, and the iterations counted, are those of one move after the
     other.
     """
-    centres, inertia, labels, neighbours, lower = state
+    centres, inertia, labels, neighbours, bounds = state
     k = centres.shape[0]
     n_iter = 0
     failures = 0  # after a rejected move, try the next-cheapest centre to remove
@@ -811,7 +811,7 @@ def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol
     tried = 0
     while tried < n_swaps and k - fixed >= 2:
         _, totals, _, _ = assign(
-            points, centres, labels, squared, neighbours=neighbours, lower=lower
+            points, centres, labels, squared, neighbours=neighbours, bounds=bounds
         )
         kept = rng.get_state()  # the random numbers of moves dropped are drawn again
         moves = []
@@ -828,19 +828,19 @@ def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol
             break
         results: list = [None] * len(moves)
 
-        def attempt(lane, moves=moves, results=results, base=(centres, labels, neighbours, lower)):
+        def attempt(lane, moves=moves, results=results, base=(centres, labels, neighbours, bounds)):
             results[lane] = _swap_trial(
                 points, base, moves[lane], fixed=fixed, max_iter=max_iter, tol=tol
             )
 
         run_parts(attempt, range(len(moves)), len(moves))
-        for lane, (outcome, trial_labels, trial_neighbours, trial_lower) in enumerate(results):
+        for lane, (outcome, trial_labels, trial_neighbours, trial_bounds) in enumerate(results):
             trial_centres, trial_inertia, iterations, trial_stable = outcome
             tried += 1
             n_iter += iterations
             if trial_inertia < inertia:
                 centres, inertia = trial_centres, trial_inertia
-                labels, neighbours, lower = trial_labels, trial_neighbours, trial_lower
+                labels, neighbours, bounds = trial_labels, trial_neighbours, trial_bounds
                 stable = trial_stable
                 failures = 0
                 # The moves after this one were tried from the old state: dropped, and
@@ -854,22 +854,22 @@ def _swap_search(points: _Array, state, stable, *, n_swaps, fixed, max_iter, tol
         else:
             if len(moves) < wanted:
                 break  # every move made was rejected and the next cannot be made
-    return (centres, inertia, labels, neighbours, lower), n_iter, stable
+    return (centres, inertia, labels, neighbours, bounds), n_iter, stable
 
 
 def _swap_trial(points: _Array, base, move, *, fixed, max_iter, tol):
-    """Lloyd from ``base`` (centres, labels, neighbours, lower) with one centre moved.
+    """Lloyd from ``base`` (centres, labels, neighbours, bounds) with one centre moved.
 
     ``move`` is :func:`_swap_move`'s ``(removed, chosen)``; ``base`` is left as it
-    was.  Returns ``((centres, inertia, n_iter, stable), labels, neighbours, lower)``.
+    was.  Returns ``((centres, inertia, n_iter, stable), labels, neighbours, bounds)``.
     """
-    centres, labels, neighbours, lower = base
+    centres, labels, neighbours, bounds = base
     removed, chosen = move
     trial = centres.copy()
     trial[removed] = chosen
     trial_labels = labels.copy()
     # Bounds stay valid without the removed centre; add the new one.
-    trial_lower = np.minimum(lower, np.sqrt(((points.points - chosen) ** 2).sum(axis=1)))
+    trial_bounds = bounds.with_centre(np.sqrt(((points.points - chosen) ** 2).sum(axis=1)))
     trial_neighbours = neighbours.copy()
     outcome = lloyd(
         points,
@@ -880,9 +880,9 @@ def _swap_trial(points: _Array, base, move, *, fixed, max_iter, tol):
         fixed=fixed,
         neighbours=trial_neighbours,
         moved=float(np.sqrt(((chosen - centres[removed]) ** 2).sum())),
-        lower=trial_lower,
+        bounds=trial_bounds,
     )
-    return outcome, trial_labels, trial_neighbours, trial_lower
+    return outcome, trial_labels, trial_neighbours, trial_bounds
 
 
 def _swap_costs(points: _Array, labels, squared, totals, neighbours, fixed):
@@ -1010,7 +1010,7 @@ def fit_centres(
 
     def run_start(start: int) -> None:
         centres, labels = _kmeans_pp(coarse, n_colors, fixed, draws[start])
-        neighbours, lower = Neighbours(centres), np.zeros(coarse.size)
+        neighbours, bounds = Neighbours(centres), Bounds(coarse.size)
         centres, inertia, iterations, stable = lloyd(
             coarse,
             centres,
@@ -1019,9 +1019,9 @@ def fit_centres(
             tol=tol_abs,
             fixed=n_fixed,
             neighbours=neighbours,
-            lower=lower,
+            bounds=bounds,
         )
-        runs[start] = (centres, inertia, labels, neighbours, lower, iterations, stable)
+        runs[start] = (centres, inertia, labels, neighbours, bounds, iterations, stable)
         done.append(start)
         if threading.get_ident() == caller:
             report(0.1 + 0.6 * len(done) / settings.n_init)
@@ -1029,10 +1029,10 @@ def fit_centres(
     # The starts are independent (their random numbers are drawn above, in order): they run
     # on every core, and the best is taken in their order, as one after the other would.
     run_parts(run_start, range(settings.n_init), n_workers())
-    for centres, inertia, labels, neighbours, lower, iterations, stable in runs:
+    for centres, inertia, labels, neighbours, bounds, iterations, stable in runs:
         n_iter += iterations
         if best is None or inertia < best[1]:
-            best = (centres, inertia, labels, neighbours, lower)
+            best = (centres, inertia, labels, neighbours, bounds)
             stable_best = stable
             best_run_iter = iterations
     report(0.7)
@@ -1047,7 +1047,7 @@ def fit_centres(
         rng=rng,
     )
     n_iter += iterations
-    centres, _, labels, neighbours, lower = best
+    centres, _, labels, neighbours, bounds = best
     report(0.8)
     # Converge where the coarse cells came from: every fine cell (or colour)
     # starts from its coarse cell's cluster, and Lloyd runs until no point
@@ -1070,7 +1070,7 @@ def fit_centres(
         # what a new build would give (which took 3.5 ms at k = 256).
         if not neighbours.as_built():
             neighbours = Neighbours(centres)
-        lower = np.zeros(fine.size)
+        bounds = Bounds(fine.size)
         centres, inertia, iterations, stable = lloyd(
             fine,
             centres,
@@ -1079,7 +1079,7 @@ def fit_centres(
             tol=fine_tol,
             fixed=n_fixed,
             neighbours=neighbours,
-            lower=lower,
+            bounds=bounds,
         )
         n_iter += iterations
         if fine_swaps:
@@ -1087,7 +1087,7 @@ def fit_centres(
             # where the error is measured exactly.
             best, iterations, stable = _swap_search(
                 fine,
-                (centres, inertia, labels, neighbours, lower),
+                (centres, inertia, labels, neighbours, bounds),
                 stable,
                 n_swaps=settings.n_fine_swaps,
                 fixed=n_fixed,
@@ -1095,7 +1095,7 @@ def fit_centres(
                 tol=tol_abs,
                 rng=rng,
             )
-            centres, _, labels, neighbours, lower = best
+            centres, _, labels, neighbours, bounds = best
             n_iter += iterations
         if cell_of_point is None and not stable and fine_tol > 0:
             centres, _, iterations, stable = lloyd(
@@ -1106,7 +1106,7 @@ def fit_centres(
                 tol=0.0,
                 fixed=n_fixed,
                 neighbours=neighbours,
-                lower=lower,
+                bounds=bounds,
             )
             n_iter += iterations
     if cell_of_point is not None:
@@ -1169,7 +1169,7 @@ def lloyd_from(
     return Fit(centres, labels, n_iter, n_iter)
 
 
-def _relocate_empty(points, centres, labels, upper, lower, sums, totals, fixed=0) -> None:
+def _relocate_empty(points, centres, labels, upper, bounds, sums, totals, fixed=0) -> None:
     """Give every empty cluster the distinct colour farthest from its own centre.
 
     scikit-learn (``_relocate_empty_clusters_dense``) moves an empty cluster
@@ -1205,7 +1205,8 @@ def _relocate_empty(points, centres, labels, upper, lower, sums, totals, fixed=0
         sums[cluster] = weight * value
         totals[cluster] = weight
         labels[row] = cluster
-        upper[row], lower[row] = np.inf, 0.0  # measured and searched again next pass
+        upper[row] = np.inf  # measured and searched again next pass
+        bounds.forget(row)
     # A cluster with no colour left to take (fewer distinct colours than
     # centres would be needed) keeps its centre.
     still = totals <= 0

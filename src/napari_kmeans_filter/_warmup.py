@@ -42,11 +42,11 @@ def fit_plan():
         (_fit._grid_mark, (f2, f1, f1, 1, f2, 1.0, np.zeros(1, np.uint8))),
         (_fit._grid_sums, (f2, f1, f1, f1, 1, f2, 1.0, i1, f2, f1, labels)),
         (_fit._seed, (f2, f1, f2, 1, f1, 1, labels, f1, i1, f1)),
-        (_nearest._assign, (f2, f1, f2, i2, f2, f1, labels, f1, 1.0, f2, f1, f1)),
+        (_nearest._assign, (f2, f1, f2, i2, f2, f1, labels, f2, labels, 1.0, f2, f1, f1)),
         (_nearest._cluster_radius, (labels, f1, f1)),
         (_nearest._resort_neighbours, (f2, i2, f2, f2)),
         (_nearest._local_drift, (i2, f2, f1, f1, f1, f2)),
-        (_nearest._reassign, (f2, f1, f2, i2, f2, f1, labels, f1, f1, f2, 1.0, f2, f1, f1)),
+        (_nearest._reassign, (f2, f1, f2, i2, f2, f1, labels, f1, f2, labels, f2, 1.0, f2, f1, f1)),
         (_fit._label_stats, (f2, np.zeros(1, np.uint32), labels, f2, f2, f1, f1)),
     ]
 
