@@ -267,6 +267,34 @@ def test_lazy_tiff_layouts_in_process(tmp_path, monkeypatch, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_inputs_of_formats_not_written_get_png_or_tiff_by_default(tmp_path, monkeypatch, capsys):
+    """Without -o, an input whose format is not an output format (Netpbm here; WebP, BMP,
+    GIF alike) is written as PNG where PNG holds it (8 and 16 bits), else as TIFF (a float
+    PFM): each output the API's result, in the input's dtype. (A PPM input once stopped
+    at "unknown output format '.ppm'".)"""
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cat = data.chelsea()
+    camera16 = data.camera().astype(np.uint16) * 257
+    Image.fromarray(cat).save("cat.ppm")
+    Path("camera16.pgm").write_bytes(b"P5\n512 512\n65535\n" + camera16.astype(">u2").tobytes())
+    as_float = (cat / 255).astype(np.float32)
+    Path("cat.pfm").write_bytes(b"PF\n451 300\n-1.0\n" + as_float[::-1].astype("<f4").tobytes())
+    assert main(["cat.ppm", "camera16.pgm", "cat.pfm", "-k", "6", "-q"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    expected = {
+        "cat_k6.png": (cat, -1),
+        "camera16_k6.png": (camera16, None),
+        "cat_k6.tif": (as_float, -1),
+    }
+    for output, (image, channel_axis) in expected.items():
+        written = read(Path(output))
+        result = quantize(image, 6, channel_axis=channel_axis, random_state=0)
+        assert written.dtype == image.dtype, output
+        np.testing.assert_array_equal(written, result.image, err_msg=output)
+
+
 def test_zarr_input_to_tiff_and_png(images, tmp_path):
     da = pytest.importorskip("dask.array")
     pytest.importorskip("zarr")

@@ -268,9 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--format",
         choices=FORMAT_CHOICES,
-        help="suffix of the outputs named automatically; default: png for PNG/JPEG/... "
-        "inputs (tif for animations, which PNG cannot hold), the input's own suffix for "
-        "TIFF and .zarr (keeps dtype, channels and frames)",
+        help="suffix of the outputs named automatically; default: the input's own for PNG, "
+        "TIFF, .npy and .zarr (keeps dtype, channels and frames), else png (JPEG, WebP, "
+        "BMP, GIF, PPM, ...), or tif for animations and dtypes PNG cannot hold",
     )
     parser.add_argument(
         "--labels",

@@ -420,19 +420,28 @@ def _stem(path: Path) -> str:
     return Path(name).stem
 
 
+#: Input formats whose outputs named automatically keep the input's suffix (lossless, and
+#: written with the input's dtype, channels and frames).
+_KEPT_FORMATS = ("png", "tiff", "npy")
+#: What a PNG holds (one frame).
+_PNG_DTYPES = ("uint8", "uint16")
+
+
 def _default_output(path: Path, source: _io.InputImage, args, k) -> Path:
     if args.format is not None:
         suffix = "." + args.format
-    elif source.kind == "pillow" and source.n_frames > 1:
-        suffix = ".tif"  # keeps every frame (PNG and JPEG hold one)
-    elif source.kind == "pillow" and source.path.suffix.lower() not in (".tif", ".tiff"):
-        suffix = ".png"  # lossless and indexed: JPEG would undo the quantisation
     elif source.kind == "zarr":
         suffix = ".zarr"
     elif getattr(source, "ome_zarr", None) is not None:
         suffix = ".ome.zarr"  # a new OME-Zarr image, with the input's axes and pyramid
     else:
-        suffix = path.suffix.lower() or ".tif"
+        suffix = path.suffix.lower()
+        if _io.FORMATS_BY_SUFFIX.get(suffix) not in _KEPT_FORMATS:
+            # Not a format we write (WebP, BMP, GIF, Netpbm, ...) or a lossy one (JPEG
+            # would undo the quantisation): PNG, lossless and indexed, where it holds the
+            # picture; else TIFF (frames, other dtypes).
+            png = source.n_frames == 1 and np.dtype(source.dtype).name in _PNG_DTYPES
+            suffix = ".png" if png else ".tif"
     if args.out_dir is not None:
         directory = args.out_dir
     else:  # beside the input, and outside a zarr group holding it
