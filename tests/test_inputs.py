@@ -134,7 +134,14 @@ def test_fully_transparent_image_is_refused_by_name():
 
 @pytest.mark.parametrize(
     ("palette_dtype", "image_dtype"),
-    [(np.uint8, np.uint16), (np.float64, np.uint8), (np.uint8, np.float32)],
+    [
+        (np.uint8, np.uint16),
+        (np.uint16, np.uint8),  # 16-bit values that fit 8 bits: still 16-bit units
+        (np.int16, np.uint8),
+        (np.uint32, np.uint16),
+        (np.float64, np.uint8),
+        (np.uint8, np.float32),
+    ],
 )
 def test_palette_in_other_units_is_refused(palette_dtype, image_dtype):
     palette = Palette(np.array([[0, 0, 0], [1, 1, 1]], dtype=palette_dtype))
@@ -144,9 +151,10 @@ def test_palette_in_other_units_is_refused(palette_dtype, image_dtype):
 
 
 def test_palette_of_a_list_applies_to_uint8():
-    """Counterpart: an int64 palette (from a plain list) in the image's range is fine."""
-    palette = Palette(np.array([[0, 0, 0], [255, 255, 255]]))
+    """Counterpart: an int64 palette (from a plain list) in the image's range is fine, and
+    a palette of the image's bit depth whatever its sign (int8 values on uint8)."""
     image = np.array([[[10, 10, 10], [250, 240, 250]]], np.uint8)
-    result = apply_palette(image, palette)
-    assert result.image.dtype == np.uint8
-    np.testing.assert_array_equal(result.labels, [[0, 1]])
+    for colors in (np.array([[0, 0, 0], [255, 255, 255]]), np.array([[0] * 3, [127] * 3], np.int8)):
+        result = apply_palette(image, Palette(colors))
+        assert result.image.dtype == np.uint8
+        np.testing.assert_array_equal(result.labels, [[0, 1]])
