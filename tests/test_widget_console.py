@@ -39,7 +39,6 @@ def test_console_helpers_for_a_time_series_stack(make_napari_viewer, result_laye
         pytest.param(
             lambda: Labels(np.zeros((4, 4), np.uint8)), {}, "Image layers only", id="labels"
         ),
-        pytest.param(lambda: Image(np.zeros((1, 1), np.uint8)), {}, "1 pixel", id="one-pixel"),
         pytest.param(lambda: Image(np.full((4, 4), np.nan)), {}, "only NaN", id="all-nan"),
         pytest.param(
             lambda: Image(np.zeros((4, 4), np.uint8)),

@@ -171,11 +171,6 @@ def test_progress_bar_is_determinate_and_names_each_phase(
     [
         pytest.param(None, "no image layer", id="no-image-layer"),
         pytest.param(
-            lambda v: v.add_image(np.zeros((1, 1, 3), np.uint8), rgb=True, name="dot"),
-            "pixel",
-            id="one-pixel",
-        ),
-        pytest.param(
             lambda v: v.add_image(np.full((8, 8), np.nan, np.float32), name="nan"),
             "NaN",
             id="all-nan",
@@ -211,6 +206,24 @@ def test_bad_layers_notify_and_add_no_layers(
     assert errors, notifications
     assert expected_text.lower() in errors[-1].lower()
     assert widget.runs.run_button.enabled == (make_layer is not None)
+
+
+@pytest.mark.viewer
+def test_a_one_pixel_layer_gives_one_colour_as_the_api_does(
+    make_napari_viewer, qtbot, notifications, open_widget, run_and_wait, result_layers
+):
+    """A 1 x 1 layer is an image (quantize() gives it one colour, the command line too):
+    the dock's run adds its two layers, no error."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((1, 1, 3), (200, 30, 90), np.uint8), rgb=True, name="dot")
+    widget = open_widget(viewer)
+
+    run_and_wait(widget)
+
+    labels, image = result_layers(viewer, "dot")
+    np.testing.assert_array_equal(image.data, [[[200, 30, 90]]])
+    np.testing.assert_array_equal(labels.data, [[1]])
+    assert not [message for severity, message in notifications if severity == "error"]
 
 
 @pytest.mark.viewer

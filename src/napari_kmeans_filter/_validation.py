@@ -23,6 +23,7 @@ __all__ = [
     "check_image",
     "check_init",
     "check_mask",
+    "check_not_empty",
     "check_palette_for_image",
     "check_sample_weight",
     "check_targets",
@@ -65,9 +66,15 @@ def check_image(image):
             None,
             got=f"an array of shape {tuple(image.shape)}",
         )
-    if image.size == 0:
-        raise invalid("image", "not be empty", None, got=f"an array of shape {image.shape}")
+    check_not_empty(image.size, f"an array of shape {image.shape}")
     return image
+
+
+def check_not_empty(n_values: int, got: str) -> None:
+    """Refuse an image without a pixel (one pixel is an image: a 1-colour result);
+    ``got`` describes what was given (an array, a layer)."""
+    if n_values == 0:
+        raise invalid("image", "not be empty", None, got=got)
 
 
 def check_channel_axis(channel_axis, ndim):

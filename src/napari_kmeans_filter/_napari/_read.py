@@ -18,7 +18,7 @@ from napari.layers import Image, Labels, Shapes
 
 from napari_kmeans_filter import _tasks
 from napari_kmeans_filter._contract import invalid
-from napari_kmeans_filter._validation import is_dask_array
+from napari_kmeans_filter._validation import check_not_empty, is_dask_array
 
 if TYPE_CHECKING:
     import napari
@@ -312,13 +312,7 @@ def read_layer_source(
         placement=placement_of(first, window),
         mask_factory=mask_factory,
     )
-    if source.n_pixels < 2:
-        raise invalid(
-            "image",
-            "have at least 2 pixels (k-means needs two to find colors)",
-            None,
-            got=f"layer {source.name!r} with {source.n_pixels} pixel(s) here",
-        )
+    check_not_empty(source.n_pixels, f"layer {source.name!r} with no pixel here")
     return source
 
 
