@@ -149,6 +149,32 @@ def test_pipeline_and_grid_search():
     assert search.best_params_ == {"kmeansquantizer__n_clusters": 6}
 
 
+def test_feature_names_output_containers_and_label_dtype_as_kmeans():
+    """What code written for scikit-learn's KMeans relies on beyond fit and predict: the
+    transform's feature names (class name + index), ``set_output`` (a pandas DataFrame from a
+    pipeline), and int32 labels from ``labels_``, ``predict`` and ``fit_predict``."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 3))
+    ours = KMeansQuantizer(n_clusters=4, random_state=0)
+    theirs = KMeans(n_clusters=4, n_init=1, random_state=0)
+    for estimator, prefix in ((ours, "kmeansquantizer"), (theirs, "kmeans")):
+        pipeline = make_pipeline(MinMaxScaler(), estimator).set_output(transform="pandas")
+        frame = pipeline.fit_transform(X)
+        names = [f"{prefix}{i}" for i in range(4)]
+        assert list(frame.columns) == names
+        assert list(pipeline.get_feature_names_out()) == names
+        np.testing.assert_allclose(
+            frame.to_numpy(), estimator.transform(MinMaxScaler().fit_transform(X))
+        )
+        assert estimator.labels_.dtype == np.int32
+        assert estimator.predict(X).dtype == np.int32
+        assert estimator.fit_predict(X).dtype == np.int32
+    lazy = da.from_array(X, chunks=50)
+    assert KMeansQuantizer(n_clusters=4, random_state=0).fit(lazy).labels_.dtype == np.int32
+
+
 def test_importing_the_package_does_not_import_scikit_learn():
     code = "import sys, napari_kmeans_filter; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

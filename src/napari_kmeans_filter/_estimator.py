@@ -20,7 +20,13 @@ import warnings
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -90,12 +96,15 @@ def _constraints(name: str, *, without=()) -> list:
     return converted
 
 
-class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
+class KMeansQuantizer(
+    ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator
+):
     """K-means clustering of pixels (or any rows) by the colour-quantisation engine.
 
     Same interface as :class:`sklearn.cluster.KMeans`: ``fit``, ``predict``,
     ``fit_predict``, ``transform`` (distances to the centres), ``score``
-    (negative inertia), and the fitted ``cluster_centers_``, ``labels_``,
+    (negative inertia), ``get_feature_names_out`` (``kmeansquantizer0``, ...) and
+    ``set_output``, and the fitted ``cluster_centers_``, ``labels_`` (int32),
     ``inertia_``, ``n_iter_``, ``n_features_in_``.  The fit is the one of
     :func:`~napari_kmeans_filter.quantize` on the same data and seed: a
     weighted k-means on the distinct rows (weighted by how often each occurs),
@@ -146,7 +155,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         rows than clusters, the last ones repeat earlier centres and a
         :class:`~sklearn.exceptions.ConvergenceWarning` says so (as
         scikit-learn's ``KMeans``).
-    labels_ : ndarray (dask array for dask input) of shape (n_samples,)
+    labels_ : ndarray of int32 (dask array for dask input) of shape (n_samples,)
         Index of the nearest centre of each training row (= ``predict(X)``;
         ties go to the lower index).
     inertia_ : float
@@ -321,7 +330,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         else:
             # The engine's labels are the nearest centres already (ties: the lower
             # index, as argmin); only rows left out of the fit are searched here.
-            labels = np.empty(len(X), np.intp)
+            labels = np.empty(len(X), np.int32)
             engine = np.asarray(result.labels).reshape(-1)
             if keep is None:
                 labels[:] = engine
@@ -331,6 +340,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
             offsets = self._fit_space(X) - self._fit_space(self.cluster_centers_)[labels]
             distances = np.einsum("ij,ij->i", offsets, offsets)
         self.labels_ = labels
+        self._n_features_out = self.n_clusters  # transform's columns: get_feature_names_out
         self.inertia_ = float(self._weighted_sum(distances, sample_weight))
         return self
 
@@ -447,8 +457,9 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
         return self._block_distances(X)
 
     def _nearest(self, X):
+        """Labels (int32, as scikit-learn's) and squared distances of the nearest centres."""
         distances = self._distances(X)
-        return distances.argmin(axis=1), distances.min(axis=1)
+        return distances.argmin(axis=1).astype(np.int32), distances.min(axis=1)
 
     @staticmethod
     def _weighted_sum(values, sample_weight):
@@ -464,7 +475,7 @@ class KMeansQuantizer(ClusterMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        labels : ndarray (dask array for dask input) of shape (n_samples,)
+        labels : ndarray of int32 (dask array for dask input) of shape (n_samples,)
         """
         return self._nearest(self._validated(X))[0]
 
