@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_kmeans_filter import _fit, _nearest
 
@@ -102,7 +103,7 @@ def test_bounded_lloyd_passes_find_the_exact_nearest_centre_at_every_iteration()
         assert np.all(bounds.least() <= distances.min(axis=1) * (1 + 1e-9))
         distances[rows, second] = np.inf
         assert np.all(bounds.lower[:, 1] <= distances.min(axis=1) * (1 + 1e-9))
-        assert np.all(second != labels)  # every point was searched: a real second centre
+        assert np.all(second != labels)  # the kernels never keep a point's own centre
         for h in np.unique(labels):
             assert radius[h] >= own[labels == h].max() * (1 - 1e-9)
 
@@ -136,6 +137,9 @@ def test_a_colour_settled_by_its_second_centre_keeps_the_lowest_index_of_equals(
             assert list(bounds.second[:2]) == [left, left]
             far = np.sqrt(((points[0] - moved[left]) ** 2).sum())
             np.testing.assert_allclose(bounds.lower[:2, 0], far, rtol=1e-8)
+            # Settled without a search: the bound on the others is the one kept, lowered
+            # by the move (58.5-59), not the exact third distance (60) a search sets.
+            assert np.all(bounds.lower[:2, 1] < 60 * (1 - 1e-9) - 0.5)
 
 
 _SWAP_SEARCH, _RUN_PARTS = _fit._swap_search, _fit.run_parts
@@ -201,3 +205,100 @@ def test_moves_tried_at_once_give_the_swap_search_of_one_move_after_the_other(mo
     # The cat at k = 16 did try moves at once (else the comparison proves nothing).
     _, _, ahead = _swap_searches(monkeypatch, 2, data.chelsea(), 16)
     assert ahead.count(2) >= 3
+
+
+def _check_bounds(points, centres, labels, bounds, upper=None):
+    """Labels the brute-force nearest; ``upper`` on the own centre, ``lower[:, 0]`` on the
+    second kept (where it is another centre) and ``lower[:, 1]`` on every other centre."""
+    squared = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    np.testing.assert_array_equal(labels, np.argmin(squared, axis=1))
+    distances = np.sqrt(squared)
+    rows = np.arange(len(points))
+    if upper is not None:
+        assert np.all(upper >= distances[rows, labels] * (1 - 1e-9))
+    distances[rows, labels] = np.inf
+    second = bounds.second
+    real = second != labels
+    assert np.all(bounds.lower[real, 0] <= distances[rows, second][real] * (1 + 1e-9))
+    distances[rows[real], second[real]] = np.inf
+    assert np.all(bounds.lower[:, 1] <= distances.min(axis=1) * (1 + 1e-9))
+
+
+@pytest.mark.parametrize("k", [2, 3, 16, 300])
+def test_bounds_stay_valid_when_the_swap_search_moves_a_centre(k):
+    """A swap trial moves one centre (often many points' second) to a point and starts
+    from the bounds lowered to the new place (Bounds.with_centre): after the trial's full
+    pass every label is exact and both bounds are bounds, accepted or not, at k = 2
+    (no other centre), 3, 16 and 300 (partial neighbour lists)."""
+    rng = np.random.default_rng(k)
+    points = rng.integers(0, 20, (3000, 3)).astype(np.float64)
+    cells = _fit._Array(points, np.ones(len(points)))
+    centres = rng.integers(0, 20, (k, 3)) + 0.5
+    neighbours = _nearest.Neighbours(centres)
+    labels = np.zeros(len(points), np.int32)
+    bounds = _nearest.Bounds(len(points))
+    _nearest.assign(cells, centres, labels, neighbours=neighbours, bounds=bounds)
+    for _ in range(15):
+        if rng.random() < 0.5:  # the centre that is the most points' second
+            removed = int(np.bincount(bounds.second, minlength=k).argmax())
+        else:
+            removed = int(rng.integers(k))
+        chosen = points[rng.integers(len(points))]
+        moved = centres.copy()
+        moved[removed] = chosen
+        trial = bounds.with_centre(np.sqrt(((points - chosen) ** 2).sum(axis=1)))
+        _check_bounds(points, centres, labels, bounds)
+        trial_labels = labels.copy()
+        trial_neighbours = neighbours.copy()
+        trial_neighbours.update(moved, float(np.sqrt(((chosen - centres[removed]) ** 2).sum())))
+        _nearest.assign(cells, moved, trial_labels, neighbours=trial_neighbours, bounds=trial)
+        _check_bounds(points, moved, trial_labels, trial)
+        if rng.random() < 0.5:  # accepted
+            centres, labels, bounds, neighbours = moved, trial_labels, trial, trial_neighbours
+
+
+@pytest.mark.parametrize("k", [2, 16, 300])
+def test_bounds_stay_valid_through_last_passes_and_relocations(k):
+    """Passes of small moves, far jumps, relocations (a point moved whole to a centre that
+    jumps onto it, its bounds forgotten) and Lloyd's last pass (a full pass from bounds
+    lowered by the largest move): every label exact, every bound a bound."""
+    rng = np.random.default_rng(10 + k)
+    points = rng.integers(0, 25, (4000, 3)).astype(np.float64)
+    cells = _fit._Array(points, np.ones(len(points)))
+    centres = rng.integers(0, 25, (k, 3)) + rng.choice([0.0, 0.5], (k, 3))
+    neighbours = _nearest.Neighbours(centres)
+    labels = np.zeros(len(points), np.int32)
+    bounds = _nearest.Bounds(len(points))
+    squared = np.empty(len(points))
+    _nearest.assign(cells, centres, labels, squared, neighbours=neighbours, bounds=bounds)
+    upper = np.sqrt(squared)
+    radius = _nearest.cluster_radius(labels, upper, k)
+    for step in range(24):
+        moved = centres.copy()
+        some = rng.random(k) < 0.3
+        moved[some] += rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], (some.sum(), 3))
+        if step % 4 == 1:  # one far jump
+            moved[rng.integers(k)] = rng.integers(-25, 50, 3)
+        if step % 4 == 2:  # a relocation
+            empty, row = int(rng.integers(k)), int(rng.integers(len(points)))
+            labels[row], upper[row] = empty, np.inf
+            bounds.forget(row)
+            moved[empty] = points[row]
+        drift = np.sqrt(((moved - centres) ** 2).sum(axis=1))
+        centres = moved
+        neighbours.update(centres, float(drift.max()))
+        if step % 4 == 3:  # Lloyd's last pass
+            _nearest.assign(
+                cells,
+                centres,
+                labels,
+                squared,
+                neighbours=neighbours,
+                bounds=bounds,
+                drift=float(drift.max()),
+            )
+            upper = np.sqrt(squared)
+            radius = _nearest.cluster_radius(labels, upper, k)
+        else:
+            _nearest.reassign(cells, centres, labels, upper, bounds, neighbours, drift, radius)
+        _check_bounds(points, centres, labels, bounds, upper)

@@ -17,12 +17,13 @@ What spares work, all exact (ties go to the lowest index):
 * **bounds** -- Hamerly's lower bound on the distance to every other centre
   lets a Lloyd pass skip a point without any search (G. Hamerly, "Making
   k-means even faster", SDM 2010).  It is kept in two parts
-  (:class:`Bounds`): one on the point's second-nearest centre, lowered only
-  by that centre's moves, and one on all the others, lowered only by the
-  moves of the centres near the point's own (:func:`_local_drift`), as late
-  in a fit at large k most centres stand still while a few move.  A search
-  sets them to the exact second and third distances; a point on the border
-  of two clusters whose bounds fail is then settled by one distance;
+  (:class:`Bounds`): one on the point's second-nearest centre, lowered in
+  :func:`reassign` only by that centre's moves, and one on all the others,
+  lowered only by the moves of the centres near the point's own
+  (:func:`_local_drift`), as late in a fit at large k most centres stand
+  still while a few move.  A search sets them to the exact second and third
+  distances (with complete neighbour lists); a point on the border of two
+  clusters whose bounds fail is then often settled by one distance;
 * **cell lists** -- for dithered RGB, the colours that can be nearest to any
   value in a cell of a grid (finer with more colours, at most 64^3), made on
   a cell's first use (P. Heckbert,
@@ -332,35 +333,36 @@ class Bounds:
     Hamerly's single bound on all the other centres, split in two (the idea
     of Drake and Hamerly's adaptive bounds with one bound kept apart: J. Drake
     and G. Hamerly, "Accelerated k-means with adaptive distance bounds", NIPS
-    OPT workshop 2012): ``second[i]`` is a centre other than point i's own
-    (its second-nearest when it was last searched), ``lower[i, 0]`` bounds
-    the distance from point i to it and ``lower[i, 1]`` the distance to every
-    other centre.  The first shrinks only by that centre's own move; when the
-    point's bounds fail, a point on the border of two clusters (most of them,
-    late in a fit) is settled by the distance to ``second[i]`` instead of a
-    search.  A search walks on until the third distance is proven (it stopped
-    at the second before): with a bound on the others only as tight as the
-    second's, hardly any point was settled so, and a fit took as long.
+    OPT workshop 2012): ``second[i]`` is a centre other than point i's own,
+    its second-nearest when it was last searched (its own only before its
+    first search, after :meth:`forget` or at k = 1: then the kernels search),
+    ``lower[i, 0]`` bounds the distance from point i to it and ``lower[i, 1]``
+    the distance to every other centre.  In :func:`reassign`'s passes the
+    first shrinks only by that centre's own move (:func:`assign` lowers both
+    by the largest move).  When a point's bounds fail but the others are still
+    bounded farther than its own centre, the distance to ``second[i]`` settles
+    which of the two is nearest, instead of a search.  A search walks on
+    until the third distance is proven (it stopped at the second before): with
+    a bound on the others only as tight as the second's, hardly any point was
+    settled so, and a fit took as long.
 
     In the 49 refinement passes over the 96 615 colours of a photo (china,
     k = 256) the bounds fail for 11 % of the colours a pass: 5.8 k are settled
-    by their own distance, 1.3 k by the second's, 3.8 k are searched (all of
-    them before this split).  Against one bound, same results, medians of
+    by their own distance, 1.3 k by the second's (250-310 in the last passes),
+    3.8 k are searched; with the single bound, 16.5 k failed a pass and 10.7 k
+    were searched.  Against one bound, same results, medians of
     ``benchmarks/ab_core.py`` alternated 3 and 2 times: the five photos at
     k = 256 -2 to -6 % (the astronaut +1 %), the 12 MP noisy mosaic -6 % at
     k = 16 and 256.  12 bytes more a point (k-means on 4 M colours: 48 MB).
 
-    Zero bounds (a new set, or :meth:`forget`) make the next pass search.
+    Zero bounds (a new set, or :meth:`forget`) make the next pass look at the
+    point: a search, unless half the gap from its centre to the nearest other
+    one settles it.
     """
 
     def __init__(self, n_points: int):
         self.lower = np.zeros((n_points, 2))
         self.second = np.zeros(n_points, np.int32)
-
-    def copy(self) -> Bounds:
-        twin = object.__new__(Bounds)
-        twin.lower, twin.second = self.lower.copy(), self.second.copy()
-        return twin
 
     def with_centre(self, distances: np.ndarray) -> Bounds:
         """A copy still valid after a centre moved to where each point is ``distances``
@@ -414,9 +416,11 @@ def _assign(
       distance from centre a to any centre not in its list, and a point whose
       search could reach that far searches every centre.
 
-    A point searched gets its second-nearest centre in ``second_of`` with its
-    distance in ``lower[i, 0]``, and the third's (or what the stopping rule
-    proves of the centres not visited) in ``lower[i, 1]``.  Adds the weighted
+    A point searched gets in ``second_of`` the nearest of the other centres
+    visited (its second-nearest, with complete lists) with its distance in
+    ``lower[i, 0]``, and the third's (or what the stopping rule proves of the
+    centres not visited, or ``unlisted`` of the ones missing from a partial
+    list) in ``lower[i, 1]``.  Adds the weighted
     points into ``sums``/``totals`` per new label and writes each point's
     squared distance into ``squared`` (when it is not empty).  Returns the
     number of points that changed label and the weighted squared error.
@@ -551,15 +555,14 @@ def _reassign(
     centre) the point cannot change cluster and is not looked at.  Otherwise
     its distance is recomputed; if only ``second_of[i]`` can still be nearer,
     its distance settles which of the two is (a point on the border of two
-    clusters, most of those whose bounds fail late in a fit); else the point
-    is searched as in :func:`_assign`.  ``around[h]`` holds, for centre h: its
-    drift, half the gap to its nearest other centre, the farthest a centre
-    within its reach moved and a lower bound on its distance to every centre
-    beyond (:func:`_local_drift`).  A point that changes cluster moves its
-    weight and weighted coordinates from one centre to the other in ``sums`` /
-    ``totals`` (which therefore hold changes) and widens ``radius`` of its new
-    centre to its distance.  Returns the number of points that changed
-    cluster.
+    clusters); else the point is searched as in :func:`_assign`.
+    ``around[h]`` holds, for centre h: its drift, half the gap to its nearest
+    other centre, the farthest a centre within its reach moved and a lower
+    bound on its distance to every centre beyond (:func:`_local_drift`).  A
+    point that changes cluster moves its weight and weighted coordinates from
+    one centre to the other in ``sums`` / ``totals`` (which therefore hold
+    changes) and widens ``radius`` of its new centre to its distance.  Returns
+    the number of points that changed cluster.
     """
     n, n_dims = points.shape
     k = centres.shape[0]
@@ -790,7 +793,10 @@ def _local_drift(order, gaps, unlisted, drift, radius, around):
     ``radius[h] + drift[h]`` from it, and its bound on the other centres is at
     most its distance to h's nearest other one, so a centre beyond that reach
     bounds it no lower than the bound already is.  (Any reach gives valid
-    bounds; this one keeps the list of centres whose moves count short.)
+    bounds; this one keeps the list of centres whose moves count short.  With
+    the second centre kept apart (:class:`Bounds`), the bound on the rest may
+    exceed that distance when h's nearest is the point's second: the reach is
+    then a little short, which costs tightness, never validity.)
     """
     k, n_neighbours = order.shape
     for h in range(k):
