@@ -22,8 +22,11 @@ def psnr(mse: float, dtype: np.dtype, value_range: float) -> float:
 
     The peak is 255 for 8-bit integer images and the data's own range
     (``value_range``: max - min of the visible colour values) for every other
-    dtype, so that the same picture stored as uint8, float in [0, 1] or 12-bit
-    values in uint16 reads the same.  Infinite for a lossless result.
+    dtype, whose bit depth is not known (12-bit values in uint16 would read
+    24 dB better against 65535): the same picture stored as uint8, float in
+    [0, 1] or 12-bit values in uint16 reads the same when its values span that
+    range, and lower in the other dtypes when they do not.  Infinite for a
+    lossless result.
     """
     if mse == 0:
         return math.inf

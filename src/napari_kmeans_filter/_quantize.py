@@ -166,9 +166,10 @@ class QuantizeResult:
         channels of the visible pixels (alpha > 0), and the peak
         signal-to-noise ratio in dB, ``10 log10(peak**2 / mse)``. The peak is
         255 for 8-bit integer images and the data's own range (max - min of
-        the visible colour values) for every other dtype, so that the same
-        picture stored as uint8, float in [0, 1] or 12-bit values in uint16
-        reads the same.
+        the visible colour values) for every other dtype, whose bit depth is
+        not known: the same picture stored as uint8, float in [0, 1] or 12-bit
+        values in uint16 reads the same when its values span that range (black
+        to white), and lower in the other dtypes when they do not.
     n_iter : int
         Lloyd iterations run (over all starts); 0 when no clustering was needed.
     params : dict

@@ -267,4 +267,4 @@ def contact_sheet(
 
 def _size(path: Path) -> str:
     size = path.stat().st_size
-    return f"{size / 1024:.1f} kB" if size < 1024**2 else f"{size / 1024**2:.2f} MB"
+    return f"{size / 1024:.1f} KiB" if size < 1024**2 else f"{size / 1024**2:.2f} MiB"
