@@ -555,7 +555,7 @@ def test_the_second_compiling_process_compiles_the_fit_kernels_a_call_uses(cat_p
         for n_colors in (16, 256):
             quantize(np.asarray(Image.open(sys.argv[1])), n_colors, random_state=0)
         print(" ".join(compiled))
-        from napari_kmeans_filter._warmup import fit_plan
+        from napari_kmeans_filter._fit import fit_plan
 
         print(" ".join(call.__name__ for call, _ in fit_plan()))
         """,
@@ -568,6 +568,66 @@ def test_the_second_compiling_process_compiles_the_fit_kernels_a_call_uses(cat_p
     assert "_count_dense" in compiled  # the histogram's kernel is not the fit's
     assert len(planned) == 10 and "_seed" in planned
     assert not compiled & planned, compiled & planned
+
+
+def test_the_single_start_loads_the_next_kernels_on_the_idle_core(cat_png, tmp_path):
+    """A command line's fit with one k-means++ start (k = 256) loads the kernels it needs
+    after the seeding in a background thread while it seeds (_jit.preload): each kernel
+    is loaded once, some by that thread, and the result is the library's. With several
+    starts (k = 16, both cores seeding) no kernel is loaded in the background."""
+    code = """
+        import sys, threading
+        import numpy as np
+        from numba.core import dispatcher, sigutils
+        from numba.core.compiler_lock import global_compiler_lock
+        from PIL import Image
+        from napari_kmeans_filter import _jit, quantize
+
+        _jit.lean_start()
+        loads = []
+        original = dispatcher.Dispatcher.compile
+
+        def compile(self, sig):
+            args, _ = sigutils.normalize_signature(sig)
+            with global_compiler_lock:  # reentrant: numba's compile takes it again
+                new = tuple(args) not in self.overloads
+                result = original(self, sig)
+            if new:
+                loads.append((self.py_func.__name__, threading.current_thread().name))
+            return result
+
+        dispatcher.Dispatcher.compile = compile
+        result = quantize(np.asarray(Image.open(sys.argv[1])), int(sys.argv[2]), random_state=0)
+        np.save(sys.argv[3], result.labels)
+        for name, thread in loads:
+            print(name, thread)
+        """
+    cache = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    # A first process fills the cache (a first-ever run compiles in the main thread).
+    assert _python(code, cat_png, 256, tmp_path / "first.npy", env=cache).returncode == 0
+    image = np.asarray(Image.open(cat_png))
+    for n_colors, preloaded in ((256, True), (16, False)):
+        labels = tmp_path / f"labels{n_colors}.npy"
+        run = _python(code, cat_png, n_colors, labels, env=cache)
+        assert run.returncode == 0, run.stderr
+        loads = [line.split() for line in run.stdout.splitlines()]
+        names = [name for name, _ in loads]
+        assert len(names) == len(set(names)), names  # each kernel loaded once
+        background = {name for name, thread in loads if thread == "napari-kmeans-filter-preload"}
+        if preloaded:
+            assert background and background <= {
+                "_assign",
+                "_cluster_radius",
+                "_resort_neighbours",
+                "_local_drift",
+                "_reassign",
+                "_label_stats",
+            }, loads
+            assert "_seed" not in background
+        else:
+            assert not background, loads
+        expected = quantize(image, n_colors, random_state=0).labels
+        np.testing.assert_array_equal(np.load(labels), expected)
 
 
 def test_a_first_ever_run_in_two_processes_writes_the_same_file_and_stops_the_other(

@@ -55,9 +55,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _exact1d as exact1d
+from . import _nearest
 from ._colorspace import check_fit_range, from_fit_space, to_fit_space
 from ._histogram import ColorHistogram, Encoding
-from ._jit import helper, kernel
+from ._jit import helper, kernel, preload
 from ._metrics import MeanDeltaE, psnr
 from ._nearest import Bounds, Neighbours, assign, cluster_radius, pass_threads, reassign
 from ._progress import Report
@@ -939,6 +940,29 @@ class Fit:
     best_run_iter: int = 0
 
 
+def fit_plan():
+    """The fit's kernels, ``(kernel, example arguments)``, in the order a fit first calls
+    them (after the histogram's kernel). The fit works in float64 whatever the image, so
+    the argument types (``numba.typeof`` of the examples) are those of every colour fit;
+    ``tests/test_startup.py`` checks that a call then compiles none of them again. What a
+    first-ever run's second process compiles (:mod:`._warmup`) and the single start's
+    idle core loads (:func:`fit_centres`)."""
+    f1, f2 = np.zeros(1), np.zeros((1, 1))
+    i1, i2, labels = np.zeros(1, np.int64), np.zeros((1, 1), np.int64), np.zeros(1, np.int32)
+    return [
+        (_widen_bounds, (f2, f1, f1)),
+        (_grid_mark, (f2, f1, f1, 1, f2, 1.0, np.zeros(1, np.uint8))),
+        (_grid_sums, (f2, f1, f1, f1, 1, f2, 1.0, i1, f2, f1, labels)),
+        (_seed, (f2, f1, f2, 1, f1, 1, labels, f1, i1, f1)),
+        (_nearest._assign, (f2, f1, f2, i2, f2, f1, labels, f2, labels, 1.0, f2, f1, f1)),
+        (_nearest._cluster_radius, (labels, f1, f1)),
+        (_nearest._resort_neighbours, (f2, i2, f2, f2)),
+        (_nearest._local_drift, (i2, f2, f1, f1, f1, f2)),
+        (_nearest._reassign, (f2, f1, f2, i2, f2, f1, labels, f1, f2, labels, f2, 1.0, f2, f1, f1)),
+        (_label_stats, (f2, np.zeros(1, np.uint32), labels, f2, f2, f1, f1)),
+    ]
+
+
 def fit_centres(
     points: PointSet,
     n_colors: int,
@@ -1026,6 +1050,14 @@ def fit_centres(
         if threading.get_ident() == caller:
             report(0.1 + 0.6 * len(done) / settings.n_init)
 
+    if settings.n_init == 1 and n_workers() > 1:
+        # One start: while its seeding runs here (~25 ms at k = 256 on a small photo), an
+        # idle core loads the kernels the fit needs next -- in a command line's process
+        # (_jit.preload), where each is loaded once for this call: 10-22 ms less a small
+        # photo's whole command at k = 256, all six benchmark photos (median 18 ms), medians
+        # of 9 alternated runs (benchmarks/bench_cli.py --ref-src).
+        plan = fit_plan()
+        preload(plan[[call for call, _ in plan].index(_seed) + 1 :])
     # The starts are independent (their random numbers are drawn above, in order): they run
     # on every core, and the best is taken in their order, as one after the other would.
     run_parts(run_start, range(settings.n_init), n_workers())
