@@ -167,7 +167,7 @@ CLI_WORDS = {
     ("target_delta_e", 2): ["3 colour channels"],
     ("target_delta_e", 3): ["[0, 1]"],
     ("palette", 2): ["colour channels", "(3)"],
-    ("palette", 3): ["[0, 255]", "uint8"],
+    ("palette", 3): ["units (uint8)", "dtype uint16"],
     ("palette", 4): ["units", "float32"],
     ("palette", 5): ["[0, 1]", "/ 255"],
 }

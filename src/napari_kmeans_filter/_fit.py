@@ -1053,11 +1053,11 @@ def fit_centres(
     if settings.n_init == 1 and n_workers() > 1:
         # One start: while its seeding runs here (~25 ms at k = 256 on a small photo), an
         # idle core loads the kernels the fit needs next -- in a command line's process
-        # (_jit.preload), where each is loaded once for this call: 10-22 ms less a small
-        # photo's whole command at k = 256, all six benchmark photos (median 18 ms), medians
+        # (_jit.preload), where each is loaded once for this call: 8-36 ms less a small
+        # photo's whole command at k = 256, all six benchmark photos (median 17 ms), medians
         # of 9 alternated runs (benchmarks/bench_cli.py --ref-src).
         plan = fit_plan()
-        preload(plan[[call for call, _ in plan].index(_seed) + 1 :])
+        preload(plan[[call for call, _ in plan].index(_seed) :])
     # The starts are independent (their random numbers are drawn above, in order): they run
     # on every core, and the best is taken in their order, as one after the other would.
     run_parts(run_start, range(settings.n_init), n_workers())

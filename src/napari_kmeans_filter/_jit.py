@@ -187,33 +187,58 @@ def compile_alongside() -> None:
 
 
 def preload(plan) -> None:
-    """In a lean process (:func:`lean_start`) whose kernels come from numba's cache, load
-    ``plan``'s kernels (``(kernel, example_args)`` pairs, in the order the caller will
-    need them; the examples give the argument types) in a background thread.
+    """In a lean process (:func:`lean_start`), load ``plan``'s kernels from numba's cache:
+    the first in the calling thread, the others in a background thread.
 
-    For a caller about to run a long kernel on one core while another core idles (the
-    fit's single k-means++ start at large k): the kernels it needs next are loaded
-    meanwhile (3-5 ms each; the seeding runs ~25 ms at k = 256 on a small photo) instead
-    of one after the other as it reaches them.  A kernel the caller reaches first it loads
-    itself, or waits for (numba loads each signature once, under its compiler lock); the
-    results never depend on which thread loaded what.  Nothing on a first-ever run (the
-    kernels are compiled, :func:`compile_alongside`), in a library process (kernels load
-    once per process there), or before the first kernel.  Errors are left to the caller's
-    own load, which raises them.
+    ``plan`` holds ``(kernel, example_args)`` pairs in the order the caller will need them
+    (the examples give the argument types); the first is the one it runs next, for long,
+    on one core while another idles (the fit's single k-means++ start at large k: ~25 ms
+    of seeding on a small photo at k = 256), and the others load meanwhile (3-5 ms each)
+    instead of one after the other as it reaches them.  The first is loaded before the
+    thread starts, so that it never waits behind the others.  A kernel the caller reaches
+    first it loads itself, or waits for (numba loads each signature once, under its
+    compiler lock): the results never depend on which thread loaded what.
+
+    The background thread only loads: at the first kernel missing from the cache it stops,
+    and the caller compiles that one and the rest as usual (a first-ever run, a changed
+    source, a signature never cached).  Nothing in a library process (kernels load once
+    per process there), on a first-ever run with the second compiling process
+    (:func:`compile_alongside`), or before the first kernel; a thread that cannot start
+    is no error.
     """
-    if not (_lean and _started and _alongside is None):
+    if not (_lean and _started and _alongside is None) or not plan:
         return
+    import numba
+
+    def types(args):
+        return tuple(numba.typeof(arg) for arg in args)
+
+    first, args = plan[0]
+    first.dispatcher().compile(types(args))  # what its call would do, now
 
     def load() -> None:
+        _preloading.active = True
         try:
-            import numba
-
-            for call, args in plan:
-                call.dispatcher().compile(tuple(numba.typeof(arg) for arg in args))
-        except BaseException:
+            for call, args in plan[1:]:
+                compiled = call.dispatcher()
+                if not getattr(compiled._cache, "lean", False):
+                    return  # a cache this cannot tell a miss of: the caller loads it
+                compiled.compile(types(args))
+        except BaseException:  # a miss (_NotCached), or an error the caller's own load raises
             return
 
-    threading.Thread(target=load, name="napari-kmeans-filter-preload", daemon=True).start()
+    try:
+        threading.Thread(target=load, name="napari-kmeans-filter-preload", daemon=True).start()
+    except RuntimeError:  # no thread to spare: the caller loads them as it goes
+        pass
+
+
+#: Set in :func:`preload`'s thread: a kernel missing from the cache is not compiled there.
+_preloading = threading.local()
+
+
+class _NotCached(Exception):
+    """A kernel :func:`preload`'s thread found missing from numba's cache."""
 
 
 def on_slow_compile(key: str, callback, after: float = 1.0) -> None:
@@ -384,10 +409,14 @@ def _lean_cache_class():
     from numba.core import caching
 
     class LeanCache(caching.FunctionCache):
+        lean = True  # what preload() asks
+
         def load_overload(self, sig, target_context):
             _start_runtime(target_context, self._cache_path)
             loaded = _load_cached(self, sig, target_context)
             if loaded is None:
+                if getattr(_preloading, "active", False):
+                    raise _NotCached  # preload() only loads: the caller compiles it
                 import numba
                 from numba.core import entrypoints
 

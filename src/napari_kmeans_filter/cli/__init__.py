@@ -150,7 +150,8 @@ def _end_process(status: int) -> NoReturn:
 
     Freeing numba's and LLVM's objects and every module at exit costs ~0.15 s of CPU (a sixth
     of a small file's whole call); every output is already complete and closed, the worker
-    threads are idle, and nothing registered at exit is ours. Only the streams are flushed.
+    threads are idle (a kernel preloading thread may still be reading numba's cache: it
+    writes nothing), and nothing registered at exit is ours. Only the streams are flushed.
     """
     for stream in (sys.stdout, sys.stderr):
         try:
