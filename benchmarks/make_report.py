@@ -796,14 +796,28 @@ def features_summary(frows):
 
 # --------------------------------------------------------------------------- issue 21
 def _cli_index(crows):
-    """{(image, k, case): row} of the ok rows; the floor (no k) is stored under every k."""
-    idx = {}
+    """{(image, k, case): row} of the ok rows, every case of an (image, k) from one run (peers
+    timed in the same run): the latest run that timed ours and the floor on that file, else
+    the latest that timed ours (a run of ``--cases ours`` alone, e.g. ``--cold``, does not
+    pair its time with another run's floor). The floor (no k) counts under every k."""
     ks = {r["k"] for r in crows if r.get("k")}
+    order, runs_of = [], {}
     for r in crows:
         if r.get("status") != "ok":
             continue
+        run = r.get("run_id")
+        if run not in order:
+            order.append(run)
         for k in [r["k"]] if r.get("k") else ks:
-            idx[(r["image"], str(k), r["case"])] = r
+            runs_of.setdefault((r["image"], str(k)), {}).setdefault(run, {})[r["case"]] = r
+    idx = {}
+    for (image, k), runs in runs_of.items():
+        latest_first = sorted(runs, key=order.index, reverse=True)
+        with_ours = [run for run in latest_first if "ours" in runs[run]]
+        paired = [run for run in with_ours if "floor-numba" in runs[run]]
+        chosen = (paired or with_ours or latest_first)[0]
+        for case, row in runs[chosen].items():
+            idx[(image, k, case)] = row
     return idx
 
 

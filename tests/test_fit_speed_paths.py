@@ -264,15 +264,9 @@ def test_bounds_stay_valid_through_last_passes_and_relocations(k):
     lowered by the largest move): every label exact, every bound a bound."""
     rng = np.random.default_rng(10 + k)
     points = rng.integers(0, 25, (4000, 3)).astype(np.float64)
-    cells = _fit._Array(points, np.ones(len(points)))
     centres = rng.integers(0, 25, (k, 3)) + rng.choice([0.0, 0.5], (k, 3))
-    neighbours = _nearest.Neighbours(centres)
-    labels = np.zeros(len(points), np.int32)
-    bounds = _nearest.Bounds(len(points))
+    cells, neighbours, labels, upper, bounds, radius = _first_pass(points, centres)
     squared = np.empty(len(points))
-    _nearest.assign(cells, centres, labels, squared, neighbours=neighbours, bounds=bounds)
-    upper = np.sqrt(squared)
-    radius = _nearest.cluster_radius(labels, upper, k)
     for step in range(24):
         moved = centres.copy()
         some = rng.random(k) < 0.3
