@@ -676,6 +676,10 @@ IN_PROCESS_ERROR_CASES = {
         ["chelsea.png", "-k", "4", "-o", "new dir/"],
         ["-o 'new dir/' names a directory", "--out-dir 'new dir/' to write into it, created"],
     ),
+    "output-to-standard-output": (  # pngquant's -o -: not supported, said so
+        ["chelsea.png", "-k", "4", "-o", "-"],
+        ["-o -: writing to standard output is not supported", "-o out.png"],
+    ),
     "speed-with-apply-palette": (
         ["chelsea.png", "--apply-palette", "rgb.json", "--speed", "3"],
         ["--speed", "--apply-palette"],

@@ -98,7 +98,13 @@ def accepted(name: str, *, none_word: bool = False, only=None, words: Sequence[s
 def _output_file(text: str) -> Path:
     """-o's type: a file's path. A path that ends in a separator names a directory (which
     ``Path`` would drop), existing or not: refused with a pointer to --out-dir. A zarr
-    store is a directory (``out.zarr/``, as a shell completes it) and is an output."""
+    store is a directory (``out.zarr/``, as a shell completes it) and is an output. ``-``
+    (standard output, as pngquant takes it) is refused naming what to give instead."""
+    if text == "-":  # pngquant's habit: not ours (an output is written whole, then renamed)
+        raise CliError(
+            "-o -: writing to standard output is not supported: name a file (its suffix "
+            "chooses the format, e.g. -o out.png)"
+        )
     path = Path(text)
     ends_in_separator = text.endswith(("/", os.sep)) or bool(os.altsep and text.endswith(os.altsep))
     if ends_in_separator and path.suffix.lower() != ".zarr":
