@@ -539,12 +539,11 @@ def check_palette_for_image(colors, n_color_channels, dtype):
         hint = "Scale the palette to the image's float units (e.g. colors / 255)."
     elif dtype.kind in "ui" and palette_dtype.kind == "f":
         hint = "Fit the palette on an integer image of the same dtype, or scale the image."
-    elif dtype.kind in "ui" and palette_dtype.itemsize != dtype.itemsize:
+    elif dtype.kind in "ui" and palette_dtype.itemsize not in (dtype.itemsize, 8):
         # A uint8 palette on a uint16 image would paint everything near black, and a
         # uint16 one on a uint8 image (values <= 255: a dark 16-bit image's) nearly white.
         # int64, numpy's dtype for a list of Python ints, states no units: range-checked.
-        if palette_dtype.itemsize < dtype.itemsize or palette_dtype.itemsize < 8:
-            hint = "Fit the palette on an image of the same dtype (its colours are in other units)."
+        hint = "Fit the palette on an image of the same dtype (its colours are in other units)."
     if hint:
         raise invalid(
             "palette",
