@@ -103,3 +103,15 @@ def test_auto_k_with_dithering_says_the_target_is_judged_before_dithering(cat_cr
     result = quantize(cat_crop(), "auto", target_psnr=32.0, dither=True)
     assert result.psnr < 32.0  # what made the old wording untrue
     assert describe_result(result).endswith("(fewest for 32 dB before dithering)")
+
+
+def test_the_status_line_counts_one_colour_in_the_singular():
+    """A flat layer keeps its one colour: "1 → 1 color", as the command line says "1 colour"
+    (the line said "1 → 1 colors")."""
+    from napari_kmeans_filter._napari._console import describe_result
+
+    flat = np.full((4, 5, 3), 7, dtype=np.uint8)
+    assert describe_result(quantize(flat, 4)).startswith("1 → 1 color, PSNR ∞ dB")
+    two = np.zeros((4, 5, 3), dtype=np.uint8)
+    two[:2] = 200
+    assert describe_result(quantize(two, 4)).startswith("2 → 2 colors, ")

@@ -154,7 +154,8 @@ def describe_result(result: LayerResult) -> str:
     summary = level_results[0]
     psnr = float(summary.psnr)
     psnr_text = "∞" if math.isinf(psnr) else f"{psnr:.1f}"
-    text = f"{summary.n_input_colors} → {len(summary.palette)} colors, PSNR {psnr_text} dB"
+    kept = len(summary.palette)
+    text = f"{summary.n_input_colors} → {kept} color{'' if kept == 1 else 's'}, PSNR {psnr_text} dB"
     fitted = level_results[getattr(result, "fit_level", 0)]
     curve = getattr(fitted, "error_curve", None)
     if curve is not None:
