@@ -190,6 +190,85 @@ def test_numba_runtime_loads_from_the_cache_and_a_damaged_file_is_made_again(cat
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"{run}.png")), first)
 
 
+def test_the_command_line_loads_cached_kernels_from_their_object_code_alone(cat_png, tmp_path):
+    """A command's process loads each cached kernel from its object code (_rebuild_lean),
+    not through numba's unserialize (which parses the bitcode kept beside it too); the
+    image is the same as the run that compiled them, and as a library process's, which
+    loads them numba's way."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    code = """
+        import sys
+        from numba.core import codegen
+        from napari_kmeans_filter import _jit
+        from napari_kmeans_filter.cli import main
+
+        counts = {"lean": 0, "numba": 0}
+        lean, numba_way = _jit._rebuild_lean, codegen.CPUCodeLibrary._unserialize.__func__
+
+        def counted_lean(*args):
+            counts["lean"] += 1
+            return lean(*args)
+
+        def counted_numba(cls, codegen, state):
+            counts["numba"] += state[0] != "nrt"  # a kernel's library, not numba's runtime
+            return numba_way(cls, codegen, state)
+
+        _jit._rebuild_lean = counted_lean
+        codegen.CPUCodeLibrary._unserialize = classmethod(counted_numba)
+        assert main([sys.argv[1], "-k", "8", "-o", sys.argv[2], "-q", "--overwrite"]) == 0
+        print(counts["lean"], counts["numba"])
+    """
+    runs = {}
+    for run in ("first", "second"):
+        done = _python(code, cat_png, tmp_path / f"{run}.png", env=env)
+        assert done.returncode == 0, done.stderr
+        runs[run] = [int(n) for n in done.stdout.split()]
+    # (The first run compiles; kernels the second compiling process made are loaded.)
+    assert runs["first"][1] == 0 and runs["second"][1] == 0, runs
+    assert runs["second"][0] >= 8, runs  # the call's kernels, all loaded lean
+    library = """
+        import sys
+        import numpy as np
+        from PIL import Image
+        from napari_kmeans_filter import quantize
+
+        image = quantize(np.asarray(Image.open(sys.argv[1])), 8).image
+        Image.fromarray(image).save(sys.argv[2])
+    """
+    done = _python(library, cat_png, tmp_path / "library.png", env=env)
+    assert done.returncode == 0, done.stderr
+    first = np.asarray(Image.open(tmp_path / "first.png").convert("RGB"))
+    for run in ("second", "library"):
+        got = np.asarray(Image.open(tmp_path / f"{run}.png").convert("RGB"))
+        np.testing.assert_array_equal(got, first)
+
+
+def test_a_cache_entry_of_another_form_is_rebuilt_by_numba():
+    """_rebuild_lean takes only what numba 0.68 writes (object code beside bitcode) and a
+    codegen with the parts it uses; anything else goes to numba's own rebuild."""
+    from numba.core.registry import cpu_target
+
+    from napari_kmeans_filter import _jit
+
+    class Impl:
+        def rebuild(self, target_context, data):
+            return ("numba's", data)
+
+    class Cache:
+        _impl = Impl()
+
+    class Elsewhere:  # a target whose codegen has no JIT engine
+        def codegen(self):
+            return object()
+
+    names = {"llvm_cpython_wrapper_name": "wrapper", "llvm_func_name": "kernel"}
+    fndesc = type("FunctionDescriptor", (), names)()
+    bitcode = (("kernel", "bitcode", b"..."), fndesc)
+    assert _jit._rebuild_lean(Cache(), cpu_target.target_context, bitcode) == ("numba's", bitcode)
+    objects = (("kernel", "object", (b"...", b"...")), fndesc)
+    assert _jit._rebuild_lean(Cache(), Elsewhere(), objects) == ("numba's", objects)
+
+
 @pytest.mark.parametrize("where", ["command line", "library"])
 def test_a_damaged_kernel_cache_file_is_a_miss_not_an_error(cat_png, tmp_path, where):
     """A kernel's cache index or data that numba cannot read back (torn, or not numba's)
