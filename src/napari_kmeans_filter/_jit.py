@@ -165,9 +165,11 @@ def lean_start() -> None:
     thread, while the target loads its registries*; afterwards everything imports as usual
     (``import scipy.linalg`` works, skimage's colour conversions too). In that process
     numba then has no BLAS for its own ``np.vdot``/``np.correlate`` (they use numba's plain
-    loops; ``np.dot`` still finds scipy when compiled) and no cffi support. Other code that
-    numba compiles later in the process finds the registries loaded as usual. Affects the
-    kernels made after the call; leaves out nothing already imported.
+    loops; ``np.dot`` still finds scipy when compiled) and no cffi support. Kernels loaded
+    from the cache there cannot be called from other numba-compiled code
+    (:func:`_rebuild_lean`). Other code that numba compiles later in the process finds the
+    registries loaded as usual. Affects the kernels made after the call; leaves out nothing
+    already imported.
     """
     global _lean
     _lean = True
@@ -402,7 +404,9 @@ def _rebuild_lean(cache, target_context, data):
     nine kernels after the first loaded in 8-11 ms instead of 24-27 ms; whole commands on
     four small photos, alternated with the parent 15 times, took a median 1-37 ms less
     (k = 16 and 256). Data not in the form numba 0.68 writes, or a numba without those
-    parts, is rebuilt by numba.
+    parts, is rebuilt by numba. What this gives up: other numba-compiled code cannot call
+    a kernel loaded so (its library keeps no module to link against: numba raises "library
+    unfit for linking"); the package's kernels are called from Python only.
     """
     codegen = target_context.codegen()
     try:
