@@ -6,7 +6,7 @@
     python benchmarks/bench_cli.py --images chelsea mosaic12 --k 256 --repeats 3
     python benchmarks/bench_cli.py --no-profile         # skip -X importtime and the kernel count
     python benchmarks/bench_cli.py --quick --ref-src /path/to/other/checkout/src   # A/B
-    python benchmarks/bench_cli.py --images chelsea --k 16 --cases ours --cold      # first-ever run
+    python benchmarks/bench_cli.py --images chelsea --k 16 --cases ours-cold       # first-ever run
 
 Every case is one fresh process on a PNG file, timed by this script from spawn to exit;
 round-robin over the cases of a file (so load from other processes hits every tool alike),
