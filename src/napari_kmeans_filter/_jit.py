@@ -398,15 +398,17 @@ def _rebuild_lean(cache, target_context, data):
 
     numba also parses the library's LLVM bitcode kept beside the object code (kept for
     linking other code against it) and walks its functions to note every symbol it defines
-    (for later lookups by name): ~1.7 ms of a kernel's 2.5-3 ms load. A kernel's library is
-    never linked against, and the only names looked up in it are its entry points, so here
-    the object code is loaded as numba loads it and those two names are noted: the fit's
-    nine kernels after the first loaded in 8-11 ms instead of 24-27 ms; whole commands on
-    four small photos, alternated with the parent 15 times, took a median 1-37 ms less
-    (k = 16 and 256). Data not in the form numba 0.68 writes, or a numba without those
-    parts, is rebuilt by numba. What this gives up: other numba-compiled code cannot call
-    a kernel loaded so (its library keeps no module to link against: numba raises "library
-    unfit for linking"); the package's kernels are called from Python only.
+    (for later lookups by name): most of a kernel's load. A kernel's library is never
+    linked against, and the only names looked up in it are its entry points, so here the
+    object code is loaded as numba loads it and those two names are noted: a small file's
+    12 kernels load in 23 ms instead of 43 (``benchmarks/bench_cli.py``'s kernel count);
+    whole commands on four small photos (``--ref-src``, medians of 15) took 35-61 ms less
+    at k = 16, and -32 to +39 ms at k = 256, where the fit's kernels already load on the
+    idle core (:func:`preload`). Data not in the form numba 0.68 writes, or a numba
+    without those parts, is rebuilt by numba. What this gives up: other numba-compiled
+    code cannot call a kernel loaded so (its library keeps no module to link against:
+    numba raises "library unfit for linking"); the package's kernels are called from
+    Python only.
     """
     codegen = target_context.codegen()
     try:

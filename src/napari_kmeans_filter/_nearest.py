@@ -1400,10 +1400,9 @@ def dither_rgb_cells(
                     # colour c is), and the value is w plus s / 16 in whole steps toward
                     # zero: (16 w + s + (15 if s < 0)) >> 4, as an arithmetic shift
                     # floors.  Both sums wait only for the load of 7 c, not for the
-                    # error, x 7, added and rounded: a copy of this loop alone took 12.3
-                    # against 14.4 ns a pixel at k = 16, 18.3 against 20.6 at k = 64 (the
-                    # cat); whole dithered calls, the 2 MP mosaic / astronaut, 0.91 / 0.96x
-                    # the time at k = 16, 0.95 / 0.95x at 64, 0.97 / 0.97x at 256.
+                    # error, x 7, added and rounded: at k = 64, 1.54 -> 1.40-1.48x the
+                    # time of Pillow's dithering (benchmarks/bench_dither.py, median of
+                    # its three images; the 2 MP mosaic 1.97 -> 1.47x).
                     b0 = errors[now, here] + a0
                     b1 = errors[now, here + 1] + a1
                     b2 = errors[now, here + 2] + a2
