@@ -707,17 +707,27 @@ def pass_threads(n_points: int) -> int:
     return _WORKERS if n_points >= _PARALLEL_POINTS else 1
 
 
+def _blocks(n_rows: int) -> list[tuple[int, int]]:
+    """A slice's blocks, ``(offset, stop)`` in it: as few as hold at most ``_PASS_ROWS``
+    rows each, of equal length (to a row).  Equal, so that the threads of a pass finish
+    together: 96 615 colours as 65 536 + 31 079 rows kept one core waiting for the other
+    a third of every pass.  The layout depends on the slice's length alone, never on the
+    threads."""
+    n_blocks = -(-n_rows // _PASS_ROWS)
+    return [(n_rows * b // n_blocks, n_rows * (b + 1) // n_blocks) for b in range(n_blocks)]
+
+
 def _in_blocks(points, run):
-    """Call ``run(index, first, last, rows, block, weights)`` for every block of
-    ``_PASS_ROWS`` points, slice after slice (``rows`` indexes the slice's
-    ``block``), with one thread per core for large point sets; ``index``
+    """Call ``run(index, first, last, rows, block, weights)`` for every block of at most
+    ``_PASS_ROWS`` points (:func:`_blocks`), slice after slice (``rows`` indexes the
+    slice's ``block``), with one thread per core for large point sets; ``index``
     numbers the blocks in the order their results must be added."""
     n_threads = pass_threads(points.size)
     index = 0
     for start, stop, block, weights in points:
         jobs = [
-            (index + number, start + offset, min(start + offset + _PASS_ROWS, stop), offset)
-            for number, offset in enumerate(range(0, stop - start, _PASS_ROWS))
+            (index + number, start + offset, start + end, offset)
+            for number, (offset, end) in enumerate(_blocks(stop - start))
         ]
         index += len(jobs)
 
@@ -741,8 +751,8 @@ def assign(points, centres, labels, squared=None, *, neighbours=None, bounds=Non
     n_changed)``: the weighted sum and weight of the points of each centre,
     and the weighted squared error.
 
-    Points are visited in blocks of ``_PASS_ROWS`` rows, each summed on its
-    own and the blocks added in order, so the result does not depend on
+    Points are visited in blocks of at most ``_PASS_ROWS`` rows (:func:`_blocks`), each
+    summed on its own and the blocks added in order, so the result does not depend on
     slicing or threads; large point sets use one thread per core.
     """
     if neighbours is None:
