@@ -2,7 +2,7 @@
 """Issue 21 diagnosis: what the default speed's budget buys -- time against libimagequant, error
 against the best peer -- when one of its settings changes.
 
-    python benchmarks/sweep_budget.py                                  # k = 256, refine 100/50/30
+    python benchmarks/sweep_budget.py                                  # k = 256, refine 50/30/20
     python benchmarks/sweep_budget.py --k 64 --variants default refine=100 swaps=4+fine_swaps=2
     python benchmarks/sweep_budget.py --images chelsea mosaic1 --variants default max_cells=16384
 
@@ -13,7 +13,10 @@ touched). A variant is ``default`` (the package as it is) or settings joined by 
 ``_fit._SPEEDS``: ``max_cells``, ``start_cells`` (grid cells converged on, and for the starts
 and swaps; at least 8 k either way), ``starts`` (k-means++ starts at k <= 16), ``swaps``,
 ``fine_swaps`` (swap trials on the coarse and fine cells), ``refine`` (Lloyd iterations on
-the exact colours).
+the exact colours); and ``relax=FACTOR`` (a number >= 1), the refinement's over-relaxation
+(``_fit._RELAX``; 1 = plain Lloyd).
+
+    python benchmarks/sweep_budget.py --k 16 --variants default relax=1+refine=50 relax=1+refine=100
 
 Per image and variant: the median time of ``quantize(img, k, random_state=0)`` (--repeats, after
 one untimed call) over libimagequant's, timed in the same run (no dithering, through
@@ -56,12 +59,29 @@ def best_peers(k: int) -> dict[str, tuple[str, float]]:
     return {c["image"]: (c["best_peer"], c["best"]) for c in cells if c["k"] == k}
 
 
+def relax_of(variant: str, default: float) -> float:
+    """The variant's ``relax=FACTOR``, else ``default``."""
+    for part in variant.split("+"):
+        name, _, value = part.partition("=")
+        if name == "relax":
+            try:
+                factor = float(value)
+            except ValueError:
+                factor = 0.0
+            if not factor >= 1:
+                raise SystemExit(f"relax in {variant!r} must be a number >= 1")
+            return factor
+    return default
+
+
 def settings_of(variant: str, default: tuple) -> tuple:
     if variant == "default":
         return default
     values = dict(zip(FIELDS, default, strict=True))
     for part in variant.split("+"):
         name, _, value = part.partition("=")
+        if name == "relax":
+            continue  # relax_of
         if name not in values:
             raise SystemExit(f"unknown setting {name!r} in {variant!r}; one of {', '.join(FIELDS)}")
         least = 0 if name in ("swaps", "fine_swaps") else 1
@@ -91,7 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", nargs="+", default=list(IMAGES))
     p.add_argument("--k", type=int, default=256)
     p.add_argument(
-        "--variants", nargs="+", default=["default", "refine=100", "refine=50", "refine=30"]
+        "--variants", nargs="+", default=["default", "refine=50", "refine=20", "relax=1+refine=50"]
     )
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
@@ -105,7 +125,9 @@ def main(argv=None) -> int:
 
     speed = M.default_speed()
     default = F._SPEEDS[speed]
+    default_relax = F._RELAX
     variants = {v: settings_of(v, default) for v in args.variants}
+    relaxes = {v: relax_of(v, default_relax) for v in args.variants}
     images = {}
     for name in args.images:  # every image first: a name get_image does not know ends here
         try:
@@ -114,7 +136,10 @@ def main(argv=None) -> int:
             known = ", ".join((*IMAGES, "astronaut-small", "mosaic<MP>"))
             raise SystemExit(f"unknown image {name!r}; one of {known}") from None
     peers = best_peers(args.k)
-    print(f"k = {args.k}, speed {speed}: {dict(zip(FIELDS, default, strict=True))}")
+    print(
+        f"k = {args.k}, speed {speed}: {dict(zip(FIELDS, default, strict=True))}, "
+        f"relax {default_relax}"
+    )
     print(f"{'image':10s} {'best peer':>22s} | " + " | ".join(f"{v:>22s}" for v in variants))
     ratios: dict[str, dict[str, tuple[float, float]]] = {v: {} for v in variants}
     try:
@@ -124,6 +149,7 @@ def main(argv=None) -> int:
             cells = []
             for variant, settings in variants.items():
                 F._SPEEDS[speed] = settings
+                F._RELAX = relaxes[variant]
                 seconds, result = timed(
                     lambda img=img: quantize(img, args.k, random_state=0), args.repeats
                 )
@@ -137,6 +163,7 @@ def main(argv=None) -> int:
             print(f"{name:10s} {label:>22s} | {row}", flush=True)
     finally:
         F._SPEEDS[speed] = default
+        F._RELAX = default_relax
     print("\ntime / libimagequant (median) and MSE against the best peer (worst):")
     for variant, by_image in ratios.items():
         photos = [by_image[n][0] for n in PHOTOS if n in by_image]

@@ -56,6 +56,42 @@ def test_lloyd_bounds_do_not_change_the_trajectory(k):
     assert fast_iter == slow_iter
 
 
+@pytest.mark.parametrize("max_iter, tol", [(2, 0.0), (7, 0.0), (500, 0.0), (500, 1e-2)])
+def test_over_relaxed_lloyd_returns_its_clusters_means(max_iter, tol):
+    """Over-relaxed iterations overshoot the means on the way, but the centres returned
+    are the weighted means of the clusters their labels give (the last move is plain,
+    and one follows a pass that moved no point), each point labelled its nearest."""
+    rng = np.random.default_rng(2)
+    points = rng.normal(0, 30, (4000, 3))
+    weights = rng.integers(1, 5, len(points)).astype(float)
+    cells = _fit._Array(points, weights)
+    k = 24
+    labels = np.zeros(len(points), np.int64)
+    centres, _, n_iter, _ = _fit.lloyd(
+        cells, points[:k].copy(), labels, max_iter=max_iter, tol=tol, final=False, relax=1.9
+    )
+    assert n_iter <= max_iter
+    totals, means = _weighted_means(points, weights, labels, k)
+    filled = totals > 0
+    np.testing.assert_allclose(centres[filled], means[filled], rtol=0, atol=1e-9)
+    if max_iter == 500 and tol == 0:  # converged: no point would change cluster
+        np.testing.assert_array_equal(labels, _brute_force_nearest(points, centres))
+
+
+def test_over_relaxed_refinement_ends_below_plain_lloyd(monkeypatch):
+    """The refinement's over-relaxation is what lets its 30 iterations end below the 50
+    plain ones it replaced (the astronaut at k = 256: -0.06 %)."""
+    image = data.astronaut()
+    relaxed = quantize(image, 256).mse
+    monkeypatch.setattr(_fit, "_RELAX", 1.0)
+    plain = quantize(image, 256).mse
+    settings = dict(_fit._SPEEDS)
+    settings[4] = (*settings[4][:5], 50)
+    monkeypatch.setattr(_fit, "_SPEEDS", settings)
+    plain_50 = quantize(image, 256).mse
+    assert relaxed < plain_50 < plain
+
+
 def _histogram_of(image):
     encoding = Encoding.for_image(image.dtype, image.shape[-1])
     return histogram_of_pixels(image.reshape(-1, image.shape[-1]), encoding), encoding
