@@ -241,6 +241,45 @@ def test_the_command_line_loads_cached_kernels_from_their_object_code_alone(cat_
         np.testing.assert_array_equal(got, want)
 
 
+def test_the_command_line_types_arrays_as_numba_does_without_importing_numpy_ma(cat_png, tmp_path):
+    """A command's process never imports numpy.ma (numba's typing of an ndarray would, for
+    a masked-array check: ~25 ms), and the types it gives plain arrays of every layout,
+    dtype, dimension and writeability are numba's own; a masked array, once numpy.ma is
+    imported, still gets numba's refusal."""
+    code = """
+        import sys
+        import numpy as np
+        from napari_kmeans_filter.cli import main
+
+        assert main([sys.argv[1], "-k", "8", "-o", sys.argv[2], "-q", "--overwrite"]) == 0
+        print("numpy.ma" in sys.modules)
+        from numba import typeof
+
+        base = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)
+        frozen = np.zeros((3, 4), np.uint16)
+        frozen.flags.writeable = False
+        arrays = [base, base[:, ::2], base.T, np.asfortranarray(base), np.zeros(()),
+                  np.zeros(7, np.int8), np.zeros((0, 3), np.uint32), frozen,
+                  np.zeros((2, 2), np.complex64), np.zeros(3, bool), np.zeros(4, "M8[s]")]
+        ours = [typeof(a) for a in arrays]
+        print("numpy.ma" in sys.modules)
+        import numpy.ma
+        numba_own = [typeof(a) for a in arrays]  # numpy.ma imported: numba's function
+        print(ours == numba_own, [str(t) for t in ours])
+        try:
+            typeof(np.ma.masked_array([1.0, 2.0]))
+        except Exception as error:
+            print(type(error).__name__)
+    """
+    done = _python(code, cat_png, tmp_path / "out.png")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["False", "False"], lines
+    assert lines[2].startswith("True"), lines
+    assert "array(float64, 4d, C, readonly)" not in lines[2] and "readonly" in lines[2], lines
+    assert lines[3] == "NumbaTypeError", lines
+
+
 def test_a_cache_entry_of_another_form_is_rebuilt_by_numba():
     """_rebuild_lean takes only what numba 0.68 writes (object code beside bitcode) and a
     codegen with the parts it uses; anything else goes to numba's own rebuild."""
