@@ -27,9 +27,10 @@ each case (it warms the OS file cache and, for ours, numba's kernel cache):
                   first-ever run: every kernel compiled), on the first image at the first k only,
                   --cold-repeats runs (2), no untimed run
 
-Each row also gives `above_floor_s` (its median less floor-numba's on the same file, same
-run) and `x_pngquant` (its median / pngquant's at the same k), and the same two from the CPU
-times (`cpu_above_floor_s`, `cpu_x_pngquant`).
+Each row also gives `above_floor_s` (its median less floor-numba's on the same file, timed
+in the same round-robin: each k's block times the floor again) and `x_pngquant` (its median /
+pngquant's at the same k), and the same two from the CPU times (`cpu_above_floor_s`,
+`cpu_x_pngquant`).
 
 Before timing, the measured package's modules (and --ref-src's) are compiled to bytecode
 (`compileall`, as pip does when it installs a wheel): a machine with PYTHONDONTWRITEBYTECODE=1
@@ -406,14 +407,15 @@ def cold_row(src: Path, k: int, repeats: int, out_dir: Path, env: dict) -> dict:
 
 def add_relative_columns(rows: list[dict]) -> None:
     """above_floor_s / x_pngquant (and their CPU twins) of every ok row of this run: against
-    floor-numba on the same file and pngquant at the same k, both from the same run."""
+    floor-numba on the same file and pngquant at the same k, both timed in the same
+    round-robin as the row."""
     ok = [r for r in rows if r.get("status") == "ok"]
-    floor = {r["image"]: r for r in ok if r["case"] == "floor-numba"}
+    floor = {(r["image"], str(r["k"])): r for r in ok if r["case"] == "floor-numba"}
     pngquant = {(r["image"], str(r["k"])): r for r in ok if r["case"] == "pngquant"}
     for r in ok:
         for suffix, key in (("", "time_median_s"), ("cpu_", "cpu_median_s")):
             value = float(r[key])
-            f = floor.get(r["image"])
+            f = floor.get((r["image"], str(r["k"])))
             if f is not None and not r["case"].startswith("floor"):
                 r[f"{suffix}above_floor_s"] = f"{value - float(f[key]):.4f}"
             q = pngquant.get((r["image"], str(r["k"])))
@@ -508,8 +510,8 @@ def main(argv=None):
             for k in args.k:
                 cmds = {}
                 for case in cases:
-                    if case.startswith("floor") and k != args.k[0]:
-                        continue  # the floor does not depend on k: measured once per file
+                    # The floor does not depend on k, but the machine drifts between the k's
+                    # round-robins (minutes apart): each k's block times its own floor.
                     cmd = command(case, src, out_dir / f"{case}.png", k)
                     if cmd is None:
                         rows.append(
@@ -540,7 +542,7 @@ def main(argv=None):
                     row = dict(
                         image=name,
                         megapixels=f"{mp:.3f}",
-                        k="" if case.startswith("floor") else k,
+                        k=k,
                         case=case,
                         command=shown(case, name, k),
                         core_version=version if case.startswith("ours") else "",
@@ -591,6 +593,8 @@ def main(argv=None):
     if merge:
         # keep the earlier rows of every (image, k, case) this run did not measure
         done = {(r["image"], str(r.get("k") or ""), r["case"]) for r in rows}
+        # and a floor timed once for every k (earlier runs) where this run timed it per k
+        done |= {(image, "", case) for image, _, case in done if case.startswith("floor")}
         with open(csv_path, newline="") as f:
             old = [r for r in csv.DictReader(f) if (r["image"], r["k"], r["case"]) not in done]
         rows = old + rows

@@ -799,7 +799,8 @@ def _cli_index(crows):
     """{(image, k, case): row} of the ok rows, every case of an (image, k) from one run (peers
     timed in the same run): the latest run that timed ours and the floor on that file, else
     the latest that timed ours (a run of ``--cases ours`` alone, e.g. ``--cold``, does not
-    pair its time with another run's floor). The floor (no k) counts under every k."""
+    pair its time with another run's floor). A floor timed in a k's round-robin counts for
+    that k; one without k (runs before each k timed its own) counts under every k."""
     ks = {r["k"] for r in crows if r.get("k")}
     order, runs_of = [], {}
     for r in crows:
