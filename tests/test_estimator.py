@@ -10,6 +10,7 @@ import dask.array as da
 import numpy as np
 import pytest
 from skimage import data
+from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -115,6 +116,23 @@ def test_generator_random_state_and_init_array():
     assert start.inertia_ <= km.inertia_ * (1 + 1e-9)
     with pytest.raises(ValueError, match="initial centers"):
         KMeansQuantizer(n_clusters=3, init=km.cluster_centers_).fit(X)
+
+
+def test_an_init_array_keeps_its_order_as_scikit_learn_does(cat_pixels):
+    """Centre i is the one Lloyd reached from init[i]: code that names clusters through
+    init (background first) gets scikit-learn's labels, not the engine's dark-to-light order."""
+    X = np.array([[0.0, 0], [0.1, 0], [10, 10], [10.1, 10]])
+    start = np.array([[10.0, 10], [0, 0]])
+    np.testing.assert_array_equal(
+        KMeansQuantizer(2, init=start, n_init=1).fit(X).labels_,
+        KMeans(2, init=start, n_init=1).fit(X).labels_,
+    )
+    pixels = cat_pixels.astype(np.float64)
+    start = pixels[np.random.default_rng(0).choice(len(pixels), 8, replace=False)]
+    ours = KMeansQuantizer(8, init=start, n_init=1).fit(pixels)
+    theirs = KMeans(8, init=start, n_init=1, algorithm="lloyd").fit(pixels)
+    np.testing.assert_allclose(ours.cluster_centers_, theirs.cluster_centers_, atol=1e-6)
+    np.testing.assert_array_equal(ours.labels_, theirs.labels_)
 
 
 def test_lab_on_integer_pixels_reports_centres_in_pixel_units(cat_pixels):

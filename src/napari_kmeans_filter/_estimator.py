@@ -129,7 +129,8 @@ class KMeansQuantizer(
     random_state : int, RandomState, Generator or None, default=None
         Seed of the k-means++ starts (None: fresh randomness, as scikit-learn).
     init : "k-means++" or array of shape (n_clusters, n_features), default="k-means++"
-        How the fit starts.
+        How the fit starts; with an array, ``cluster_centers_[i]`` is the centre
+        Lloyd reached from ``init[i]``, as in scikit-learn.
     max_iter : int, default=300
         Most Lloyd iterations per start.
     tol : float, default=1e-4

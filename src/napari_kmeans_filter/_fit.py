@@ -1606,6 +1606,7 @@ class PaletteFit:
     """A fitted palette and what it does to the histogram's rows."""
 
     colors: np.ndarray  # (k, C) image dtype; fixed colours first, then dark to light
+    # (in init's order when a fit ran from init)
     counts: np.ndarray  # (k,) int64 visible pixels per colour
     assignment: Assignment
     n_iter: int  # Lloyd iterations run in all (0: no clustering needed)
@@ -1750,15 +1751,24 @@ def _fit_histogram(
             colors = best_integer_colors(colors, colors_float, points)
         colors = colors[n_fixed:]
     colors, where = np.unique(colors, axis=0, return_inverse=True)
-    ranks = np.argsort(luminance_order(colors))
-    colors = colors[np.argsort(ranks)]
+    where = where.reshape(-1)
+    if init is not None and fit is not None:
+        # Each centre ran Lloyd from its row of init: the palette keeps init's order
+        # (scikit-learn's KMeans(init=...) contract), a colour reached twice at its first.
+        first = np.full(len(colors), len(where))
+        np.minimum.at(first, where, np.arange(len(where)))
+        order = np.argsort(first)
+    else:
+        order = luminance_order(colors)
+    ranks = np.argsort(order)
+    colors = colors[order]
     guess = None
     if fixed is not None:
         colors = np.concatenate([fixed, _without(colors, fixed, encoding)])
     elif fit is not None:
         # Start every row's search at its cluster's colour (hidden rows: 0).
         guess = np.zeros(len(histogram), dtype=np.int32)
-        fitted_label = ranks[where.reshape(-1)][fit.labels]
+        fitted_label = ranks[where][fit.labels]
         if rows is None:
             guess[:] = fitted_label
         else:

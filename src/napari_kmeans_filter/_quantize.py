@@ -40,7 +40,8 @@ class Palette:
     colors : ndarray, shape (n, C)
         The palette colours in the image's own units and dtype (``C`` excludes
         alpha): any fixed colours first, then sorted by luminance (darkest
-        first).
+        first); with an ``init`` array, in its order (colour i started from
+        ``init[i]``; two that end equal are one, at the first's place).
     counts : ndarray of int64, shape (n,)
         Number of pixels of the fitted (or repainted) image with each colour.
     color_space : str
@@ -572,7 +573,8 @@ def quantize(
         refused); with an array, plain weighted Lloyd runs from it on every
         distinct colour to convergence, an empty cluster taking the colour
         farthest from its centre (scikit-learn's relocation): the same centres
-        as ``sklearn.cluster.KMeans(init=init, n_init=1)`` on every pixel.
+        as ``sklearn.cluster.KMeans(init=init, n_init=1)`` on every pixel, and
+        in init's order.
     max_iter : int, optional
         Maximum Lloyd iterations per start.
     tol : float, optional
