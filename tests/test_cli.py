@@ -295,6 +295,24 @@ def test_inputs_of_formats_not_written_get_png_or_tiff_by_default(tmp_path, monk
         np.testing.assert_array_equal(written, result.image, err_msg=output)
 
 
+def test_an_animated_png_without_o_is_written_as_tiff(tmp_path, monkeypatch, capsys):
+    """Without -o an animated PNG gets a .tif with every frame (the API's result), as
+    animated GIF and WebP do; it once stopped at "PNG holds one" frame, and stopped a batch."""
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cat = data.chelsea()[::2, ::2]
+    frames = np.stack([cat, cat[:, ::-1], 255 - cat])
+    pictures = [Image.fromarray(frame) for frame in frames]
+    pictures[0].save("anim.png", save_all=True, append_images=pictures[1:])
+    Image.fromarray(cat).save("still.png")
+    assert main(["anim.png", "still.png", "-k", "6", "-q"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    written = read(Path("anim_k6.tif"))
+    np.testing.assert_array_equal(written, quantize(frames, 6, random_state=0).image)
+    assert Path("still_k6.png").exists() and not Path("anim_k6.png").exists()
+
+
 def test_zarr_input_to_tiff_and_png(images, tmp_path):
     da = pytest.importorskip("dask.array")
     pytest.importorskip("zarr")

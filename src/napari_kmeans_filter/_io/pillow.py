@@ -48,6 +48,8 @@ def _open_pillow(path: Path, *, tiff: str | None = None) -> InputImage:
         picture = _read_pictures(path)
     except UnidentifiedImageError:
         what = f"a TIFF with {tiff}" if tiff else "not a recognised image format"
+        if path.suffix.lower() == ".npy":  # an output format only
+            what += " (.npy is written, not read: np.load it and use the Python API)"
         raise ImageIOError(f"cannot read image {path}: {what}") from None
     except ImageIOError:
         raise

@@ -274,9 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--format",
         choices=FORMAT_CHOICES,
-        help="suffix of the outputs named automatically; default: the input's own for PNG, "
-        "TIFF, .npy and .zarr (keeps dtype, channels and frames), else png (JPEG, WebP, "
-        "BMP, GIF, PPM, ...), or tif for animations and dtypes PNG cannot hold",
+        help="suffix of the outputs named automatically; default: the input's own for "
+        "TIFF, .zarr and one-frame PNG (keeps dtype, channels and frames), else png (JPEG, "
+        "WebP, BMP, GIF, PPM, ...), or tif for animations (an animated PNG too) and dtypes "
+        "PNG cannot hold",
     )
     parser.add_argument(
         "--labels",

@@ -436,11 +436,13 @@ def _default_output(path: Path, source: _io.InputImage, args, k) -> Path:
         suffix = ".ome.zarr"  # a new OME-Zarr image, with the input's axes and pyramid
     else:
         suffix = path.suffix.lower()
-        if _io.FORMATS_BY_SUFFIX.get(suffix) not in _KEPT_FORMATS:
-            # Not a format we write (WebP, BMP, GIF, Netpbm, ...) or a lossy one (JPEG
-            # would undo the quantisation): PNG, lossless and indexed, where it holds the
-            # picture; else TIFF (frames, other dtypes).
-            png = source.n_frames == 1 and np.dtype(source.dtype).name in _PNG_DTYPES
+        png = source.n_frames == 1 and np.dtype(source.dtype).name in _PNG_DTYPES
+        kept = _io.FORMATS_BY_SUFFIX.get(suffix) in _KEPT_FORMATS
+        if not kept or (_io.FORMATS_BY_SUFFIX.get(suffix) == "png" and not png):
+            # Not a format we write (WebP, BMP, GIF, Netpbm, ...), a lossy one (JPEG
+            # would undo the quantisation) or a PNG of several frames (APNG): PNG,
+            # lossless and indexed, where it holds the picture; else TIFF (frames,
+            # other dtypes).
             suffix = ".png" if png else ".tif"
     if args.out_dir is not None:
         directory = args.out_dir
