@@ -313,6 +313,27 @@ def test_an_animated_png_without_o_is_written_as_tiff(tmp_path, monkeypatch, cap
     assert Path("still_k6.png").exists() and not Path("anim_k6.png").exists()
 
 
+def test_a_problem_in_a_files_data_names_the_file_without_keep_going(tmp_path, monkeypatch, capsys):
+    """Found while quantising (NaN in a float TIFF, every pixel transparent), the problem
+    that ends a batch names its file, as --keep-going's lines do; the files before it are
+    written."""
+    from napari_kmeans_filter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(data.chelsea()[::4, ::4]).save("good.png")
+    bad = np.random.default_rng(0).random((20, 30, 3)).astype(np.float32)
+    bad[3, 4, 1] = np.nan
+    tifffile.imwrite("nan.tif", bad)
+    clear = np.zeros((10, 10, 4), np.uint8)
+    Image.fromarray(clear).save("clear.png")
+    for name in ("nan.tif", "clear.png"):
+        assert main(["good.png", name, "-k", "2", "--out-dir", "out", "-q", "--overwrite"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"napari-kmeans-filter: error: {name}: ")
+        assert "Traceback" not in lines[0]
+        assert Path("out/good_k2.png").exists()
+
+
 def test_zarr_input_to_tiff_and_png(images, tmp_path):
     da = pytest.importorskip("dask.array")
     pytest.importorskip("zarr")

@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
                 _run_job(job, args, palette, job.number, len(args.inputs), arrow)
             except Exception as exc:
                 if not keep_going:
-                    raise
+                    # The first problem ends the run; its line names the file, as with
+                    # --keep-going (in a batch, which one failed).
+                    raise CliError(input_error_line(job.source.path, exc)) from exc
                 display.clear()
                 failed(job.source.path, exc)
                 continue
