@@ -719,8 +719,8 @@ def fit_palette(
     -------
     Palette
         Colours in the image's units and dtype (fixed colours first, the rest
-        sorted dark to light), with the visible pixel count of each in
-        ``image``.
+        sorted dark to light, or in ``init``'s order), with the visible pixel
+        count of each in ``image``.
 
     Examples
     --------
