@@ -69,3 +69,27 @@ def test_init_whole_and_sliced_histograms_agree(monkeypatch):
     sliced = _fit.fit_histogram(histogram, encoding, 4, init=start)
     np.testing.assert_array_equal(sliced.colors, whole.colors)
     np.testing.assert_array_equal(sliced.assignment.row_labels, whole.assignment.row_labels)
+
+
+def test_init_keeps_its_order_on_an_image_of_fewer_colours_than_k():
+    """No more distinct colours than k: the palette is the image's own colours, each at
+    the place of its nearest init row, as Lloyd from init (scikit-learn) puts them."""
+    from sklearn.cluster import KMeans as SkKMeans
+
+    from napari_kmeans_filter import KMeansQuantizer
+
+    X = np.array([[10, 10, 10], [0, 0, 0], [10, 10, 10], [0, 0, 0], [0, 0, 0]], float)
+    start = np.array([[10, 10, 10], [0, 0, 0]], float)
+    np.testing.assert_array_equal(
+        KMeansQuantizer(2, init=start, n_init=1).fit(X).labels_,
+        SkKMeans(2, init=start, n_init=1).fit(X).labels_,
+    )
+    image = X.reshape(1, 5, 3).astype(np.uint8)
+    np.testing.assert_array_equal(quantize(image, 2, init=start).palette.colors, start)
+
+
+def test_init_with_fixed_colors_is_refused_before_any_work():
+    """Lloyd from an init array moves every colour, so none could stay fixed: refused,
+    naming both, instead of a palette whose first fitted colour is silently replaced."""
+    with pytest.raises(ValueError, match="'fixed_colors' parameter must be None with an 'init'"):
+        quantize(data.chelsea()[::4, ::4], 6, init=np.zeros((6, 3)), fixed_colors=[[0, 0, 0]])

@@ -724,9 +724,11 @@ def lloyd(
 
     ``relax`` > 1 over-relaxes the updates: each centre moves ``relax`` times
     the way to its cluster's mean (successive over-relaxation of Lloyd's
-    fixed-point iteration; see ``_RELAX``).  The last update, and one after a
-    pass that moved no point, is plain, so the centres returned are their
-    clusters' means, as Lloyd's are; ``tol`` applies to the plain step's move.
+    fixed-point iteration; see ``_RELAX``).  The last update is plain, and so
+    is every update from a pass that moved no point on, so the centres
+    returned are their clusters' means, as Lloyd's are.  ``tol`` applies to
+    the plain step's move, which the overshoot keeps long: with ``tol`` > 0 the
+    run stops later than plain Lloyd's would (the fit relaxes only with 0).
     """
     centres = centres.copy()
     if neighbours is None:
@@ -1758,6 +1760,13 @@ def _fit_histogram(
         first = np.full(len(colors), len(where))
         np.minimum.at(first, where, np.arange(len(where)))
         order = np.argsort(first)
+    elif init is not None:
+        # The image's own colours (no more than k): each at the place of its nearest
+        # init row, where Lloyd from init takes it (ties: dark to light).
+        start = np.asarray(init, np.float64)
+        values = colors.astype(np.float64)
+        nearest = ((values[:, None, :] - start[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+        order = np.lexsort((np.argsort(luminance_order(colors)), nearest))
     else:
         order = luminance_order(colors)
     ranks = np.argsort(order)

@@ -134,14 +134,24 @@ def fit_options(
     )
     size = contract.MAX_N_COLORS if n_colors == "auto" else int(n_colors)
     n_init = contract.validate("n_init", n_init)
+    init = check.check_init(init, size, n_channels, layout.dtype)
+    fixed_colors = check.check_fixed_colors(fixed_colors, size, n_channels, layout.dtype)
+    if fixed_colors is not None and not isinstance(init, str):
+        # Lloyd from an init array moves every colour: none would stay fixed.
+        raise contract.invalid(
+            "fixed_colors",
+            "be None with an 'init' array (Lloyd runs from init and moves every colour)",
+            None,
+            got=f"{len(fixed_colors)} fixed colour{'' if len(fixed_colors) == 1 else 's'}",
+        )
     return FitOptions(
         n_colors=n_colors if n_colors == "auto" else int(n_colors),
         target_psnr=target_psnr,
         target_delta_e=target_delta_e,
         color_space=check.check_color_space(color_space, n_channels),
         speed=int(contract.validate("speed", speed)),
-        init=check.check_init(init, size, n_channels, layout.dtype),
-        fixed_colors=check.check_fixed_colors(fixed_colors, size, n_channels, layout.dtype),
+        init=init,
+        fixed_colors=fixed_colors,
         n_init=None if isinstance(n_init, str) else int(n_init),
         max_iter=int(contract.validate("max_iter", max_iter)),
         tol=float(contract.validate("tol", tol)),

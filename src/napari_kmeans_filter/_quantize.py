@@ -574,7 +574,7 @@ def quantize(
         distinct colour to convergence, an empty cluster taking the colour
         farthest from its centre (scikit-learn's relocation): the same centres
         as ``sklearn.cluster.KMeans(init=init, n_init=1)`` on every pixel, and
-        in init's order.
+        in init's order.  Not with ``fixed_colors`` (every colour moves).
     max_iter : int, optional
         Maximum Lloyd iterations per start.
     tol : float, optional
