@@ -709,11 +709,13 @@ def pass_threads(n_points: int) -> int:
 
 def _blocks(n_rows: int) -> list[tuple[int, int]]:
     """A slice's blocks, ``(offset, stop)`` in it: as few as hold at most ``_PASS_ROWS``
-    rows each, of equal length (to a row).  Equal, so that the threads of a pass finish
-    together: 96 615 colours as 65 536 + 31 079 rows kept one core waiting for the other
-    a third of every pass.  The layout depends on the slice's length alone, never on the
-    threads."""
+    rows each, an even number of them when more than one, of equal length (to a row).
+    Equal and even, so that the two threads of a pass (this machine's cores) finish
+    together: 96 615 colours as 65 536 + 31 079 rows kept one core waiting for the other a
+    third of every pass, and three equal blocks would leave one thread two.  The layout
+    depends on the slice's length alone, never on the threads."""
     n_blocks = -(-n_rows // _PASS_ROWS)
+    n_blocks += n_blocks % 2 if n_blocks > 1 else 0
     return [(n_rows * b // n_blocks, n_rows * (b + 1) // n_blocks) for b in range(n_blocks)]
 
 
@@ -739,7 +741,7 @@ def _in_blocks(points, run):
 
 
 def _n_blocks(points) -> int:
-    return sum(-(-(stop - start) // _PASS_ROWS) for start, stop in points.bounds())
+    return sum(len(_blocks(stop - start)) for start, stop in points.bounds())
 
 
 def assign(points, centres, labels, squared=None, *, neighbours=None, bounds=None, drift=0.0):
