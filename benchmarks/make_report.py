@@ -1042,9 +1042,10 @@ def cli_table(crows):
     cases = ["ours", "ours-speed10", "pngquant", "pngquant-speed10", "imagemagick"]
     body = []
     for mp, image in files:
-        fl = idx.get((image, str(ks[0]), "floor-numba")) if ks else None
-        fp = idx.get((image, str(ks[0]), "floor-python")) if ks else None
         for k in ks:
+            # The floors of this k's round-robin (a floor without k counts under every k).
+            fl = idx.get((image, str(k), "floor-numba"))
+            fp = idx.get((image, str(k), "floor-python"))
             cells = []
             for c in cases:
                 r = idx.get((image, str(k), c))
