@@ -68,7 +68,7 @@ def relax_of(variant: str, default: float) -> float:
                 factor = float(value)
             except ValueError:
                 factor = 0.0
-            if not factor >= 1:
+            if not 1 <= factor < float("inf"):
                 raise SystemExit(f"relax in {variant!r} must be a number >= 1")
             return factor
     return default

@@ -781,7 +781,7 @@ def lloyd(
         totals += delta_totals
         if changed == 0:
             if step != 1.0:
-                plain = True  # no point moved: one plain update makes the centres the means
+                plain = True  # no point moved: plain updates from here make them the means
                 continue
             stable = True  # the centres are the means of their clusters
             break

@@ -437,8 +437,8 @@ def _default_output(path: Path, source: _io.InputImage, args, k) -> Path:
     else:
         suffix = path.suffix.lower()
         png = source.n_frames == 1 and np.dtype(source.dtype).name in _PNG_DTYPES
-        kept = _io.FORMATS_BY_SUFFIX.get(suffix) in _KEPT_FORMATS
-        if not kept or (_io.FORMATS_BY_SUFFIX.get(suffix) == "png" and not png):
+        kind = _io.FORMATS_BY_SUFFIX.get(suffix)
+        if kind not in _KEPT_FORMATS or (kind == "png" and not png):
             # Not a format we write (WebP, BMP, GIF, Netpbm, ...), a lossy one (JPEG
             # would undo the quantisation) or a PNG of several frames (APNG): PNG,
             # lossless and indexed, where it holds the picture; else TIFF (frames,
